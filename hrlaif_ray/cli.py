@@ -1,0 +1,113 @@
+"""The `hrlaif` command. Each subcommand is one stage of the system; config-driven ones take `--config FILE`
+plus dotted overrides (`model.hidden_size=256`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hrlaif_ray.errors import HrlaifError
+
+
+def _cmd_prepare_data(args: argparse.Namespace) -> None:
+    from hrlaif_ray.data.readers import HUMAN_PAIR_SOURCES, SOURCES, load_source
+    from hrlaif_ray.data.schemas import write_records
+
+    if args.list:
+        for name, (_, rel, rows) in SOURCES.items():
+            kind = "human_pairs" if name in HUMAN_PAIR_SOURCES else "prompts"
+            print(f"{name:32s} {kind:12s} {rows:6d}  {rel}")
+        return
+    if not args.source or not args.out:
+        raise HrlaifError("prepare-data needs --source NAME and --out FILE (or --list)")
+    records = load_source(args.source, args.data_dir)
+    if args.limit:
+        records = records[: args.limit]
+    kind = "human_pairs" if args.source in HUMAN_PAIR_SOURCES else "prompts"
+    print(f"wrote {len(records)} {kind} records to {write_records(args.out, records, kind)}")
+
+
+def _cmd_make_prompts(args: argparse.Namespace) -> None:
+    from hrlaif_ray.config import PromptMixConfig, load_config
+    from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+    from hrlaif_ray.data.schemas import write_records
+
+    cfg = load_config(PromptMixConfig, args.config, args.overrides)
+    records = generate_prompt_mix(cfg)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.category] = counts.get(r.category, 0) + 1
+    print(f"wrote {len(records)} prompts {counts} to {write_records(args.out, records, 'prompts')}")
+
+
+def _cmd_tiny_model(args: argparse.Namespace) -> None:
+    from transformers import AutoTokenizer
+
+    from hrlaif_ray.config import TinyModelJob, dump_config, load_config
+    from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder, train_bpe_tokenizer
+
+    job = load_config(TinyModelJob, args.config, args.overrides)
+    if job.tokenizer.kind == "bpe":
+        corpus = [r.text for r in generate_prompt_mix(job.prompts)]
+        tokenizer = train_bpe_tokenizer(corpus, job.tokenizer.vocab_size)
+    else:
+        if not job.tokenizer.path:
+            raise HrlaifError("tokenizer.path: required when tokenizer.kind is 'pretrained'")
+        tokenizer = AutoTokenizer.from_pretrained(job.tokenizer.path)
+    model = build_tiny_causal_lm(job.model, tokenizer)
+    out = save_model_folder(model, tokenizer, args.out)
+    (out / "hrlaif_config.yaml").write_text(dump_config(job))
+    n = sum(p.numel() for p in model.parameters())
+    print(f"saved {job.model.arch} model ({n:,} parameters, vocab {len(tokenizer)}) to {out}")
+
+
+def _cmd_export_smollm2(args: argparse.Namespace) -> None:
+    from hrlaif_ray.models.smollm2 import export_smollm2
+
+    print(f"SmolLM2-135M-Instruct as an HF folder: {export_smollm2(args.out)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hrlaif", description="Hybrid RL from AI Feedback on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-data", help="read a public data set into a prompts or human-pairs Parquet file")
+    p.add_argument("--source", help="source name (see --list)")
+    p.add_argument("--data-dir", help="data folder (default: $HRLAIF_DATA_DIR, else ../shared/data)")
+    p.add_argument("--out", type=Path, help="output Parquet file")
+    p.add_argument("--limit", type=int, default=0, help="keep the first N records (0: all)")
+    p.add_argument("--list", action="store_true", help="list the known sources and exit")
+    p.set_defaults(func=_cmd_prepare_data)
+
+    p = sub.add_parser("make-prompts", help="generate the project's own prompt mix (config section: PromptMixConfig)")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. n=500 seed=1")
+    p.set_defaults(func=_cmd_make_prompts)
+
+    p = sub.add_parser("tiny-model", help="train a small BPE on the prompt mix and save a random-init tiny LM folder")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden_size=256 model.arch=llama")
+    p.set_defaults(func=_cmd_tiny_model)
+
+    p = sub.add_parser("export-smollm2", help="save the packaged SmolLM2-135M-Instruct GGUF as an HF safetensors folder")
+    p.add_argument("--out", type=Path, help="folder (default: $HRLAIF_CACHE_DIR or ~/.cache/hrlaif)/smollm2-135m-instruct")
+    p.set_defaults(func=_cmd_export_smollm2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (HrlaifError, KeyError) as exc:
+        print(f"hrlaif {args.command}: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

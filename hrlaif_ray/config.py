@@ -1,0 +1,137 @@
+"""Typed config: pydantic models loaded from YAML, with dotted command-line overrides.
+
+Config is data. Each section is a pydantic model whose fields carry their defaults and documentation in one
+place; unknown keys are errors (no silent typos), and a failed validation names every offending key, e.g.
+`model.hidden_size: Input should be a valid integer (got 'wide')`. Nothing is rewritten behind the user's back:
+what validates is what runs, and `dump_config` writes exactly that next to the outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hrlaif_ray.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """A tiny random-init causal LM (tests, benchmarks, the demo's policy)."""
+
+    arch: Literal["qwen2", "llama"] = Field("qwen2", description="HF architecture of the tiny model.")
+    hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
+    num_layers: int = Field(2, gt=0, description="Number of decoder layers.")
+    num_heads: int = Field(4, gt=0, description="Attention heads; must divide hidden_size.")
+    num_kv_heads: int = Field(4, gt=0, description="Key/value heads (grouped-query attention); divides num_heads.")
+    intermediate_size: int = Field(512, gt=0, description="MLP width.")
+    max_position_embeddings: int = Field(512, gt=0, description="Longest sequence the model accepts.")
+    tie_word_embeddings: bool = Field(True, description="Share input embedding and output projection.")
+    seed: int = Field(0, description="Initialisation seed: the same seed gives the same weights.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
+        return self
+
+
+class TokenizerConfig(Section):
+    """Where the tokenizer comes from."""
+
+    kind: Literal["bpe", "pretrained"] = Field(
+        "bpe", description="'bpe': a byte-level BPE trained on the task's text; 'pretrained': load `path`."
+    )
+    vocab_size: int = Field(384, ge=280, description="BPE vocabulary (256 bytes + specials + merges).")
+    path: str | None = Field(None, description="Tokenizer folder when kind is 'pretrained'.")
+
+
+class PromptMixConfig(Section):
+    """The project's own generated prompt mix (the demo cannot rely on ../shared)."""
+
+    n: int = Field(1000, gt=0, description="Number of prompts.")
+    seed: int = Field(0, description="Generator seed.")
+    math: float = Field(0.45, ge=0, description="Share of arithmetic word problems with a free answer.")
+    multiple_choice: float = Field(0.25, ge=0, description="Share of the same problems as multiple choice.")
+    harmful: float = Field(0.2, ge=0, description="Share of harmful requests.")
+    open_qa: float = Field(0.1, ge=0, description="Share of open questions.")
+    a_min: int = Field(10, description="Smallest first operand.")
+    a_max: int = Field(29, description="Largest first operand.")
+    b_min: int = Field(1, description="Smallest second operand.")
+    b_max: int = Field(9, description="Largest second operand.")
+
+
+class TinyModelJob(Section):
+    """`hrlaif tiny-model`: train a tokenizer on the prompt mix and save a random-init model folder."""
+
+    model: ModelConfig = ModelConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    prompts: PromptMixConfig = PromptMixConfig()
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`3`, `true`, `[1, 2]`)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE with a dotted key, e.g. model.hidden_size=256")
+    parts = key.strip().split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"override {override!r}: config key {prefix!r} is a value, not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "<root>"
+        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "value_error") else ""
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}{got}")
+    return "\n".join(lines)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
+    """Load `cls` from a YAML file (or the defaults when `path` is None), then apply dotted overrides."""
+    data: Any = {}
+    source = "defaults" if path is None else str(path)
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    for override in overrides:
+        apply_override(data, override)
+    if overrides:
+        source += " + overrides " + " ".join(overrides)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

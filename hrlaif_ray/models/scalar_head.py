@@ -1,0 +1,85 @@
+"""A causal-LM backbone with a scalar head: the reward model and the critic.
+
+`kind="reward"` reads the head at the last non-pad token of each sequence (one score per sequence);
+`kind="critic"` reads it at every token (one value per position). The backbone is the HF base model
+(`AutoModel`), so a policy folder (e.g. the SFT checkpoint) initialises it directly, as is standard practice.
+The folder it saves is the backbone's HF folder plus `scalar_head.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+
+HEAD_FILE = "scalar_head.safetensors"
+HEAD_META = "scalar_head.json"
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] mask -> [B] index of the last 1 in each row (works with left or right padding)."""
+    T = attention_mask.size(1)
+    return T - 1 - attention_mask.long().fliplr().argmax(dim=1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count only real tokens, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class ScalarHeadModel(nn.Module):
+    def __init__(self, backbone: PreTrainedModel, kind: Literal["reward", "critic"] = "reward", head: nn.Linear | None = None):
+        super().__init__()
+        if kind not in ("reward", "critic"):
+            raise ValueError(f"kind must be 'reward' or 'critic', got {kind!r}")
+        self.kind = kind
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        if head is None:
+            head = nn.Linear(hidden, 1, dtype=backbone.dtype)
+            nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(head.bias)
+        self.head = head
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [B, T] -> rewards [B] (reward) or values [B, T] (critic)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+        ).last_hidden_state
+        values = self.head(hidden).squeeze(-1)
+        if self.kind == "critic":
+            return values
+        return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
+
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
+        path = Path(path)
+        self.backbone.save_pretrained(path)
+        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
+        (path / HEAD_META).write_text(json.dumps({"kind": self.kind, "hidden_size": self.config.hidden_size}))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, kind: Literal["reward", "critic"] | None = None, dtype: torch.dtype = torch.float32
+    ) -> "ScalarHeadModel":
+        """Load a saved scalar-head folder, or start from a causal-LM folder with a fresh head."""
+        path = Path(path)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+        head = None
+        if (path / HEAD_FILE).is_file():
+            meta = json.loads((path / HEAD_META).read_text())
+            kind = kind or meta["kind"]
+            head = nn.Linear(backbone.config.hidden_size, 1, dtype=dtype)
+            head.load_state_dict(load_file(path / HEAD_FILE))
+        return cls(backbone, kind or "reward", head)

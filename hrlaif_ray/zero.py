@@ -1,0 +1,59 @@
+"""DeepSpeed ZeRO set-up shared by every learner (reward model, actor, critic).
+
+A learner process looks like a torchrun rank: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK in its
+environment, whether torchrun or a Ray actor put them there. The backend follows the device: nccl with CUDA,
+gloo on CPU (with DS_ACCELERATOR=cpu; oneCCL is not on PyPI). The optimizer is torch's AdamW passed in
+(`zero_allow_untested_optimizer`), since naming a DeepSpeed optimizer compiles fused_adam for minutes on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+
+def zero_config(
+    stage: int,
+    micro_batch_size: int,
+    world_size: int,
+    grad_accum: int = 1,
+    grad_clip: float = 1.0,
+    bf16: bool = False,
+    offload_optimizer: bool = False,
+) -> dict[str, Any]:
+    """A DeepSpeed config dict for ZeRO `stage` (0-3)."""
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero stage must be 0-3, got {stage}")
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch_size * grad_accum * world_size,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group named by the torchrun-style environment; returns (rank, world_size)."""
+    import deepspeed
+
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE") if k not in os.environ]
+    if missing:
+        raise RuntimeError(f"distributed environment incomplete: {', '.join(missing)} not set")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    deepspeed.init_distributed(dist_backend=backend())
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

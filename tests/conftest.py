@@ -1,0 +1,65 @@
+"""Shared fixtures: the real data folder (tests skip with a reason when it is absent), a tiny model folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from hrlaif_ray.config import ModelConfig, PromptMixConfig
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.readers import resolve_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("HRLAIF_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: set HRLAIF_SLOW=1 (make test-all) to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    found = resolve_data_dir()
+    if found is None or not found.is_dir():
+        pytest.skip("real data folder absent: set HRLAIF_DATA_DIR or place ../shared/data beside the checkout")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from hrlaif_ray.models import train_bpe_tokenizer
+
+    return train_bpe_tokenizer([r.text for r in generate_prompt_mix(PromptMixConfig(n=500))], vocab_size=384)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder
+
+    model = build_tiny_causal_lm(ModelConfig(), tiny_tokenizer)
+    return save_model_folder(model, tiny_tokenizer, tmp_path_factory.mktemp("tiny") / "model")
+
+
+def script_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment for a child process: caches and sockets under `tmp`, CPU DeepSpeed, both cores."""
+    env = dict(os.environ)
+    env.update(
+        TMPDIR=str(tmp),
+        VLLM_CACHE_ROOT=str(tmp / "vllm-cache"),
+        TORCHINDUCTOR_CACHE_DIR=str(tmp / "inductor"),
+        DS_ACCELERATOR="cpu",
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+        **extra,
+    )
+    return env
+
+
+PYTHON = sys.executable

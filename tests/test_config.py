@@ -1,0 +1,56 @@
+import pytest
+
+from hrlaif_ray.config import ModelConfig, TinyModelJob, apply_override, dump_config, load_config
+from hrlaif_ray.errors import ConfigError
+
+
+def test_defaults_and_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  hidden_size: 64\n  num_heads: 2\n  num_kv_heads: 1\ntokenizer:\n  vocab_size: 300\n")
+    job = load_config(TinyModelJob, path, ["model.num_layers=3", "model.arch=llama", "prompts.n=10"])
+    assert (job.model.hidden_size, job.model.num_heads, job.model.num_layers, job.model.arch) == (64, 2, 3, "llama")
+    assert job.tokenizer.vocab_size == 300 and job.prompts.n == 10
+    assert job.model.intermediate_size == ModelConfig().intermediate_size  # untouched default
+    # What is dumped loads back to the same config.
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(job))
+    assert load_config(TinyModelJob, again) == job
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["model.hidden_size=wide"], "model.hidden_size"),
+        (["model.hiden_size=64"], "model.hiden_size"),  # a typo is an error, not ignored
+        (["model.arch=gpt5"], "model.arch"),
+        (["model.num_heads=3"], "num_heads (3) must divide hidden_size (128)"),
+        (["tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
+    ],
+)
+def test_errors_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(TinyModelJob, None, overrides)
+    assert key in str(info.value)
+
+
+def test_malformed_overrides_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(TinyModelJob, None, ["model.hidden_size"])
+    with pytest.raises(ConfigError, match="'model.arch' is a value"):
+        apply_override({"model": {"arch": "qwen2"}}, "model.arch.x=1")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(TinyModelJob, bad)
+    bad.write_text("model: {hidden_size: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(TinyModelJob, bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(TinyModelJob, tmp_path / "missing.yaml")
+
+
+def test_shipped_config_files_validate():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "cluster" / "configs").glob("tiny-model*.yaml")):
+        load_config(TinyModelJob, path)
