@@ -63,7 +63,8 @@ def iter_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[s
             start = reader.line_num + 1
             for row in reader:
                 if None in row or any(v is None for v in row.values()):
-                    raise DataError(path, start, None, f"row has {len(row) - (None in row)} fields, header has {len(reader.fieldnames)}")
+                    n = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                    raise DataError(path, start, None, f"row has {n} fields, header has {len(reader.fieldnames)}")
                 yield start, row
                 start = reader.line_num + 1
     except FileNotFoundError:
