@@ -1,0 +1,86 @@
+"""Start a local OpenAI-compatible server in a child process and wait until it answers.
+
+`sim_judge_server(...)` runs the simulated judge; `vllm_server(...)` runs vLLM's OpenAI-compatible server
+(the module form: the CPU build's distribution name breaks `vllm serve`). Both bind 127.0.0.1 and stop the
+child (SIGTERM, then SIGKILL) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def sim_judge_server(overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None,
+                     timeout_s: float = 60) -> Iterator[str]:
+    """Yields the base URL (http://127.0.0.1:PORT/v1) of a simulated judge started with these overrides."""
+    cmd = [sys.executable, "-m", "hrlaif_ray.judges.server", *(["--config", str(config)] if config else []), *overrides]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("READY ") or proc.poll() is not None:
+                break
+        if not line.startswith("READY "):
+            raise RuntimeError(f"simulated judge did not start (exit {proc.poll()}): {line!r}")
+        yield line.split()[1]
+    finally:
+        _stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: str | Path, served_name: str, max_model_len: int = 2048, timeout_s: float = 300,
+                log_path: str | Path | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Yields the base URL of vLLM's OpenAI-compatible server over `model_dir`."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
+           "--served-model-name", served_name]
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {proc.returncode} (log: {log_path})")
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM server not ready after {timeout_s} s (log: {log_path})")
+            time.sleep(1)
+        yield base
+    finally:
+        _stop(proc)
+        if log_path:
+            log.close()

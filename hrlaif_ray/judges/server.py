@@ -1,0 +1,154 @@
+"""The simulated judge as an OpenAI-compatible chat-completions server (Starlette on uvicorn).
+
+Endpoints: POST /v1/chat/completions, GET /v1/models, GET /billing (what it would have charged: tokens of
+every attempt it processed, including those that timed out or dropped, as a real provider may). Faults are
+drawn per (request hash, attempt), the attempt being the SDK's `x-stainless-retry-count` header plus the
+labeler's `X-Hrlaif-Reask`, and stop after `max_faulty_attempts`, so a rerun meets the same faults and every
+request eventually succeeds. Binds 127.0.0.1 unless told otherwise; prints `READY <base_url>` when listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hrlaif_ray.config import load_config
+from hrlaif_ray.judges.sim_judge import SimJudge, SimJudgeConfig, count_tokens, uniform
+from hrlaif_ray.labeling.judge_prompts import extract_payload
+
+
+def build_app(cfg: SimJudgeConfig) -> Starlette:
+    judge = SimJudge(cfg)
+    billing: Counter = Counter()
+
+    def bill(kind: str, tokens_in: int, tokens_out: int = 0) -> None:
+        billing["requests"] += 1
+        billing[f"status_{kind}"] += 1
+        billing["tokens_in"] += tokens_in
+        billing["tokens_out"] += tokens_out
+
+    async def chat(request: Request):
+        try:
+            body = await request.json()
+            messages, model = body["messages"], str(body.get("model", "sim-judge"))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return JSONResponse({"error": {"message": "body must be JSON with 'messages'", "type": "invalid_request_error"}}, 400)
+        parsed = extract_payload(messages)
+        if parsed is None:
+            return JSONResponse({"error": {"message": "the simulated judge answers only hrlaif judge prompts", "type": "invalid_request_error"}}, 400)
+        task, payload = parsed
+        rid = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()
+        retry = int(request.headers.get("x-stainless-retry-count", "0") or 0)
+        reask = int(request.headers.get("x-hrlaif-reask", "0") or 0)
+        tokens_in = count_tokens(json.dumps(messages))
+        if cfg.latency_ms:
+            await asyncio.sleep(cfg.latency_ms / 1000)
+
+        if retry + reask < cfg.max_faulty_attempts:
+            u = uniform(cfg.seed, rid, "fault", retry, reask)
+            edges = [("429", cfg.p_429), ("500", cfg.p_500), ("timeout", cfg.p_timeout), ("drop", cfg.p_drop)]
+            for kind, p in edges:
+                if u < p:
+                    break
+                u -= p
+            else:
+                kind = None
+            if kind == "429":
+                bill("429", 0)
+                return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit_error"}}, 429,
+                                    headers={"retry-after": f"{cfg.retry_after_s:g}"})
+            if kind == "500":
+                bill("500", 0)
+                return JSONResponse({"error": {"message": "internal error", "type": "server_error"}}, 500)
+            if kind == "timeout":  # processed (and billed) but answered too late: the client has given up
+                bill("timeout", tokens_in)
+                await asyncio.sleep(cfg.timeout_s)
+                return JSONResponse({"error": {"message": "answer held back", "type": "timeout"}}, 504)
+            if kind == "drop":
+                bill("drop", tokens_in)
+                return _DroppedConnection()
+
+        answer = json.dumps(judge.answer(rid, task, payload))
+        finish = "stop"
+        v = uniform(cfg.seed, rid, "malformed", reask)
+        if reask < cfg.max_faulty_attempts and v < cfg.p_malformed:
+            answer = "Sure! Here is my verdict: " + answer.replace('"', "")
+        elif reask < cfg.max_faulty_attempts and v < cfg.p_malformed + cfg.p_truncated:
+            answer, finish = answer[: max(1, len(answer) // 2)], "length"
+        tokens_out = count_tokens(answer)
+        bill("200", tokens_in, tokens_out)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{rid[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+            }
+        )
+
+    async def models(_: Request):
+        return JSONResponse({"object": "list", "data": [{"id": "sim-judge", "object": "model", "owned_by": "hrlaif"}]})
+
+    async def billing_view(_: Request):
+        return JSONResponse(dict(billing))
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/billing", billing_view),
+    ])
+
+
+class _DroppedConnection:
+    """An ASGI response that promises a body and closes the connection after a few bytes."""
+
+    async def __call__(self, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
+        raise ConnectionAbortedError("simulated dropped connection")  # uvicorn closes the socket
+
+
+class _HideSimulatedDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionAbortedError))
+
+
+def serve(cfg: SimJudgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    logging.getLogger("uvicorn.error").addFilter(_HideSimulatedDrops())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(build_app(cfg), log_level="warning", access_log=False, timeout_keep_alive=30))
+    print(f"READY http://{host}:{sock.getsockname()[1]}/v1", flush=True)
+    server.run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="hrlaif serve-judge", description="Serve the simulated judge over HTTP.")
+    parser.add_argument("--config", type=Path, help="YAML with SimJudgeConfig fields")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed in the READY line)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. latency_ms=200 p_429=0.1")
+    args = parser.parse_args(argv)
+    serve(load_config(SimJudgeConfig, args.config, args.overrides), args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

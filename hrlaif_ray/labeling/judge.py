@@ -1,0 +1,168 @@
+"""The judge client: one model behind any OpenAI-compatible endpoint, through the `openai` SDK on httpx.
+
+What the SDK already does is used as is: retries with exponential backoff and jitter on 408/409/429/5xx,
+timeouts and connection errors, honouring Retry-After (`max_retries`, `timeout`). What it does not do is
+added here: httpx event hooks see every attempt, so each one waits for the shared rate limit and is accounted
+(a provider may bill an attempt that timed out: its input tokens are counted as an estimate), and an answer
+that is not the JSON the task asks for is re-asked a bounded number of times, then raised as a failure.
+
+The API key is read from the environment variable the config names, never stored in config, labels or logs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from hrlaif_ray.labeling.judge_prompts import TEMPLATE_VERSION, JudgeOutputError, parse_answer, render
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, tokens: int = 0) -> None: ...
+
+
+class JudgeCallError(RuntimeError):
+    """A judge call that failed for good: retries exhausted, or the answer stayed malformed."""
+
+
+@dataclass
+class Attempt:
+    status: str  # "ok", "malformed", "http_<code>" (refused: 429, 5xx), "lost" (timed out or dropped: maybe billed)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    estimated: bool = False
+
+
+@dataclass
+class CallLog:
+    """Every attempt of every request made for one label."""
+
+    model: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(a.tokens_in for a in self.attempts)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(a.tokens_out for a in self.attempts)
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_m: float
+    output_per_m: float
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1e6
+
+
+_current_log: contextvars.ContextVar[tuple[CallLog, int] | None] = contextvars.ContextVar("hrlaif_call_log", default=None)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough count (4 characters a token) for rate budgets and unconfirmed attempts."""
+    return max(1, len(text) // 4)
+
+
+class JudgeClient:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 60.0,
+        max_retries: int = 6,
+        max_reasks: int = 2,
+        max_tokens: int = 512,
+        json_mode: bool = True,
+        limiter: RateLimiter | None = None,
+        max_connections: int = 64,
+    ):
+        self.model, self.max_reasks, self.max_tokens, self.json_mode = model, max_reasks, max_tokens, json_mode
+        self.limiter = limiter
+        http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            event_hooks={"request": [self._on_request], "response": [self._on_response]},
+        )
+        self._client = AsyncOpenAI(
+            base_url=base_url,
+            api_key=os.environ.get(api_key_env) or "EMPTY",  # local servers accept any key
+            timeout=timeout_s,
+            max_retries=max_retries,
+            http_client=http,
+        )
+
+    def __repr__(self) -> str:  # never the key
+        return f"JudgeClient(model={self.model!r}, base_url={str(self._client.base_url)!r})"
+
+    async def _on_request(self, request: httpx.Request) -> None:
+        current = _current_log.get()
+        if current is None:
+            return
+        log, tokens = current
+        if self.limiter is not None:
+            await self.limiter.acquire(tokens)
+        log.attempts.append(Attempt("sent"))
+
+    async def _on_response(self, response: httpx.Response) -> None:
+        current = _current_log.get()
+        if current is not None and current[0].attempts:
+            current[0].attempts[-1].status = f"http_{response.status_code}"
+
+    async def ask(self, task: str, payload: dict[str, Any], log: CallLog, n_responses: int | None = None) -> dict[str, Any]:
+        """The validated answer of `task`, every attempt recorded in `log`; raises JudgeCallError."""
+        messages = render(task, payload)
+        estimate = estimate_tokens(json.dumps(messages)) + self.max_tokens
+        last_error = ""
+        for reask in range(self.max_reasks + 1):
+            first, completion = len(log.attempts), None
+            token = _current_log.set((log, estimate))
+            try:
+                kwargs: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+                completion = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    temperature=0.0,
+                    max_tokens=self.max_tokens,
+                    extra_headers={"X-Hrlaif-Reask": str(reask)},
+                    **kwargs,
+                )
+            except openai.APIStatusError as exc:
+                raise JudgeCallError(f"{task}: HTTP {exc.status_code} after retries: {exc.message}") from None
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                raise JudgeCallError(f"{task}: {type(exc).__name__} after retries") from None
+            finally:
+                _current_log.reset(token)
+                done = completion is not None and len(log.attempts) > first
+                for attempt in log.attempts[first : len(log.attempts) - done]:
+                    if attempt.status in ("sent", "http_200"):  # timed out or dropped mid-answer: maybe billed
+                        attempt.status, attempt.tokens_in, attempt.estimated = "lost", estimate - self.max_tokens, True
+            usage = completion.usage
+            if len(log.attempts) == first:  # a transport without hooks
+                log.attempts.append(Attempt("sent"))
+            final = log.attempts[-1]
+            final.status = "ok"
+            if usage is not None:
+                final.tokens_in, final.tokens_out = usage.prompt_tokens, usage.completion_tokens
+            text = completion.choices[0].message.content or ""
+            try:
+                return parse_answer(task, text, n_responses)
+            except JudgeOutputError as exc:
+                final.status = "malformed"
+                last_error = str(exc)
+        raise JudgeCallError(f"{task}: malformed answer after {self.max_reasks + 1} asks: {last_error}")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+__all__ = ["CallLog", "JudgeCallError", "JudgeClient", "Price", "TEMPLATE_VERSION", "estimate_tokens"]

@@ -1,0 +1,173 @@
+"""Verifiers: check a response's final answer against the standard answer (stage 1 of hybrid labeling).
+
+Each returns a `Check` with verdict "correct", "wrong" or "unparsed" (no final answer could be extracted; the
+labeler then asks the judge whether the final answer matches, as the paper's fallback), the extracted answer,
+and a reason that is kept with the label.
+
+- math: `\\boxed{x}`, `#### x`, "the answer is x" / "answer: x" (the last one, so corrections win), else the last
+  number; numbers compare as exact fractions after removing thousands separators, currency, percent signs,
+  unicode minus, `\\frac{a}{b}` and `a/b`.
+- multiple choice: a letter ("(B)", "Answer: C", "option D", a lone "B."), the 1-based number of an option, or
+  the text of exactly one option.
+- code: the HumanEval tests run in a subprocess sandbox with a time limit, a memory limit, no network and a
+  temporary directory (`code_sandbox.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from hrlaif_ray.categories import CHOICE_LETTERS
+
+CORRECT, WRONG, UNPARSED = "correct", "wrong", "unparsed"
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: str
+    extracted: str | None
+    reason: str
+
+
+# ----------------------------------------------------------------------------------------------- math
+
+_NUM = r"[-−–]?\s*[$€£]?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?\s*%?|[-−–]?\.\d+"
+_NUM_RE = re.compile(_NUM)
+_ANSWER_IS = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is|=|:)?\s*(?:\*\*)?\s*(?:approximately\s+|about\s+)?(" + _NUM + r")",
+    re.IGNORECASE,
+)
+_HASHES = re.compile(r"####\s*(" + _NUM + r")")
+_FRAC = re.compile(r"\\[dt]?frac\{\s*([^{}]+?)\s*\}\{\s*([^{}]+?)\s*\}")
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...}, braces balanced."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j]
+    return None
+
+
+def parse_number(raw: str) -> Fraction | None:
+    """'1,000' -> 1000, '$3.50' -> 7/2, '50%' -> 50, '3/4' and '\\frac{3}{4}' -> 3/4, '−5' -> -5; else None."""
+    s = _FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", raw.strip())
+    s = s.replace("−", "-").replace("–", "-").replace("$", "").replace("€", "").replace("£", "")
+    s = s.replace(",", "").replace("%", "").replace(" ", "").rstrip(".")
+    s = re.sub(r"\\[a-z]+\{?|[{}]", "", s)  # stray LaTeX such as \text{ or \!
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            return Fraction(Fraction(num), Fraction(den))
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def extract_math_answer(text: str) -> str | None:
+    boxed = _boxed(text)
+    if boxed is not None and parse_number(boxed) is not None:
+        return boxed.strip()
+    for pattern in (_HASHES, _ANSWER_IS):
+        found = pattern.findall(text)
+        if found:
+            return found[-1].strip()
+    numbers = _NUM_RE.findall(text)
+    return numbers[-1].strip() if numbers else None
+
+
+def verify_math(response: str, standard: str) -> Check:
+    expected = parse_number(standard)
+    if expected is None:
+        raise ValueError(f"standard answer {standard!r} is not a number")
+    raw = extract_math_answer(response)
+    value = parse_number(raw) if raw is not None else None
+    if value is None:
+        return Check(UNPARSED, raw, "no final number found")
+    if value == expected:
+        return Check(CORRECT, raw, f"final answer {raw} equals {standard}")
+    return Check(WRONG, raw, f"final answer {raw} != standard {standard}")
+
+
+# -------------------------------------------------------------------------------------- multiple choice
+
+_LETTER_AFTER = re.compile(
+    r"(?:answer|option|choice)\s*(?:is|would be|:|=)?\s*(?:option\s+|choice\s+)?[\(\[]?([A-H1-8])[\)\]]?(?![\w])",
+    re.IGNORECASE,
+)
+_PAREN_LETTER = re.compile(r"\(([A-H])\)")
+_LEADING_LETTER = re.compile(r"^\s*[\(\[]?([A-H])[\)\]\.:]?(?:\s|$)")
+_ANSWER_TEXT = re.compile(r"(?:answer|option|choice)\s*(?:is|:|=)\s*(.+?)(?:[.\n]|$)", re.IGNORECASE)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\s\.\,\!\?\"']+", " ", text.lower()).strip()
+
+
+def _option_index(token: str, choices: list[str]) -> int | None:
+    """A letter or 1-based number naming one of the options."""
+    token = token.upper()
+    if token.isalpha() and CHOICE_LETTERS.index(token) < len(choices):
+        return CHOICE_LETTERS.index(token)
+    if token.isdigit() and 1 <= int(token) <= len(choices):
+        return int(token) - 1
+    return None
+
+
+def extract_choice(text: str, choices: list[str]) -> int | None:
+    """Index of the option the response picks, or None."""
+    norm_choices = [_norm(c) for c in choices]
+    # 1. "the answer is X": the text of an option first (options may themselves be numbers), else a letter/number.
+    for phrase in reversed(_ANSWER_TEXT.findall(text)):
+        said = _norm(re.sub(r"^[\(\[]?([A-H])[\)\]]?\s*$", r"\1", phrase.strip()))
+        for i, c in enumerate(norm_choices):
+            if said == c or said.startswith(c + " ") and c:
+                return i
+    found = _LETTER_AFTER.findall(text)
+    if found:
+        idx = _option_index(found[-1], choices)
+        if idx is not None and not (found[-1].isdigit() and found[-1] in norm_choices):
+            return idx
+    # 2. "(B)" anywhere (the last one), or a response that starts with the letter.
+    for pattern in (_PAREN_LETTER, _LEADING_LETTER):
+        found = pattern.findall(text)
+        if found:
+            idx = _option_index(found[-1], choices)
+            if idx is not None:
+                return idx
+    # 3. Exactly one option's text appears.
+    body = f" {_norm(text)} "
+    present = [i for i, c in enumerate(norm_choices) if c and f" {c} " in body]
+    return present[0] if len(present) == 1 else None
+
+
+def verify_multiple_choice(response: str, standard: str, choices: list[str]) -> Check:
+    if standard not in CHOICE_LETTERS[: len(choices)]:
+        raise ValueError(f"standard answer {standard!r} is not a letter of the {len(choices)} options")
+    idx = extract_choice(response, choices)
+    if idx is None:
+        return Check(UNPARSED, None, "no option picked")
+    letter = CHOICE_LETTERS[idx]
+    if letter == standard:
+        return Check(CORRECT, letter, f"picked ({letter}), the standard answer")
+    return Check(WRONG, letter, f"picked ({letter}), standard is ({standard})")
+
+
+# ------------------------------------------------------------------------------------------------- code
+
+
+def verify_code(response: str, prompt: str, tests: str, entry_point: str, timeout_s: float = 10.0) -> Check:
+    from hrlaif_ray.labeling.code_sandbox import run_humaneval
+
+    result = run_humaneval(prompt, response, tests, entry_point, timeout_s=timeout_s)
+    reason = f"tests {result.status} ({result.isolation})"
+    if not result.passed:
+        reason += f": {result.output.strip().splitlines()[-1] if result.output.strip() else ''}"
+    return Check(CORRECT if result.passed else WRONG, None, reason)
