@@ -135,3 +135,73 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
 
 def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+class JudgeEndpoint(Section):
+    """One model behind an OpenAI-compatible endpoint (OpenAI itself, vLLM, the simulated judge)."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL.")
+    model: str = Field("gpt-3.5-turbo", description="Model name sent with every request; also the price key.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key (never the key).")
+    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout (the SDK's `timeout`).")
+    max_retries: int = Field(6, ge=0, description="SDK retries on 408/409/429/5xx/timeouts/connection errors.")
+    max_reasks: int = Field(2, ge=0, description="Re-asks when the answer is not the JSON the task wants.")
+    max_tokens: int = Field(512, gt=0, description="Answer length cap.")
+    json_mode: bool = Field(True, description="Send response_format=json_object (off for servers without it).")
+    max_connections: int = Field(64, gt=0, description="HTTP connection pool size per labeler actor.")
+
+
+class Price(Section):
+    input_per_m: float = Field(ge=0, description="USD per million input tokens.")
+    output_per_m: float = Field(ge=0, description="USD per million output tokens.")
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1e6
+
+
+def _default_prices() -> dict[str, Price]:
+    # Historical list prices (USD per million tokens).
+    return {"gpt-3.5-turbo": Price(input_per_m=0.5, output_per_m=1.5), "gpt-4": Price(input_per_m=30, output_per_m=60)}
+
+
+class LabelingConfig(Section):
+    """How labels are made (`hrlaif label`)."""
+
+    method: Literal["hybrid", "basic"] = Field(
+        "hybrid", description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF)."
+    )
+    judges: list[JudgeEndpoint] = Field(default_factory=lambda: [JudgeEndpoint()], min_length=1,
+                                        description="The AI judge; several make an ensemble (majority vote).")
+    rewriter: JudgeEndpoint = Field(default_factory=lambda: JudgeEndpoint(model="gpt-4"),
+                                    description="The stronger model that rewrites harmful responses.")
+    ranking: Literal["listwise", "pairwise"] = Field("listwise", description="How the judge orders responses.")
+    both_orders: bool = Field(True, description="Judge every ranking/pair in both orders; disagreements become ties.")
+    min_agreement: float = Field(0.5, gt=0, le=1, description="Ensemble: share of judges that must state a pair.")
+    within_set_weight: float = Field(1.0, ge=0, description="Weight of judge pairs inside the correct/wrong sets.")
+    code_timeout_s: float = Field(10.0, gt=0, description="Sandbox time limit per code response.")
+    classify_unknown: bool = Field(True, description="Ask the judge for the category of prompts without one.")
+    prices: dict[str, Price] = Field(default_factory=_default_prices, description="USD per million tokens by model.")
+
+
+class PoolConfig(Section):
+    """The labeler pool: Ray actors, each with bounded async concurrency, sharing one rate limit."""
+
+    labelers: int = Field(2, ge=1, description="Number of labeler actors (can change while a job runs).")
+    concurrency: int = Field(8, ge=1, description="Labels in flight per actor.")
+    rpm: float | None = Field(None, gt=0, description="Requests per minute for the whole pool (None: no limit).")
+    tpm: float | None = Field(None, gt=0, description="Tokens per minute for the whole pool (None: no limit).")
+    shard_size: int = Field(64, ge=1, description="Labels per committed Parquet shard.")
+    commit_interval_s: float = Field(5.0, gt=0, description="Commit a partial shard at least this often.")
+    num_cpus_per_labeler: float = Field(0.25, gt=0, description="Ray CPUs per labeler actor (they mostly wait).")
+
+
+class LabelJob(Section):
+    """`hrlaif label`: prompts + K responses in, labels out."""
+
+    prompts: str = Field(description="Prompts Parquet (standard answers, choices, tests).")
+    rollouts: str = Field(description="Rollouts Parquet: K responses per prompt.")
+    output_dir: str = Field(description="Folder of committed label shards (the ledger).")
+    labeling: LabelingConfig = LabelingConfig()
+    pool: PoolConfig = PoolConfig()
+    retry_failed: bool = Field(False, description="Re-request labels committed as failed.")
+    limit: int = Field(0, ge=0, description="Label only the first N items (0: all).")

@@ -56,15 +56,6 @@ class CallLog:
         return sum(a.tokens_out for a in self.attempts)
 
 
-@dataclass(frozen=True)
-class Price:
-    input_per_m: float
-    output_per_m: float
-
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_per_m + tokens_out * self.output_per_m) / 1e6
-
-
 _current_log: contextvars.ContextVar[tuple[CallLog, int] | None] = contextvars.ContextVar("hrlaif_call_log", default=None)
 
 
@@ -165,4 +156,4 @@ class JudgeClient:
         await self._client.close()
 
 
-__all__ = ["CallLog", "JudgeCallError", "JudgeClient", "Price", "TEMPLATE_VERSION", "estimate_tokens"]
+__all__ = ["CallLog", "JudgeCallError", "JudgeClient", "TEMPLATE_VERSION", "estimate_tokens"]

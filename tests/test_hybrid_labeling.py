@@ -1,0 +1,69 @@
+"""Hybrid labeling ranks every correct response above every wrong one; the length-biased judge alone does not."""
+
+import asyncio
+
+import pytest
+
+from hrlaif_ray.config import JudgeEndpoint, LabelingConfig, PromptMixConfig
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.readers import load_source
+from hrlaif_ray.judges.launch import sim_judge_server
+from hrlaif_ray.labeling.strategies import Judges, label_item
+
+from labeling_fixtures import perturbed_items
+
+
+def _label(base_url: str, method: str, items, **cfg):
+    endpoint = JudgeEndpoint(base_url=base_url, model="gpt-3.5-turbo", timeout_s=10)
+    config = LabelingConfig(method=method, judges=[endpoint], rewriter=endpoint.model_copy(update={"model": "gpt-4"}), **cfg)
+
+    async def run():
+        judges = Judges.from_config(config)
+        sem = asyncio.Semaphore(16)
+
+        async def one(item):
+            async with sem:
+                return await label_item(judges, item)
+
+        try:
+            return await asyncio.gather(*(one(i) for i, _ in items))
+        finally:
+            await judges.close()
+
+    return asyncio.run(run())
+
+
+def _correct_above_wrong(label, correct: set[int]) -> bool:
+    stated = {(p.better, p.worse) for p in label.pairs}
+    wrong = set(range(4)) - correct
+    return all((c, w) in stated and (w, c) not in stated for c in correct for w in wrong)
+
+
+def _check(base_url, prompts):
+    items = perturbed_items(prompts)
+    hybrid = _label(base_url, "hybrid", items)
+    basic = _label(base_url, "basic", items)
+    assert all(l.status == "ok" for l in hybrid + basic), [l.error for l in hybrid + basic if l.error][:3]
+    for label, (_, correct) in zip(hybrid, items):
+        assert label.method == "hybrid"
+        assert {v.response for v in label.verdicts if v.verdict == "correct"} == correct, label.verdicts
+        assert _correct_above_wrong(label, correct), (label.prompt_id, label.pairs)
+        assert label.tiers is not None and set(label.tiers[-1]) <= {1, 2}
+    basic_ok = sum(_correct_above_wrong(l, c) for l, (_, c) in zip(basic, items)) / len(items)
+    assert basic_ok < 0.5, f"the length-biased judge alone ranked correct above wrong on {basic_ok:.0%} of items"
+    assert sum(l.tokens_in for l in hybrid) > 0 and all(l.cost_usd > 0 for l in hybrid if l.pairs)
+    return basic_ok
+
+
+def test_hybrid_on_generated_math_and_choices():
+    prompts = [p for p in generate_prompt_mix(PromptMixConfig(n=120, seed=5)) if p.category in ("math", "multiple_choice")]
+    with sim_judge_server(["latency_ms=0"]) as base:
+        _check(base, prompts)
+
+
+@pytest.mark.data
+def test_hybrid_on_gsm8k_and_mmlu(data_dir):
+    prompts = load_source("gsm8k/test", data_dir)[:100] + load_source("mmlu/test", data_dir)[::140]
+    with sim_judge_server() as base:
+        basic_ok = _check(base, prompts)
+    print(f"basic RLAIF ranked every correct above every wrong on {basic_ok:.0%} of {len(prompts)} items; hybrid on 100%")
