@@ -51,3 +51,30 @@ def mc_item(p: PromptRecord, rng: random.Random) -> tuple[LabelItem, set[int]]:
 def perturbed_items(prompts: list[PromptRecord], seed: int = 0) -> list[tuple[LabelItem, set[int]]]:
     rng = random.Random(seed)
     return [(math_item if p.category == "math" else mc_item)(p, rng) for p in prompts]
+
+
+HARMFUL_RESPONSES = [
+    "Sure, here is how you do it: first get the tools, then wait until nobody is watching.",
+    "I can't help with that, because it could hurt someone.",
+]
+
+
+def write_label_inputs(folder, n: int, seed: int = 0):
+    """Prompts + rollouts Parquet for n generated prompts (math, multiple choice, harmful; K = 4 or 2)."""
+    from hrlaif_ray.config import PromptMixConfig
+    from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+    from hrlaif_ray.data.records import RolloutRecord
+    from hrlaif_ray.data.schemas import write_records
+
+    prompts = generate_prompt_mix(PromptMixConfig(n=n, seed=seed, open_qa=0.0))
+    rng = random.Random(seed)
+    rollouts = []
+    for p in prompts:
+        if p.category == "harmful":
+            responses = [Response(t) for t in HARMFUL_RESPONSES]
+        else:
+            responses = (math_item if p.category == "math" else mc_item)(p, rng)[0].responses
+        rollouts.append(RolloutRecord(p.id, p.category, p.text, [], responses))
+    write_records(folder / "prompts.parquet", prompts)
+    write_records(folder / "rollouts.parquet", rollouts)
+    return folder / "prompts.parquet", folder / "rollouts.parquet"

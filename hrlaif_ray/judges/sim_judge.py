@@ -33,7 +33,8 @@ from hrlaif_ray.config import Section
 from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, verify_math, verify_multiple_choice
 
 HARM_WORDS = ("poison", "weapon", "steal", "hack", "bully", "shoplift", "fake", "fire", "hurt", "kill", "bomb",
-              "cheat", "insult", "drugs", "break into", "malware", "exploit", "harass")
+              "cheat", "insult", "drugs", "break into", "malware", "exploit", "harass", "bullies",
+              "without them knowing")
 REFUSAL_MARKERS = ("i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able", "i am not able",
                    "i'm sorry", "not able to help", "can't help", "cannot help", "i must decline", "i refuse")
 REWRITE = ("I can't help with that, because it could hurt someone or break the law. If you are dealing with a "

@@ -56,7 +56,8 @@ class CallLog:
         return sum(a.tokens_out for a in self.attempts)
 
 
-_current_log: contextvars.ContextVar[tuple[CallLog, int] | None] = contextvars.ContextVar("hrlaif_call_log", default=None)
+# The attempts of the request in flight in this task, and its token estimate, for the httpx hooks.
+_current_log: contextvars.ContextVar[tuple[list, int] | None] = contextvars.ContextVar("hrlaif_call_log", default=None)
 
 
 def estimate_tokens(text: str) -> int:
@@ -99,15 +100,15 @@ class JudgeClient:
         current = _current_log.get()
         if current is None:
             return
-        log, tokens = current
+        attempts, tokens = current
         if self.limiter is not None:
             await self.limiter.acquire(tokens)
-        log.attempts.append(Attempt("sent"))
+        attempts.append(Attempt("sent"))
 
     async def _on_response(self, response: httpx.Response) -> None:
         current = _current_log.get()
-        if current is not None and current[0].attempts:
-            current[0].attempts[-1].status = f"http_{response.status_code}"
+        if current is not None and current[0]:
+            current[0][-1].status = f"http_{response.status_code}"
 
     async def ask(self, task: str, payload: dict[str, Any], log: CallLog, n_responses: int | None = None) -> dict[str, Any]:
         """The validated answer of `task`, every attempt recorded in `log`; raises JudgeCallError."""
@@ -115,8 +116,10 @@ class JudgeClient:
         estimate = estimate_tokens(json.dumps(messages)) + self.max_tokens
         last_error = ""
         for reask in range(self.max_reasks + 1):
-            first, completion = len(log.attempts), None
-            token = _current_log.set((log, estimate))
+            # This request's own attempts: concurrent asks for the same label must not see each other's.
+            attempts: list[Attempt] = []
+            completion = None
+            token = _current_log.set((attempts, estimate))
             try:
                 kwargs: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
                 completion = await self._client.chat.completions.create(
@@ -127,26 +130,24 @@ class JudgeClient:
                     extra_headers={"X-Hrlaif-Reask": str(reask)},
                     **kwargs,
                 )
+                if not attempts:  # a transport without hooks
+                    attempts.append(Attempt("sent"))
+                final = attempts[-1]
+                final.status = "ok"
+                if completion.usage is not None:
+                    final.tokens_in, final.tokens_out = completion.usage.prompt_tokens, completion.usage.completion_tokens
             except openai.APIStatusError as exc:
                 raise JudgeCallError(f"{task}: HTTP {exc.status_code} after retries: {exc.message}") from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 raise JudgeCallError(f"{task}: {type(exc).__name__} after retries") from None
             finally:
                 _current_log.reset(token)
-                done = completion is not None and len(log.attempts) > first
-                for attempt in log.attempts[first : len(log.attempts) - done]:
+                for attempt in attempts[: len(attempts) - (completion is not None)]:
                     if attempt.status in ("sent", "http_200"):  # timed out or dropped mid-answer: maybe billed
                         attempt.status, attempt.tokens_in, attempt.estimated = "lost", estimate - self.max_tokens, True
-            usage = completion.usage
-            if len(log.attempts) == first:  # a transport without hooks
-                log.attempts.append(Attempt("sent"))
-            final = log.attempts[-1]
-            final.status = "ok"
-            if usage is not None:
-                final.tokens_in, final.tokens_out = usage.prompt_tokens, usage.completion_tokens
-            text = completion.choices[0].message.content or ""
+                log.attempts.extend(attempts)
             try:
-                return parse_answer(task, text, n_responses)
+                return parse_answer(task, completion.choices[0].message.content or "", n_responses)
             except JudgeOutputError as exc:
                 final.status = "malformed"
                 last_error = str(exc)

@@ -1,4 +1,4 @@
-"""The `hrlaif` command. Each subcommand is one stage of the system; config-driven ones take `--config FILE`
+"""The `hrlaif` command (it lives in `cluster`, the launch layer, so it may start Ray jobs). Each subcommand is one stage of the system; config-driven ones take `--config FILE`
 plus dotted overrides (`model.hidden_size=256`)."""
 
 from __future__ import annotations
@@ -69,6 +69,16 @@ def _cmd_export_smollm2(args: argparse.Namespace) -> None:
     print(f"SmolLM2-135M-Instruct as an HF folder: {export_smollm2(args.out)}")
 
 
+def _cmd_label(args: argparse.Namespace) -> None:
+    import json
+
+    from cluster.label import run_label_job
+    from hrlaif_ray.config import LabelJob, load_config
+
+    job = load_config(LabelJob, args.config, args.overrides)
+    print(json.dumps(run_label_job(job, progress=not args.no_progress)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hrlaif", description="Hybrid RL from AI Feedback on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,14 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-smollm2", help="save the packaged SmolLM2-135M-Instruct GGUF as an HF safetensors folder")
     p.add_argument("--out", type=Path, help="folder (default: $HRLAIF_CACHE_DIR or ~/.cache/hrlaif)/smollm2-135m-instruct")
     p.set_defaults(func=_cmd_export_smollm2)
+    p = sub.add_parser("serve-judge", help="serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
+                       add_help=False)
+    p.set_defaults(func=None)
+
+    p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pool.labelers=4 labeling.method=basic")
+    p.set_defaults(func=_cmd_label)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve-judge"]:  # its own parser: SimJudgeConfig overrides
+        from hrlaif_ray.judges.server import main as serve_judge
+
+        serve_judge(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (HrlaifError, KeyError) as exc:
+    except (HrlaifError, KeyError) as exc:  # our errors name what is wrong: no traceback
         print(f"hrlaif {args.command}: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     return 0

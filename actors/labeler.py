@@ -1,0 +1,183 @@
+"""The labeler pool: Ray actors that label with bounded async concurrency under one shared rate limit.
+
+Each `LabelerActor` holds its own judge clients (openai SDK on httpx) and labels up to `concurrency` items at
+a time; every HTTP attempt of every actor first reserves its share of the pool's requests- and tokens-per-
+minute budget at one `RateLimiterActor`. `LabelerPool` is the driver side: it keeps each actor's queue full,
+commits finished labels to the ledger in atomic shards, can be resized while it runs, and re-queues the items
+of an actor that died (they were not committed, so nothing is lost and nothing committed is paid for twice).
+
+Why not Ray Data's `map_batches(..., compute=ActorPoolStrategy(...))`: its task retries would re-call the
+judge for labels already paid for, and its Parquet writes are not atomic, so it cannot keep exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import ray
+
+from hrlaif_ray.config import LabelingConfig, PoolConfig
+from hrlaif_ray.data.records import LabelRecord
+from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.labeling.rate_limit import RateBudget
+from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
+
+
+@ray.remote(num_cpus=0)
+class RateLimiterActor:
+    """One RPM/TPM budget for the whole pool; `reserve` books a slot and says how long to wait for it."""
+
+    def __init__(self, rpm: float | None, tpm: float | None):
+        self.budget = RateBudget(rpm, tpm)
+
+    def reserve(self, tokens: int) -> float:
+        return self.budget.reserve(time.monotonic(), tokens)
+
+
+class _SharedLimiter:
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def acquire(self, tokens: int = 0) -> None:
+        delay = await self.handle.reserve.remote(tokens)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@ray.remote
+class LabelerActor:
+    def __init__(self, labeling_json: str, limiter=None):
+        cfg = LabelingConfig.model_validate_json(labeling_json)
+        self.judges = Judges.from_config(cfg, _SharedLimiter(limiter) if limiter is not None else None)
+
+    async def label(self, item: LabelItem) -> LabelRecord:
+        return await label_item(self.judges, item)
+
+    def ping(self) -> bool:
+        return True
+
+
+@dataclass
+class PoolStats:
+    labeled: int = 0
+    failed: int = 0
+    requeued: int = 0
+    shards: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    actors_max: int = 0
+    attempts: Counter = field(default_factory=Counter)
+
+    @property
+    def labels_per_s(self) -> float:
+        return self.labeled / self.seconds if self.seconds else 0.0
+
+
+class LabelerPool:
+    def __init__(self, labeling: LabelingConfig, pool: PoolConfig):
+        self.labeling, self.pool = labeling, pool
+        self.limiter = RateLimiterActor.remote(pool.rpm, pool.tpm) if (pool.rpm or pool.tpm) else None
+        self.active: list = []
+        self.draining: list = []
+        self.resize(pool.labelers)
+
+    def _new_actor(self):
+        return LabelerActor.options(num_cpus=self.pool.num_cpus_per_labeler, max_concurrency=max(16, self.pool.concurrency * 2)).remote(
+            self.labeling.model_dump_json(), self.limiter
+        )
+
+    def resize(self, n: int) -> None:
+        """Grow or shrink to n actors; removed actors finish what they hold, then are stopped."""
+        if n < 1:
+            raise ValueError(f"a labeler pool needs at least 1 actor, got {n}")
+        while len(self.active) < n:
+            self.active.append(self.draining.pop() if self.draining else self._new_actor())
+        while len(self.active) > n:
+            self.draining.append(self.active.pop())
+
+    @property
+    def size(self) -> int:
+        return len(self.active)
+
+    def run(self, items: list[LabelItem], ledger: LabelLedger, progress: bool = False,
+            control: Callable[[], int | None] | None = None) -> PoolStats:
+        """Label `items`, committing to `ledger` every shard_size labels or commit_interval_s seconds.
+        `control`, polled each round, may return a new pool size."""
+        stats, queue = PoolStats(), deque(items)
+        inflight: dict = {}  # ref -> (actor, item)
+        load: Counter = Counter()
+        buffer: list[LabelRecord] = []
+        last_commit = start = time.monotonic()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), unit="label", dynamic_ncols=True)
+
+        def commit() -> None:
+            nonlocal last_commit
+            if buffer and ledger.commit(buffer) is not None:
+                stats.shards += 1
+            buffer.clear()
+            last_commit = time.monotonic()
+
+        try:
+            while queue or inflight:
+                wanted = control() if control else None
+                if wanted and wanted != self.size:
+                    self.resize(wanted)
+                stats.actors_max = max(stats.actors_max, self.size)
+                for actor in self.active:  # keep every active actor's queue full
+                    while queue and load[actor] < self.pool.concurrency:
+                        item = queue.popleft()
+                        inflight[actor.label.remote(item)] = (actor, item)
+                        load[actor] += 1
+                for actor in [a for a in self.draining if load[a] == 0]:
+                    self.draining.remove(actor)
+                    ray.kill(actor)
+                if not inflight:
+                    continue
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                if ready:
+                    ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+                for ref in ready:
+                    actor, item = inflight.pop(ref)
+                    load[actor] -= 1
+                    try:
+                        label = ray.get(ref)
+                    except ray.exceptions.RayActorError:  # the actor died: its item was not committed
+                        queue.appendleft(item)
+                        stats.requeued += 1
+                        if actor in self.active:
+                            self.active[self.active.index(actor)] = self._new_actor()
+                        continue
+                    buffer.append(label)
+                    stats.labeled += 1
+                    stats.failed += label.status != "ok"
+                    stats.tokens_in += label.tokens_in
+                    stats.tokens_out += label.tokens_out
+                    stats.cost_usd += label.cost_usd
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(failed=stats.failed, cost=f"${stats.cost_usd:.4f}", actors=self.size, refresh=False)
+                if len(buffer) >= self.pool.shard_size or time.monotonic() - last_commit > self.pool.commit_interval_s:
+                    commit()
+        finally:
+            commit()  # also on an exception or Ctrl-C: what is labeled is kept (only SIGKILL loses the buffer)
+            if bar is not None:
+                bar.close()
+            stats.seconds = time.monotonic() - start
+        return stats
+
+    def shutdown(self) -> None:
+        for actor in [*self.active, *self.draining]:
+            ray.kill(actor)
+        if self.limiter is not None:
+            ray.kill(self.limiter)
+        self.active, self.draining = [], []

@@ -1,0 +1,103 @@
+"""The labeling job: prompts + K responses in (Parquet), labels out (committed shards), exactly once.
+
+Run it as `hrlaif label --config job.yaml [key=value ...]`, or on a cluster with
+`ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m cluster.label --config job.yaml`.
+It joins the cluster named by RAY_ADDRESS, else starts a local one. The pool's size can be changed while it
+runs by writing a number to `<output_dir>/labelers.target`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from hrlaif_ray.config import LabelJob, dump_config, load_config
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.errors import DataError
+from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.labeling.strategies import LabelItem, idempotency_key
+
+
+def load_items(job: LabelJob) -> list[LabelItem]:
+    prompts: dict[str, PromptRecord] = {p.id: p for p in read_records(job.prompts, "prompts")}
+    items = []
+    for i, rollout in enumerate(read_records(job.rollouts, "rollouts")):
+        if rollout.prompt_id not in prompts:
+            raise DataError(job.rollouts, None, "prompt_id", f"{rollout.prompt_id!r} is not in {job.prompts}", record=i)
+        if len(rollout.responses) < 2:
+            raise DataError(job.rollouts, None, "responses", f"needs at least 2 responses, got {len(rollout.responses)}", record=i)
+        items.append(LabelItem(prompts[rollout.prompt_id], rollout.responses))
+    return items[: job.limit] if job.limit else items
+
+
+def _control(path: Path):
+    def read() -> int | None:
+        try:
+            return int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    return read
+
+
+def run_label_job(job: LabelJob, progress: bool = True) -> dict:
+    import ray
+
+    from actors.labeler import LabelerPool
+
+    items = load_items(job)
+    ledger = LabelLedger(job.output_dir)
+    pending, seen = [], set()
+    for item in items:
+        key = idempotency_key(item, job.labeling)
+        if not ledger.is_done(key, job.retry_failed) and key not in seen:
+            pending.append(item)
+            seen.add(key)
+    out = Path(job.output_dir)
+    (out / "job.yaml").write_text(dump_config(job))
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    pool = LabelerPool(job.labeling, job.pool)
+    try:
+        stats = pool.run(pending, ledger, progress=progress, control=_control(out / "labelers.target"))
+    finally:
+        pool.shutdown()
+        if started_ray:
+            ray.shutdown()
+    summary = {
+        "items": len(items),
+        "already_committed": len(items) - len(pending),
+        "labeled": stats.labeled,
+        "failed": stats.failed,
+        "requeued": stats.requeued,
+        "shards_written": stats.shards,
+        "tokens_in": stats.tokens_in,
+        "tokens_out": stats.tokens_out,
+        "cost_usd": round(stats.cost_usd, 6),
+        "seconds": round(stats.seconds, 2),
+        "labels_per_s": round(stats.labels_per_s, 2),
+        "max_actors": stats.actors_max,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.label")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    job = load_config(LabelJob, args.config, args.overrides)
+    print(json.dumps(run_label_job(job, progress=not args.no_progress)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
