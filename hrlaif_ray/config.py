@@ -147,7 +147,10 @@ class JudgeEndpoint(Section):
     max_retries: int = Field(6, ge=0, description="SDK retries on 408/409/429/5xx/timeouts/connection errors.")
     max_reasks: int = Field(2, ge=0, description="Re-asks when the answer is not the JSON the task wants.")
     max_tokens: int = Field(512, gt=0, description="Answer length cap.")
-    json_mode: bool = Field(True, description="Send response_format=json_object (off for servers without it).")
+    json_mode: Literal["object", "schema", "off"] = Field(
+        "object", description="response_format: 'object' (json_object: gpt-3.5/gpt-4), 'schema' (a JSON schema per "
+        "task: vLLM structured outputs, newer OpenAI models), 'off' (servers without it)."
+    )
     max_connections: int = Field(64, gt=0, description="HTTP connection pool size per labeler actor.")
 
 

@@ -63,3 +63,11 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct exported once per session from the packaged GGUF."""
+    from hrlaif_ray.models.smollm2 import export_smollm2
+
+    return export_smollm2(tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")

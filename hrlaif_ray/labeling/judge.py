@@ -21,7 +21,7 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
-from hrlaif_ray.labeling.judge_prompts import TEMPLATE_VERSION, JudgeOutputError, parse_answer, render
+from hrlaif_ray.labeling.judge_prompts import TEMPLATE_VERSION, JudgeOutputError, answer_schema, parse_answer, render
 
 
 class RateLimiter(Protocol):
@@ -75,7 +75,7 @@ class JudgeClient:
         max_retries: int = 6,
         max_reasks: int = 2,
         max_tokens: int = 512,
-        json_mode: bool = True,
+        json_mode: str = "object",
         limiter: RateLimiter | None = None,
         max_connections: int = 64,
     ):
@@ -121,7 +121,12 @@ class JudgeClient:
             completion = None
             token = _current_log.set((attempts, estimate))
             try:
-                kwargs: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+                kwargs: dict[str, Any] = {}
+                if self.json_mode == "object":
+                    kwargs["response_format"] = {"type": "json_object"}
+                elif self.json_mode == "schema":
+                    kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                        "name": f"hrlaif_{task}", "schema": answer_schema(task, n_responses), "strict": True}}
                 completion = await self._client.chat.completions.create(
                     model=self.model,
                     messages=messages,

@@ -78,6 +78,24 @@ TASKS: dict[str, Task] = {
 }
 
 
+def answer_schema(task: str, n_responses: int | None = None) -> dict[str, Any]:
+    """JSON schema of the task's answer, for servers with structured outputs (vLLM, newer OpenAI models)."""
+    reason = {"type": "string", "maxLength": 200}
+    ids: dict[str, Any] = {"type": "integer"}
+    if n_responses:
+        ids = {"type": "integer", "enum": list(range(1, n_responses + 1))}
+    fields: dict[str, dict[str, Any]] = {
+        "compare": {"better": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": reason},
+        "rank": {"ranking": {"type": "array", "items": ids, **({"minItems": n_responses, "maxItems": n_responses} if n_responses else {})},
+                 "reason": reason},
+        "classify": {"category": {"type": "string", "enum": [c.value for c in Category]}, "reason": reason},
+        "match": {"matches": {"type": "boolean"}, "final_answer": {"type": "string", "maxLength": 80}, "reason": reason},
+        "flag": {"harmful": {"type": "boolean"}, "reason": reason},
+        "rewrite": {"rewrite": {"type": "string"}},
+    }[task]
+    return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+
+
 def _data_block(payload: dict[str, Any]) -> str:
     text = json.dumps(payload, ensure_ascii=False, indent=1)
     return text.replace("<", "\\u003c").replace(">", "\\u003e")
