@@ -50,12 +50,17 @@ class _SharedLimiter:
 
 @ray.remote
 class LabelerActor:
-    def __init__(self, labeling_json: str, limiter=None):
+    def __init__(self, labeling_json: str, concurrency: int, limiter=None):
         cfg = LabelingConfig.model_validate_json(labeling_json)
         self.judges = Judges.from_config(cfg, _SharedLimiter(limiter) if limiter is not None else None)
+        self.slots = asyncio.Semaphore(concurrency)
 
     async def label(self, item: LabelItem) -> LabelRecord:
-        return await label_item(self.judges, item)
+        async with self.slots:  # at most `concurrency` labels talk to the judge; queued ones wait here
+            return await label_item(self.judges, item)
+
+    def set_concurrency(self, concurrency: int) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
 
     def ping(self) -> bool:
         return True
@@ -88,9 +93,14 @@ class LabelerPool:
         self.resize(pool.labelers)
 
     def _new_actor(self):
-        return LabelerActor.options(num_cpus=self.pool.num_cpus_per_labeler, max_concurrency=max(16, self.pool.concurrency * 2)).remote(
-            self.labeling.model_dump_json(), self.limiter
+        return LabelerActor.options(num_cpus=self.pool.num_cpus_per_labeler, max_concurrency=4 * self.pool.concurrency + 8).remote(
+            self.labeling.model_dump_json(), self.pool.concurrency, self.limiter
         )
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Change labels in flight per actor (the actors' own limit and the driver's queue depth)."""
+        self.pool = self.pool.model_copy(update={"concurrency": concurrency})
+        ray.get([a.set_concurrency.remote(concurrency) for a in self.active])
 
     def resize(self, n: int) -> None:
         """Grow or shrink to n actors; removed actors finish what they hold, then are stopped."""
@@ -133,8 +143,12 @@ class LabelerPool:
                 if wanted and wanted != self.size:
                     self.resize(wanted)
                 stats.actors_max = max(stats.actors_max, self.size)
-                for actor in self.active:  # keep every active actor's queue full
-                    while queue and load[actor] < self.pool.concurrency:
+                # Keep every active actor busy: `concurrency` labels at the judge plus as many queued in the
+                # actor, so the driver's round trip is off the critical path (the actor's semaphore bounds
+                # what reaches the judge).
+                depth = 2 * self.pool.concurrency
+                for actor in self.active:
+                    while queue and load[actor] < depth:
                         item = queue.popleft()
                         inflight[actor.label.remote(item)] = (actor, item)
                         load[actor] += 1
@@ -143,9 +157,9 @@ class LabelerPool:
                     ray.kill(actor)
                 if not inflight:
                     continue
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-                if ready:
-                    ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+                # Collect what finishes within 50 ms in one batch: the actors hold a backlog, so waiting a
+                # little costs no throughput, and one wait per batch (not per label) keeps the driver cheap.
+                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0.05)
                 for ref in ready:
                     actor, item = inflight.pop(ref)
                     load[actor] -= 1

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.set_defaults(func=None)
 
+    sub.add_parser("audit-labels", help="AI-vs-human agreement per category, verifier-vs-ground-truth agreement",
+                   add_help=False)
+
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)
     p.add_argument("--no-progress", action="store_true")
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serve_judge(argv[1:])
         return 0
+    if argv[:1] == ["audit-labels"]:
+        from cluster.audit import main as audit
+
+        return audit(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -54,3 +54,14 @@ def test_shipped_config_files_validate():
 
     for path in sorted((Path(__file__).parents[1] / "cluster" / "configs").glob("tiny-model*.yaml")):
         load_config(TinyModelJob, path)
+
+
+def test_label_config_file_validates():
+    from pathlib import Path
+
+    from hrlaif_ray.config import LabelJob
+
+    job = load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["pool.labelers=4"])
+    assert job.pool.labelers == 4 and job.labeling.judges[0].model == "gpt-3.5-turbo"
+    with pytest.raises(ConfigError, match="labeling.judges.0.json_mode"):
+        load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["labeling.judges=[{json_mode: yaml}]"])

@@ -10,7 +10,7 @@ import time
 
 
 class RateBudget:
-    def __init__(self, rpm: float | None, tpm: float | None, burst_s: float = 1.0):
+    def __init__(self, rpm: float | None, tpm: float | None, burst_s: float = 0.25):
         if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
             raise ValueError("rpm and tpm must be positive (or None for no limit)")
         self.rpm, self.tpm, self.burst_s = rpm, tpm, burst_s

@@ -49,7 +49,7 @@ class Judges:
     def from_config(cls, cfg: LabelingConfig, limiter=None) -> "Judges":
         def client(e):
             return JudgeClient(e.base_url, e.model, e.api_key_env, e.timeout_s, e.max_retries, e.max_reasks,
-                               e.max_tokens, e.json_mode, limiter, e.max_connections)
+                               e.max_tokens, e.json_mode, limiter, e.max_connections, e.http_backend)
 
         return cls([client(e) for e in cfg.judges], client(cfg.rewriter), cfg)
 

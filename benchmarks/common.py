@@ -1,0 +1,36 @@
+"""What every benchmark writes beside its rows: the machine and the date."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem, 1), "platform": platform.platform(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+
+
+def write_results(name: str, rows: list[dict], **meta) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **meta, "rows": rows}, indent=1))
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns]
+    print(" | ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(_fmt(r[c]).rjust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}" if isinstance(v, float) else str(v)

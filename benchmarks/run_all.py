@@ -1,0 +1,11 @@
+"""`make bench`: every benchmark in turn."""
+
+import subprocess
+import sys
+
+BENCHMARKS = ["benchmarks.labeler_pool"]
+
+if __name__ == "__main__":
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, "-m", name], check=True)
