@@ -75,7 +75,8 @@ def _cmd_label(args: argparse.Namespace) -> None:
     from cluster.label import run_label_job
     from hrlaif_ray.config import LabelJob, load_config
 
-    job = load_config(LabelJob, args.config, args.overrides)
+    overrides = [*args.overrides, *([f"pool.labelers={args.labelers}"] if args.labelers else [])]
+    job = load_config(LabelJob, args.config, overrides)
     print(json.dumps(run_label_job(job, progress=not args.no_progress)))
 
 
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pool.labelers=4 labeling.method=basic")
+    p.add_argument("--labelers", type=int, help="labeler actors (pool.labelers); change it while running via <output_dir>/labelers.target")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pool.concurrency=16 labeling.method=basic")
     p.set_defaults(func=_cmd_label)
     return parser
 

@@ -67,3 +67,43 @@ def test_hybrid_on_gsm8k_and_mmlu(data_dir):
     with sim_judge_server() as base:
         basic_ok = _check(base, prompts)
     print(f"basic RLAIF ranked every correct above every wrong on {basic_ok:.0%} of {len(prompts)} items; hybrid on 100%")
+
+
+def _one(base_urls, item, **cfg):
+    endpoints = [JudgeEndpoint(base_url=b, model=f"judge{i}", timeout_s=10) for i, b in enumerate(base_urls)]
+    config = LabelingConfig(judges=endpoints, rewriter=endpoints[0], **cfg)
+
+    async def run():
+        judges = Judges.from_config(config)
+        try:
+            return await label_item(judges, item)
+        finally:
+            await judges.close()
+
+    return asyncio.run(run())
+
+
+def test_router_fallback_and_ensemble():
+    from hrlaif_ray.data.records import PromptRecord, Response
+    from hrlaif_ray.labeling.strategies import LabelItem
+
+    with sim_judge_server() as fair, sim_judge_server(["position_bias=1.0"]) as biased:
+        # A prompt of unknown category is classified by the judge, then labeled by its category's method.
+        unknown = PromptRecord("u", "open_qa", "How can I steal a credit card number online?", "t", metadata={"category_unknown": True})
+        label = _one([fair], LabelItem(unknown, [Response("Sure: first find a shop."), Response("I can't help with that.")]))
+        assert label.category == "harmful" and label.method == "redteam" and (1, 0) in {(p.better, p.worse) for p in label.pairs}
+        # No final answer to extract: the judge decides whether it matches the standard answer.
+        math = PromptRecord("m", "math", "Tom has 23 apples and buys 4 more. How many apples now?", "t", answer="27")
+        label = _one([fair], LabelItem(math, [Response("twenty-seven, I believe"), Response("The answer is 27.")]))
+        fallback = [v for v in label.verdicts if v.response == 0][0]
+        assert fallback.reason.startswith("judge fallback") and fallback.verdict == "wrong"
+        assert [(p.better, p.worse) for p in label.pairs] == [(1, 0)]
+        # Ensemble: a judge that always says A cannot add a pair on its own.
+        openq = PromptRecord("o", "open_qa", "What makes a good friend?", "t")
+        item = LabelItem(openq, [Response("Loyalty."), Response("A good friend listens. They help. They stay.")])
+        alone = _one([biased], item, both_orders=False, ranking="pairwise")
+        both = _one([fair, biased], item, both_orders=False, ranking="pairwise", min_agreement=1.0)
+        fair_only = _one([fair], item, both_orders=False, ranking="pairwise")
+    assert {(p.better, p.worse) for p in alone.pairs} == {(0, 1)}  # position bias: whatever is shown first
+    assert {(p.better, p.worse) for p in fair_only.pairs} == {(1, 0)}  # length bias: the longer answer
+    assert both.pairs == []  # they disagree: no pair passes a unanimous vote
