@@ -60,7 +60,7 @@ class LabelerActor:
             return await label_item(self.judges, item)
 
     async def label_batch(self, items: list[LabelItem]) -> list[LabelRecord]:
-        """Several items in one Ray call (each still waits for its own slot): Ray's per-call cost, about 3 ms of
+        """Up to `concurrency` items in one Ray call (each still waits for its own slot): Ray's per-call cost, about 3 ms of
         CPU here, is paid once per batch."""
         return list(await asyncio.gather(*(self.label(item) for item in items)))
 
@@ -151,7 +151,7 @@ class LabelerPool:
                 # Keep every active actor busy: `concurrency` labels at the judge plus as many queued in the
                 # actor, so the driver's round trip is off the critical path (the actor's semaphore bounds
                 # what reaches the judge).
-                depth, batch = 2 * self.pool.concurrency, max(1, self.pool.concurrency // 2)
+                depth, batch = 2 * self.pool.concurrency, self.pool.concurrency
                 for actor in self.active:
                     while queue and load[actor] < depth:
                         chunk = [queue.popleft() for _ in range(min(batch, len(queue), depth - load[actor]))]

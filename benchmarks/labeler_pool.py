@@ -44,7 +44,7 @@ def measure(pool: LabelerPool, concurrency: int, n: int, tag: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-ms", type=float, default=200)
-    parser.add_argument("--seconds", type=float, default=4.0, help="target duration of each row")
+    parser.add_argument("--seconds", type=float, default=6.0, help="target duration of each row")
     args = parser.parse_args()
     labeling = lambda base: LabelingConfig(method="basic", both_orders=False, judges=[JudgeEndpoint(base_url=base, timeout_s=30)])
     ray.init(address="local", num_cpus=os.cpu_count() * 4, include_dashboard=False, log_to_driver=False, configure_logging=False)
