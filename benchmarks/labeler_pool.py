@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
-from pathlib import Path
 
 import ray
 

@@ -59,14 +59,7 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
             await asyncio.sleep(cfg.latency_ms / 1000)
 
         if retry + reask < cfg.max_faulty_attempts:
-            u = uniform(cfg.seed, rid, "fault", retry, reask)
-            edges = [("429", cfg.p_429), ("500", cfg.p_500), ("timeout", cfg.p_timeout), ("drop", cfg.p_drop)]
-            for kind, p in edges:
-                if u < p:
-                    break
-                u -= p
-            else:
-                kind = None
+            kind = _pick_fault(uniform(cfg.seed, rid, "fault", retry, reask), cfg)
             if kind == "429":
                 bill("429", 0)
                 return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit_error"}}, 429,
@@ -113,6 +106,15 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
         Route("/v1/models", models),
         Route("/billing", billing_view),
     ])
+
+
+def _pick_fault(u: float, cfg: SimJudgeConfig) -> str | None:
+    """The fault a uniform draw `u` falls on, each taking its probability's share of [0, 1)."""
+    for kind, p in (("429", cfg.p_429), ("500", cfg.p_500), ("timeout", cfg.p_timeout), ("drop", cfg.p_drop)):
+        if u < p:
+            return kind
+        u -= p
+    return None
 
 
 class _DroppedConnection:

@@ -117,7 +117,7 @@ class SimJudge:
             return 0
         return {CORRECT: 1, WRONG: -1}.get(verdict, 0)
 
-    def score(self, rid: str, question: str, response: str, checks: bool) -> float:
+    def score(self, question: str, response: str, checks: bool) -> float:
         s = self.cfg.length_bias * detail(response)
         if checks:
             s += self.cfg.correctness_weight * self.correctness(question, response)
@@ -136,12 +136,12 @@ class SimJudge:
         if task == "compare":
             if uniform(cfg.seed, rid, "position") < cfg.position_bias:
                 return {"better": "A", "reason": "Response A reads better."}
-            a = self.score(rid, p["question"], p["response_a"], checks)
-            b = self.score(rid, p["question"], p["response_b"], checks)
+            a = self.score(p["question"], p["response_a"], checks)
+            b = self.score(p["question"], p["response_b"], checks)
             better = "A" if a > b + 1e-9 else "B" if b > a + 1e-9 else "tie"
             return {"better": better, "reason": "More detailed and complete." if not checks else "Checked the answer and the detail."}
         if task == "rank":
-            scored = [(-self.score(rid, p["question"], r["text"], checks), r["id"]) for r in p["responses"]]
+            scored = [(-self.score(p["question"], r["text"], checks), r["id"]) for r in p["responses"]]
             return {"ranking": [i for _, i in sorted(scored)], "reason": "Ranked by detail" + (" and correctness." if checks else ".")}
         if task == "match":
             last = re.split(r"(?<=[.!?])\s+", p["response"].strip())[-1]

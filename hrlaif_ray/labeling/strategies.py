@@ -201,30 +201,30 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
     error = None
     try:
         category = await route(judges, prompt)
-        if cfg.method == "basic":
-            pairs = await basic_preferences(judges, prompt.text, list(range(len(responses))), [r.text for r in responses])
-        elif category.verifiable:
+        if cfg.method == "hybrid" and category.verifiable:
             pairs, verdicts = await hybrid_helpfulness(judges, item)
-        elif category is Category.HARMFUL:
+        elif cfg.method == "hybrid" and category is Category.HARMFUL:
             method = "redteam"
             responses, pairs, verdicts = await red_team(judges, item)
-        else:
+        else:  # the RLAIF baseline, and open questions under hybrid labeling
             method = "basic"
             pairs = await basic_preferences(judges, prompt.text, list(range(len(responses))), [r.text for r in responses])
     except JudgeCallError as exc:
         error = f"prompt {prompt.id}: {exc}"
     except (ValueError, TypeError) as exc:  # a bad record: name it, keep going
         error = f"prompt {prompt.id}: bad record: {exc}"
+    if error is not None:  # a failed label keeps its input responses and states no preference
+        method, responses, pairs, verdicts = cfg.method, list(item.responses), [], []
     tokens_in = sum(log.tokens_in for log in judges.logs.values())
     tokens_out = sum(log.tokens_out for log in judges.logs.values())
     cost = sum(cfg.prices[m].cost(log.tokens_in, log.tokens_out) for m, log in judges.logs.items() if m in cfg.prices)
     return LabelRecord(
         prompt_id=prompt.id,
         category=category.value,
-        method=method if error is None else cfg.method,
-        responses=responses if error is None else list(item.responses),
-        pairs=pairs if error is None else [],
-        verdicts=verdicts if error is None else [],
+        method=method,
+        responses=responses,
+        pairs=pairs,
+        verdicts=verdicts,
         judge_model="+".join(sorted(judges.logs)) or cfg.judges[0].model,
         template_version=TEMPLATE_VERSION,
         idempotency_key=idempotency_key(item, cfg),
