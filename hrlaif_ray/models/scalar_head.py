@@ -60,26 +60,34 @@ class ScalarHeadModel(nn.Module):
             return values
         return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
 
+    def head_meta(self) -> dict:
+        """What the head file's JSON records beside the weights (subclasses add their own fields)."""
+        return {"kind": self.kind, "hidden_size": self.config.hidden_size}
+
     def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
         path = Path(path)
         self.backbone.save_pretrained(path)
         save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
-        (path / HEAD_META).write_text(json.dumps({"kind": self.kind, "hidden_size": self.config.hidden_size}))
+        (path / HEAD_META).write_text(json.dumps(self.head_meta()))
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
         return path
+
+    @staticmethod
+    def load_parts(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, nn.Linear | None, dict]:
+        """(backbone, head or None, head meta) of a scalar-head folder or of a causal-LM folder."""
+        path = Path(path)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+        if not (path / HEAD_FILE).is_file():
+            return backbone, None, {}
+        head = nn.Linear(backbone.config.hidden_size, 1, dtype=dtype)
+        head.load_state_dict(load_file(path / HEAD_FILE))
+        return backbone, head, json.loads((path / HEAD_META).read_text())
 
     @classmethod
     def from_pretrained(
         cls, path: str | Path, kind: Literal["reward", "critic"] | None = None, dtype: torch.dtype = torch.float32
     ) -> "ScalarHeadModel":
         """Load a saved scalar-head folder, or start from a causal-LM folder with a fresh head."""
-        path = Path(path)
-        backbone = AutoModel.from_pretrained(path, dtype=dtype)
-        head = None
-        if (path / HEAD_FILE).is_file():
-            meta = json.loads((path / HEAD_META).read_text())
-            kind = kind or meta["kind"]
-            head = nn.Linear(backbone.config.hidden_size, 1, dtype=dtype)
-            head.load_state_dict(load_file(path / HEAD_FILE))
-        return cls(backbone, kind or "reward", head)
+        backbone, head, meta = cls.load_parts(path, dtype)
+        return cls(backbone, kind or meta.get("kind", "reward"), head)
