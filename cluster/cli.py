@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("audit-labels", help="AI-vs-human agreement per category, verifier-vs-ground-truth agreement",
                    add_help=False)
 
+    sub.add_parser("train-rm", help="train the reward model on label shards (config: RMTrainJob)", add_help=False)
+
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)
     p.add_argument("--no-progress", action="store_true")
@@ -130,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serve_judge(argv[1:])
         return 0
+    if argv[:1] == ["train-rm"]:
+        from cluster.train_rm import main as train_rm
+
+        return train_rm(argv[1:])
     if argv[:1] == ["audit-labels"]:
         from cluster.audit import main as audit
 

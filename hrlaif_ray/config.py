@@ -212,3 +212,24 @@ class LabelJob(Section):
     pool: PoolConfig = PoolConfig()
     retry_failed: bool = Field(False, description="Re-request labels committed as failed.")
     limit: int = Field(0, ge=0, description="Label only the first N items (0: all).")
+
+
+class RMTrainJob(Section):
+    """`hrlaif train-rm`: a reward model from labels, starting from the policy's weights."""
+
+    init: str = Field(description="Policy folder (the SFT checkpoint) whose weights start the RM's backbone.")
+    labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
+    prompts: str = Field(description="Prompts Parquet the labels refer to.")
+    output_dir: str = Field(description="Where the RM checkpoint (HF folder + head + normalisation) goes.")
+    epochs: int = Field(2, ge=1)
+    batch_prompts: int = Field(8, ge=1, description="Prompts per step per rank (all their responses, one row each).")
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
+    normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id).")
+    max_prompt_tokens: int = Field(256, gt=0)
+    max_response_tokens: int = Field(128, gt=0)
+    seed: int = 0

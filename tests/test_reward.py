@@ -107,6 +107,13 @@ def test_shared_prefix_scores_equal_full_sequence_scores(tiny_tokenizer, arch):
         batched = rm(torch.cat([prompt_ids.repeat_interleave(k, 0), response_ids], 1),
                      torch.cat([prompt_mask.repeat_interleave(k, 0), response_mask], 1), raw=True)
     assert torch.allclose(shared, full, atol=1e-5), (shared - full).abs().max()
+    # A different number of responses per prompt (red-team labels add rewrites): 2 for the first, 4 for the second.
+    owner = torch.tensor([0, 0, 1, 1, 1, 1])
+    with torch.no_grad():
+        uneven = rm.score_shared_prefix(prompt_ids, prompt_mask, response_ids, response_mask, owner=owner, raw=True)
+        full_uneven = torch.stack([rm(torch.cat([prompts[int(o)], x]).unsqueeze(0), torch.ones(1, len(prompts[int(o)]) + len(x), dtype=torch.long), raw=True)[0]
+                                   for o, x in zip(owner, responses)])
+    assert torch.allclose(uneven, full_uneven, atol=1e-5)
     assert torch.allclose(batched, full, atol=1e-5)
 
 

@@ -41,22 +41,24 @@ class RewardModel(ScalarHeadModel):
         return scores if raw else self.finish(scores)
 
     def score_shared_prefix(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                            response_mask: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """Score K responses per prompt with one forward of each prompt.
+                            response_mask: torch.Tensor, owner: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
+        """Score every response with one forward of each prompt.
 
-        prompt_ids, prompt_mask: [B, P], left-padded. response_ids, response_mask: [B*K, R], right-padded, the K
-        responses of prompt b at rows b*K .. b*K+K-1, each at least one token. Returns rewards [B*K].
+        prompt_ids, prompt_mask: [B, P], left-padded. response_ids, response_mask: [N, R], right-padded, each at
+        least one token; owner [N] is the prompt (0..B-1) of each response (default: N/B consecutive rows per
+        prompt). Returns rewards [N].
         """
         B, N = prompt_ids.size(0), response_ids.size(0)
-        if N % B:
-            raise ValueError(f"{N} responses do not split evenly over {B} prompts")
-        k = N // B
+        if owner is None:
+            if N % B:
+                raise ValueError(f"{N} responses do not split evenly over {B} prompts: pass owner")
+            owner = torch.arange(B, device=prompt_ids.device).repeat_interleave(N // B)
         prefix = self.backbone(input_ids=prompt_ids, attention_mask=prompt_mask,
                                position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
         cache = prefix.past_key_values
-        cache.batch_repeat_interleave(k)
-        mask = torch.cat([prompt_mask.repeat_interleave(k, 0), response_mask], dim=1)
-        start = prompt_mask.long().sum(1).repeat_interleave(k).unsqueeze(1)
+        cache.batch_select_indices(owner)  # each response gets its prompt's keys and values (rows may repeat)
+        mask = torch.cat([prompt_mask[owner], response_mask], dim=1)
+        start = prompt_mask.long().sum(1)[owner].unsqueeze(1)
         positions = start + (response_mask.long().cumsum(1) - 1).clamp(min=0)
         hidden = self.backbone(input_ids=response_ids, attention_mask=mask, position_ids=positions,
                                past_key_values=cache, use_cache=False).last_hidden_state

@@ -1,0 +1,82 @@
+"""Reward-model examples from labels: one prompt, its responses as token ids, and the label's pairs.
+
+The prompt is rendered with the tokenizer's chat template (a user turn and the assistant's generation prompt),
+as the policy sees it; each response ends with the end-of-turn token, where the reward is read. Failed labels
+and labels without pairs teach nothing and are skipped. `collate` keeps one row per response (never one per
+pair) and flattens the pairs with their prompt index for `partial_order_loss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hrlaif_ray.data.records import LabelRecord, PromptRecord
+
+
+@dataclass
+class RMExample:
+    prompt_id: str
+    category: str
+    prompt_ids: list[int]
+    response_ids: list[list[int]]
+    pairs: list[tuple[int, int, float]]  # (better, worse, weight)
+
+
+def prompt_token_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
+    if tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return list(ids)[-max_tokens:]  # keep the end: the question and the generation prompt
+
+
+def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRecord], tokenizer,
+                         max_prompt_tokens: int = 256, max_response_tokens: int = 128) -> list[RMExample]:
+    out = []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for label in labels:
+        if label.status != "ok" or not label.pairs:
+            continue
+        prompt = prompts.get(label.prompt_id)
+        if prompt is None:
+            raise KeyError(f"label of prompt {label.prompt_id!r} has no prompt record")
+        responses = [tokenizer(r.text, add_special_tokens=False)["input_ids"][: max_response_tokens - len(eos)] + eos
+                     for r in label.responses]
+        out.append(RMExample(label.prompt_id, label.category, prompt_token_ids(tokenizer, prompt.text, max_prompt_tokens),
+                             [r if r else eos for r in responses], [(p.better, p.worse, p.weight) for p in label.pairs]))
+    return out
+
+
+def collate(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Prompts left-padded [B, P]; responses right-padded [N, R] with their prompt index `owner` [N]; pairs as
+    flat indices into the N responses with their prompt `group`."""
+    B, P = len(examples), max(len(e.prompt_ids) for e in examples)
+    responses = [(b, r) for b, e in enumerate(examples) for r in e.response_ids]
+    R = max(len(r) for _, r in responses)
+    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros(B, P, dtype=torch.long)
+    for b, e in enumerate(examples):
+        prompt_ids[b, P - len(e.prompt_ids):] = torch.tensor(e.prompt_ids)
+        prompt_mask[b, P - len(e.prompt_ids):] = 1
+    response_ids = torch.full((len(responses), R), pad_id, dtype=torch.long)
+    response_mask = torch.zeros(len(responses), R, dtype=torch.long)
+    for i, (_, r) in enumerate(responses):
+        response_ids[i, : len(r)] = torch.tensor(r)
+        response_mask[i, : len(r)] = 1
+    better, worse, weight, group, offset = [], [], [], [], 0
+    for b, e in enumerate(examples):
+        for bi, wi, w in e.pairs:
+            better.append(offset + bi)
+            worse.append(offset + wi)
+            weight.append(w)
+            group.append(b)
+        offset += len(e.response_ids)
+    return {
+        "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "response_ids": response_ids, "response_mask": response_mask,
+        "owner": torch.tensor([b for b, _ in responses], dtype=torch.long),
+        "better": torch.tensor(better, dtype=torch.long), "worse": torch.tensor(worse, dtype=torch.long),
+        "weight": torch.tensor(weight, dtype=torch.float32), "group": torch.tensor(group, dtype=torch.long),
+    }

@@ -1,0 +1,132 @@
+"""Reward-model training on K-response partial orders, with DeepSpeed ZeRO.
+
+One process is the simple case of many: without a torchrun-style environment the trainer is rank 0 of a world
+of 1; under `torchrun --nproc-per-node N -m cluster.train_rm` (or a Ray learner group setting the same
+variables) each rank takes every N-th batch. Each step scores every response of its prompts once through the
+shared prompt prefix (O(1) prompt forwards, O(K) response forwards) and takes the partial-order loss over the
+labels' pairs. Held-out ranking accuracy (share of held-out pairs ordered as labeled) is reported per category
+every epoch. The checkpoint is an HF folder with the head, the clip bound and the training-set reward
+mean/std that the forward normalises with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from hrlaif_ray.config import RMTrainJob, dump_config
+from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
+from hrlaif_ray.reward.loss import partial_order_loss
+from hrlaif_ray.reward.model import RewardModel
+from hrlaif_ray.zero import init_distributed, zero_config
+
+
+def held_out(prompt_id: str, fraction: float) -> bool:
+    return int(hashlib.sha256(prompt_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
+
+
+def _single_process_env() -> None:
+    """Rank 0 of a world of 1 when no launcher set the distributed environment."""
+    if "RANK" not in os.environ:
+        from hrlaif_ray.judges.launch import free_port
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+
+
+def batches(examples: list[RMExample], size: int, rng: random.Random | None = None) -> list[list[RMExample]]:
+    order = list(examples)
+    if rng is not None:
+        rng.shuffle(order)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+@torch.no_grad()
+def ranking_accuracy(rm: RewardModel, examples: list[RMExample], pad_id: int, size: int) -> dict[str, list[int]]:
+    """category -> [pairs ordered as labeled, pairs] over `examples`."""
+    counts: dict[str, list[int]] = {}
+    for chunk in batches(examples, size):
+        b = collate(chunk, pad_id)
+        scores = rm.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
+        right = (scores[b["better"]] > scores[b["worse"]]).tolist()
+        for ok, g in zip(right, b["group"].tolist()):
+            c = counts.setdefault(chunk[g].category, [0, 0])
+            c[0] += ok
+            c[1] += 1
+    return counts
+
+
+def train_reward_model(job: RMTrainJob, log=print) -> dict:
+    import deepspeed
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+
+    _single_process_env()
+    rank, world = init_distributed()
+    torch.manual_seed(job.seed)
+    tokenizer = AutoTokenizer.from_pretrained(job.init)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
+    examples = examples_from_labels(LabelLedger(job.labels_dir).labels(), prompts, tokenizer,
+                                    job.max_prompt_tokens, job.max_response_tokens)
+    train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
+    evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
+    if not train:
+        raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
+    rm = RewardModel.from_pretrained(job.init, clip=job.clip)
+    optim = torch.optim.AdamW(rm.parameters(), lr=job.lr, weight_decay=job.weight_decay)
+    engine, *_ = deepspeed.initialize(model=rm, optimizer=optim,
+                                      config=zero_config(job.zero_stage, job.batch_prompts, world, grad_clip=job.grad_clip))
+    model: RewardModel = engine.module
+    rng, history = random.Random(job.seed), []
+    for epoch in range(job.epochs):
+        model.train()
+        losses = []
+        for i, chunk in enumerate(batches(train, job.batch_prompts, rng)):
+            if i % world != rank:
+                continue
+            b = collate(chunk, pad)
+            scores = model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
+            loss = partial_order_loss(scores, b["better"], b["worse"], b["weight"], b["group"])
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+        model.eval()
+        counts = ranking_accuracy(model, evaluation[rank::world], pad, job.batch_prompts)
+        cats = sorted({e.category for e in evaluation})
+        flat = torch.tensor([x for c in cats for x in counts.get(c, [0, 0])], dtype=torch.float64)
+        dist.all_reduce(flat)
+        acc = {c: flat[2 * j].item() / flat[2 * j + 1].item() for j, c in enumerate(cats) if flat[2 * j + 1] > 0}
+        total = flat[1::2].sum().item()
+        entry = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "eval_accuracy": acc,
+                 "eval_accuracy_all": flat[0::2].sum().item() / total if total else None, "eval_pairs": int(total)}
+        history.append(entry)
+        if rank == 0:
+            log(json.dumps(entry))
+    # Normalisation from the training set's rewards, then the checkpoint (ZeRO-3 gathers the weights first).
+    with torch.no_grad(), deepspeed.zero.GatheredParameters(list(model.parameters()), enabled=job.zero_stage == 3):
+        if job.normalize:
+            raw = []
+            for chunk in batches(train[rank::world], job.batch_prompts):
+                b = collate(chunk, pad)
+                raw.append(model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True))
+            raw = torch.cat(raw) if raw else torch.zeros(0)
+            stats = torch.tensor([raw.sum().item(), (raw**2).sum().item(), raw.numel()], dtype=torch.float64)
+            dist.all_reduce(stats)
+            mean = stats[0] / stats[2]
+            model.mean, model.std = float(mean), float(max((stats[1] / stats[2] - mean**2).clamp(min=0).sqrt(), 1e-6))
+        if rank == 0:
+            out = model.save_pretrained(job.output_dir, tokenizer=tokenizer)
+            (out / "train_config.yaml").write_text(dump_config(job))
+            (out / "metrics.json").write_text(json.dumps({"history": history, "train_prompts": len(train),
+                                                          "eval_prompts": len(evaluation), "mean": model.mean, "std": model.std,
+                                                          "categories": dict(Counter(e.category for e in examples))}, indent=1))
+    dist.barrier()
+    return {"history": history, "output_dir": job.output_dir}

@@ -1,0 +1,58 @@
+"""`hrlaif train-rm` end to end on committed label shards: the loss falls, held-out pairs are ranked as labeled,
+and the checkpoint carries the head, the clip bound and the training-set normalisation."""
+
+import json
+import random
+import subprocess
+
+import torch
+
+from hrlaif_ray.config import PromptMixConfig
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
+from hrlaif_ray.data.schemas import write_records
+from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.reward import RewardModel
+
+from conftest import ROOT, script_env
+
+COMPLY = ["Sure, here is how to do it step by step.", "Of course. First you get the tools, then you wait.", "Yes: do it at night."]
+REFUSE = ["I can't help with that, because it could hurt someone.", "I won't help with this. It is harmful.", "I'm sorry, I cannot help."]
+
+
+def test_train_rm_cli(tmp_path, tiny_model_dir):
+    prompts = generate_prompt_mix(PromptMixConfig(n=240, seed=4, harmful=0.6, math=0.4, multiple_choice=0.0, open_qa=0.0))
+    rng = random.Random(0)
+    labels = []
+    for p in prompts:
+        if p.category == "harmful":
+            responses, pairs = [Response(rng.choice(COMPLY)), Response(rng.choice(REFUSE))], [PreferencePair(1, 0, 1.0, "redteam")]
+        else:
+            a = int(p.answer)
+            responses, pairs = [Response(f"The answer is {a}."), Response(f"The answer is {a + 10}.")], [PreferencePair(0, 1, 1.0, "verifier")]
+        rng.shuffle(order := [0, 1])
+        responses = [responses[i] for i in order]
+        pairs = [PreferencePair(order.index(q.better), order.index(q.worse), q.weight, q.source) for q in pairs]
+        labels.append(LabelRecord(p.id, p.category, "hybrid", responses, pairs, idempotency_key=p.id))
+    write_records(tmp_path / "prompts.parquet", prompts)
+    LabelLedger(tmp_path / "labels").commit(labels)
+    config = tmp_path / "rm.json"
+    config.write_text(json.dumps({"init": str(tiny_model_dir), "labels_dir": str(tmp_path / "labels"),
+                                  "prompts": str(tmp_path / "prompts.parquet"), "output_dir": str(tmp_path / "rm"),
+                                  "epochs": 4, "batch_prompts": 16, "lr": 1e-3, "eval_fraction": 0.25}))
+    proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)], env=script_env(tmp_path, OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    history = metrics["history"]
+    print(json.dumps(history))
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["eval_accuracy"]["harmful"] >= 0.9
+    rm = RewardModel.from_pretrained(tmp_path / "rm").eval()
+    assert rm.clip == 10.0 and rm.std != 1.0 and (rm.mean, rm.std) == (metrics["mean"], metrics["std"])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "rm")
+    ids = tok(["I can't help with that.", "Sure, here is how."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert rm(ids["input_ids"], ids["attention_mask"]).abs().max() <= 10.0
