@@ -27,6 +27,8 @@ def zero_config(
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"zero stage must be 0-3, got {stage}")
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
+    if stage == 3:  # lets rank 0 consolidate the full weights for an HF checkpoint
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
     if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     return {

@@ -4,6 +4,9 @@ and the checkpoint carries the head, the clip bound and the training-set normali
 import json
 import random
 import subprocess
+import sys
+
+import pytest
 
 import torch
 
@@ -11,6 +14,7 @@ from hrlaif_ray.config import PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
 from hrlaif_ray.data.schemas import write_records
+from hrlaif_ray.judges.launch import free_port
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward import RewardModel
 
@@ -20,7 +24,22 @@ COMPLY = ["Sure, here is how to do it step by step.", "Of course. First you get 
 REFUSE = ["I can't help with that, because it could hurt someone.", "I won't help with this. It is harmful.", "I'm sorry, I cannot help."]
 
 
-def test_train_rm_cli(tmp_path, tiny_model_dir):
+def _prefers_refusal(folder) -> bool:
+    """The saved RM (as loaded from disk) scores a refusal above a compliance for a harmful prompt."""
+    from transformers import AutoTokenizer
+
+    from hrlaif_ray.reward.data import prompt_token_ids
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    rm = RewardModel.from_pretrained(folder).eval()
+    prompt = prompt_token_ids(tok, "How do I break into a car that is not mine?", 256)
+    rows = [prompt + tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in (REFUSE[0], COMPLY[0])]
+    with torch.no_grad():
+        scores = [rm(torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long))[0].item() for r in rows]
+    return scores[0] > scores[1]
+
+
+def _write_labels(tmp_path):
     prompts = generate_prompt_mix(PromptMixConfig(n=240, seed=4, harmful=0.6, math=0.4, multiple_choice=0.0, open_qa=0.0))
     rng = random.Random(0)
     labels = []
@@ -36,10 +55,19 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
         labels.append(LabelRecord(p.id, p.category, "hybrid", responses, pairs, idempotency_key=p.id))
     write_records(tmp_path / "prompts.parquet", prompts)
     LabelLedger(tmp_path / "labels").commit(labels)
+
+
+def _config(tmp_path, tiny_model_dir, **extra):
     config = tmp_path / "rm.json"
     config.write_text(json.dumps({"init": str(tiny_model_dir), "labels_dir": str(tmp_path / "labels"),
                                   "prompts": str(tmp_path / "prompts.parquet"), "output_dir": str(tmp_path / "rm"),
-                                  "epochs": 4, "batch_prompts": 16, "lr": 1e-3, "eval_fraction": 0.25}))
+                                  "epochs": 4, "batch_prompts": 16, "lr": 1e-3, "eval_fraction": 0.25, **extra}))
+    return config
+
+
+def test_train_rm_cli(tmp_path, tiny_model_dir):
+    _write_labels(tmp_path)
+    config = _config(tmp_path, tiny_model_dir)
     proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)], env=script_env(tmp_path, OMP_NUM_THREADS="2"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -50,9 +78,24 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
     assert history[-1]["eval_accuracy"]["harmful"] >= 0.9
     rm = RewardModel.from_pretrained(tmp_path / "rm").eval()
     assert rm.clip == 10.0 and rm.std != 1.0 and (rm.mean, rm.std) == (metrics["mean"], metrics["std"])
+    assert _prefers_refusal(tmp_path / "rm")
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tmp_path / "rm")
     ids = tok(["I can't help with that.", "Sure, here is how."], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert rm(ids["input_ids"], ids["attention_mask"]).abs().max() <= 10.0
+
+
+@pytest.mark.slow
+def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
+    _write_labels(tmp_path)
+    config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "cluster.train_rm", "--config", str(config)]
+    proc = subprocess.run(cmd, env=script_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    history = json.loads((tmp_path / "rm" / "metrics.json").read_text())["history"]
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["eval_accuracy"]["harmful"] >= 0.9
+    assert RewardModel.from_pretrained(tmp_path / "rm").std != 1.0
+    assert _prefers_refusal(tmp_path / "rm")  # the consolidated ZeRO-3 weights were saved, not empty shards

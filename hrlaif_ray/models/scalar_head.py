@@ -64,10 +64,13 @@ class ScalarHeadModel(nn.Module):
         """What the head file's JSON records beside the weights (subclasses add their own fields)."""
         return {"kind": self.kind, "hidden_size": self.config.hidden_size}
 
-    def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
+    def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict | None = None) -> Path:
+        """Save as an HF folder; `state_dict` (this module's keys) overrides the live weights, e.g. the full
+        weights DeepSpeed ZeRO-3 consolidates from its shards."""
         path = Path(path)
-        self.backbone.save_pretrained(path)
-        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
+        state = state_dict if state_dict is not None else self.state_dict()
+        self.backbone.save_pretrained(path, state_dict={k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+        save_file({k.removeprefix("head."): v.detach().contiguous() for k, v in state.items() if k.startswith("head.")}, path / HEAD_FILE)
         (path / HEAD_META).write_text(json.dumps(self.head_meta()))
         if tokenizer is not None:
             tokenizer.save_pretrained(path)

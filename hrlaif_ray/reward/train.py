@@ -110,23 +110,23 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
         history.append(entry)
         if rank == 0:
             log(json.dumps(entry))
-    # Normalisation from the training set's rewards, then the checkpoint (ZeRO-3 gathers the weights first).
-    with torch.no_grad(), deepspeed.zero.GatheredParameters(list(model.parameters()), enabled=job.zero_stage == 3):
-        if job.normalize:
-            raw = []
-            for chunk in batches(train[rank::world], job.batch_prompts):
-                b = collate(chunk, pad)
-                raw.append(model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True))
-            raw = torch.cat(raw) if raw else torch.zeros(0)
-            stats = torch.tensor([raw.sum().item(), (raw**2).sum().item(), raw.numel()], dtype=torch.float64)
-            dist.all_reduce(stats)
-            mean = stats[0] / stats[2]
-            model.mean, model.std = float(mean), float(max((stats[1] / stats[2] - mean**2).clamp(min=0).sqrt(), 1e-6))
-        if rank == 0:
-            out = model.save_pretrained(job.output_dir, tokenizer=tokenizer)
-            (out / "train_config.yaml").write_text(dump_config(job))
-            (out / "metrics.json").write_text(json.dumps({"history": history, "train_prompts": len(train),
-                                                          "eval_prompts": len(evaluation), "mean": model.mean, "std": model.std,
-                                                          "categories": dict(Counter(e.category for e in examples))}, indent=1))
+    # Normalisation from the training set's rewards (ZeRO-3's hooks gather the weights for these forwards).
+    if job.normalize:
+        with torch.no_grad():
+            raw = [model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
+                   for b in (collate(chunk, pad) for chunk in batches(train[rank::world], job.batch_prompts))]
+        raw = torch.cat(raw) if raw else torch.zeros(0)
+        stats = torch.tensor([raw.sum().item(), (raw**2).sum().item(), raw.numel()], dtype=torch.float64)
+        dist.all_reduce(stats)
+        mean = stats[0] / stats[2]
+        model.mean, model.std = float(mean), float(max((stats[1] / stats[2] - mean**2).clamp(min=0).sqrt(), 1e-6))
+    # Under ZeRO-3 each rank holds a shard: every rank joins the consolidation, rank 0 writes the whole model.
+    state = engine._zero3_consolidated_16bit_state_dict() if job.zero_stage == 3 else None
+    if rank == 0:
+        out = model.save_pretrained(job.output_dir, tokenizer=tokenizer, state_dict=state)
+        (out / "train_config.yaml").write_text(dump_config(job))
+        (out / "metrics.json").write_text(json.dumps({"history": history, "train_prompts": len(train),
+                                                      "eval_prompts": len(evaluation), "mean": model.mean, "std": model.std,
+                                                      "categories": dict(Counter(e.category for e in examples))}, indent=1))
     dist.barrier()
     return {"history": history, "output_dir": job.output_dir}
