@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("audit-labels", help="AI-vs-human agreement per category, verifier-vs-ground-truth agreement",
                    add_help=False)
 
+    sub.add_parser("serve-rm", help="serve a reward model over HTTP on 127.0.0.1 (bearer token)", add_help=False)
     sub.add_parser("train-rm", help="train the reward model on label shards (config: RMTrainJob)", add_help=False)
 
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
@@ -136,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.train_rm import main as train_rm
 
         return train_rm(argv[1:])
+    if argv[:1] == ["serve-rm"]:
+        from cluster.serve_rm import main as serve_rm
+
+        return serve_rm(argv[1:])
     if argv[:1] == ["audit-labels"]:
         from cluster.audit import main as audit
 

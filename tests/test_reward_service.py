@@ -28,7 +28,9 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         rm = RewardModel.from_pretrained(rm_folder).eval()
         with torch.no_grad():
             want = torch.stack([rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in sequences])
-        assert torch.allclose(got, want, atol=1e-5), (got, want)
+        # The head is scaled x50 (so clipping shows), which scales float noise between a padded batch on one
+        # thread and a single sequence on two threads too: 1e-4 here is 2e-6 in the unscaled head's units.
+        assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
         assert (got.abs() <= 0.5).all() and (got.abs() == 0.5).any()  # clipped inside the forward
         prompts, responses = ["Tom has 23 apples. How many?", "Hi"], ["The answer is 23.", "Hello!"]
         texts = service.score_texts(prompts, responses)
@@ -40,3 +42,39 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         service.shutdown()
     finally:
         ray.shutdown()
+
+
+def test_http_front_needs_the_token_and_matches_the_module(rm_folder, tmp_path):
+    import subprocess
+
+    import httpx
+
+    from conftest import ROOT, script_env
+
+    env = script_env(tmp_path, HRLAIF_RM_TOKEN="s3cret-token")
+    env["TMPDIR"] = "/tmp"  # Ray's socket paths must stay short
+    assert subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)], env={**env, "HRLAIF_RM_TOKEN": ""},
+                          capture_output=True, text=True, timeout=60).returncode == 2  # no token: refuses to start
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)], env=env,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:"), line
+        url = line.split()[1]
+        seqs = [[5, 6, 7, 8], [9, 10]]
+        assert httpx.post(f"{url}/score", json={"sequences": seqs}, timeout=60).status_code == 401
+        assert httpx.post(f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer wrong"}, timeout=60).status_code == 401
+        ok = httpx.post(f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60)
+        assert ok.status_code == 200
+        rm = RewardModel.from_pretrained(rm_folder).eval()
+        with torch.no_grad():
+            want = [rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0].item() for s in seqs]
+        assert ok.json()["rewards"] == pytest.approx(want, abs=1e-4)
+        bad = httpx.post(f"{url}/score", json={"sequences": [[]]}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60)
+        assert bad.status_code == 400 and "at least one token" in bad.json()["error"]
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
