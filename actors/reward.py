@@ -15,7 +15,7 @@ import os
 import ray
 import torch
 
-from hrlaif_ray.reward.data import prompt_token_ids
+from hrlaif_ray.reward.data import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.reward.model import RewardModel
 
 
@@ -28,7 +28,7 @@ class RewardReplica:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rm = RewardModel.from_pretrained(folder).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad = pad_token_id(self.tokenizer)
 
     @torch.inference_mode()
     def score(self, sequences: list[list[int]]) -> torch.Tensor:
@@ -41,8 +41,7 @@ class RewardReplica:
         return self.rm(ids.to(self.device), mask.to(self.device)).float().cpu()
 
     def encode(self, prompts: list[str], responses: list[str], max_prompt_tokens: int = 1024) -> list[list[int]]:
-        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-        return [prompt_token_ids(self.tokenizer, p, max_prompt_tokens) + self.tokenizer(r, add_special_tokens=False)["input_ids"] + eos
+        return [prompt_token_ids(self.tokenizer, p, max_prompt_tokens) + response_token_ids(self.tokenizer, r)
                 for p, r in zip(prompts, responses)]
 
 

@@ -6,7 +6,7 @@ import torch
 
 from actors.reward import RewardService
 from hrlaif_ray.reward import RewardModel
-from hrlaif_ray.reward.data import prompt_token_ids
+from hrlaif_ray.reward.data import prompt_token_ids, response_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,7 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         assert (got.abs() <= 0.5).all() and (got.abs() == 0.5).any()  # clipped inside the forward
         prompts, responses = ["Tom has 23 apples. How many?", "Hi"], ["The answer is 23.", "Hello!"]
         texts = service.score_texts(prompts, responses)
-        ids = [prompt_token_ids(tiny_tokenizer, p, 1024) + tiny_tokenizer(r, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
-               for p, r in zip(prompts, responses)]
+        ids = [prompt_token_ids(tiny_tokenizer, p, 1024) + response_token_ids(tiny_tokenizer, r) for p, r in zip(prompts, responses)]
         assert torch.allclose(texts, service.score_ids(ids), atol=1e-6)
         with pytest.raises(ValueError, match="2 prompts but 1 responses"):
             service.score_texts(prompts, responses[:1])

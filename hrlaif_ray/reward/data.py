@@ -33,20 +33,32 @@ def prompt_token_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
     return list(ids)[-max_tokens:]  # keep the end: the question and the generation prompt
 
 
+def response_token_ids(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
+    """A response as the RM reads it: its tokens (cut to leave room for the end) ending in the end-of-turn
+    token, where the reward is read. Training and serving both encode through here."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if max_tokens is not None:
+        ids = ids[: max_tokens - len(eos)]
+    return (ids + eos) or eos
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRecord], tokenizer,
                          max_prompt_tokens: int = 256, max_response_tokens: int = 128) -> list[RMExample]:
     out = []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for label in labels:
         if label.status != "ok" or not label.pairs:
             continue
         prompt = prompts.get(label.prompt_id)
         if prompt is None:
             raise KeyError(f"label of prompt {label.prompt_id!r} has no prompt record")
-        responses = [tokenizer(r.text, add_special_tokens=False)["input_ids"][: max_response_tokens - len(eos)] + eos
-                     for r in label.responses]
+        responses = [response_token_ids(tokenizer, r.text, max_response_tokens) for r in label.responses]
         out.append(RMExample(label.prompt_id, label.category, prompt_token_ids(tokenizer, prompt.text, max_prompt_tokens),
-                             [r if r else eos for r in responses], [(p.better, p.worse, p.weight) for p in label.pairs]))
+                             responses, [(p.better, p.worse, p.weight) for p in label.pairs]))
     return out
 
 

@@ -16,14 +16,13 @@ import json
 import os
 import random
 from collections import Counter
-from pathlib import Path
 
 import torch
 
 from hrlaif_ray.config import RMTrainJob, dump_config
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.labeling.ledger import LabelLedger
-from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
+from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels, pad_token_id
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
 from hrlaif_ray.zero import init_distributed, zero_config
@@ -72,7 +71,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     rank, world = init_distributed()
     torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
     examples = examples_from_labels(LabelLedger(job.labels_dir).labels(), prompts, tokenizer,
                                     job.max_prompt_tokens, job.max_response_tokens)
