@@ -5,7 +5,11 @@ deals contiguous length buckets to the replicas (little padding per batch), each
 the RM's forward (normalised and clipped inside it) and returns a tensor through the object store
 (RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 in the replicas, so it is not copied); the service puts the rewards
 back in input order. `score_texts(prompts, responses)` renders the prompt with the RM tokenizer's chat
-template first: prompt and completion in, score out, the interface PPO's reward role uses.
+template first.
+
+`RewardService.score(prompts, responses)` is the reward role's one interface (prompt records and response texts
+in, scores out) for the RM, the programmatic verifier (+1 correct, -1 wrong, 0 where there is no standard
+answer) and their sum (`rm+verifier`: the RM plus `verifier_weight` x the verdict where a standard answer exists).
 """
 
 from __future__ import annotations
@@ -15,20 +19,31 @@ import os
 import ray
 import torch
 
-from hrlaif_ray.reward.data import pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.evaluation import correctness
 from hrlaif_ray.reward.model import RewardModel
+
+
+def verifier_scores(prompts: list[PromptRecord], responses: list[str]) -> torch.Tensor:
+    """+1 for a verified-correct response, -1 for a wrong one, 0 where the prompt has no standard answer."""
+    verdicts = [correctness(p, r) for p, r in zip(prompts, responses, strict=True)]
+    return torch.tensor([0.0 if v is None else 2 * v - 1 for v in verdicts])
 
 
 @ray.remote
 class RewardReplica:
-    def __init__(self, folder: str, threads: int = 1):
+    def __init__(self, folder: str | None, threads: int = 1):
         from transformers import AutoTokenizer
 
         torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.rm = RewardModel.from_pretrained(folder).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.pad = pad_token_id(self.tokenizer)
+        self.rm = RewardModel.from_pretrained(folder).to(self.device).eval() if folder else None
+        self.tokenizer = AutoTokenizer.from_pretrained(folder) if folder else None
+        self.pad = pad_token_id(self.tokenizer) if folder else 0
+
+    def verify(self, prompts: list[PromptRecord], responses: list[str]) -> torch.Tensor:
+        return verifier_scores(prompts, responses)
 
     @torch.inference_mode()
     def score(self, sequences: list[list[int]]) -> torch.Tensor:
@@ -46,13 +61,36 @@ class RewardReplica:
 
 
 class RewardService:
-    """Replicas of one RM folder; `num_gpus` per replica on a GPU cluster (0 here)."""
+    """Replicas of one RM folder (or verifier-only replicas when `folder` is None). Each replica's Ray options
+    come from `options` (the launch layer's placement-group bundles), else `num_cpus`/`num_gpus`."""
 
-    def __init__(self, folder: str, replicas: int = 1, num_cpus: float = 1, num_gpus: float = 0, threads: int = 1):
+    def __init__(self, folder: str | None, replicas: int = 1, num_cpus: float = 1, num_gpus: float = 0, threads: int = 1,
+                 kind: str = "rm", verifier_weight: float = 1.0, options: list[dict] | None = None):
+        if kind not in ("rm", "verifier", "rm+verifier"):
+            raise ValueError(f"reward kind must be rm, verifier or rm+verifier, got {kind!r}")
+        if kind != "verifier" and not folder:
+            raise ValueError(f"reward kind {kind!r} needs a reward-model folder")
+        self.kind, self.verifier_weight = kind, verifier_weight
         env = {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "OMP_NUM_THREADS": str(threads),
                             "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not num_gpus else "cuda")}}
-        self.replicas = [RewardReplica.options(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=env).remote(folder, threads)
-                         for _ in range(replicas)]
+        options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
+        rm_folder = folder if kind != "verifier" else None
+        self.replicas = [RewardReplica.options(**opt, runtime_env=env).remote(rm_folder, threads) for opt in options]
+
+    def score(self, prompts: list[PromptRecord], responses: list[str]) -> torch.Tensor:
+        """The reward role's interface: one score per (prompt, response)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if self.kind == "verifier":
+            k = len(self.replicas)
+            size = max(1, -(-len(prompts) // k))
+            refs = [r.verify.remote(prompts[i : i + size], responses[i : i + size])
+                    for r, i in zip(self.replicas, range(0, len(prompts), size))]
+            return torch.cat(ray.get(refs)) if refs else torch.zeros(0)
+        scores = self.score_texts([p.text for p in prompts], responses)
+        if self.kind == "rm+verifier":
+            scores = scores + self.verifier_weight * verifier_scores(prompts, responses)
+        return scores
 
     def score_ids(self, sequences: list[list[int]]) -> torch.Tensor:
         if not sequences:

@@ -69,6 +69,17 @@ def _cmd_export_smollm2(args: argparse.Namespace) -> None:
     print(f"SmolLM2-135M-Instruct as an HF folder: {export_smollm2(args.out)}")
 
 
+def _cmd_sft(args: argparse.Namespace) -> None:
+    import json
+
+    from hrlaif_ray.config import SFTJob, load_config
+    from hrlaif_ray.sft import train_sft
+
+    overrides = [*([f"init={args.init}"] if args.init else []), *([f"output_dir={args.out}"] if args.out else []), *args.overrides]
+    result = train_sft(load_config(SFTJob, args.config, overrides), log=lambda line: print(line, flush=True))
+    print(json.dumps(result))
+
+
 def _cmd_label(args: argparse.Namespace) -> None:
     import json
 
@@ -116,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve-rm", help="serve a reward model over HTTP on 127.0.0.1 (bearer token)", add_help=False)
     sub.add_parser("train-rm", help="train the reward model on label shards (config: RMTrainJob)", add_help=False)
+
+    p = sub.add_parser("sft", help="supervised fine-tuning of the policy (config: SFTJob; default data: the generated mix)")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--init", help="model folder to start from (init=)")
+    p.add_argument("--out", help="output folder (output_dir=)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_time_s=150 responses.control=true")
+    p.set_defaults(func=_cmd_sft)
 
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)

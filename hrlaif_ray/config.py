@@ -70,6 +70,17 @@ class PromptMixConfig(Section):
     b_max: int = Field(9, description="Largest second operand.")
 
 
+class SFTMixConfig(Section):
+    """How the SFT responses of the generated mix are drawn."""
+
+    seed: int = Field(0, description="Response generator seed.")
+    p_correct: list[float] = Field([0.75, 0.7, 0.55, 0.4, 0.3], min_length=1,
+                                   description="Chance the final answer is right after 0, 1, 2... reasoning sentences.")
+    control: bool = Field(False, description="Correctness independent of length (the mean of p_correct for every length).")
+    wrong_offsets: list[int] = Field([-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer.")
+    p_refuse: float = Field(0.5, ge=0, le=1, description="Share of refusals among the harmful prompts' responses.")
+
+
 class TinyModelJob(Section):
     """`hrlaif tiny-model`: train a tokenizer on the prompt mix and save a random-init model folder."""
 
@@ -214,6 +225,31 @@ class LabelJob(Section):
     limit: int = Field(0, ge=0, description="Label only the first N items (0: all).")
 
 
+class SFTJob(Section):
+    """`hrlaif sft`: supervised fine-tuning of the policy on prompt/response data (loss on the response only)."""
+
+    init: str = Field(description="Model folder to start from (`hrlaif tiny-model`'s output, SmolLM2...).")
+    output_dir: str = Field(description="Where the SFT policy (an HF folder) goes.")
+    data: str | None = Field(None, description="JSONL of {\"prompt\", \"response\"} rows; None: the generated mix below.")
+    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=4000, open_qa=0.0),
+                                     description="The generated prompt mix (when data is None).")
+    responses: SFTMixConfig = SFTMixConfig()
+    steps: int = Field(433, ge=1, description="Optimizer steps (the budget, unless max_time_s ends it first).")
+    max_time_s: float | None = Field(None, gt=0, description="Stop after this many seconds of training.")
+    batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
+    lr: float = Field(2e-3, gt=0)
+    min_lr: float = Field(2e-4, ge=0, description="Cosine decay ends here.")
+    warmup_steps: int = Field(30, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    zero_stage: int = Field(0, ge=0, le=3)
+    max_prompt_tokens: int = Field(256, gt=0)
+    max_response_tokens: int = Field(128, gt=0)
+    eval_prompts: int = Field(128, ge=0, description="Held-out verifiable prompts for greedy accuracy at the end.")
+    threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default).")
+    seed: int = 0
+
+
 class RMTrainJob(Section):
     """`hrlaif train-rm`: a reward model from labels, starting from the policy's weights."""
 
@@ -233,3 +269,132 @@ class RMTrainJob(Section):
     max_prompt_tokens: int = Field(256, gt=0)
     max_response_tokens: int = Field(128, gt=0)
     seed: int = 0
+
+
+# ------------------------------------------------------------------------------------------------- PPO
+
+
+class RoleResources(Section):
+    """One role's Ray actors: how many, what share of a bundle each takes, and whom it shares bundles with."""
+
+    replicas: int = Field(1, ge=1, description="Actors of this role (learner ranks, vLLM engines, RM replicas).")
+    share: float = Field(1.0, gt=0, le=1, description="Share of one bundle each actor takes (colocated roles split one).")
+    colocate_with: str | None = Field(None, description="Place this role's actors in that role's bundles (OpenRLHF's "
+                                      "colocation: actor+reference, critic+reward); replicas must not exceed the host's.")
+    threads: int = Field(1, ge=1, description="torch/OMP threads of each actor (Ray sets 1 unless told).")
+
+
+class ResourcePlan(Section):
+    """The placement of every role, as data: on a GPU cluster `bundle: {GPU: 1, CPU: 8}`; here CPU bundles (or a
+    custom resource standing for GPUs) so the same plan runs on one machine."""
+
+    bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one bundle.")
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK", description="Placement-group strategy.")
+    actor: RoleResources = RoleResources(replicas=2)
+    critic: RoleResources = RoleResources()
+    reference: RoleResources = RoleResources()
+    reward: RoleResources = RoleResources()
+    rollout: RoleResources = RoleResources()
+
+    @model_validator(mode="after")
+    def _colocation(self) -> "ResourcePlan":
+        roles = {"actor": self.actor, "critic": self.critic, "reference": self.reference, "reward": self.reward,
+                 "rollout": self.rollout}
+        load: dict[str, float] = {}
+        for name, role in roles.items():
+            host = role.colocate_with
+            if host is None:
+                load[name] = load.get(name, 0.0) + role.share
+                continue
+            if host not in roles or roles[host].colocate_with is not None:
+                raise ValueError(f"{name}.colocate_with: {host!r} is not a role that owns bundles")
+            if role.replicas > roles[host].replicas:
+                raise ValueError(f"{name}.replicas ({role.replicas}) exceeds {host}.replicas ({roles[host].replicas}) it is colocated with")
+            load[host] = load.get(host, 0.0) + role.share
+        for name, total in load.items():
+            if total > 1 + 1e-9:
+                raise ValueError(f"{name}: colocated shares sum to {total:g} of a bundle (at most 1)")
+        return self
+
+
+class RolloutConfig(Section):
+    backend: Literal["vllm", "hf"] = Field("vllm", description="vLLM engines; 'hf' (transformers generate) is the fallback.")
+    samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt (n); RLOO/GRPO need >= 2.")
+    max_new_tokens: int = Field(40, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_model_len: int = Field(512, ge=16, description="vLLM context (prompt + response).")
+    kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less).")
+
+
+class PPOAlgoConfig(Section):
+    """The algorithm's knobs, documented where they are used (hrlaif_ray/ppo/core.py)."""
+
+    estimator: Literal["gae", "rloo", "grpo"] = Field("gae", description="Advantages: GAE with a critic, or critic-free RLOO/GRPO.")
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    kl_coef: float = Field(0.05, ge=0, description="Initial KL penalty coefficient (in the reward).")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward.")
+    kl_target: float | None = Field(None, gt=0, description="Adaptive KL controller's target (None: fixed coefficient).")
+    kl_horizon: int = Field(10000, gt=0)
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip.")
+    dual_clip: float | None = Field(None, gt=1, description="Dual-clip bound c (None: off).")
+    value_clip: float | None = Field(0.2, gt=0, description="Value clip around the old values (None: off).")
+    entropy_coef: float = Field(0.0, ge=0)
+    epochs: int = Field(1, ge=1, description="Passes over each batch of experience.")
+    mini_batches: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split into this many).")
+    actor_lr: float = Field(1e-6, gt=0)
+    critic_lr: float = Field(5e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    whiten_advantages: bool = Field(True)
+    reward_clip: float = Field(10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward).")
+
+
+class RewardRoleConfig(Section):
+    """The reward role: one interface (prompt and response in, score out) for the RM and the verifiers."""
+
+    kind: Literal["rm", "verifier", "rm+verifier"] = Field("rm", description="The reward model, the programmatic "
+                                                           "verifier (+1 correct / -1 wrong), or their sum.")
+    rm: str | None = Field(None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm and rm+verifier.")
+    verifier_weight: float = Field(1.0, ge=0, description="Weight of the verifier's +-1 in rm+verifier.")
+
+    @model_validator(mode="after")
+    def _rm_given(self) -> "RewardRoleConfig":
+        if self.kind != "verifier" and not self.rm:
+            raise ValueError(f"rm: a reward-model folder is required for kind {self.kind!r}")
+        return self
+
+
+class PPOJob(Section):
+    """`hrlaif ppo` / `python -m cluster.ppo`: PPO on Ray."""
+
+    policy: str = Field(description="The SFT policy folder (actor, reference and rollout start from it).")
+    critic_init: str | None = Field(None, description="Critic's starting folder (default: the RM, else the policy).")
+    output_dir: str = Field(description="metrics.jsonl, TensorBoard events, checkpoints.")
+    prompts: str | None = Field(None, description="Prompts Parquet; None: the generated mix below.")
+    prompt_mix: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0))
+    steps: int = Field(10, ge=1)
+    prompts_per_step: int = Field(32, ge=1)
+    zero_stage: int = Field(2, ge=0, le=3)
+    checkpoint_every: int = Field(0, ge=0, description="Save an HF checkpoint every N steps (0: only at the end).")
+    resume: bool = Field(False, description="Continue from the last checkpoint in output_dir.")
+    seed: int = 0
+    ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one).")
+    algo: PPOAlgoConfig = PPOAlgoConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardRoleConfig = RewardRoleConfig(kind="verifier")
+    resources: ResourcePlan = ResourcePlan()
+    tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PPOJob":
+        if self.algo.estimator in ("rloo", "grpo") and self.rollout.samples_per_prompt < 2:
+            raise ValueError(f"rollout.samples_per_prompt: {self.algo.estimator} needs at least 2 samples per prompt")
+        batch = self.prompts_per_step * self.rollout.samples_per_prompt
+        parts = self.resources.actor.replicas * self.algo.mini_batches
+        if batch % parts:
+            raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over actor.replicas x "
+                             f"algo.mini_batches ({parts})")
+        return self

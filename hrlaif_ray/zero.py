@@ -9,6 +9,7 @@ gloo on CPU (with DS_ACCELERATOR=cpu; oneCCL is not on PyPI). The optimizer is t
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import torch
@@ -46,6 +47,18 @@ def zero_config(
 
 def backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_env() -> None:
+    """Rank 0 of a world of 1 when no launcher (torchrun, a Ray learner group) set the distributed environment."""
+    if "RANK" not in os.environ:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 
 
 def init_distributed() -> tuple[int, int]:

@@ -71,3 +71,23 @@ def smollm2_dir(tmp_path_factory) -> Path:
     from hrlaif_ray.models.smollm2 import export_smollm2
 
     return export_smollm2(tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")
+
+
+SFT_TEST_BUDGET_S = 150
+
+
+@pytest.fixture(scope="session")
+def sft_policy_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny policy after `hrlaif sft` on the generated mix (DEMO.md's recipe: 150 s here). Set
+    HRLAIF_TEST_SFT_DIR to reuse a folder from an earlier run while iterating on one test."""
+    import subprocess
+
+    reuse = os.environ.get("HRLAIF_TEST_SFT_DIR")
+    if reuse:
+        return Path(reuse)
+    tmp = tmp_path_factory.mktemp("sft")
+    proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "sft", "--init", str(tiny_model_dir), "--out", str(tmp / "policy"),
+                           f"max_time_s={SFT_TEST_BUDGET_S}"], env=script_env(tmp, OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp / "policy"

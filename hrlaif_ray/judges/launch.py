@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+
+from hrlaif_ray.zero import free_port  # noqa: F401  (re-exported: callers import it from here)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -47,12 +48,6 @@ def sim_judge_server(overrides: list[str] | tuple[str, ...] = (), config: str | 
         yield line.split()[1]
     finally:
         _stop(proc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -45,12 +45,14 @@ def build_tiny_causal_lm(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -
     return model.eval()
 
 
-def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
-    """Save model + tokenizer + generation config (stopping at the tokenizer's EOS) as an HF folder."""
+def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path,
+                      state_dict: dict | None = None) -> Path:
+    """Save model + tokenizer + generation config (stopping at the tokenizer's EOS) as an HF folder;
+    `state_dict` overrides the live weights (the full weights ZeRO-3 gathers from its shards)."""
     path = Path(path)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
     )
-    model.save_pretrained(path)
+    model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections import Counter
 
@@ -25,19 +24,11 @@ from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels, pad_token_id
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
-from hrlaif_ray.zero import init_distributed, zero_config
+from hrlaif_ray.zero import init_distributed, single_process_env, zero_config
 
 
 def held_out(prompt_id: str, fraction: float) -> bool:
     return int(hashlib.sha256(prompt_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
-
-
-def _single_process_env() -> None:
-    """Rank 0 of a world of 1 when no launcher set the distributed environment."""
-    if "RANK" not in os.environ:
-        from hrlaif_ray.judges.launch import free_port
-
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 
 
 def batches(examples: list[RMExample], size: int, rng: random.Random | None = None) -> list[list[RMExample]]:
@@ -67,7 +58,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    _single_process_env()
+    single_process_env()
     rank, world = init_distributed()
     torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)

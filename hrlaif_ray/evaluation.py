@@ -1,0 +1,63 @@
+"""Evaluation helpers shared by SFT, PPO's reward-hacking watch and `hrlaif eval`: generate, then verify.
+
+`correctness` is the verifier's verdict on a response to a verifiable prompt (1 correct, 0 wrong or no final
+answer, None for prompts without a standard answer). `hf_generate` is the plain transformers path (greedy or
+sampled), used where no vLLM engine is running (SFT's closing check, tests); PPO and `hrlaif eval` generate
+through the rollout engines.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hrlaif_ray.categories import Category
+from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.labeling import verifiers
+
+
+def correctness(prompt: PromptRecord, text: str) -> float | None:
+    category = Category(prompt.category)
+    if category is Category.MATH:
+        check = verifiers.verify_math(text, prompt.answer)
+    elif category is Category.MULTIPLE_CHOICE:
+        check = verifiers.verify_multiple_choice(text, prompt.answer, prompt.choices)
+    elif category is Category.CODE and prompt.tests:
+        check = verifiers.verify_code(text, prompt.text, prompt.tests, prompt.entry_point)
+    else:
+        return None
+    return 1.0 if check.verdict == verifiers.CORRECT else 0.0
+
+
+@torch.no_grad()
+def hf_generate(model, tokenizer, texts: list[str], max_new_tokens: int = 48, greedy: bool = True,
+                batch_size: int = 64, temperature: float = 1.0, max_prompt_tokens: int = 256) -> list[str]:
+    """Responses (decoded, without the end token) to `texts` rendered as user turns."""
+    pad = pad_token_id(tokenizer)
+    out: list[str] = []
+    model.eval()
+    for start in range(0, len(texts), batch_size):
+        rows = [prompt_token_ids(tokenizer, t, max_prompt_tokens) for t in texts[start : start + batch_size]]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):  # left padding: every row ends where generation starts
+            ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+        gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+                             do_sample=not greedy, temperature=temperature if not greedy else None, top_p=None, top_k=None,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return out
+
+
+def verified_accuracy(prompts: list[PromptRecord], responses: list[str]) -> dict[str, float]:
+    """Mean correctness per category and over all verifiable prompts ('all')."""
+    sums: dict[str, list[float]] = {}
+    for p, r in zip(prompts, responses, strict=True):
+        c = correctness(p, r)
+        if c is not None:
+            for key in (p.category, "all"):
+                s = sums.setdefault(key, [0.0, 0])
+                s[0] += c
+                s[1] += 1
+    return {k: v[0] / v[1] for k, v in sums.items()}

@@ -1,0 +1,145 @@
+"""Supervised fine-tuning of the policy: next-token loss on the response tokens only, DeepSpeed ZeRO.
+
+The first stage of the pipeline (`hrlaif sft`). One process is rank 0 of a world of 1; under torchrun or a Ray
+learner group each rank takes its share of every batch. The schedule is linear warm-up then cosine decay to
+`min_lr`; the budget is `steps`, or `max_time_s` when that comes first (the demo trains for a fixed time). The
+output is an HF folder (model, tokenizer, generation config) that vLLM, the reward model and PPO start from,
+with `sft_metrics.json`: the loss curve and greedy accuracy on held-out verifiable prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from hrlaif_ray.config import SFTJob, dump_config
+from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.sft_mix import SFTExample, generate_sft_examples
+from hrlaif_ray.errors import DataError
+from hrlaif_ray.zero import init_distributed, single_process_env, zero_config
+
+IGNORE = -100
+
+
+def read_sft_jsonl(path: str | Path) -> list[SFTExample]:
+    """{"prompt", "response"} rows; a bad row is an error naming the file, line and field."""
+    out = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(path, n, None, f"not JSON ({exc.msg})") from None
+            for key in ("prompt", "response"):
+                if not isinstance(row.get(key), str) or not row[key].strip():
+                    raise DataError(path, n, key, "must be a non-empty string")
+            out.append(SFTExample(str(row.get("id", f"line/{n}")), row.get("category", "open_qa"), row["prompt"], row["response"]))
+    if not out:
+        raise DataError(path, None, None, "no SFT rows")
+    return out
+
+
+def encode(tokenizer, ex: SFTExample, max_prompt: int, max_response: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with the prompt masked out of the loss."""
+    p = prompt_token_ids(tokenizer, ex.prompt, max_prompt)
+    r = response_token_ids(tokenizer, ex.response, max_response)
+    return p + r, [IGNORE] * len(p) + r
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    T = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    labels = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, (x, y) in enumerate(rows):  # right padding: positions count from 0 without help
+        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def lr_at(step: int, job: SFTJob) -> float:
+    if step < job.warmup_steps:
+        return job.lr * (step + 1) / job.warmup_steps
+    progress = min(1.0, (step - job.warmup_steps) / max(1, job.steps - job.warmup_steps))
+    return job.min_lr + 0.5 * (job.lr - job.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def sft_examples(job: SFTJob) -> tuple[list[SFTExample], list]:
+    """(training examples, held-out verifiable prompts for the closing accuracy check)."""
+    if job.data:
+        return read_sft_jsonl(job.data), []
+    prompts = generate_prompt_mix(job.prompts)
+    held = {p.id for p in [p for p in prompts if p.answer is not None][: job.eval_prompts]}
+    train = [p for p in prompts if p.id not in held]
+    return generate_sft_examples(train, job.responses), [p for p in prompts if p.id in held]
+
+
+def train_sft(job: SFTJob, log=print) -> dict:
+    import deepspeed
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hrlaif_ray.evaluation import hf_generate, verified_accuracy
+    from hrlaif_ray.models.tiny import save_model_folder
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    single_process_env()
+    rank, world = init_distributed()
+    if job.batch_size % world:
+        raise ValueError(f"batch_size ({job.batch_size}) must divide over {world} ranks")
+    torch.manual_seed(job.seed)
+    tokenizer = AutoTokenizer.from_pretrained(job.init)
+    pad = pad_token_id(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(job.init, dtype=torch.float32)
+    examples, held_out = sft_examples(job)
+    rows = [encode(tokenizer, e, job.max_prompt_tokens, job.max_response_tokens) for e in examples]
+    optim = torch.optim.AdamW(model.parameters(), lr=job.lr, weight_decay=job.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_at(s, job) / job.lr)
+    per_rank = job.batch_size // world
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optim, lr_scheduler=sched,
+                                      config=zero_config(job.zero_stage, per_rank, world, grad_clip=job.grad_clip))
+    rng = random.Random(job.seed)
+    order: list[int] = []
+    losses, start, step = [], time.perf_counter(), 0
+    engine.train()
+    while step < job.steps:
+        if len(order) < job.batch_size:
+            order += rng.sample(range(len(rows)), len(rows))  # epochs of a fresh permutation, same on every rank
+        batch, order = order[: job.batch_size], order[job.batch_size :]
+        b = collate([rows[i] for i in batch[rank::world]], pad)
+        loss = engine(**b).loss
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.item())
+        step += 1
+        elapsed = torch.tensor([time.perf_counter() - start])
+        dist.broadcast(elapsed, 0)  # every rank stops at the same step
+        if rank == 0 and (step % 50 == 0 or step == 1):
+            log(json.dumps({"step": step, "loss": round(losses[-1], 4), "lr": sched.get_last_lr()[0], "elapsed_s": round(float(elapsed), 1)}))
+        if job.max_time_s and float(elapsed) >= job.max_time_s:
+            break
+    train_s = time.perf_counter() - start
+    state = engine._zero3_consolidated_16bit_state_dict() if job.zero_stage == 3 else None
+    result = {"steps": step, "train_s": train_s, "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+              "examples": len(rows), "world_size": world}
+    if rank == 0:
+        if state is not None:
+            model.load_state_dict(state)
+        if held_out:
+            texts = hf_generate(model, tokenizer, [p.text for p in held_out], max_new_tokens=job.max_response_tokens)
+            result["greedy_accuracy"] = verified_accuracy(held_out, texts)
+            result["mean_response_chars"] = sum(map(len, texts)) / len(texts)
+        out = save_model_folder(model, tokenizer, job.output_dir)
+        (out / "sft_config.yaml").write_text(dump_config(job))
+        (out / "sft_metrics.json").write_text(json.dumps({**result, "losses": losses}, indent=1))
+        log(json.dumps(result))
+    dist.barrier()
+    return result

@@ -1,0 +1,128 @@
+"""PPO maths against hand-computed values and brute-force references."""
+
+import math
+
+import pytest
+import torch
+
+from hrlaif_ray.ppo import core
+
+
+def test_gae_hand_computed():
+    # One sequence of 3 tokens then padding; gamma 0.9, lambda 0.8.
+    r = torch.tensor([[0.0, 0.5, 1.0, 7.0]])
+    v = torch.tensor([[0.2, 0.4, 0.6, 9.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    adv, ret = core.gae(r, v, m, gamma=0.9, lam=0.8)
+    d2 = 1.0 - 0.6  # the last token: no next value
+    d1 = 0.5 + 0.9 * 0.6 - 0.4
+    d0 = 0.0 + 0.9 * 0.4 - 0.2
+    a2 = d2
+    a1 = d1 + 0.72 * a2
+    a0 = d0 + 0.72 * a1
+    assert adv.tolist()[0] == pytest.approx([a0, a1, a2, 0.0])
+    assert ret.tolist()[0] == pytest.approx([a0 + 0.2, a1 + 0.4, a2 + 0.6, 0.0])
+
+
+def test_gae_gamma1_lam1_is_reward_to_go_minus_value():
+    torch.manual_seed(0)
+    r, v = torch.randn(4, 6), torch.randn(4, 6)
+    m = torch.ones(4, 6)
+    adv, _ = core.gae(r, v, m, 1.0, 1.0)
+    togo = r.flip(1).cumsum(1).flip(1)
+    assert torch.allclose(adv, togo - v, atol=1e-6)
+
+
+def test_kl_estimators_hand_computed():
+    logp, ref = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
+    lr = math.log(2.0)
+    assert core.kl_estimate(logp, ref, "k1").item() == pytest.approx(lr)
+    assert core.kl_estimate(logp, ref, "k2").item() == pytest.approx(0.5 * lr**2)
+    assert core.kl_estimate(logp, ref, "k3").item() == pytest.approx(0.5 - 1 - math.log(0.5))
+    with pytest.raises(ValueError, match="k1, k2 or k3"):
+        core.kl_estimate(logp, ref, "k9")
+
+
+def test_k1_and_k3_estimate_true_kl_from_samples():
+    p = torch.tensor([0.6, 0.3, 0.1])
+    q = torch.tensor([0.3, 0.4, 0.3])
+    true = float((p * (p / q).log()).sum())
+    x = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    for kind in ("k1", "k3"):
+        est = core.kl_estimate(p.log()[x], q.log()[x], kind).mean().item()
+        assert est == pytest.approx(true, abs=0.01)
+    assert (core.kl_estimate(p.log()[x], q.log()[x], "k3") >= 0).all()
+
+
+def test_policy_loss_clipping_hand_computed():
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, -2.0, 1.0]])
+    m = torch.ones(1, 3)
+    loss, stats = core.policy_loss(logp, old, adv, m, clip=0.2)
+    # per token: max(-A r, -A clip(r)): -1.2 (clipped), max(1.0, 1.6) = 1.6 (clipped), -1.1
+    assert loss.item() == pytest.approx((-1.2 + 1.6 - 1.1) / 3)
+    assert stats["clip_frac"].item() == pytest.approx(2 / 3)
+    # Dual clip bounds a negative advantage's loss at -c A.
+    logp = torch.log(torch.tensor([[10.0, 1.0, 1.0]]))
+    adv = torch.tensor([[-1.0, 0.0, 0.0]])
+    loss, _ = core.policy_loss(logp, old, adv, m, clip=0.2, dual_clip=3.0)
+    assert loss.item() == pytest.approx(3.0 / 3)
+    loss, _ = core.policy_loss(logp, old, adv, m, clip=0.2)
+    assert loss.item() == pytest.approx(10.0 / 3)
+
+
+def test_policy_loss_ignores_padding():
+    old = torch.zeros(1, 2)
+    logp = torch.tensor([[0.1, 50.0]])
+    adv = torch.tensor([[1.0, 1e6]])
+    loss, _ = core.policy_loss(logp, old, adv, torch.tensor([[1.0, 0.0]]), clip=0.2)
+    assert loss.item() == pytest.approx(-math.exp(0.1))
+
+
+def test_value_loss_hand_computed():
+    v, old, ret = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.0]])
+    loss, stats = core.value_loss(v, old, ret, torch.ones(1, 2), clip=0.2)
+    # token 0: (1-2)^2 = 1 vs clipped 0.7 -> (0.7-2)^2 = 1.69; token 1: 1 vs clipped -0.2 -> 0.04
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 1.0) / 2)
+    assert stats["clip_frac"].item() == pytest.approx(0.5)
+    loss, _ = core.value_loss(v, old, ret, torch.ones(1, 2), clip=None)
+    assert loss.item() == pytest.approx(0.5 * (1.0 + 1.0) / 2)
+
+
+def test_token_rewards_put_score_on_last_token():
+    kl = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.0, 0.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    r = core.token_rewards(torch.tensor([2.0, -1.0]), kl, m, kl_coef=0.1)
+    assert r.tolist()[0] == pytest.approx([-0.01, -0.02, -0.03, 2.0 - 0.04])
+    assert r.tolist()[1] == pytest.approx([-0.05, -1.0 - 0.05, 0.0, 0.0])
+
+
+def test_rloo_and_grpo_hand_computed():
+    r = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
+    assert core.rloo_advantages(r, 3).tolist() == pytest.approx([1 - 4, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0])
+    g = core.grpo_advantages(r, 3, eps=0.0)
+    assert g[:3].tolist() == pytest.approx(((torch.tensor([1.0, 2, 6]) - 3) / torch.tensor([1.0, 2, 6]).std()).tolist())
+    assert core.grpo_advantages(r, 3, scale=False)[3:].tolist() == pytest.approx([-1.0, -1.0, 2.0])
+
+
+def test_whiten_and_logprobs_and_entropy():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = core.whiten(x, m)
+    assert w[0, :3].mean().item() == pytest.approx(0.0, abs=1e-6) and w[0, 3].item() == 0.0
+    assert (w[0, :3] ** 2).mean().item() == pytest.approx(1.0, rel=1e-4)
+    logits = torch.randn(2, 3, 5)
+    tok = torch.randint(0, 5, (2, 3))
+    ref = torch.log_softmax(logits / 0.7, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(core.token_logprobs(logits, tok, 0.7), ref, atol=1e-6)
+    uniform = torch.zeros(1, 1, 8)
+    assert core.entropy_from_logits(uniform).item() == pytest.approx(math.log(8))
+
+
+def test_adaptive_kl_controller():
+    fixed = core.KLController(0.05)
+    assert fixed.update(10.0, 64) == 0.05
+    ada = core.KLController(0.1, target=1.0, horizon=100)
+    assert ada.update(2.0, 10) == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # error clipped at +0.2
+    assert ada.update(0.9, 10) == pytest.approx(0.1 * 1.02 * (1 - 0.1 * 0.1))
