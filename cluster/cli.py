@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_time_s=150 responses.control=true")
     p.set_defaults(func=_cmd_sft)
 
+    sub.add_parser("ppo", help="PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service (config: PPOJob)", add_help=False)
+
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)
     p.add_argument("--no-progress", action="store_true")
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.train_rm import main as train_rm
 
         return train_rm(argv[1:])
+    if argv[:1] == ["ppo"]:
+        from cluster.ppo import main as ppo
+
+        return ppo(argv[1:])
     if argv[:1] == ["serve-rm"]:
         from cluster.serve_rm import main as serve_rm
 

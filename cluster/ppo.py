@@ -1,0 +1,237 @@
+"""PPO on Ray: the single controller. `hrlaif ppo --config job.yaml`, or under a Ray cluster:
+`ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m cluster.ppo --config job.yaml`.
+
+`run_ppo` builds the roles (rollout engines, actor / critic / reference learners, the reward service) in their
+placement groups, then `ppo_loop` is the algorithm in one place, one call per phase:
+
+    generate -> reward -> reference / actor log-probs / critic values -> advantages -> actor and critic
+    updates -> weight sync to the engines -> log
+
+Tensors cross actors as object-store references (`ray.put` once, read zero-copy by every rank). Where it departs
+from the paper: PPO is the paper's; critic-free RLOO/GRPO are options (`algo.estimator`), and the reward role
+may add the verifier's verdict to the RM (`reward.kind: rm+verifier`), a hybrid reward beyond the paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import torch
+from tqdm import tqdm
+
+from actors.learner import LearnerGroup
+from actors.reward import RewardService
+from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+from cluster.topology import Topology
+from hrlaif_ray.config import PPOJob, dump_config, load_config
+from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.evaluation import correctness
+from hrlaif_ray.metrics import MetricsLog, PhaseTimer
+from hrlaif_ray.ppo import core
+from hrlaif_ray.ppo.experience import compute_advantages, layout, pad_rows
+
+
+@dataclass
+class Roles:
+    """The handles the controller talks to; each call on them is a greppable method, not a string."""
+
+    rollout: RolloutGroup
+    actor: LearnerGroup
+    reference: LearnerGroup
+    critic: LearnerGroup | None
+    reward: RewardService
+
+
+class PromptSampler:
+    """A seeded shuffle of the prompts, `size` per step; step k always gets the same prompts (resume-safe)."""
+
+    def __init__(self, prompts: list[PromptRecord], size: int, seed: int):
+        if len(prompts) < size:
+            raise ValueError(f"prompts_per_step ({size}) exceeds the {len(prompts)} prompts")
+        self.prompts, self.size, self.seed = prompts, size, seed
+
+    def batch(self, step: int) -> list[PromptRecord]:
+        per_epoch = len(self.prompts) // self.size
+        epoch, k = divmod(step, per_epoch)
+        order = list(range(len(self.prompts)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return [self.prompts[i] for i in order[k * self.size : (k + 1) * self.size]]
+
+
+def learner_env(threads: int, num_gpus: float) -> dict:
+    return {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "OMP_NUM_THREADS": str(threads),
+                         "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cuda" if num_gpus else "cpu")}}
+
+
+def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | None) -> Roles:
+    algo, plan = job.algo, job.resources
+    batch = job.prompts_per_step * job.rollout.samples_per_prompt
+
+    def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
+        res = topo.role(role)
+        options = [{**o, "runtime_env": learner_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
+        return LearnerGroup(role, folder, options, zero_stage=job.zero_stage, lr=lr, weight_decay=algo.weight_decay,
+                            grad_clip=algo.grad_clip, micro_batch=batch // (res.replicas * algo.mini_batches),
+                            threads=res.threads, temperature=job.rollout.temperature, seed=job.seed)
+
+    r = job.rollout
+    engines = [RolloutActor.options(**o, runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache")))
+               .remote(policy, r.backend, job.seed + i, plan.rollout.threads, r.max_model_len, r.kv_cache_gib, r.gpu_memory_utilization)
+               for i, o in enumerate(topo.options("rollout"))]
+    reward_opts = topo.options("reward")
+    return Roles(
+        rollout=RolloutGroup(engines),
+        actor=learner("actor", policy, algo.actor_lr),
+        reference=learner("reference", job.policy),
+        critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
+        reward=RewardService(job.reward.rm, kind=job.reward.kind, verifier_weight=job.reward.verifier_weight,
+                             threads=plan.reward.threads, options=reward_opts),
+    )
+
+
+def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start_step: int, kl_ctl: core.KLController,
+             log: MetricsLog, save) -> None:
+    """The algorithm: one PPO step per iteration, one call per phase."""
+    algo, r = job.algo, job.rollout
+    pad, n = pad_token_id(tokenizer), r.samples_per_prompt
+    for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
+        timer = PhaseTimer()
+        with timer("step"):
+            prompts = sampler.batch(step)
+            prompt_ids = [prompt_token_ids(tokenizer, p.text, r.max_model_len - r.max_new_tokens) for p in prompts]
+            with timer("generate"):
+                samples = roles.rollout.generate(prompt_ids, n, r.max_new_tokens, r.temperature, r.top_p, job.seed * 100_003 + step)
+            rows = [prompts[s.prompt_index] for s in samples]
+            texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
+            batch = layout([prompt_ids[s.prompt_index] for s in samples], [s.token_ids for s in samples], pad)
+            B, mask = len(samples), batch["response_mask"]
+            batch_ref = ray.put(batch)
+            with timer("reward"):
+                scores = roles.reward.score(rows, texts).clamp(-algo.reward_clip, algo.reward_clip)
+            with timer("reference"):
+                ref_logp = roles.reference.logprobs(batch_ref, B)
+            with timer("actor_logprobs"):
+                old_logp = roles.actor.logprobs(batch_ref, B)
+            values = None
+            if roles.critic is not None:
+                with timer("critic"):
+                    values = roles.critic.values(batch_ref, B)
+            adv = compute_advantages(algo.estimator, scores, old_logp, ref_logp, mask, kl_ctl.coef, algo.kl_estimator, n,
+                                     values, algo.gamma, algo.lam, algo.whiten_advantages)
+            train_ref = ray.put({**batch, "old_logprobs": old_logp, "advantages": adv.advantages, "returns": adv.returns,
+                                 "old_values": values if values is not None else torch.zeros_like(mask)})
+            with timer("actor_train"):
+                actor_stats = roles.actor.train_actor(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
+                                                      clip=algo.clip, dual_clip=algo.dual_clip, entropy_coef=algo.entropy_coef)
+            critic_stats = {}
+            if roles.critic is not None:
+                with timer("critic_train"):
+                    critic_stats = roles.critic.train_critic(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
+                                                             value_clip=algo.value_clip)
+            with timer("sync"):
+                roles.rollout.update_weights(roles.actor.weights_ref())
+        rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
+        verdicts = [c for c in (correctness(p, t) for p, t in zip(rows, texts)) if c is not None]
+        metrics = {
+            "reward/score_mean": scores.mean(), "reward/score_std": scores.std() if B > 1 else 0.0,
+            "reward/total_mean": adv.total_reward.mean(), "reward/kl_coef": kl_ctl.coef,
+            "actor/kl": adv.kl.mean(), **{f"actor/{k}": v for k, v in actor_stats.items()},
+            **{f"critic/{k}": v for k, v in critic_stats.items()},
+            "response/length_mean": mask.sum(1).mean(), "response/stop_frac": sum(s.finish_reason == "stop" for s in samples) / B,
+            "rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max(),
+            **({"eval/batch_accuracy": sum(verdicts) / len(verdicts)} if verdicts else {}),
+            **timer.times,
+        }
+        kl_ctl.update(float(adv.kl.mean()), B)
+        log.write(step + 1, metrics)
+        if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or step + 1 == job.steps:
+            save(step + 1, kl_ctl.coef)
+
+
+def _connect(job: PPOJob) -> None:
+    address = job.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:  # a local cluster of our own, never someone else's
+        ray.init(address="local", include_dashboard=False, num_cpus=max(8, os.cpu_count() or 1))
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    found = sorted((p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
+                   key=lambda p: int(p.name.split("_")[1]))
+    return found[-1] if found else None
+
+
+def run_ppo(job: PPOJob) -> dict:
+    from transformers import AutoTokenizer
+
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ppo_config.yaml").write_text(dump_config(job))
+    if not ray.is_initialized():
+        _connect(job)
+    critic_init = None
+    if job.algo.estimator == "gae":
+        critic_init = job.critic_init or job.reward.rm or job.policy
+    policy, start_step, kl_coef = job.policy, 0, job.algo.kl_coef
+    resume_from = last_checkpoint(out) if job.resume else None
+    if resume_from is not None:
+        state = json.loads((resume_from / "state.json").read_text())
+        policy, start_step, kl_coef = str(resume_from / "actor"), state["step"], state["kl_coef"]
+        critic_init = str(resume_from / "critic") if critic_init else None
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run owns its metrics file
+    roles_used = ("actor", "reference", "reward", "rollout") + (("critic",) if critic_init else ())
+    topo = Topology(job.resources, roles_used)
+    tokenizer = AutoTokenizer.from_pretrained(job.policy)
+    prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
+    sampler = PromptSampler(prompts, job.prompts_per_step, job.seed)
+    roles = build_roles(job, topo, policy, critic_init)
+    kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
+    log = MetricsLog(out, job.tensorboard)
+
+    def save(step: int, coef: float) -> None:
+        folder = out / "checkpoints" / f"step_{step}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        roles.actor.save(str(tmp / "actor"), job.policy)
+        if roles.critic is not None:
+            roles.critic.save(str(tmp / "critic"), job.policy)
+        (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)  # a checkpoint exists whole or not at all
+
+    try:
+        ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save)
+    finally:
+        log.close()
+        topo.shutdown()
+    rows = log.rows()
+    return {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hrlaif ppo")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=30 algo.estimator=rloo")
+    args = parser.parse_args(argv)
+    job = load_config(PPOJob, args.config, [*args.overrides, *(["resume=true"] if args.resume else [])])
+    result = run_ppo(job)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Topology: the resource plan (config data) turned into placement groups and per-actor Ray options.
+
+Every role that owns bundles gets one placement group of `replicas` bundles (`plan.bundle` each, e.g.
+`{GPU: 1, CPU: 8}` on a GPU cluster, `{CPU: 1}` here). A role colocated with another (actor+reference,
+critic+reward, as in OpenRLHF) places its i-th actor in the host's i-th bundle. Each actor asks for `share` of
+its bundle, so colocated roles split one bundle and the shares of a bundle never exceed 1 (validated in the
+config). Nothing here knows what a role does: it only hands out options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from hrlaif_ray.config import ResourcePlan, RoleResources
+
+ROLES = ("actor", "critic", "reference", "reward", "rollout")
+
+
+def actor_resources(bundle: dict[str, float], share: float) -> dict[str, Any]:
+    """Ray actor options asking for `share` of `bundle` (CPU, GPU and custom resources alike)."""
+    out: dict[str, Any] = {"num_cpus": bundle.get("CPU", 0.0) * share, "num_gpus": bundle.get("GPU", 0.0) * share}
+    custom = {k: v * share for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}
+    if custom:
+        out["resources"] = custom
+    return out
+
+
+class Topology:
+    """The placement groups of one job; `options(role)` gives each of that role's actors its Ray options."""
+
+    def __init__(self, plan: ResourcePlan, roles: tuple[str, ...] = ROLES, timeout_s: float = 120):
+        self.plan = plan
+        self.roles = {r: getattr(plan, r) for r in roles}
+        self.groups = {}
+        for name, role in self.roles.items():
+            if role.colocate_with is None:
+                self.groups[name] = placement_group([dict(plan.bundle) for _ in range(role.replicas)], strategy=plan.strategy,
+                                                    name=f"hrlaif-{name}")
+        ready = [g.ready() for g in self.groups.values()]
+        done, pending = ray.wait(ready, num_returns=len(ready), timeout=timeout_s)
+        if pending:
+            missing = [n for n, g in self.groups.items() if g.ready() in pending]
+            self.shutdown()
+            raise RuntimeError(f"placement groups not ready after {timeout_s:.0f} s ({', '.join(self.groups)}): the cluster "
+                               f"lacks {plan.bundle} x the plan's bundles; available: {ray.available_resources()} {missing}")
+
+    def role(self, name: str) -> RoleResources:
+        return self.roles[name]
+
+    def options(self, name: str) -> list[dict[str, Any]]:
+        role = self.roles[name]
+        group = self.groups[role.colocate_with or name]
+        return [{**actor_resources(self.plan.bundle, role.share),
+                 "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)}
+                for i in range(role.replicas)]
+
+    def shutdown(self) -> None:
+        for g in self.groups.values():
+            remove_placement_group(g)
+        self.groups = {}
+
+
+def bundles_needed(plan: ResourcePlan, roles: tuple[str, ...] = ROLES) -> dict[str, float]:
+    """Total resources the plan reserves (what a cluster definition must provide)."""
+    total: dict[str, float] = {}
+    for name in roles:
+        role = getattr(plan, name)
+        if role.colocate_with is None:
+            for k, v in plan.bundle.items():
+                total[k] = total.get(k, 0.0) + v * role.replicas
+    return total

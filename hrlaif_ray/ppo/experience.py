@@ -1,0 +1,76 @@
+"""Experience: sampled responses laid out as the tensors every role reads, and the advantages computed from
+what the roles returned.
+
+Layout (OpenRLHF's): `input_ids` [B, P + T] = the prompt left-padded to width P, then the response
+right-padded to width T; `attention_mask` the same shape; `response_mask` [B, T] marks response tokens. A
+learner's logits at positions P-1 .. P+T-2 predict the response tokens. Rows are prompt-major: the n samples
+of a prompt are consecutive, which RLOO and GRPO rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hrlaif_ray.ppo import core
+
+
+def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> dict[str, torch.Tensor | int]:
+    """One row per (prompt, response) pair; both lists are aligned (a prompt repeated for each of its samples)."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    B = len(prompts)
+    P = max(map(len, prompts))
+    T = max(1, max(map(len, responses)))
+    ids = torch.full((B, P + T), pad, dtype=torch.long)
+    mask = torch.zeros(B, P + T, dtype=torch.long)
+    rmask = torch.zeros(B, T, dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, P - len(p) : P], mask[i, P - len(p) : P] = torch.tensor(p, dtype=torch.long), 1
+        if r:
+            ids[i, P : P + len(r)], mask[i, P : P + len(r)], rmask[i, : len(r)] = torch.tensor(r, dtype=torch.long), 1, 1
+    return {"input_ids": ids, "attention_mask": mask, "response_mask": rmask, "prompt_width": P}
+
+
+def pad_rows(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r[:width])
+    return out
+
+
+@dataclass
+class Advantages:
+    advantages: torch.Tensor  # [B, T]
+    returns: torch.Tensor  # [B, T] (GAE) or zeros (critic-free)
+    kl: torch.Tensor  # [B] sum over the response of the per-token KL estimate
+    total_reward: torch.Tensor  # [B] score - kl_coef * kl
+
+
+def compute_advantages(estimator: str, scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                       mask: torch.Tensor, kl_coef: float, kl_estimator: str, group_size: int,
+                       values: torch.Tensor | None = None, gamma: float = 1.0, lam: float = 0.95,
+                       whiten: bool = True) -> Advantages:
+    """scores [B] (clipped by the reward role), logprobs / ref_logprobs / mask / values [B, T] -> advantages.
+
+    gae: the KL penalty per token plus the score on the last token, then GAE over the critic's values.
+    rloo / grpo: the sequence return score - kl_coef x sum KL, a leave-one-out (or group-normalised) baseline
+    over the prompt's samples, broadcast to every response token.
+    """
+    kl_tok = core.kl_estimate(logprobs, ref_logprobs, kl_estimator) * mask
+    kl = kl_tok.sum(1)
+    total = scores - kl_coef * kl
+    if estimator == "gae":
+        if values is None:
+            raise ValueError("GAE needs the critic's values")
+        rewards = core.token_rewards(scores, kl_tok, mask, kl_coef)
+        adv, returns = core.gae(rewards, values, mask, gamma, lam)
+    elif estimator in ("rloo", "grpo"):
+        seq = core.rloo_advantages(total, group_size) if estimator == "rloo" else core.grpo_advantages(total, group_size)
+        adv, returns = seq.unsqueeze(1) * mask, torch.zeros_like(mask)
+    else:
+        raise ValueError(f"estimator must be gae, rloo or grpo, got {estimator!r}")
+    if whiten:
+        adv = core.whiten(adv, mask)
+    return Advantages(adv, returns, kl, total)
