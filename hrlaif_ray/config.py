@@ -393,8 +393,11 @@ class PPOJob(Section):
         if self.algo.estimator in ("rloo", "grpo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(f"rollout.samples_per_prompt: {self.algo.estimator} needs at least 2 samples per prompt")
         batch = self.prompts_per_step * self.rollout.samples_per_prompt
-        parts = self.resources.actor.replicas * self.algo.mini_batches
-        if batch % parts:
-            raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over actor.replicas x "
-                             f"algo.mini_batches ({parts})")
+        for role in ("actor", "critic") if self.algo.estimator == "gae" else ("actor",):
+            parts = getattr(self.resources, role).replicas * self.algo.mini_batches
+            if batch % parts:
+                raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over {role}.replicas x "
+                                 f"algo.mini_batches ({parts})")
+        if batch % self.resources.reference.replicas:
+            raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas")
         return self
