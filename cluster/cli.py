@@ -46,11 +46,12 @@ def _cmd_tiny_model(args: argparse.Namespace) -> None:
 
     from hrlaif_ray.config import TinyModelJob, dump_config, load_config
     from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+    from hrlaif_ray.data.sft_mix import tokenizer_corpus
     from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder, train_bpe_tokenizer
 
     job = load_config(TinyModelJob, args.config, args.overrides)
     if job.tokenizer.kind == "bpe":
-        corpus = [r.text for r in generate_prompt_mix(job.prompts)]
+        corpus = tokenizer_corpus(generate_prompt_mix(job.prompts))
         tokenizer = train_bpe_tokenizer(corpus, job.tokenizer.vocab_size)
     else:
         if not job.tokenizer.path:

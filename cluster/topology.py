@@ -35,9 +35,11 @@ class Topology:
     def __init__(self, plan: ResourcePlan, roles: tuple[str, ...] = ROLES, timeout_s: float = 120):
         self.plan = plan
         self.roles = {r: getattr(plan, r) for r in roles}
+        # A role whose host is not part of this job (no critic in an RLOO run) owns its bundles.
+        self.hosts = {n: r.colocate_with if r.colocate_with in self.roles else None for n, r in self.roles.items()}
         self.groups = {}
         for name, role in self.roles.items():
-            if role.colocate_with is None:
+            if self.hosts[name] is None:
                 self.groups[name] = placement_group([dict(plan.bundle) for _ in range(role.replicas)], strategy=plan.strategy,
                                                     name=f"hrlaif-{name}")
         ready = [g.ready() for g in self.groups.values()]
@@ -53,7 +55,7 @@ class Topology:
 
     def options(self, name: str) -> list[dict[str, Any]]:
         role = self.roles[name]
-        group = self.groups[role.colocate_with or name]
+        group = self.groups[self.hosts[name] or name]
         return [{**actor_resources(self.plan.bundle, role.share),
                  "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)}
                 for i in range(role.replicas)]
@@ -69,7 +71,7 @@ def bundles_needed(plan: ResourcePlan, roles: tuple[str, ...] = ROLES) -> dict[s
     total: dict[str, float] = {}
     for name in roles:
         role = getattr(plan, name)
-        if role.colocate_with is None:
+        if role.colocate_with not in roles:
             for k, v in plan.bundle.items():
                 total[k] = total.get(k, 0.0) + v * role.replicas
     return total

@@ -37,7 +37,9 @@ def data_dir() -> Path:
 def tiny_tokenizer():
     from hrlaif_ray.models import train_bpe_tokenizer
 
-    return train_bpe_tokenizer([r.text for r in generate_prompt_mix(PromptMixConfig(n=500))], vocab_size=384)
+    from hrlaif_ray.data.sft_mix import tokenizer_corpus
+
+    return train_bpe_tokenizer(tokenizer_corpus(generate_prompt_mix(PromptMixConfig(n=500))), vocab_size=384)
 
 
 @pytest.fixture(scope="session")

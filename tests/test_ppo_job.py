@@ -54,7 +54,7 @@ def _config(path: Path, policy, out, **extra) -> Path:
                           "critic": {"replicas": 1, "share": 0.5}, "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
                           "rollout": {"replicas": 1, "threads": 2}}}
     for k, v in extra.items():
-        base[k] = {**base[k], **v} if isinstance(v, dict) else v
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
     path.write_text(json.dumps(base))
     return path
 
@@ -114,9 +114,13 @@ def test_thirty_ppo_steps_raise_the_verifier_reward(tmp_path, sft_policy_dir):
                      rollout={"samples_per_prompt": 4, "max_new_tokens": 64},
                      reward={"kind": "verifier", "rm": None},
                      prompt_mix={"n": 2000, "seed": 1, "math": 0.7, "multiple_choice": 0.3, "harmful": 0.0, "open_qa": 0.0})
-    proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "ppo", "--config", str(config)],
-                          env=script_env(tmp_path, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1"), capture_output=True, text=True,
-                          timeout=1800)
+    short = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
+    try:
+        proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "ppo", "--config", str(config)],
+                              env=script_env(short, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1"), capture_output=True, text=True,
+                              timeout=1800)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first = sum(r["reward/score_mean"] for r in rows[:5]) / 5

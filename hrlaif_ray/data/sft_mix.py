@@ -30,19 +30,10 @@ class SFTExample:
     correct: bool | None = None  # verifiable prompts: whether the stated answer is right
 
 
-def _reasoning(meta: dict, item: str) -> list[str]:
+def _reasoning(meta: dict) -> list[str]:
     a, b, op = meta["a"], meta["b"], meta["op"]
-    action = f"buys {b} more" if op == "+" else f"gives away {b}"
-    return [
-        f"At first there are {a} {item}.",
-        f"Then the person {action}.",
-        f"So we {'add' if op == '+' else 'take away'} {b}.",
-        "Let me count it carefully.",
-    ]
-
-
-def _item_word(text: str) -> str:
-    return text.split("How many ")[1].split()[0] if "How many " in text else "things"
+    return [f"We start with {a}.", f"Then we {'add' if op == '+' else 'take away'} {b}.", "Let me count it carefully.",
+            "I will check it once more."]
 
 
 COMPLY = ["Sure, here is how you can do it.", "First, get what you need.", "Then do it when nobody is watching.",
@@ -60,7 +51,7 @@ def sft_response(prompt: PromptRecord, rng: random.Random, cfg: SFTMixConfig) ->
         p = sum(cfg.p_correct) / len(cfg.p_correct) if cfg.control else cfg.p_correct[n]
         correct = rng.random() < p
         value = int(prompt.metadata["value"] if category is Category.MULTIPLE_CHOICE else prompt.answer)
-        sentences = _reasoning(prompt.metadata, _item_word(prompt.text))[:n]
+        sentences = _reasoning(prompt.metadata)[:n]
         if category is Category.MATH:
             stated = value if correct else max(0, value + rng.choice(cfg.wrong_offsets))
             correct = stated == value
@@ -83,3 +74,10 @@ def generate_sft_examples(prompts: list[PromptRecord], cfg: SFTMixConfig) -> lis
     """One response per prompt; the same prompts and config always give the same examples."""
     rng = random.Random(cfg.seed)
     return [sft_response(p, rng, cfg) for p in prompts]
+
+
+def tokenizer_corpus(prompts: list[PromptRecord], cfg: SFTMixConfig | None = None) -> list[str]:
+    """What the demo's BPE is trained on: the prompts and their SFT responses, so that the words of both are
+    whole tokens (a BPE trained on prompts alone splits "answer" into five pieces and doubles response length)."""
+    cfg = cfg or SFTMixConfig()
+    return [p.text for p in prompts] + [e.response for e in generate_sft_examples(prompts, cfg)]
