@@ -81,9 +81,10 @@ class HFEngine:
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
             ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r), 1
-        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=True,
-                                  temperature=temperature, top_p=top_p, top_k=None, pad_token_id=pad, eos_token_id=eos,
-                                  output_scores=True, return_dict_in_generate=True)
+        sample = temperature > 0  # temperature 0: greedy, as vLLM reads it
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=sample,
+                                  temperature=temperature if sample else None, top_p=top_p if sample else None, top_k=None,
+                                  pad_token_id=pad, eos_token_id=eos, output_scores=True, return_dict_in_generate=True)
         gen = out.sequences[:, P:]
         logp = token_logprobs(torch.stack(out.scores, 1), gen, 1.0)  # scores are already tempered
         samples = []

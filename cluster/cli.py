@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_time_s=150 responses.control=true")
     p.set_defaults(func=_cmd_sft)
 
+    sub.add_parser("sample", help="K responses per prompt from the policy through the vLLM rollout actors (config: SampleJob)",
+                   add_help=False)
     sub.add_parser("ppo", help="PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service (config: PPOJob)", add_help=False)
 
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
@@ -158,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.train_rm import main as train_rm
 
         return train_rm(argv[1:])
+    if argv[:1] == ["sample"]:
+        from cluster.sample import main as sample
+
+        return sample(argv[1:])
     if argv[:1] == ["ppo"]:
         from cluster.ppo import main as ppo
 

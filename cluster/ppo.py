@@ -36,10 +36,11 @@ from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
-from hrlaif_ray.evaluation import correctness
+from hrlaif_ray.evaluation import correctness, verified_accuracy
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import compute_advantages, layout, pad_rows
+from hrlaif_ray.ppo.monitor import RewardHackingMonitor
 
 
 @dataclass
@@ -100,11 +101,20 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
     )
 
 
+def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_tokens: int, max_prompt: int) -> float:
+    """Greedy accuracy of the current policy (the engines hold its weights) on held-out verifiable prompts."""
+    ids = [prompt_token_ids(tokenizer, p.text, max_prompt) for p in prompts]
+    samples = roles.rollout.generate(ids, 1, max_tokens, 0.0, 1.0, 0)
+    texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
+    return verified_accuracy(prompts, texts).get("all", 0.0)
+
+
 def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start_step: int, kl_ctl: core.KLController,
-             log: MetricsLog, save) -> None:
-    """The algorithm: one PPO step per iteration, one call per phase."""
+             log: MetricsLog, save, monitor: RewardHackingMonitor, held_out: list[PromptRecord]) -> str | None:
+    """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run."""
     algo, r = job.algo, job.rollout
     pad, n = pad_token_id(tokenizer), r.samples_per_prompt
+    rewards_since_check: list[float] = []
     for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
         timer = PhaseTimer()
         with timer("step"):
@@ -154,9 +164,27 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             **timer.times,
         }
         kl_ctl.update(float(adv.kl.mean()), B)
+        rewards_since_check.append(float(scores.mean()))
+        alert = None
+        if job.monitor.every and (step + 1) % job.monitor.every == 0:
+            with timer("monitor"):
+                metrics["eval/heldout_accuracy"] = held_out_accuracy(roles, tokenizer, held_out, r.max_new_tokens,
+                                                                     r.max_model_len - r.max_new_tokens)
+            alert = monitor.update(step + 1, sum(rewards_since_check) / len(rewards_since_check), metrics["eval/heldout_accuracy"])
+            rewards_since_check = []
+            metrics["monitor/alert"] = float(alert is not None)
+            metrics["time/monitor"] = timer.times["time/monitor"]
+            if alert:
+                tqdm.write(f"ALERT: {alert}")
+                with open(Path(job.output_dir) / "alerts.jsonl", "a") as fh:
+                    fh.write(json.dumps({"step": step + 1, "alert": alert}) + "\n")
         log.write(step + 1, metrics)
-        if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or step + 1 == job.steps:
+        stopping = alert is not None and job.monitor.stop
+        if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or step + 1 == job.steps or stopping:
             save(step + 1, kl_ctl.coef)
+        if stopping:
+            return alert
+    return None
 
 
 def _connect(job: PPOJob) -> None:
@@ -200,6 +228,9 @@ def run_ppo(job: PPOJob) -> dict:
     roles = build_roles(job, topo, policy, critic_init)
     kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
     log = MetricsLog(out, job.tensorboard)
+    mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
+    held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]
+    monitor = RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
 
     def save(step: int, coef: float) -> None:
         folder = out / "checkpoints" / f"step_{step}"
@@ -213,12 +244,13 @@ def run_ppo(job: PPOJob) -> dict:
         os.replace(tmp, folder)  # a checkpoint exists whole or not at all
 
     try:
-        ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save)
+        alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out)
     finally:
         log.close()
         topo.shutdown()
     rows = log.rows()
-    return {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out))}
+    return {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out)),
+            "stopped_by_monitor": alert}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -234,7 +234,8 @@ class SFTJob(Section):
     prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=4000, open_qa=0.0),
                                      description="The generated prompt mix (when data is None).")
     responses: SFTMixConfig = SFTMixConfig()
-    steps: int = Field(433, ge=1, description="Optimizer steps (the budget, unless max_time_s ends it first).")
+    steps: int = Field(1100, ge=1, description="Optimizer steps (the budget, unless max_time_s ends it first); 1100 x 64 "
+                       "examples reach about 50% greedy math accuracy on the tiny model (433 reach 10-20%).")
     max_time_s: float | None = Field(None, gt=0, description="Stop after this many seconds of training.")
     batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
     lr: float = Field(2e-3, gt=0)
@@ -367,6 +368,17 @@ class RewardRoleConfig(Section):
         return self
 
 
+class MonitorConfig(Section):
+    """The reward-hacking monitor: held-out greedy accuracy every `every` steps against the reward's trend."""
+
+    every: int = Field(0, ge=0, description="Check every N PPO steps (0: off).")
+    prompts: int = Field(64, ge=1, description="Held-out verifiable prompts (a prompt-mix seed of their own).")
+    seed: int = Field(10_001, description="Seed of the held-out prompt mix (apart from the training prompts).")
+    accuracy_drop: float = Field(0.05, ge=0, description="Alert when accuracy falls this far below its best...")
+    reward_rise: float = Field(0.0, description="...while the mean reward rose more than this since then.")
+    stop: bool = Field(False, description="Stop the run at the first alert (after a checkpoint).")
+
+
 class PPOJob(Section):
     """`hrlaif ppo` / `python -m cluster.ppo`: PPO on Ray."""
 
@@ -386,6 +398,7 @@ class PPOJob(Section):
     rollout: RolloutConfig = RolloutConfig()
     reward: RewardRoleConfig = RewardRoleConfig(kind="verifier")
     resources: ResourcePlan = ResourcePlan()
+    monitor: MonitorConfig = MonitorConfig()
     tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
 
     @model_validator(mode="after")

@@ -90,3 +90,23 @@ def test_topology_colocates_and_validates(local_ray):
         ResourcePlan(actor=RoleResources(replicas=2), reference=RoleResources(replicas=2, share=0.5, colocate_with="actor"))
     with pytest.raises(ValueError, match="exceeds actor.replicas"):
         ResourcePlan(actor=RoleResources(replicas=1, share=0.5), reference=RoleResources(replicas=2, share=0.5, colocate_with="actor"))
+
+
+def test_sample_writes_rollouts_and_resumes(local_ray, tiny_model_dir, tmp_path):
+    from cluster.sample import SampleJob, run_sample
+    from hrlaif_ray.config import PromptMixConfig
+    from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+    from hrlaif_ray.data.schemas import read_records, write_records
+
+    prompts = generate_prompt_mix(PromptMixConfig(n=6, seed=2))
+    write_records(tmp_path / "prompts.parquet", prompts[:4])
+    job = SampleJob(policy=str(tiny_model_dir), prompts=str(tmp_path / "prompts.parquet"), output=str(tmp_path / "rollouts.parquet"),
+                    rollout={"samples_per_prompt": 3, "max_new_tokens": 8, "max_model_len": 256}, chunk=3)
+    assert run_sample(job)["sampled"] == 4
+    rollouts = read_records(tmp_path / "rollouts.parquet", "rollouts")
+    assert [r.prompt_id for r in rollouts] == [p.id for p in prompts[:4]]
+    assert all(len(r.responses) == 3 and len(r.responses[0].token_ids) == 8 == len(r.responses[0].logprobs) for r in rollouts)
+    write_records(tmp_path / "prompts.parquet", prompts)  # two more prompts: only they are sampled
+    result = run_sample(job)
+    assert (result["sampled"], result["already"]) == (2, 4)
+    assert len(read_records(tmp_path / "rollouts.parquet", "rollouts")) == 6

@@ -1,0 +1,263 @@
+"""PPO step time, phase by phase, against TRL's PPO trainer on the same model, batch and lengths; vLLM vs HF
+generate; weight sync vs memcpy; and each phase's compute floor.
+
+Settings (matched with TRL): 32 prompts x 1 response x 32 new tokens, fp32, one PPO epoch, one optimizer step
+per PPO step, a critic (GAE) and a reward model (the policy's backbone with a fresh scalar head) in both.
+Models: the tiny demo Qwen2 (575k), a ~50M Qwen2 (hidden 768, 8 layers, 12 heads, 2 KV heads, MLP 2048,
+the demo's 384-token BPE) and SmolLM2-135M. Ours runs `cluster.ppo.run_ppo` on a local Ray cluster (every role
+one actor with 2 threads: on 2 shared cores the roles cannot overlap, so phases run one after another).
+
+Compute floor of a phase = its matmul FLOPs (2 N tokens forward, 6 N tokens forward+backward, N the
+parameters that multiply) over the fp32 matmul rate measured in the same run. sync_vs_memcpy = the sync's
+bandwidth (weight bytes / time/sync) over a plain memcpy's. vllm_vs_hf: SmolLM2-135M, EOS-terminated sampling.
+
+Run: `python -m benchmarks.ppo_step [--models tiny,50m,smollm2] [--steps 4] [--no-trl]`; TRL needs the `bench`
+extra (`pip install -e .[bench]`: trl==1.12.0, the last release with PPO, as trl.experimental.ppo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import print_table, write_results
+from hrlaif_ray.config import ModelConfig, PPOJob, PromptMixConfig
+from hrlaif_ray.data.chat import prompt_token_ids
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.sft_mix import tokenizer_corpus
+
+PROMPTS, RESPONSE_TOKENS = 32, 32
+PHASES = ["generate", "reward", "reference", "actor_logprobs", "critic", "actor_train", "critic_train", "sync"]
+MODEL_50M = ModelConfig(hidden_size=768, num_layers=8, num_heads=12, num_kv_heads=2, intermediate_size=2048,
+                        max_position_embeddings=512)
+
+
+def matmul_rate(threads: int = 2, n: int = 1024) -> float:
+    """fp32 FLOP/s of an n x n GEMM with `threads` threads (median of 10)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def memcpy_bandwidth(nbytes: int = 256 * 2**20) -> float:
+    x = torch.empty(nbytes // 4)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        y.copy_(x)
+        times.append(time.perf_counter() - t)
+    return nbytes / statistics.median(times)
+
+
+def matmul_params(folder: str) -> tuple[int, int]:
+    """(parameters that multiply per token: every Linear plus the output projection, total bytes of weights)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    if model.config.tie_word_embeddings:  # lm_head is the embedding: the lookup is free, the projection is not
+        n += model.get_input_embeddings().weight.numel()
+    return n, sum(p.numel() * p.element_size() for p in model.state_dict().values())
+
+
+def make_model(kind: str, root: Path) -> str:
+    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder, train_bpe_tokenizer
+    from hrlaif_ray.models.smollm2 import export_smollm2
+
+    if kind == "smollm2":
+        return str(export_smollm2(root / "smollm2"))
+    tok = train_bpe_tokenizer(tokenizer_corpus(generate_prompt_mix(PromptMixConfig(n=2000))), 384)
+    cfg = ModelConfig() if kind == "tiny" else MODEL_50M
+    return str(save_model_folder(build_tiny_causal_lm(cfg, tok), tok, root / kind))
+
+
+def prompt_texts() -> list[str]:
+    return [p.text for p in generate_prompt_mix(PromptMixConfig(n=PROMPTS, seed=3, harmful=0.0, open_qa=0.0))]
+
+
+# ------------------------------------------------------------------------------------------------ ours
+
+
+def ours(folder: str, root: Path, steps: int) -> dict:
+    import ray
+
+    from cluster.ppo import run_ppo
+    from hrlaif_ray.data.records import PromptRecord
+    from hrlaif_ray.data.schemas import write_records
+
+    prompts = [PromptRecord(f"bench/{i}", "open_qa", t, "bench") for i, t in enumerate(prompt_texts())]
+    write_records(root / "prompts.parquet", prompts)
+    one = {"replicas": 1, "threads": 2}
+    job = PPOJob.model_validate({
+        "policy": folder, "output_dir": str(root / "ppo"), "prompts": str(root / "prompts.parquet"), "steps": steps,
+        "prompts_per_step": PROMPTS, "zero_stage": 2, "tensorboard": False,
+        "algo": {"estimator": "gae", "epochs": 1, "mini_batches": 1, "actor_lr": 1e-6, "critic_lr": 1e-6},
+        "rollout": {"backend": "vllm", "samples_per_prompt": 1, "max_new_tokens": RESPONSE_TOKENS, "max_model_len": 512},
+        "reward": {"kind": "rm", "rm": folder},
+        "resources": {"bundle": {"CPU": 1}, "actor": one, "critic": one, "reference": one, "reward": one, "rollout": one},
+    })
+    os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+    try:
+        run_ppo(job)
+    finally:
+        ray.shutdown()
+    import json
+
+    rows = [json.loads(line) for line in (root / "ppo" / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
+
+
+# ------------------------------------------------------------------------------------------------- TRL
+
+
+def trl_step(folder: str, root: Path, steps: int) -> float:
+    """Median seconds per step of TRL's PPO trainer with the same model, prompts and lengths (one process)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    ids = [prompt_token_ids(tok, t, 256) for t in prompt_texts()]
+    data = Dataset.from_dict({"input_ids": ids * steps})
+    args = PPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=PROMPTS, gradient_accumulation_steps=1,
+                     num_mini_batches=1, num_ppo_epochs=1, total_episodes=PROMPTS * steps, response_length=RESPONSE_TOKENS,
+                     local_rollout_forward_batch_size=PROMPTS, num_sample_generations=0, learning_rate=1e-6,
+                     report_to=[], save_strategy="no", logging_steps=10**6, use_cpu=True, bf16=False, fp16=False,
+                     temperature=1.0, stop_token=None, seed=0)
+
+    def lm():
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+    def scalar():
+        return AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, dtype=torch.float32)
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    trainer = PPOTrainer(args=args, processing_class=tok, model=lm(), ref_model=lm(), reward_model=scalar(),
+                         value_model=scalar(), train_dataset=data, callbacks=[Clock()])
+    start = time.perf_counter()
+    trainer.train()
+    times = [b - a for a, b in zip([start, *stamps], stamps)]
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+# ------------------------------------------------------------------------------------------ generation
+
+
+def vllm_vs_hf(folder: str, n_prompts: int = 32, max_tokens: int = 96) -> dict:
+    """Generated tokens per second, EOS-terminated sampling (temperature 1), same prompts, both 2 threads."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hrlaif_ray.data.prompt_mix import OPEN_QUESTIONS
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(folder)
+    texts = [OPEN_QUESTIONS[i % len(OPEN_QUESTIONS)] + f" (#{i})" for i in range(n_prompts)]
+    ids = [prompt_token_ids(tok, t, 256) for t in texts]
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=folder, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+    params = SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=0)
+    llm.generate([{"prompt_token_ids": p} for p in ids[:2]], params, use_tqdm=False)  # warm-up
+    t = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+    v_s = time.perf_counter() - t
+    v_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    del llm
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    width = max(map(len, ids))
+    x = torch.full((len(ids), width), tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    m = torch.zeros_like(x)
+    for i, r in enumerate(ids):
+        x[i, width - len(r):], m[i, width - len(r):] = torch.tensor(r), 1
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(input_ids=x, attention_mask=m, do_sample=True, temperature=1.0, top_k=None, top_p=None,
+                             max_new_tokens=max_tokens, pad_token_id=int(x[0, 0]), eos_token_id=tok.eos_token_id)
+    h_s = time.perf_counter() - t
+    gen = out[:, width:]
+    h_tokens = int(sum(((row != tok.eos_token_id).cumprod(0).sum() + 1).clamp(max=len(row)) for row in gen))
+    return {"vllm_tok_s": v_tokens / v_s, "hf_tok_s": h_tokens / h_s, "vllm_vs_hf": (v_tokens / v_s) / (h_tokens / h_s),
+            "vllm_tokens": v_tokens, "hf_tokens": h_tokens}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def floors(n_params: int, rate: float, prompt_tokens: int) -> dict[str, float]:
+    tokens = PROMPTS * (prompt_tokens + RESPONSE_TOKENS)
+    fwd = 2 * n_params * tokens / rate
+    return {"generate": fwd, "reward": fwd, "reference": fwd, "actor_logprobs": fwd, "critic": fwd,
+            "actor_train": 3 * fwd, "critic_train": 3 * fwd}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="tiny,50m,smollm2")
+    parser.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is warm-up)")
+    parser.add_argument("--no-trl", action="store_true")
+    parser.add_argument("--no-generation", action="store_true")
+    args = parser.parse_args()
+    rate = matmul_rate()
+    memcpy = memcpy_bandwidth()
+    print(f"fp32 matmul rate {rate / 1e9:.1f} GFLOP/s (2 threads); memcpy {memcpy / 1e9:.2f} GB/s", flush=True)
+    rows, gen = [], None
+    with tempfile.TemporaryDirectory(prefix="ppo-bench-") as tmp:
+        root = Path(tmp)
+        for kind in args.models.split(","):
+            folder = make_model(kind, root)
+            n_params, nbytes = matmul_params(folder)
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(folder)
+            prompt_tokens = max(len(prompt_token_ids(tok, t, 256)) for t in prompt_texts())
+            times = ours(folder, root / f"ours-{kind}", args.steps)
+            trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps)
+            floor = floors(n_params, rate, prompt_tokens)
+            row = {"model": kind, "params_matmul": n_params, "step_s": times["time/step"], "trl_step_s": trl_s,
+                   "ratio_vs_trl": times["time/step"] / trl_s if trl_s else None,
+                   **{f"{p}_s": times.get(f"time/{p}", 0.0) for p in PHASES},
+                   **{f"{p}_floor_s": f for p, f in floor.items()},
+                   **{f"{p}_vs_floor": times.get(f"time/{p}", 0.0) / f for p, f in floor.items() if p.endswith("train")},
+                   "sync_share": times["time/sync"] / times["time/step"],
+                   "sync_vs_memcpy": (nbytes / times["time/sync"]) / memcpy, "weights_mb": nbytes / 2**20}
+            rows.append(row)
+            print_table([row], ["model", "step_s", "trl_step_s", "ratio_vs_trl", "generate_s", "actor_train_s",
+                                "actor_train_vs_floor", "critic_train_vs_floor", "sync_share", "sync_vs_memcpy"])
+        if not args.no_generation:
+            gen = vllm_vs_hf(make_model("smollm2", root))
+            print(f"SmolLM2-135M generation, EOS-terminated: vLLM {gen['vllm_tok_s']:.1f} tok/s, HF {gen['hf_tok_s']:.1f} tok/s, "
+                  f"vllm_vs_hf {gen['vllm_vs_hf']:.2f}")
+    cols = ["model", "step_s", "trl_step_s", "ratio_vs_trl", *[f"{p}_s" for p in PHASES], "actor_train_vs_floor",
+            "critic_train_vs_floor", "sync_share", "sync_vs_memcpy"]
+    print_table(rows, cols)
+    path = write_results("ppo_step", rows, matmul_gflops=rate / 1e9, memcpy_gbs=memcpy / 1e9, generation=gen,
+                         settings={"prompts": PROMPTS, "responses_per_prompt": 1, "response_tokens": RESPONSE_TOKENS,
+                                   "dtype": "float32", "ppo_epochs": 1, "optimizer_steps_per_ppo_step": 1})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""`hrlaif sample`: K responses per prompt from the policy through the vLLM rollout actors, into a rollouts
+Parquet (token ids and the sampling distribution's logprobs kept), the input of `hrlaif label`.
+
+Resumable: a rerun finds the prompts already sampled in the output and samples only the rest; the file is
+rewritten atomically with both. `ray job submit ... -- python -m cluster.sample --config job.yaml` on a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import Field
+
+from hrlaif_ray.config import ResourcePlan, RoleResources, RolloutConfig, Section, load_config
+from hrlaif_ray.data.chat import prompt_token_ids
+from hrlaif_ray.data.records import Response, RolloutRecord
+from hrlaif_ray.data.schemas import read_records, write_records
+
+
+class SampleJob(Section):
+    """`hrlaif sample`: prompts in, K responses each out."""
+
+    policy: str = Field(description="Policy folder (the SFT checkpoint).")
+    prompts: str = Field(description="Prompts Parquet.")
+    output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
+    rollout: RolloutConfig = RolloutConfig()
+    engines: RoleResources = Field(default_factory=lambda: RoleResources(replicas=1, threads=2),
+                                   description="vLLM engines (replicas) and their threads.")
+    bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one engine.")
+    chunk: int = Field(256, ge=1, description="Prompts per write (progress is saved between chunks).")
+    seed: int = 0
+
+
+def run_sample(job: SampleJob, log=print) -> dict:
+    import ray
+    from transformers import AutoTokenizer
+
+    from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+    from cluster.topology import Topology
+
+    prompts = read_records(job.prompts, "prompts")
+    out = Path(job.output)
+    done = read_records(out, "rollouts") if out.is_file() else []
+    have = {r.prompt_id for r in done}
+    todo = [p for p in prompts if p.id not in have]
+    if not todo:
+        return {"prompts": len(prompts), "sampled": 0, "already": len(done), "output": str(out)}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
+    topo = Topology(ResourcePlan(bundle=job.bundle, rollout=job.engines), ("rollout",))
+    try:
+        tok = AutoTokenizer.from_pretrained(job.policy)
+        r = job.rollout
+        engines = [RolloutActor.options(**o, runtime_env=rollout_env(job.engines.threads, str(out.parent / ".cache")))
+                   .remote(job.policy, r.backend, job.seed + i, job.engines.threads, r.max_model_len, r.kv_cache_gib, r.gpu_memory_utilization)
+                   for i, o in enumerate(topo.options("rollout"))]
+        group = RolloutGroup(engines)
+        for start in range(0, len(todo), job.chunk):
+            chunk = todo[start : start + job.chunk]
+            ids = [prompt_token_ids(tok, p.text, r.max_model_len - r.max_new_tokens) for p in chunk]
+            samples = group.generate(ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, job.seed + start)
+            by_prompt: dict[int, list[Response]] = {}
+            for s in samples:
+                text = tok.decode(s.token_ids, skip_special_tokens=True)
+                by_prompt.setdefault(s.prompt_index, []).append(Response(text, s.token_ids, s.logprobs, s.finish_reason))
+            done += [RolloutRecord(p.id, p.category, p.text, ids[i], by_prompt[i]) for i, p in enumerate(chunk)]
+            write_records(out, done, "rollouts")  # atomic: the file holds every finished chunk
+            log(json.dumps({"sampled": len(done), "of": len(prompts)}))
+    finally:
+        topo.shutdown()
+        if started:
+            ray.shutdown()
+    return {"prompts": len(prompts), "sampled": len(todo), "already": len(have), "output": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hrlaif sample")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.samples_per_prompt=4")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_sample(load_config(SampleJob, args.config, args.overrides))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
