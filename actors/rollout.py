@@ -43,7 +43,9 @@ class VLLMEngine:
                  seed: int) -> list[Sample]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0, seed=seed)
+        # No per-request seed: vLLM's CPU sampler rejects per-request generators on larger batches ("CPU Generator
+        # does not use offset"); the engine's own seed (set at start) makes a run reproducible.
+        params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0)
         outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         samples = []
         for i, out in enumerate(outs):

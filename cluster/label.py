@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -48,6 +47,7 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
     import ray
 
     from actors.labeler import LabelerPool
+    from cluster.connect import connect_ray
 
     items = load_items(job)
     ledger = LabelLedger(job.output_dir)
@@ -59,10 +59,7 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
             seen.add(key)
     out = Path(job.output_dir)
     (out / "job.yaml").write_text(dump_config(job))
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    started_ray = connect_ray(log_to_driver=False, configure_logging=False)
     pool = LabelerPool(job.labeling, job.pool)
     try:
         stats = pool.run(pending, ledger, progress=progress, control=_control(out / "labelers.target"))

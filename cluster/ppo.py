@@ -30,6 +30,7 @@ from tqdm import tqdm
 from actors.learner import LearnerGroup
 from actors.reward import RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+from cluster.connect import connect_ray
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob, dump_config, load_config
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
@@ -187,14 +188,6 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
     return None
 
 
-def _connect(job: PPOJob) -> None:
-    address = job.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:  # a local cluster of our own, never someone else's
-        ray.init(address="local", include_dashboard=False, num_cpus=max(8, os.cpu_count() or 1))
-
-
 def last_checkpoint(out: Path) -> Path | None:
     found = sorted((p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
                    key=lambda p: int(p.name.split("_")[1]))
@@ -207,8 +200,8 @@ def run_ppo(job: PPOJob) -> dict:
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ppo_config.yaml").write_text(dump_config(job))
-    if not ray.is_initialized():
-        _connect(job)
+    # Logical CPUs: the plan's bundles are slots, not cores (on 2 cores the roles take turns).
+    connect_ray(job.ray_address, num_cpus=max(8, os.cpu_count() or 1))
     critic_init = None
     if job.algo.estimator == "gae":
         critic_init = job.critic_init or job.reward.rm or job.policy

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -40,6 +39,7 @@ def run_sample(job: SampleJob, log=print) -> dict:
     from transformers import AutoTokenizer
 
     from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+    from cluster.connect import connect_ray
     from cluster.topology import Topology
 
     prompts = read_records(job.prompts, "prompts")
@@ -49,9 +49,7 @@ def run_sample(job: SampleJob, log=print) -> dict:
     todo = [p for p in prompts if p.id not in have]
     if not todo:
         return {"prompts": len(prompts), "sampled": 0, "already": len(done), "output": str(out)}
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
+    started = connect_ray(log_to_driver=False)
     topo = Topology(ResourcePlan(bundle=job.bundle, rollout=job.engines), ("rollout",))
     try:
         tok = AutoTokenizer.from_pretrained(job.policy)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import LabelRecord, PromptRecord
 
 

@@ -21,7 +21,8 @@ import torch
 from hrlaif_ray.config import RMTrainJob, dump_config
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.labeling.ledger import LabelLedger
-from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels, pad_token_id
+from hrlaif_ray.data.chat import pad_token_id
+from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
 from hrlaif_ray.zero import init_distributed, single_process_env, zero_config

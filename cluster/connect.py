@@ -1,0 +1,22 @@
+"""Joining Ray: the cluster named by the job (or RAY_ADDRESS, as `ray job submit` sets it), else a local one of
+our own bound to 127.0.0.1 (never someone else's: `address="local"`)."""
+
+from __future__ import annotations
+
+import os
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> bool:
+    """ray.init unless already connected; returns whether this call connected (so the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps the local cluster on 127.0.0.1
+        os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
+        ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, **kwargs)
+    return True
