@@ -13,7 +13,6 @@ logprobs those of softmax(logits / temperature), the distribution PPO's ratio is
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -31,10 +30,12 @@ class Sample:
 
 class VLLMEngine:
     def __init__(self, folder: str, seed: int, max_model_len: int, kv_cache_gib: float, gpu_memory_utilization: float):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         from vllm import LLM
 
-        kwargs = {"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available() else {}
+        # On CPU an explicit KV-cache size: otherwise vLLM reserves gpu_memory_utilization of the machine's memory
+        # (0.92 by default) and refuses to start when other roles already hold more than the rest.
+        kwargs = ({"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available()
+                  else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)})
         self.llm = LLM(model=folder, dtype="float32" if not torch.cuda.is_available() else "bfloat16",
                        enforce_eager=not torch.cuda.is_available(), max_model_len=max_model_len, seed=seed,
                        logprobs_mode="processed_logprobs", enable_prefix_caching=True, **kwargs)

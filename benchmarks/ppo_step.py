@@ -18,6 +18,7 @@ extra (`pip install -e .[bench]`: trl==1.12.0, the last release with PPO, as trl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import RESULTS, print_table, write_results
 from hrlaif_ray.config import ModelConfig, PPOJob, PromptMixConfig
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
@@ -52,8 +53,8 @@ def matmul_rate(threads: int = 2, n: int = 1024) -> float:
 
 
 def memcpy_bandwidth(nbytes: int = 256 * 2**20) -> float:
-    x = torch.empty(nbytes // 4)
-    y = torch.empty_like(x)
+    x = torch.ones(nbytes // 4)  # touched pages: an untouched source reads as shared zero pages, far too fast
+    y = torch.zeros_like(x)
     y.copy_(x)
     times = []
     for _ in range(5):
@@ -105,7 +106,8 @@ def ours(folder: str, root: Path, steps: int) -> dict:
     job = PPOJob.model_validate({
         "policy": folder, "output_dir": str(root / "ppo"), "prompts": str(root / "prompts.parquet"), "steps": steps,
         "prompts_per_step": PROMPTS, "zero_stage": 2, "tensorboard": False,
-        "algo": {"estimator": "gae", "epochs": 1, "mini_batches": 1, "actor_lr": 1e-6, "critic_lr": 1e-6},
+        "algo": {"estimator": "gae", "epochs": 1, "mini_batches": 1, "actor_lr": 1e-6, "critic_lr": 1e-6,
+                 "use_rollout_logprobs": True},  # TRL too takes the old log-probs from its sampler
         "rollout": {"backend": "vllm", "samples_per_prompt": 1, "max_new_tokens": RESPONSE_TOKENS, "max_model_len": 512},
         "reward": {"kind": "rm", "rm": folder},
         "resources": {"bundle": {"CPU": 1}, "actor": one, "critic": one, "reference": one, "reward": one, "rollout": one},
@@ -116,8 +118,6 @@ def ours(folder: str, root: Path, steps: int) -> dict:
         run_ppo(job)
     finally:
         ray.shutdown()
-    import json
-
     rows = [json.loads(line) for line in (root / "ppo" / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up
     return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
 
@@ -177,7 +177,7 @@ def vllm_vs_hf(folder: str, n_prompts: int = 32, max_tokens: int = 96) -> dict:
     ids = [prompt_token_ids(tok, t, 256) for t in texts]
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=folder, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+    llm = LLM(model=folder, dtype="float32", enforce_eager=True, max_model_len=512, seed=0, kv_cache_memory_bytes=2**30)
     params = SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=0)
     llm.generate([{"prompt_token_ids": p} for p in ids[:2]], params, use_tqdm=False)  # warm-up
     t = time.perf_counter()
@@ -218,7 +218,8 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,50m,smollm2")
     parser.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is warm-up)")
     parser.add_argument("--no-trl", action="store_true")
-    parser.add_argument("--no-generation", action="store_true")
+    parser.add_argument("--out", default="ppo_step", help="results name (benchmarks/results/NAME.json)")
+    parser.add_argument("--no-generation", action="store_true", help="skip the SmolLM2 vLLM-vs-HF generation run")
     args = parser.parse_args()
     rate = matmul_rate()
     memcpy = memcpy_bandwidth()
@@ -226,7 +227,7 @@ def main() -> None:
     rows, gen = [], None
     with tempfile.TemporaryDirectory(prefix="ppo-bench-") as tmp:
         root = Path(tmp)
-        for kind in args.models.split(","):
+        for kind in [m for m in args.models.split(",") if m]:
             folder = make_model(kind, root)
             n_params, nbytes = matmul_params(folder)
             from transformers import AutoTokenizer
@@ -253,7 +254,13 @@ def main() -> None:
     cols = ["model", "step_s", "trl_step_s", "ratio_vs_trl", *[f"{p}_s" for p in PHASES], "actor_train_vs_floor",
             "critic_train_vs_floor", "sync_share", "sync_vs_memcpy"]
     print_table(rows, cols)
-    path = write_results("ppo_step", rows, matmul_gflops=rate / 1e9, memcpy_gbs=memcpy / 1e9, generation=gen,
+    # Rows of models not run this time (and an earlier generation run) are kept from the results file.
+    previous = RESULTS / f"{args.out}.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        rows = [r for r in old.get("rows", []) if r["model"] not in {x["model"] for x in rows}] + rows
+        gen = gen or old.get("generation")
+    path = write_results(args.out, rows, matmul_gflops=rate / 1e9, memcpy_gbs=memcpy / 1e9, generation=gen,
                          settings={"prompts": PROMPTS, "responses_per_prompt": 1, "response_tokens": RESPONSE_TOKENS,
                                    "dtype": "float32", "ppo_epochs": 1, "optimizer_steps_per_ppo_step": 1})
     print(f"wrote {path}")

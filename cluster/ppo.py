@@ -132,8 +132,12 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
                 scores = roles.reward.score(rows, texts).clamp(-algo.reward_clip, algo.reward_clip)
             with timer("reference"):
                 ref_logp = roles.reference.logprobs(batch_ref, B)
-            with timer("actor_logprobs"):
-                old_logp = roles.actor.logprobs(batch_ref, B)
+            rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
+            if algo.use_rollout_logprobs:
+                old_logp = rollout_logp
+            else:
+                with timer("actor_logprobs"):
+                    old_logp = roles.actor.logprobs(batch_ref, B)
             values = None
             if roles.critic is not None:
                 with timer("critic"):
@@ -152,7 +156,6 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
                                                              value_clip=algo.value_clip)
             with timer("sync"):
                 roles.rollout.update_weights(roles.actor.weights_ref())
-        rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
         verdicts = [c for c in (correctness(p, t) for p, t in zip(rows, texts)) if c is not None]
         metrics = {
             "reward/score_mean": scores.mean(), "reward/score_std": scores.std() if B > 1 else 0.0,
@@ -160,7 +163,7 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             "actor/kl": adv.kl.mean(), **{f"actor/{k}": v for k, v in actor_stats.items()},
             **{f"critic/{k}": v for k, v in critic_stats.items()},
             "response/length_mean": mask.sum(1).mean(), "response/stop_frac": sum(s.finish_reason == "stop" for s in samples) / B,
-            "rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max(),
+            **({} if algo.use_rollout_logprobs else {"rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max()}),
             **({"eval/batch_accuracy": sum(verdicts) / len(verdicts)} if verdicts else {}),
             **timer.times,
         }
