@@ -91,42 +91,43 @@ class LearnerRank:
 
     # -------------------------------------------------------------------------------------- updates
 
-    def train_actor(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, clip: float,
-                    dual_clip: float | None, entropy_coef: float) -> dict[str, float]:
+    def _update(self, start: int, end: int, epochs: int, mini_batches: int, loss_fn) -> dict[str, float]:
+        """`epochs` passes over this rank's rows in `mini_batches` optimizer steps; loss_fn(rows) -> (loss, stats)."""
         stats: dict[str, list[float]] = {}
         self.model.train()
         for _ in range(epochs):
             for rows in _mini_batches(start, end, mini_batches):
-                ids, mask, rmask, P = _response_slice(batch, rows)
-                rmask = rmask.to(self.device)
-                logits = self._logits(ids, mask, P)
-                logp = core.token_logprobs(logits, ids[:, P:].to(self.device), self.temperature)
-                loss, s = core.policy_loss(logp, batch["old_logprobs"][rows].to(self.device),
-                                           batch["advantages"][rows].to(self.device), rmask, clip, dual_clip)
-                entropy = core.masked_mean(core.entropy_from_logits(logits.detach() if not entropy_coef else logits, self.temperature), rmask)
-                total = loss - entropy_coef * entropy
-                self.engine.backward(total)
+                loss, s = loss_fn(rows)
+                self.engine.backward(loss)
                 self.engine.step()
-                for k, v in {"policy_loss": loss, "entropy": entropy, **s}.items():
+                for k, v in s.items():
                     stats.setdefault(k, []).append(float(v))
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
+    def train_actor(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, clip: float,
+                    dual_clip: float | None, entropy_coef: float) -> dict[str, float]:
+        def loss_fn(rows: slice):
+            ids, mask, rmask, P = _response_slice(batch, rows)
+            rmask = rmask.to(self.device)
+            logits = self._logits(ids, mask, P)
+            logp = core.token_logprobs(logits, ids[:, P:].to(self.device), self.temperature)
+            loss, s = core.policy_loss(logp, batch["old_logprobs"][rows].to(self.device),
+                                       batch["advantages"][rows].to(self.device), rmask, clip, dual_clip)
+            entropy = core.masked_mean(core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask)
+            return loss - entropy_coef * entropy, {"policy_loss": loss.detach(), "entropy": entropy.detach(), **s}
+
+        return self._update(start, end, epochs, mini_batches, loss_fn)
+
     def train_critic(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int,
                      value_clip: float | None) -> dict[str, float]:
-        stats: dict[str, list[float]] = {}
-        self.model.train()
-        for _ in range(epochs):
-            for rows in _mini_batches(start, end, mini_batches):
-                ids, mask, rmask, P = _response_slice(batch, rows)
-                rmask = rmask.to(self.device)
-                values = self._values(ids, mask, P)
-                loss, s = core.value_loss(values, batch["old_values"][rows].to(self.device),
-                                          batch["returns"][rows].to(self.device), rmask, value_clip)
-                self.engine.backward(loss)
-                self.engine.step()
-                for k, v in {"value_loss": loss, "value_clip_frac": s["clip_frac"]}.items():
-                    stats.setdefault(k, []).append(float(v))
-        return {k: sum(v) / len(v) for k, v in stats.items()}
+        def loss_fn(rows: slice):
+            ids, mask, rmask, P = _response_slice(batch, rows)
+            rmask = rmask.to(self.device)
+            loss, s = core.value_loss(self._values(ids, mask, P), batch["old_values"][rows].to(self.device),
+                                      batch["returns"][rows].to(self.device), rmask, value_clip)
+            return loss, {"value_loss": loss.detach(), "value_clip_frac": s["clip_frac"]}
+
+        return self._update(start, end, epochs, mini_batches, loss_fn)
 
     # -------------------------------------------------------------------------------------- weights
 

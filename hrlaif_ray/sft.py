@@ -20,6 +20,7 @@ import torch
 from hrlaif_ray.config import SFTJob, dump_config
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.readers import iter_jsonl
 from hrlaif_ray.data.sft_mix import SFTExample, generate_sft_examples
 from hrlaif_ray.errors import DataError
 from hrlaif_ray.zero import init_distributed, single_process_env, zero_config
@@ -30,18 +31,11 @@ IGNORE = -100
 def read_sft_jsonl(path: str | Path) -> list[SFTExample]:
     """{"prompt", "response"} rows; a bad row is an error naming the file, line and field."""
     out = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, n, None, f"not JSON ({exc.msg})") from None
-            for key in ("prompt", "response"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise DataError(path, n, key, "must be a non-empty string")
-            out.append(SFTExample(str(row.get("id", f"line/{n}")), row.get("category", "open_qa"), row["prompt"], row["response"]))
+    for n, row in iter_jsonl(Path(path)):
+        for key in ("prompt", "response"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise DataError(path, n, key, "must be a non-empty string")
+        out.append(SFTExample(str(row.get("id", f"line/{n}")), row.get("category", "open_qa"), row["prompt"], row["response"]))
     if not out:
         raise DataError(path, None, None, "no SFT rows")
     return out

@@ -78,3 +78,29 @@ def write_label_inputs(folder, n: int, seed: int = 0):
     write_records(folder / "prompts.parquet", prompts)
     write_records(folder / "rollouts.parquet", rollouts)
     return folder / "prompts.parquet", folder / "rollouts.parquet"
+
+
+def label_items(base_url: str, method: str, items: list[LabelItem], concurrency: int = 16, **cfg):
+    """Labels of `items` through the real labeling path (openai SDK over HTTP to `base_url`), in order."""
+    import asyncio
+
+    from hrlaif_ray.config import JudgeEndpoint, LabelingConfig
+    from hrlaif_ray.labeling.strategies import Judges, label_item
+
+    endpoint = JudgeEndpoint(base_url=base_url, model="gpt-3.5-turbo", timeout_s=20)
+    config = LabelingConfig(method=method, judges=[endpoint], rewriter=endpoint.model_copy(update={"model": "gpt-4"}), **cfg)
+
+    async def run():
+        judges = Judges.from_config(config)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(item):
+            async with sem:
+                return await label_item(judges, item)
+
+        try:
+            return await asyncio.gather(*(one(i) for i in items))
+        finally:
+            await judges.close()
+
+    return asyncio.run(run())

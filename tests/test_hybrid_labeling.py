@@ -10,27 +10,7 @@ from hrlaif_ray.data.readers import load_source
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.strategies import Judges, label_item
 
-from labeling_fixtures import perturbed_items
-
-
-def _label(base_url: str, method: str, items, **cfg):
-    endpoint = JudgeEndpoint(base_url=base_url, model="gpt-3.5-turbo", timeout_s=10)
-    config = LabelingConfig(method=method, judges=[endpoint], rewriter=endpoint.model_copy(update={"model": "gpt-4"}), **cfg)
-
-    async def run():
-        judges = Judges.from_config(config)
-        sem = asyncio.Semaphore(16)
-
-        async def one(item):
-            async with sem:
-                return await label_item(judges, item)
-
-        try:
-            return await asyncio.gather(*(one(i) for i, _ in items))
-        finally:
-            await judges.close()
-
-    return asyncio.run(run())
+from labeling_fixtures import label_items, perturbed_items
 
 
 def _correct_above_wrong(label, correct: set[int]) -> bool:
@@ -41,8 +21,8 @@ def _correct_above_wrong(label, correct: set[int]) -> bool:
 
 def _check(base_url, prompts):
     items = perturbed_items(prompts)
-    hybrid = _label(base_url, "hybrid", items)
-    basic = _label(base_url, "basic", items)
+    hybrid = label_items(base_url, "hybrid", [i for i, _ in items])
+    basic = label_items(base_url, "basic", [i for i, _ in items])
     assert all(l.status == "ok" for l in hybrid + basic), [l.error for l in hybrid + basic if l.error][:3]
     for label, (_, correct) in zip(hybrid, items):
         assert label.method == "hybrid"

@@ -23,14 +23,12 @@ RAY = str(ROOT / ".venv/bin/ray")
 
 
 @pytest.fixture
-def ray_head(monkeypatch):
+def ray_head():
     """A head node of our own on 127.0.0.1 (short temp dir: Ray's socket paths have a length limit), with Ray's
     token authentication on and a token of this test's own (the job API refuses requests without it)."""
     tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
     port, dash = free_port(), free_port()
     token = secrets.token_hex(16)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     env = script_env(tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1",
                      RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     env["PATH"] = f"{ROOT / '.venv/bin'}{os.pathsep}{env['PATH']}"  # as an activated venv: the job's `python` is ours
@@ -59,18 +57,23 @@ def _config(path: Path, policy, out, **extra) -> Path:
     return path
 
 
-def _wait(address: str, job_id: str, timeout_s: float = 600) -> str:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def _wait(address: str, job_id: str, env: dict, timeout_s: float = 600) -> str:
+    """The job's final status from the job REST API with this test's bearer token (an in-process SDK client may
+    hold a token Ray cached earlier in the session)."""
+    import httpx
 
-    client = JobSubmissionClient(address)
+    headers = {"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = client.get_job_status(job_id)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            return status.value if status is JobStatus.SUCCEEDED else f"{status.value}: {client.get_job_logs(job_id)[-6000:]}"
+        status = httpx.get(f"{address}/api/jobs/{job_id}", headers=headers, timeout=30).json()["status"]
+        if status == "SUCCEEDED":
+            return status
+        if status in ("FAILED", "STOPPED"):
+            logs = httpx.get(f"{address}/api/jobs/{job_id}/logs", headers=headers, timeout=30).json().get("logs", "")
+            return f"{status}: {logs[-6000:]}"
         time.sleep(2)
-    client.stop_job(job_id)
-    return "TIMEOUT: " + client.get_job_logs(job_id)[-6000:]
+    httpx.post(f"{address}/api/jobs/{job_id}/stop", headers=headers, timeout=30)
+    return "TIMEOUT"
 
 
 def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model_dir):
@@ -82,7 +85,7 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
                            "--no-wait", "--", "python", "-m", "cluster.ppo", "--config", str(config)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _wait(address, job_id) == "SUCCEEDED"
+    assert _wait(address, job_id, env) == "SUCCEEDED"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -99,7 +102,7 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--submission-id", job_id2,
                     "--no-wait", "--", "python", "-m", "cluster.ppo", "--config", str(config), "--resume", "steps=3"],
                    env=env, check=True, capture_output=True, timeout=120)
-    assert _wait(address, job_id2) == "SUCCEEDED"
+    assert _wait(address, job_id2, env) == "SUCCEEDED"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert (out / "checkpoints" / "step_3" / "state.json").is_file()

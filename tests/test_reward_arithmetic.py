@@ -13,7 +13,6 @@ verifier pairs alone it reaches 0.76 on math-only prompts and 0.70 on the math +
 (/tmp experiments with the same data and the shared-prefix forward, 900 steps of 16 prompts).
 """
 
-import asyncio
 import json
 import random
 import subprocess
@@ -21,7 +20,7 @@ import subprocess
 import pytest
 import torch
 
-from hrlaif_ray.config import JudgeEndpoint, LabelingConfig, PromptMixConfig, SFTMixConfig
+from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
 from hrlaif_ray.data.chat import prompt_token_ids, response_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import Response
@@ -29,38 +28,18 @@ from hrlaif_ray.data.schemas import write_records
 from hrlaif_ray.data.sft_mix import sft_response
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.ledger import LabelLedger
-from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
+from hrlaif_ray.labeling.strategies import LabelItem
 from hrlaif_ray.reward import RewardModel
 from hrlaif_ray.reward.train import held_out
 
 from conftest import ROOT, script_env
+from labeling_fixtures import label_items
 
 K = 4
 EVAL_FRACTION = 0.2
 # The judge's within-set pairs reward detail (length), and long answers are more often wrong in the SFT data: at
 # full weight that easy length feature drowns the correctness the verifier pairs teach.
 WITHIN_SET_WEIGHT = 0.2
-
-
-def _label_all(base_url: str, items: list[LabelItem]):
-    endpoint = JudgeEndpoint(base_url=base_url, model="gpt-3.5-turbo", timeout_s=20)
-    config = LabelingConfig(method="hybrid", judges=[endpoint], rewriter=endpoint.model_copy(update={"model": "gpt-4"}),
-                            within_set_weight=WITHIN_SET_WEIGHT)
-
-    async def run():
-        judges = Judges.from_config(config)
-        sem = asyncio.Semaphore(32)
-
-        async def one(item):
-            async with sem:
-                return await label_item(judges, item)
-
-        try:
-            return await asyncio.gather(*(one(i) for i in items))
-        finally:
-            await judges.close()
-
-    return asyncio.run(run())
 
 
 def _score(rm, tok, prompt: str, responses: list[str]) -> list[float]:
@@ -86,7 +65,7 @@ def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_
         items.append(LabelItem(p, responses))
     write_records(tmp_path / "prompts.parquet", prompts)
     with sim_judge_server(["latency_ms=0"]) as base:
-        labels = _label_all(base, items)
+        labels = label_items(base, "hybrid", items, concurrency=32, within_set_weight=WITHIN_SET_WEIGHT)
     assert all(l.status == "ok" for l in labels), [l.error for l in labels if l.error][:3]
     LabelLedger(tmp_path / "labels").commit(labels)
 
