@@ -54,15 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print(f"hrlaif serve-rm: error: set {args.token_env} to the bearer token clients must send", file=sys.stderr)
         return 2
-    import ray
 
     from actors.reward import RewardService
+    from cluster.connect import connect_ray
 
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect_ray(log_to_driver=False, configure_logging=False)
     service = RewardService(args.rm, replicas=args.replicas)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    sock.listen(2048)  # listening before READY: a client that connects before uvicorn's start is queued, not refused
     print(f"READY http://{args.host}:{sock.getsockname()[1]}", flush=True)
     uvicorn.Server(uvicorn.Config(build_app(service, token), log_level="warning", access_log=False)).run(sockets=[sock])
     return 0
