@@ -19,7 +19,7 @@ import os
 import ray
 import torch
 
-from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness
 from hrlaif_ray.reward.model import RewardModel
@@ -48,11 +48,7 @@ class RewardReplica:
     @torch.inference_mode()
     def score(self, sequences: list[list[int]]) -> torch.Tensor:
         """Rewards [len(sequences)] (clipped in the RM's forward), left-padded into one batch."""
-        T = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), T), self.pad, dtype=torch.long)
-        mask = torch.zeros(len(sequences), T, dtype=torch.long)
-        for i, s in enumerate(sequences):
-            ids[i, T - len(s):], mask[i, T - len(s):] = torch.tensor(s), 1
+        ids, mask = left_pad(sequences, self.pad)
         return self.rm(ids.to(self.device), mask.to(self.device)).float().cpu()
 
     def encode(self, prompts: list[str], responses: list[str], max_prompt_tokens: int = 1024) -> list[list[int]]:

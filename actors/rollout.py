@@ -68,22 +68,18 @@ class HFEngine:
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        self.generator_seed = seed
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
                  seed: int) -> list[Sample]:
-        from hrlaif_ray.data.chat import pad_token_id
+        from hrlaif_ray.data.chat import left_pad, pad_token_id
         from hrlaif_ray.ppo.core import token_logprobs
 
         torch.manual_seed(seed)
         pad, eos = pad_token_id(self.tokenizer), self.tokenizer.eos_token_id
         rows = [p for p in prompts for _ in range(n)]
-        P = max(map(len, rows))
-        ids = torch.full((len(rows), P), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r), 1
+        ids, mask = left_pad(rows, pad)
+        P = ids.size(1)
         sample = temperature > 0  # temperature 0: greedy, as vLLM reads it
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=sample,
                                   temperature=temperature if sample else None, top_p=top_p if sample else None, top_k=None,
@@ -94,11 +90,11 @@ class HFEngine:
         for i in range(len(rows)):
             toks = gen[i].tolist()
             end = toks.index(eos) + 1 if eos in toks else len(toks)
-            samples.append(Sample(i // n, toks[:end], logp[i, :end].tolist(), "stop" if end < len(toks) or (toks and toks[-1] == eos) else "length"))
+            samples.append(Sample(i // n, toks[:end], logp[i, :end].tolist(), "stop" if eos in toks else "length"))
         return samples
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k: v for k, v in state.items()}, strict=False)
+        self.model.load_state_dict(state, strict=False)
 
 
 @ray.remote

@@ -29,7 +29,7 @@ import torch
 
 from benchmarks.common import RESULTS, print_table, write_results
 from hrlaif_ray.config import ModelConfig, PPOJob, PromptMixConfig
-from hrlaif_ray.data.chat import prompt_token_ids
+from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.sft_mix import tokenizer_corpus
 
@@ -186,16 +186,13 @@ def vllm_vs_hf(folder: str, n_prompts: int = 32, max_tokens: int = 96) -> dict:
     v_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     del llm
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    width = max(map(len, ids))
-    x = torch.full((len(ids), width), tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    m = torch.zeros_like(x)
-    for i, r in enumerate(ids):
-        x[i, width - len(r):], m[i, width - len(r):] = torch.tensor(r), 1
+    x, m = left_pad(ids, pad_token_id(tok))
+    width = x.size(1)
     torch.manual_seed(0)
     t = time.perf_counter()
     with torch.no_grad():
         out = model.generate(input_ids=x, attention_mask=m, do_sample=True, temperature=1.0, top_k=None, top_p=None,
-                             max_new_tokens=max_tokens, pad_token_id=int(x[0, 0]), eos_token_id=tok.eos_token_id)
+                             max_new_tokens=max_tokens, pad_token_id=pad_token_id(tok), eos_token_id=tok.eos_token_id)
     h_s = time.perf_counter() - t
     gen = out[:, width:]
     h_tokens = int(sum(((row != tok.eos_token_id).cumprod(0).sum() + 1).clamp(max=len(row)) for row in gen))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from hrlaif_ray.categories import Category
-from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
+from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.labeling import verifiers
 
@@ -37,12 +37,8 @@ def hf_generate(model, tokenizer, texts: list[str], max_new_tokens: int = 48, gr
     out: list[str] = []
     model.eval()
     for start in range(0, len(texts), batch_size):
-        rows = [prompt_token_ids(tokenizer, t, max_prompt_tokens) for t in texts[start : start + batch_size]]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):  # left padding: every row ends where generation starts
-            ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+        ids, mask = left_pad([prompt_token_ids(tokenizer, t, max_prompt_tokens) for t in texts[start : start + batch_size]], pad)
+        width = ids.size(1)
         gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
                              do_sample=not greedy, temperature=temperature if not greedy else None, top_p=None, top_k=None,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)

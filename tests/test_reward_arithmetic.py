@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
-from hrlaif_ray.data.chat import prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import left_pad, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import Response
 from hrlaif_ray.data.schemas import write_records
@@ -43,12 +43,7 @@ WITHIN_SET_WEIGHT = 0.2
 
 
 def _score(rm, tok, prompt: str, responses: list[str]) -> list[float]:
-    rows = [prompt_token_ids(tok, prompt, 256) + response_token_ids(tok, r) for r in responses]
-    T = max(map(len, rows))
-    ids = torch.full((len(rows), T), tok.pad_token_id)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, T - len(r):], mask[i, T - len(r):] = torch.tensor(r), 1
+    ids, mask = left_pad([prompt_token_ids(tok, prompt, 256) + response_token_ids(tok, r) for r in responses], tok.pad_token_id)
     with torch.no_grad():
         return rm(ids, mask).tolist()
 

@@ -8,6 +8,8 @@ through here, so serving reads exactly what training saw.
 
 from __future__ import annotations
 
+import torch
+
 
 def prompt_token_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
     if tokenizer.chat_template:
@@ -30,3 +32,15 @@ def response_token_ids(tokenizer, text: str, max_tokens: int | None = None) -> l
 
 def pad_token_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows -> (ids, attention mask) [B, T], left-padded so that every row ends at the last column (where
+    generation continues and where a sequence's reward is read)."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r, dtype=torch.long), 1
+    return ids, mask

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hrlaif_ray.data.chat import prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import left_pad, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import LabelRecord, PromptRecord
 
 
@@ -43,14 +43,9 @@ def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRec
 def collate(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Prompts left-padded [B, P]; responses right-padded [N, R] with their prompt index `owner` [N]; pairs as
     flat indices into the N responses with their prompt `group`."""
-    B, P = len(examples), max(len(e.prompt_ids) for e in examples)
+    prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in examples], pad_id)
     responses = [(b, r) for b, e in enumerate(examples) for r in e.response_ids]
     R = max(len(r) for _, r in responses)
-    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros(B, P, dtype=torch.long)
-    for b, e in enumerate(examples):
-        prompt_ids[b, P - len(e.prompt_ids):] = torch.tensor(e.prompt_ids)
-        prompt_mask[b, P - len(e.prompt_ids):] = 1
     response_ids = torch.full((len(responses), R), pad_id, dtype=torch.long)
     response_mask = torch.zeros(len(responses), R, dtype=torch.long)
     for i, (_, r) in enumerate(responses):
