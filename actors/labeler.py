@@ -24,7 +24,7 @@ from hrlaif_ray.config import LabelingConfig, PoolConfig
 from hrlaif_ray.data.records import LabelRecord
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.labeling.rate_limit import RateBudget
-from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
+from hrlaif_ray.labeling.strategies import Judges, LabelItem, judge_task, label_item
 
 
 @ray.remote(num_cpus=0)
@@ -63,6 +63,15 @@ class LabelerActor:
         """Up to `concurrency` items in one Ray call (each still waits for its own slot): Ray's per-call cost, about 3 ms of
         CPU here, is paid once per batch."""
         return list(await asyncio.gather(*(self.label(item) for item in items)))
+
+    async def ask_batch(self, requests: list[tuple[str, dict]]) -> list[dict]:
+        """Judge tasks outside labeling (evaluation), under the same concurrency and rate limit as labels."""
+
+        async def one(task: str, payload: dict) -> dict:
+            async with self.slots:
+                return await judge_task(self.judges, task, payload)
+
+        return list(await asyncio.gather(*(one(t, p) for t, p in requests)))
 
     def set_concurrency(self, concurrency: int) -> None:
         self.slots = asyncio.Semaphore(concurrency)
@@ -194,6 +203,15 @@ class LabelerPool:
                 bar.close()
             stats.seconds = time.monotonic() - start
         return stats
+
+    def ask(self, requests: list[tuple[str, dict]]) -> list[dict]:
+        """Answers of judge tasks (task, payload), in order, dealt to the actors in contiguous chunks; each answer
+        is {"answer" | "error", "tokens_in", "tokens_out", "cost_usd"} (see `judge_task`)."""
+        if not requests:
+            return []
+        size = -(-len(requests) // len(self.active))
+        refs = [actor.ask_batch.remote(requests[i : i + size]) for actor, i in zip(self.active, range(0, len(requests), size))]
+        return [answer for chunk in ray.get(refs) for answer in chunk]
 
     def shutdown(self) -> None:
         for actor in [*self.active, *self.draining]:

@@ -42,26 +42,12 @@ def _cmd_make_prompts(args: argparse.Namespace) -> None:
 
 
 def _cmd_tiny_model(args: argparse.Namespace) -> None:
-    from transformers import AutoTokenizer
-
-    from hrlaif_ray.config import TinyModelJob, dump_config, load_config
-    from hrlaif_ray.data.prompt_mix import generate_prompt_mix
-    from hrlaif_ray.data.sft_mix import tokenizer_corpus
-    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder, train_bpe_tokenizer
+    from hrlaif_ray.config import TinyModelJob, load_config
+    from hrlaif_ray.models.tiny import tiny_model_folder
 
     job = load_config(TinyModelJob, args.config, args.overrides)
-    if job.tokenizer.kind == "bpe":
-        corpus = tokenizer_corpus(generate_prompt_mix(job.prompts))
-        tokenizer = train_bpe_tokenizer(corpus, job.tokenizer.vocab_size)
-    else:
-        if not job.tokenizer.path:
-            raise HrlaifError("tokenizer.path: required when tokenizer.kind is 'pretrained'")
-        tokenizer = AutoTokenizer.from_pretrained(job.tokenizer.path)
-    model = build_tiny_causal_lm(job.model, tokenizer)
-    out = save_model_folder(model, tokenizer, args.out)
-    (out / "hrlaif_config.yaml").write_text(dump_config(job))
-    n = sum(p.numel() for p in model.parameters())
-    print(f"saved {job.model.arch} model ({n:,} parameters, vocab {len(tokenizer)}) to {out}")
+    out, n, vocab = tiny_model_folder(job, args.out)
+    print(f"saved {job.model.arch} model ({n:,} parameters, vocab {vocab}) to {out}")
 
 
 def _cmd_export_smollm2(args: argparse.Namespace) -> None:
@@ -138,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sample", help="K responses per prompt from the policy through the vLLM rollout actors (config: SampleJob)",
                    add_help=False)
+    sub.add_parser("eval", help="accuracy, harmful rate, win rate, reward and length of a policy (config: EvalJob)",
+                   add_help=False)
+    sub.add_parser("run", help="the pipeline: sft -> sample -> label -> train-rm -> ppo -> eval per arm, then the report "
+                   "(config: RunJob)", add_help=False)
     sub.add_parser("ppo", help="PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service (config: PPOJob)", add_help=False)
 
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
@@ -168,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.ppo import main as ppo
 
         return ppo(argv[1:])
+    if argv[:1] == ["eval"]:
+        from cluster.evaluate import main as evaluate
+
+        return evaluate(argv[1:])
+    if argv[:1] == ["run"]:
+        from cluster.pipeline import main as run
+
+        return run(argv[1:])
     if argv[:1] == ["serve-rm"]:
         from cluster.serve_rm import main as serve_rm
 

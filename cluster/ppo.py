@@ -214,8 +214,9 @@ def run_ppo(job: PPOJob) -> dict:
         state = json.loads((resume_from / "state.json").read_text())
         policy, start_step, kl_coef = str(resume_from / "actor"), state["step"], state["kl_coef"]
         critic_init = str(resume_from / "critic") if critic_init else None
-    elif (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run owns its metrics file
+    else:  # a fresh run owns its metrics, alerts and final state
+        for name in ("metrics.jsonl", "alerts.jsonl", "final.json"):
+            (out / name).unlink(missing_ok=True)
     roles_used = ("actor", "reference", "reward", "rollout") + (("critic",) if critic_init else ())
     topo = Topology(job.resources, roles_used)
     tokenizer = AutoTokenizer.from_pretrained(job.policy)
@@ -245,8 +246,11 @@ def run_ppo(job: PPOJob) -> dict:
         log.close()
         topo.shutdown()
     rows = log.rows()
-    return {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out)),
-            "stopped_by_monitor": alert}
+    result = {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out)),
+              "stopped_by_monitor": alert}
+    # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
+    (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

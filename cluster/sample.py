@@ -12,26 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from pydantic import Field
-
-from hrlaif_ray.config import ResourcePlan, RoleResources, RolloutConfig, Section, load_config
+from hrlaif_ray.config import ResourcePlan, SampleJob, load_config
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.records import Response, RolloutRecord
 from hrlaif_ray.data.schemas import read_records, write_records
-
-
-class SampleJob(Section):
-    """`hrlaif sample`: prompts in, K responses each out."""
-
-    policy: str = Field(description="Policy folder (the SFT checkpoint).")
-    prompts: str = Field(description="Prompts Parquet.")
-    output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
-    rollout: RolloutConfig = RolloutConfig()
-    engines: RoleResources = Field(default_factory=lambda: RoleResources(replicas=1, threads=2),
-                                   description="vLLM engines (replicas) and their threads.")
-    bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one engine.")
-    chunk: int = Field(256, ge=1, description="Prompts per write (progress is saved between chunks).")
-    seed: int = 0
 
 
 def run_sample(job: SampleJob, log=print) -> dict:

@@ -8,6 +8,7 @@ what validates is what runs, and `dump_config` writes exactly that next to the o
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
@@ -382,6 +383,20 @@ class MonitorConfig(Section):
     stop: bool = Field(False, description="Stop the run at the first alert (after a checkpoint).")
 
 
+class SampleJob(Section):
+    """`hrlaif sample`: prompts in, K responses each out."""
+
+    policy: str = Field(description="Policy folder (the SFT checkpoint).")
+    prompts: str = Field(description="Prompts Parquet.")
+    output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
+    rollout: RolloutConfig = RolloutConfig()
+    engines: RoleResources = Field(default_factory=lambda: RoleResources(replicas=1, threads=2),
+                                   description="vLLM engines (replicas) and their threads.")
+    bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one engine.")
+    chunk: int = Field(256, ge=1, description="Prompts per write (progress is saved between chunks).")
+    seed: int = 0
+
+
 class PPOJob(Section):
     """`hrlaif ppo` / `python -m cluster.ppo`: PPO on Ray."""
 
@@ -417,3 +432,116 @@ class PPOJob(Section):
         if batch % self.resources.reference.replicas:
             raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas")
         return self
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+class EvalJob(Section):
+    """`hrlaif eval`: greedy (and sampled) responses of a policy, verified, judged and scored."""
+
+    policy: str = Field(description="Policy folder (SFT, or a PPO checkpoint's actor).")
+    output_dir: str = Field(description="eval.json (the metrics) and responses.jsonl go here.")
+    mix: PromptMixConfig | None = Field(default_factory=lambda: PromptMixConfig(n=256, seed=20_001, math=0.4, multiple_choice=0.3,
+                                                                               harmful=0.3, open_qa=0.0),
+                                        description="The generated held-out mix (a seed apart from training); None: skip it.")
+    sources: dict[str, int] = Field(default_factory=dict, description="Public sets from the data folder and how many of "
+                                    "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.")
+    data_dir: str | None = Field(None, description="The data folder (default: $HRLAIF_DATA_DIR, else ../shared/data).")
+    max_new_tokens: int = Field(64, ge=1)
+    max_model_len: int = Field(512, ge=16)
+    sampled: int = Field(4, ge=0, description="Samples per verifiable prompt at temperature 1 for sampled accuracy (0: off).")
+    baseline: str | None = Field(None, description="Another eval's output_dir: the judge compares greedy responses to its "
+                                 "own (win rate, both orders, disagreement = tie).")
+    reward_models: dict[str, str] = Field(default_factory=dict, description="name -> RM folder: mean reward of the greedy responses.")
+    judge: LabelingConfig = Field(default_factory=LabelingConfig, description="The judge endpoint(s) for flag and compare.")
+    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(labelers=1, concurrency=32))
+    backend: Literal["vllm", "hf"] = "vllm"
+    threads: int = Field(1, ge=1, description="Threads of the rollout engine and the RM replica.")
+    kv_cache_gib: float = Field(0.5, gt=0)
+    ray_address: str | None = None
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------------- the pipeline
+
+
+class ArmConfig(Section):
+    """One arm of the comparison: how its preference labels are made and what its RL reward is."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Folder name and table row.")
+    method: Literal["hybrid", "basic"] = Field(description="'basic': RLAIF (the judge ranks everything); 'hybrid': HRLAIF.")
+    reward: Literal["rm", "rm+verifier"] = Field("rm", description="The RL reward: the arm's RM, or the RM plus the "
+                                                 "verifier's verdict where a standard answer exists (beyond the paper).")
+    rm_from: str | None = Field(None, description="Use that arm's labels and RM (an arm that differs only in its RL reward).")
+
+
+STAGE_JOBS: dict[str, tuple[type, dict]] = {}  # filled below: stage -> (job class, placeholders for the run's paths)
+
+
+class RunJob(Section):
+    """`hrlaif run`: sft -> sample -> label -> train-rm -> ppo -> eval for each arm, then the report.
+
+    The stage sections hold the fields of each stage's own job (`hrlaif sft`'s SFTJob, ...) except the paths,
+    which the run sets; each is validated as that job when the run's config is loaded."""
+
+    output_dir: str = Field("runs/demo", description="Every stage's output, the report and the plots.")
+    init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
+    model: TinyModelJob = TinyModelJob()
+    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=1200, seed=1, math=0.45, multiple_choice=0.25,
+                                                                             harmful=0.3, open_qa=0.0),
+                                     description="The RL prompts: sampled and labeled for the RM, then PPO's prompts.")
+    judge: dict[str, Any] | None = Field(default_factory=dict, description="SimJudgeConfig of the simulated judge the run "
+                                         "starts on 127.0.0.1; None: use the endpoints in label.labeling.judges as given.")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFTJob fields.")
+    sample: dict[str, Any] = Field(default_factory=dict, description="SampleJob fields.")
+    label: dict[str, Any] = Field(default_factory=dict, description="LabelJob fields (labeling, pool...).")
+    rm: dict[str, Any] = Field(default_factory=dict, description="RMTrainJob fields.")
+    ppo: dict[str, Any] = Field(default_factory=dict, description="PPOJob fields.")
+    eval: dict[str, Any] = Field(default_factory=dict, description="EvalJob fields.")
+    arms: list[ArmConfig] = Field(default_factory=lambda: [ArmConfig(name="rlaif", method="basic"),
+                                                           ArmConfig(name="hrlaif", method="hybrid")], min_length=1)
+    parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
+    ray_num_cpus: int = Field(16, ge=1, description="Logical CPUs of the run's local Ray cluster (slots, not cores).")
+
+    @model_validator(mode="after")
+    def _stages_valid(self) -> "RunJob":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms: names must differ, got {names}")
+        for a in self.arms:
+            owner = next((b for b in self.arms if b.name == a.rm_from), None) if a.rm_from else a
+            if owner is None or owner.rm_from or owner.method != a.method:
+                raise ValueError(f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own RM and the same method")
+        for stage, (cls, paths) in STAGE_JOBS.items():
+            section = getattr(self, stage)
+            clash = sorted(set(section) & set(paths))
+            if clash:
+                raise ValueError(f"{stage}.{clash[0]}: set by the run, not by the config")
+            try:
+                cls.model_validate({**paths, **section})
+            except ValidationError as exc:
+                raise ValueError("; ".join(f"{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        return self
+
+    def stage_job(self, stage: str, **paths: Any):
+        """The stage's own job: its section of this config plus the run's paths (and arm settings)."""
+        cls, _ = STAGE_JOBS[stage]
+        data = copy.deepcopy(getattr(self, stage))
+        for key, value in paths.items():  # dotted keys reach into sections: labeling.method
+            node = data
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return cls.model_validate(data)
+
+
+STAGE_JOBS.update({
+    "sft": (SFTJob, {"init": "-", "output_dir": "-"}),
+    "sample": (SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
+    "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
+    "rm": (RMTrainJob, {"init": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
+    "ppo": (PPOJob, {"policy": "-", "output_dir": "-", "prompts": "-"}),
+    "eval": (EvalJob, {"policy": "-", "output_dir": "-"}),
+})

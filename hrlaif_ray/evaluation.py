@@ -57,3 +57,18 @@ def verified_accuracy(prompts: list[PromptRecord], responses: list[str]) -> dict
                 s[0] += c
                 s[1] += 1
     return {k: v[0] / v[1] for k, v in sums.items()}
+
+
+def pairwise_outcome(forward: dict | None, reverse: dict | None) -> float | None:
+    """The policy's score in one judged comparison asked in both orders: `forward` has the policy as A, `reverse`
+    as B. 1 a win (both orders agree), 0 a loss, 0.5 a tie or a disagreement (position bias cancels), None when
+    either answer is missing (a failed request is not a tie)."""
+    if forward is None or reverse is None:
+        return None
+    f = {"A": 1.0, "B": 0.0}.get(forward["better"], 0.5)
+    r = {"B": 1.0, "A": 0.0}.get(reverse["better"], 0.5)
+    return 1.0 if f == r == 1.0 else 0.0 if f == r == 0.0 else 0.5
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -15,7 +15,10 @@ verifier pairs alone it reaches 0.76 on math-only prompts and 0.70 on the math +
 
 import json
 import random
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +27,7 @@ from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
 from hrlaif_ray.data.chat import left_pad, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import Response
-from hrlaif_ray.data.schemas import write_records
+from hrlaif_ray.data.schemas import read_records, write_records
 from hrlaif_ray.data.sft_mix import sft_response
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.ledger import LabelLedger
@@ -36,6 +39,8 @@ from conftest import ROOT, script_env
 from labeling_fixtures import label_items
 
 K = 4
+N_PROMPTS = 2000
+RESPONSES = "policy"  # "policy": sampled from the SFT policy, as the pipeline does; "sft_data": drawn like the SFT data
 EVAL_FRACTION = 0.2
 # The judge's within-set pairs reward detail (length), and long answers are more often wrong in the SFT data: at
 # full weight that easy length feature drowns the correctness the verifier pairs teach.
@@ -52,13 +57,25 @@ def _score(rm, tok, prompt: str, responses: list[str]) -> list[float]:
 def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_policy_dir):
     from transformers import AutoTokenizer
 
-    prompts = generate_prompt_mix(PromptMixConfig(n=3000, seed=11, math=0.65, multiple_choice=0.35, harmful=0.0, open_qa=0.0))
-    rng = random.Random(3)
-    items = []
-    for p in prompts:
-        responses = [Response(sft_response(p, rng, SFTMixConfig()).response) for _ in range(K)]
-        items.append(LabelItem(p, responses))
+    prompts = generate_prompt_mix(PromptMixConfig(n=N_PROMPTS, seed=11, math=0.65, multiple_choice=0.35, harmful=0.0, open_qa=0.0))
     write_records(tmp_path / "prompts.parquet", prompts)
+    if RESPONSES == "policy":  # what the pipeline labels: K samples of the SFT policy (vLLM, temperature 1)
+        sample = tmp_path / "sample.json"
+        sample.write_text(json.dumps({"policy": str(sft_policy_dir), "prompts": str(tmp_path / "prompts.parquet"),
+                                      "output": str(tmp_path / "rollouts.parquet"), "rollout": {
+                                          "samples_per_prompt": K, "max_new_tokens": 64, "max_model_len": 256, "kv_cache_gib": 0.5}}))
+        short = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
+        try:
+            proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "sample", "--config", str(sample)], env=script_env(short),
+                                  capture_output=True, text=True, timeout=1200)
+        finally:
+            shutil.rmtree(short, ignore_errors=True)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        by_id = {p.id: p for p in prompts}
+        items = [LabelItem(by_id[r.prompt_id], r.responses) for r in read_records(tmp_path / "rollouts.parquet", "rollouts")]
+    else:  # the SFT data's own distribution (what the policy imitates)
+        rng = random.Random(3)
+        items = [LabelItem(p, [Response(sft_response(p, rng, SFTMixConfig()).response) for _ in range(K)]) for p in prompts]
     with sim_judge_server(["latency_ms=0"]) as base:
         labels = label_items(base, "hybrid", items, concurrency=32, within_set_weight=WITHIN_SET_WEIGHT)
     assert all(l.status == "ok" for l in labels), [l.error for l in labels if l.error][:3]

@@ -234,3 +234,19 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         status="ok" if error is None else "failed",
         error=error,
     )
+
+
+async def judge_task(judges: Judges, task: str, payload: dict) -> dict:
+    """One judge task outside labeling (evaluation's `flag` and `compare`): the answer, or the error, with what it
+    cost; never raises, so one failed request does not lose the others."""
+    judges = judges.for_label()
+    judge = judges.judges[0]
+    answer, error = None, None
+    try:
+        answer = await judge.ask(task, payload, judges.log(judge))
+    except JudgeCallError as exc:
+        error = str(exc)
+    log = judges.log(judge)
+    price = judges.cfg.prices.get(judge.model)
+    return {"answer": answer, "error": error, "tokens_in": log.tokens_in, "tokens_out": log.tokens_out,
+            "cost_usd": price.cost(log.tokens_in, log.tokens_out) if price else 0.0}

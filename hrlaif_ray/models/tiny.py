@@ -56,3 +56,26 @@ def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_model_folder(job, out: str | Path) -> tuple[Path, int, int]:
+    """`hrlaif tiny-model`: a BPE trained on the task's text (or a pretrained tokenizer) and a random-init model,
+    saved with the job's config. Returns (folder, parameters, vocabulary size)."""
+    from transformers import AutoTokenizer
+
+    from hrlaif_ray.config import dump_config
+    from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+    from hrlaif_ray.data.sft_mix import tokenizer_corpus
+    from hrlaif_ray.errors import HrlaifError
+    from hrlaif_ray.models.tokenizer import train_bpe_tokenizer
+
+    if job.tokenizer.kind == "bpe":
+        tokenizer = train_bpe_tokenizer(tokenizer_corpus(generate_prompt_mix(job.prompts)), job.tokenizer.vocab_size)
+    else:
+        if not job.tokenizer.path:
+            raise HrlaifError("tokenizer.path: required when tokenizer.kind is 'pretrained'")
+        tokenizer = AutoTokenizer.from_pretrained(job.tokenizer.path)
+    model = build_tiny_causal_lm(job.model, tokenizer)
+    folder = save_model_folder(model, tokenizer, out)
+    (folder / "hrlaif_config.yaml").write_text(dump_config(job))
+    return folder, sum(p.numel() for p in model.parameters()), len(tokenizer)

@@ -1,0 +1,252 @@
+"""`hrlaif run --config run.yaml`: the whole HRLAIF pipeline, each stage resumable from its own output.
+
+    model -> sft -> prompts -> sample -> eval(sft)
+          -> for each arm (side by side): label -> train-rm -> ppo -> eval
+          -> report (markdown table in the paper's shape, PNG plots, results.json)
+
+Each stage is the same command a user runs by hand (`hrlaif sft`, `hrlaif sample`, `hrlaif label`,
+`hrlaif train-rm`, `hrlaif ppo`, `hrlaif eval`), started as a child process with the config the run wrote to
+`<output_dir>/configs/`, its output in `<output_dir>/logs/`. A stage whose output is complete is skipped, so a
+rerun after a crash or Ctrl-C continues where it stopped (labels through the ledger, PPO through `--resume`).
+The run starts one local Ray cluster (127.0.0.1) that every stage joins, and, unless `judge: null`, the
+simulated judge on 127.0.0.1 with the run's prompts as its answer key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+from hrlaif_ray.config import RunJob, dump_config, load_config
+from hrlaif_ray.errors import HrlaifError
+
+
+def sampled_all(prompts: Path, rollouts: Path) -> bool:
+    from hrlaif_ray.data.schemas import read_records
+
+    return rollouts.exists() and len(read_records(rollouts, "rollouts")) == len(read_records(prompts, "prompts"))
+
+
+class Stage:
+    """One stage of the run: its command, its config file, its log, and the test that it is complete."""
+
+    def __init__(self, run: "Run", name: str, argv: list[str], config, done: Path | Callable[[], bool], threads: int):
+        self.run, self.name, self.argv, self.config, self.done, self.threads = run, name, argv, config, done, threads
+
+    def complete(self) -> bool:
+        return self.done() if callable(self.done) else self.done.exists()
+
+    def __call__(self) -> None:
+        if self.complete():
+            self.run.say(f"{self.name}: done already ({self.done})")
+            return
+        cfg = self.run.out / "configs" / f"{self.name.replace('/', '-')}.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(dump_config(self.config))
+        log = self.run.out / "logs" / f"{self.name.replace('/', '-')}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.run.say(f"{self.name}: started (log {log})")
+        start = time.monotonic()
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), **self.run.env}
+        with open(log, "a") as fh:
+            code = subprocess.call([sys.executable, "-m", "cluster.cli", *self.argv, "--config", str(cfg)], stdout=fh,
+                                   stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parent.parent)
+        if code != 0 or not self.complete():
+            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            raise HrlaifError(f"stage {self.name} failed (exit {code}); its log {log} ends:\n{tail}")
+        self.run.times[self.name] = round(time.monotonic() - start, 1)
+        self.run.say(f"{self.name}: finished in {self.run.times[self.name]:.0f} s")
+
+
+class Run:
+    def __init__(self, job: RunJob):
+        self.job, self.out = job, Path(job.output_dir).resolve()
+        self.env: dict[str, str] = {}  # what every stage's process gets: RAY_ADDRESS
+        self.judge_url: str | None = None
+        self.sft_evaluated = threading.Event()
+        self.rm_ready = {arm.name: threading.Event() for arm in job.arms}
+        self.times: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            print(f"[{time.monotonic() - self.t0:6.0f} s] {line}", flush=True)
+
+    # ---------------------------------------------------------------------------------------- paths
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    @property
+    def sft_dir(self) -> Path:
+        return self.path("sft")
+
+    def arm_dir(self, arm: str, *parts: str) -> Path:
+        return self.path(arm, *parts)
+
+    def policy_of(self, arm: str) -> Path:
+        """The arm's trained policy: the last checkpoint of its finished PPO run (all steps, or stopped by the monitor)."""
+        final = json.loads(self.arm_dir(arm, "ppo", "final.json").read_text())
+        return Path(final["checkpoint"]) / "actor"
+
+    # ---------------------------------------------------------------------------------------- stages
+    def model(self) -> str:
+        if self.job.init:
+            return self.job.init
+        from hrlaif_ray.models.tiny import tiny_model_folder
+
+        folder = self.path("model")
+        if not (folder / "config.json").exists():
+            tiny_model_folder(self.job.model, folder)
+            self.say(f"model: tiny {self.job.model.model.arch} with a {self.job.model.tokenizer.vocab_size}-token BPE in {folder}")
+        return str(folder)
+
+    def prompts(self) -> Path:
+        """The RL prompts, and the judge's answer key: those prompts and the evaluation's generated ones."""
+        from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+        from hrlaif_ray.data.schemas import write_records
+
+        path, key = self.path("prompts.parquet"), self.path("judge_answer_key.parquet")
+        if not path.exists() or not key.exists():
+            prompts = generate_prompt_mix(self.job.prompts)
+            mix = self.job.stage_job("eval", policy="-", output_dir="-").mix
+            write_records(key, prompts + (generate_prompt_mix(mix) if mix else []), "prompts")
+            write_records(path, prompts, "prompts")
+        return path
+
+    def stage(self, name: str, argv: list[str], done: Path, threads: int = 1, **paths) -> Stage:
+        section = name.split("/")[-1] if "/" in name else name
+        return Stage(self, name, argv, self.job.stage_job(section, **paths), done, threads)
+
+    def eval_stage(self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int) -> Stage:
+        extra = {"baseline": str(baseline)} if baseline else {}
+        return self.stage(name, ["eval"], out / "eval.json", threads, policy=str(policy), output_dir=str(out),
+                          **self.judge_paths("judge"), **extra)
+
+    def judge_paths(self, key: str) -> dict:
+        """Point the judge (and the red-team rewriter) at the run's simulated judge, when it runs one."""
+        if self.job.judge is None:
+            return {}
+        base = self.judge_url
+        return {f"{key}.judges": [{"base_url": base, "model": "gpt-3.5-turbo"}],
+                f"{key}.rewriter": {"base_url": base, "model": "gpt-4"}}
+
+    def arm(self, arm) -> None:
+        a = self.arm_dir(arm.name)
+        prompts = str(self.path("prompts.parquet"))
+        if arm.rm_from:  # labels and RM are another arm's: wait for them
+            self.rm_ready[arm.rm_from].wait()
+            rm = self.arm_dir(arm.rm_from, "rm")
+            if not (rm / "metrics.json").exists():
+                raise HrlaifError(f"{arm.name}: the RM of arm {arm.rm_from} failed")
+        else:
+            rm = a / "rm"
+            try:
+                self.stage(f"{arm.name}/label", ["label", "--no-progress"], a / "labels" / "summary.json", 1, prompts=prompts,
+                           rollouts=str(self.path("rollouts.parquet")), output_dir=str(a / "labels"),
+                           **{"labeling.method": arm.method}, **self.judge_paths("labeling"))()
+                self.stage(f"{arm.name}/rm", ["train-rm"], rm / "metrics.json", 1, init=str(self.sft_dir),
+                           labels_dir=str(a / "labels"), prompts=prompts, output_dir=str(rm))()
+            finally:
+                self.rm_ready[arm.name].set()
+        self.stage(f"{arm.name}/ppo", ["ppo", "--resume"], a / "ppo" / "final.json", 1,
+                   policy=str(self.sft_dir), output_dir=str(a / "ppo"), prompts=prompts,
+                   **{"reward.kind": arm.reward, "reward.rm": str(rm)})()
+        self.sft_evaluated.wait()  # the baseline's responses
+        if not self.path("eval", "sft", "eval.json").exists():
+            raise HrlaifError(f"{arm.name}/eval: the SFT evaluation (its baseline) failed")
+        self.eval_stage(f"{arm.name}/eval", self.policy_of(arm.name), a / "eval", self.path("eval", "sft"), 1)()
+
+    def execute(self) -> dict:
+        from hrlaif_ray.judges.launch import sim_judge_server
+        from hrlaif_ray.report import write_report
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "run_config.yaml").write_text(dump_config(self.job))
+        cores = os.cpu_count() or 1
+        with ExitStack() as stack:
+            init = self.model()
+            self.stage("sft", ["sft"], self.sft_dir / "sft_metrics.json", cores, init=init, output_dir=str(self.sft_dir))()
+            prompts = self.prompts()
+            self.start_ray(stack)
+            if self.job.judge is not None:
+                overrides = [f"{k}={json.dumps(v)}" for k, v in {**self.job.judge, "answer_key": str(self.path("judge_answer_key.parquet"))}.items()]
+                self.judge_url = stack.enter_context(sim_judge_server(overrides))
+            rollouts = self.path("rollouts.parquet")
+            self.stage("sample", ["sample"], lambda: sampled_all(prompts, rollouts), cores, policy=str(self.sft_dir),
+                       prompts=str(prompts), output=str(rollouts))()
+            # The SFT policy's evaluation (the baseline of every arm's win rate) runs beside the arms' labeling.
+            sft_eval = self.eval_stage("sft/eval", self.sft_dir, self.path("eval", "sft"), None, 1)
+            self.sft_evaluated = threading.Event()
+            jobs = [("sft-eval", sft_eval)] + [(arm.name, lambda arm=arm: self.arm(arm)) for arm in self.job.arms]
+            if self.job.parallel_arms:
+                errors: list[BaseException] = []
+
+                def guarded(name, fn):
+                    try:
+                        fn()
+                    except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+                        errors.append(exc)
+                    finally:
+                        if name == "sft-eval":
+                            self.sft_evaluated.set()
+
+                threads = [threading.Thread(target=guarded, args=job, name=job[0]) for job in jobs]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                if errors:
+                    raise errors[0]
+            else:
+                sft_eval()
+                self.sft_evaluated.set()
+                for arm in self.job.arms:
+                    self.arm(arm)
+        result = write_report(self.out, [a.model_dump() for a in self.job.arms], self.times, self.job)
+        self.say(f"report: {self.out / 'report.md'}")
+        return result
+
+    def start_ray(self, stack: ExitStack) -> None:
+        """One local Ray cluster on 127.0.0.1 for every stage (they join it through RAY_ADDRESS)."""
+        import ray
+
+        from cluster.connect import connect_ray
+
+        if os.environ.get("RAY_ADDRESS"):
+            return
+        connect_ray(num_cpus=self.job.ray_num_cpus, log_to_driver=False)
+        stack.callback(ray.shutdown)
+        self.env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hrlaif run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--control", action="store_true", help="the control: SFT answers as often right at every length "
+                        "(sft.responses.control=true), in <output_dir>-control unless output_dir is given")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.steps=40 output_dir=runs/x")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.control:
+        base = load_config(RunJob, args.config, overrides)
+        if not any(o.startswith("output_dir=") for o in overrides):
+            overrides.append(f"output_dir={base.output_dir.rstrip('/')}-control")
+        sft = {**base.sft, "responses": {**base.sft.get("responses", {}), "control": True}}
+        overrides.append(f"sft={json.dumps(sft)}")
+    job = load_config(RunJob, args.config, overrides)
+    result = Run(job).execute()
+    print(result["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
