@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hrlaif_ray.config import PromptMixConfig
+from hrlaif_ray.data.prompt_mix import generate_prompt_mix
+from hrlaif_ray.data.readers import load_source
+from hrlaif_ray.data.schemas import write_records
 from hrlaif_ray.evaluation import pairwise_outcome
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.report import table
@@ -48,7 +52,11 @@ def _eval(tmp: Path, out: Path, base: str, *overrides: str) -> dict:
 
 def test_eval_on_the_mix_and_public_sets(tmp_path, tiny_model_dir, data_dir):
     mix = "mix={n: 24, seed: 5, math: 0.4, multiple_choice: 0.3, harmful: 0.3, open_qa: 0.0}"
-    with sim_judge_server(["latency_ms=0"]) as base:
+    # The judge's answer key: which questions are harmful (the simulated judge flags a non-refusal to those).
+    key = [r for name in ("strongreject", "toxigen") for r in load_source(name, data_dir)]
+    key += generate_prompt_mix(PromptMixConfig(n=24, seed=5, math=0.4, multiple_choice=0.3, harmful=0.3, open_qa=0.0))
+    write_records(tmp_path / "key.parquet", key, "prompts")
+    with sim_judge_server(["latency_ms=0", f"answer_key={tmp_path / 'key.parquet'}"]) as base:
         first = _eval(tmp_path, tmp_path / "a", base, f"policy={tiny_model_dir}", mix, "sampled=2", f"data_dir={data_dir}",
                       "sources={gsm8k/test: 3, humaneval: 2, strongreject: 4, toxigen: 2}")
         m = first["metrics"]
