@@ -18,14 +18,14 @@ Writes `eval.json` (metrics under stable keys, judge tokens and cost) and `respo
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
 from pathlib import Path
 
+from cluster.entry import load_job
 from hrlaif_ray.categories import Category
-from hrlaif_ray.config import EvalJob, dump_config, load_config
+from hrlaif_ray.config import EvalJob, dump_config
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
@@ -161,11 +161,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrlaif eval")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. policy=runs/demo/sft 'sources={gsm8k/test: 100}'")
-    args = parser.parse_args(argv)
-    run_eval(load_config(EvalJob, args.config, args.overrides))
+    run_eval(load_job("hrlaif eval", EvalJob, argv, "policy=runs/demo/sft 'sources={gsm8k/test: 100}'"))
     return 0
 
 

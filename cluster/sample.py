@@ -7,12 +7,12 @@ rewritten atomically with both. `ray job submit ... -- python -m cluster.sample 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from hrlaif_ray.config import ResourcePlan, SampleJob, load_config
+from cluster.entry import load_job
+from hrlaif_ray.config import ResourcePlan, SampleJob
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.records import Response, RolloutRecord
 from hrlaif_ray.data.schemas import read_records, write_records
@@ -61,11 +61,7 @@ def run_sample(job: SampleJob, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrlaif sample")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.samples_per_prompt=4")
-    args = parser.parse_args(argv)
-    print(json.dumps(run_sample(load_config(SampleJob, args.config, args.overrides))))
+    print(json.dumps(run_sample(load_job("hrlaif sample", SampleJob, argv, "rollout.samples_per_prompt=4"))))
     return 0
 
 

@@ -1,0 +1,18 @@
+"""The shape every config-driven entry point shares: `--config FILE` plus dotted overrides, loaded as a job."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from hrlaif_ray.config import load_config
+
+
+def load_job(prog: str, job_cls, argv: Sequence[str] | None, example: str):
+    """Parse `--config FILE key=value ...` and return the validated job (errors name the key)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}")
+    args = parser.parse_args(argv)
+    return load_config(job_cls, args.config, args.overrides)
