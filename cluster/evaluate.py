@@ -115,9 +115,8 @@ def run_eval(job: EvalJob, log=print) -> dict:
             rm.shutdown()
             rm = None
     finally:
-        for handle in (engine,):
-            if handle is not None:
-                ray.kill(handle)
+        if engine is not None:
+            ray.kill(engine)
         if pool is not None:
             pool.shutdown()
         if rm is not None:

@@ -89,12 +89,9 @@ class Run:
     def sft_dir(self) -> Path:
         return self.path("sft")
 
-    def arm_dir(self, arm: str, *parts: str) -> Path:
-        return self.path(arm, *parts)
-
     def policy_of(self, arm: str) -> Path:
         """The arm's trained policy: the last checkpoint of its finished PPO run (all steps, or stopped by the monitor)."""
-        final = json.loads(self.arm_dir(arm, "ppo", "final.json").read_text())
+        final = json.loads(self.path(arm, "ppo", "final.json").read_text())
         return Path(final["checkpoint"]) / "actor"
 
     # ---------------------------------------------------------------------------------------- stages
@@ -123,8 +120,7 @@ class Run:
         return path
 
     def stage(self, name: str, argv: list[str], done: Path, threads: int = 1, **paths) -> Stage:
-        section = name.split("/")[-1] if "/" in name else name
-        return Stage(self, name, argv, self.job.stage_job(section, **paths), done, threads)
+        return Stage(self, name, argv, self.job.stage_job(name.split("/")[-1], **paths), done, threads)
 
     def eval_stage(self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int) -> Stage:
         extra = {"baseline": str(baseline)} if baseline else {}
@@ -140,11 +136,11 @@ class Run:
                 f"{key}.rewriter": {"base_url": base, "model": "gpt-4"}}
 
     def arm(self, arm) -> None:
-        a = self.arm_dir(arm.name)
+        a = self.path(arm.name)
         prompts = str(self.path("prompts.parquet"))
         if arm.rm_from:  # labels and RM are another arm's: wait for them
             self.rm_ready[arm.rm_from].wait()
-            rm = self.arm_dir(arm.rm_from, "rm")
+            rm = self.path(arm.rm_from, "rm")
             if not (rm / "metrics.json").exists():
                 raise HrlaifError(f"{arm.name}: the RM of arm {arm.rm_from} failed")
         else:

@@ -9,6 +9,7 @@ what validates is what runs, and `dump_config` writes exactly that next to the o
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
@@ -528,12 +529,8 @@ class RunJob(Section):
         """The stage's own job: its section of this config plus the run's paths (and arm settings)."""
         cls, _ = STAGE_JOBS[stage]
         data = copy.deepcopy(getattr(self, stage))
-        for key, value in paths.items():  # dotted keys reach into sections: labeling.method
-            node = data
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
+        for key, value in paths.items():  # dotted keys reach into sections: labeling.method (JSON is YAML)
+            apply_override(data, f"{key}={json.dumps(value)}")
         return cls.model_validate(data)
 
 

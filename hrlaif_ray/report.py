@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hrlaif_ray.evaluation import mean
+
 CURVES = [("reward/score_mean", "RM reward (batch mean)"), ("actor/kl", "KL to the reference"),
           ("response/length_mean", "response length (tokens)"), ("eval/batch_accuracy", "accuracy of the sampled batch")]
 
@@ -22,10 +24,6 @@ def _read_json(path: Path) -> Any:
 
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def _mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -50,7 +48,7 @@ def arm_summary(out: Path, arm: str, rm_from: str | None = None) -> dict:
         "labels": labels.get("labeled", 0) + labels.get("already_committed", 0), "label_failed": labels.get("failed", 0),
         "label_cost_usd": labels.get("cost_usd"), "label_tokens": labels.get("tokens_in", 0) + labels.get("tokens_out", 0),
         "rm_heldout_accuracy": rm_last.get("eval_accuracy_all"), "rm_heldout_by_category": rm_last.get("eval_accuracy"),
-        "reward_first": _mean(rewards[:k]), "reward_last": _mean(rewards[-k:]), "ppo_steps": len(rows),
+        "reward_first": mean(rewards[:k]), "reward_last": mean(rewards[-k:]), "ppo_steps": len(rows),
         "alerts": _read_jsonl(a / "ppo" / "alerts.jsonl"), "curves": rows,
     }
 
@@ -144,5 +142,6 @@ def write_report(out: Path, arms: list[dict], times: dict[str, float], job=None)
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
-    cfg = json.loads(json.dumps(__import__("yaml").safe_load((folder / "run_config.yaml").read_text())))
-    print(write_report(folder, cfg["arms"], {})["table"])
+    import yaml
+
+    print(write_report(folder, yaml.safe_load((folder / "run_config.yaml").read_text())["arms"], {})["table"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,17 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def run_hrlaif(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """`hrlaif ARGS` in a child process whose temp files (Ray's among them) live under a short /tmp folder: Ray's
+    socket paths must stay under 108 bytes, which pytest's tmp_path exceeds."""
+    short = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
+    try:
+        return subprocess.run([str(ROOT / ".venv/bin/hrlaif"), *args], env=script_env(short, **env), capture_output=True,
+                              text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

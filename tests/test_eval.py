@@ -2,9 +2,6 @@
 and win rate through the labeler pool (over HTTP, the simulated judge), response length; and the report's table."""
 
 import json
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from hrlaif_ray.evaluation import pairwise_outcome
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.report import table
 
-from conftest import ROOT, script_env
+from conftest import run_hrlaif
 
 
 def test_pairwise_outcome_counts_disagreement_as_a_tie():
@@ -39,13 +36,8 @@ def test_report_table_has_a_row_per_policy_and_dashes_for_what_is_missing():
 
 
 def _eval(tmp: Path, out: Path, base: str, *overrides: str) -> dict:
-    short = Path(tempfile.mkdtemp(prefix="ev", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-    try:
-        proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "eval", f"output_dir={out}", "backend=hf", "max_new_tokens=24",
-                               f"judge.judges=[{{base_url: '{base}'}}]", *overrides],
-                              env=script_env(short), capture_output=True, text=True, timeout=600)
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    proc = run_hrlaif("eval", f"output_dir={out}", "backend=hf", "max_new_tokens=24", f"judge.judges=[{{base_url: '{base}'}}]",
+                      *overrides, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "eval.json").read_text())
 

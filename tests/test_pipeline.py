@@ -4,7 +4,6 @@ reward-hacking monitor fires when the RM rewards length alone; the run's config 
 import json
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,14 @@ import pytest
 from hrlaif_ray.config import RunJob, load_config
 from hrlaif_ray.errors import ConfigError
 
-from conftest import ROOT, script_env
+from conftest import ROOT, run_hrlaif
 
 DEMO = ROOT / "cluster" / "configs" / "demo.yaml"
 METRICS = ["accuracy/mix/math", "accuracy/mix/multiple_choice", "sampled_accuracy/mix", "harmful_rate/mix", "length/mix"]
 
 
 def _run(out: Path, *overrides: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    short = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-    try:
-        return subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "run", "--config", str(DEMO), f"output_dir={out}", *overrides],
-                              env=script_env(short), capture_output=True, text=True, timeout=timeout)
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    return run_hrlaif("run", "--config", str(DEMO), f"output_dir={out}", *overrides, timeout=timeout)
 
 
 def test_run_config_errors_name_the_stage_and_key():

@@ -15,7 +15,7 @@ import pytest
 
 from hrlaif_ray.judges.launch import free_port
 
-from conftest import ROOT, script_env
+from conftest import ROOT, run_hrlaif, script_env
 
 PHASES = ["time/generate", "time/sync", "time/reference", "time/critic", "time/reward", "time/actor_train",
           "time/critic_train", "time/step"]
@@ -118,13 +118,7 @@ def test_thirty_ppo_steps_raise_the_verifier_reward(tmp_path, sft_policy_dir):
                      rollout={"samples_per_prompt": 4, "max_new_tokens": 64},
                      reward={"kind": "verifier", "rm": None},
                      prompt_mix={"n": 32, "seed": 1, "math": 0.7, "multiple_choice": 0.3, "harmful": 0.0, "open_qa": 0.0})
-    short = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-    try:
-        proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "ppo", "--config", str(config)],
-                              env=script_env(short, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1"), capture_output=True, text=True,
-                              timeout=1800)
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    proc = run_hrlaif("ppo", "--config", str(config), timeout=1800, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1")
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first = sum(r["reward/score_mean"] for r in rows[:5]) / 5

@@ -22,10 +22,7 @@ a wrong answer, which it can learn. This is why the demo's HRLAIF RM arm does no
 
 import json
 import random
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,7 +39,7 @@ from hrlaif_ray.labeling.strategies import LabelItem
 from hrlaif_ray.reward import RewardModel
 from hrlaif_ray.reward.train import held_out
 
-from conftest import ROOT, script_env
+from conftest import ROOT, run_hrlaif, script_env
 from labeling_fixtures import label_items
 
 K = 4
@@ -72,12 +69,7 @@ def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_
         sample.write_text(json.dumps({"policy": str(sft_policy_dir), "prompts": str(tmp_path / "prompts.parquet"),
                                       "output": str(tmp_path / "rollouts.parquet"), "rollout": {
                                           "samples_per_prompt": K, "max_new_tokens": 64, "max_model_len": 256, "kv_cache_gib": 0.5}}))
-        short = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-        try:
-            proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "sample", "--config", str(sample)], env=script_env(short),
-                                  capture_output=True, text=True, timeout=1200)
-        finally:
-            shutil.rmtree(short, ignore_errors=True)
+        proc = run_hrlaif("sample", "--config", str(sample), timeout=1200)
         assert proc.returncode == 0, proc.stderr[-4000:]
         by_id = {p.id: p for p in prompts}
         items = [LabelItem(by_id[r.prompt_id], r.responses) for r in read_records(tmp_path / "rollouts.parquet", "rollouts")]

@@ -64,6 +64,12 @@ class Judges:
     def log(self, client: JudgeClient) -> CallLog:
         return self.logs.setdefault(client.model, CallLog(client.model))
 
+    def spent(self) -> tuple[int, int, float]:
+        """Tokens in, tokens out and USD of every call logged here (models without a price cost nothing)."""
+        prices = self.cfg.prices
+        return (sum(log.tokens_in for log in self.logs.values()), sum(log.tokens_out for log in self.logs.values()),
+                sum(prices[m].cost(log.tokens_in, log.tokens_out) for m, log in self.logs.items() if m in prices))
+
 
 def idempotency_key(item: LabelItem, cfg: LabelingConfig) -> str:
     """Same prompt, responses, judge models, templates and method: same key, so never labeled (or paid) twice."""
@@ -215,9 +221,7 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         error = f"prompt {prompt.id}: bad record: {exc}"
     if error is not None:  # a failed label keeps its input responses and states no preference
         method, responses, pairs, verdicts = cfg.method, list(item.responses), [], []
-    tokens_in = sum(log.tokens_in for log in judges.logs.values())
-    tokens_out = sum(log.tokens_out for log in judges.logs.values())
-    cost = sum(cfg.prices[m].cost(log.tokens_in, log.tokens_out) for m, log in judges.logs.items() if m in cfg.prices)
+    tokens_in, tokens_out, cost = judges.spent()
     return LabelRecord(
         prompt_id=prompt.id,
         category=category.value,
@@ -246,7 +250,5 @@ async def judge_task(judges: Judges, task: str, payload: dict) -> dict:
         answer = await judge.ask(task, payload, judges.log(judge))
     except JudgeCallError as exc:
         error = str(exc)
-    log = judges.log(judge)
-    price = judges.cfg.prices.get(judge.model)
-    return {"answer": answer, "error": error, "tokens_in": log.tokens_in, "tokens_out": log.tokens_out,
-            "cost_usd": price.cost(log.tokens_in, log.tokens_out) if price else 0.0}
+    tokens_in, tokens_out, cost = judges.spent()
+    return {"answer": answer, "error": error, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost}
