@@ -21,26 +21,22 @@ import torch
 
 from hrlaif_ray.models.scalar_head import ScalarHeadModel, position_ids_from_mask
 from hrlaif_ray.ppo import core
+from hrlaif_ray.ppo.experience import micro_batches
 
 TRAINED_ROLES = ("actor", "critic")
-
-
-def _response_slice(batch: dict, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    ids, mask = batch["input_ids"][rows], batch["attention_mask"][rows]
-    return ids, mask, batch["response_mask"][rows].float(), int(batch["prompt_width"])
 
 
 @ray.remote
 class LearnerRank:
     def __init__(self, role: str, folder: str, rank: int, world: int, master: tuple[str, int] | None,
                  zero_stage: int = 2, lr: float = 1e-6, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 micro_batch: int = 1, threads: int = 1, temperature: float = 1.0, seed: int = 0):
+                 micro_batch: int = 1, grad_accum: int = 1, threads: int = 1, temperature: float = 1.0, seed: int = 0):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
-        self.zero_stage = zero_stage
+        self.zero_stage, self.micro_batch = zero_stage, micro_batch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if role == "critic":
             model = ScalarHeadModel.from_pretrained(folder, kind="critic")
@@ -57,7 +53,7 @@ class LearnerRank:
             init_distributed()
             optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
             self.engine, *_ = deepspeed.initialize(model=model, optimizer=optim,
-                                                   config=zero_config(zero_stage, micro_batch, world, grad_clip=grad_clip))
+                                                   config=zero_config(zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip))
             self.model = self.engine.module
         else:
             self.model = model.to(self.device).eval()
@@ -69,65 +65,82 @@ class LearnerRank:
 
     # ------------------------------------------------------------------------------------- forwards
 
-    def _logits(self, ids: torch.Tensor, mask: torch.Tensor, P: int) -> torch.Tensor:
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=position_ids_from_mask(mask).to(self.device))
-        return out.logits[:, P - 1 : -1]  # the logits that predict each response token
+    def _logits(self, m: dict) -> torch.Tensor:
+        """The logits that predict each response token of micro-batch m."""
+        ids, mask, P = m["input_ids"].to(self.device), m["attention_mask"].to(self.device), m["prompt_width"]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+        return out.logits[:, P - 1 : -1]
 
-    def _values(self, ids: torch.Tensor, mask: torch.Tensor, P: int) -> torch.Tensor:
-        return self.model(ids.to(self.device), mask.to(self.device))[:, P - 1 : -1]  # V of the state before each token
+    def _values(self, m: dict) -> torch.Tensor:
+        """The critic's value of the state before each response token of micro-batch m."""
+        return self.model(m["input_ids"].to(self.device), m["attention_mask"].to(self.device))[:, m["prompt_width"] - 1 : -1]
+
+    def _per_token(self, batch: dict, start: int, end: int, fn) -> torch.Tensor:
+        """fn(micro-batch) -> [rows, width] for this rank's rows, put back in row order at the batch's width."""
+        self.model.eval()
+        out = torch.zeros(end - start, batch["response_mask"].size(1))
+        for idx, m in micro_batches(batch, start, end, self.micro_batch):
+            rmask = m["response_mask"].to(self.device)
+            out[idx - start, : rmask.size(1)] = (fn(m) * rmask).float().cpu()
+        return out
 
     @torch.no_grad()
     def logprobs(self, batch: dict, start: int, end: int) -> torch.Tensor:
-        ids, mask, rmask, P = _response_slice(batch, slice(start, end))
-        self.model.eval()
-        return (core.token_logprobs(self._logits(ids, mask, P), ids[:, P:].to(self.device), self.temperature) * rmask.to(self.device)).cpu()
+        return self._per_token(batch, start, end, lambda m: core.token_logprobs(
+            self._logits(m), m["input_ids"][:, m["prompt_width"]:].to(self.device), self.temperature))
 
     @torch.no_grad()
     def values(self, batch: dict, start: int, end: int) -> torch.Tensor:
-        ids, mask, rmask, P = _response_slice(batch, slice(start, end))
-        self.model.eval()
-        return (self._values(ids, mask, P) * rmask.to(self.device)).float().cpu()
+        return self._per_token(batch, start, end, self._values)
 
     # -------------------------------------------------------------------------------------- updates
 
-    def _update(self, start: int, end: int, epochs: int, mini_batches: int, loss_fn) -> dict[str, float]:
-        """`epochs` passes over this rank's rows in `mini_batches` optimizer steps; loss_fn(rows) -> (loss, stats)."""
+    def _update(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, loss_fn) -> dict[str, float]:
+        """`epochs` passes over this rank's rows in `mini_batches` optimizer steps; loss_fn(micro-batch) ->
+        (token-mean loss, stats). A mini-batch runs as length-sorted micro-batches whose gradients accumulate
+        (DeepSpeed steps the optimizer at the last); each micro-batch's loss is weighted by its share of the
+        mini-batch's response tokens, so the step is that of the mini-batch's token-mean loss."""
         stats: dict[str, list[float]] = {}
         self.model.train()
+        size = (end - start) // mini_batches
         for _ in range(epochs):
-            for rows in _mini_batches(start, end, mini_batches):
-                loss, s = loss_fn(rows)
-                self.engine.backward(loss)
-                self.engine.step()
-                for k, v in s.items():
-                    stats.setdefault(k, []).append(float(v))
+            for s in range(start, start + size * mini_batches, size):
+                micros = micro_batches(batch, s, s + size, self.micro_batch)
+                if len(micros) != self.engine.gradient_accumulation_steps():
+                    raise ValueError(f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}")
+                mean: dict[str, float] = {}
+                for _, m in micros:
+                    share = m["token_share"]
+                    loss, st = loss_fn(m)
+                    self.engine.backward(loss * share * len(micros))  # DeepSpeed divides by its accumulation steps
+                    self.engine.step()
+                    for k, v in st.items():
+                        mean[k] = mean.get(k, 0.0) + share * float(v)
+                for k, v in mean.items():
+                    stats.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
     def train_actor(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, clip: float,
                     dual_clip: float | None, entropy_coef: float) -> dict[str, float]:
-        def loss_fn(rows: slice):
-            ids, mask, rmask, P = _response_slice(batch, rows)
-            rmask = rmask.to(self.device)
-            logits = self._logits(ids, mask, P)
-            logp = core.token_logprobs(logits, ids[:, P:].to(self.device), self.temperature)
-            loss, s = core.policy_loss(logp, batch["old_logprobs"][rows].to(self.device),
-                                       batch["advantages"][rows].to(self.device), rmask, clip, dual_clip)
+        def loss_fn(m: dict):
+            rmask = m["response_mask"].to(self.device)
+            logits = self._logits(m)
+            logp = core.token_logprobs(logits, m["input_ids"][:, m["prompt_width"]:].to(self.device), self.temperature)
+            loss, s = core.policy_loss(logp, m["old_logprobs"].to(self.device), m["advantages"].to(self.device), rmask,
+                                       clip, dual_clip)
             entropy = core.masked_mean(core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask)
             return loss - entropy_coef * entropy, {"policy_loss": loss.detach(), "entropy": entropy.detach(), **s}
 
-        return self._update(start, end, epochs, mini_batches, loss_fn)
+        return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
     def train_critic(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int,
                      value_clip: float | None) -> dict[str, float]:
-        def loss_fn(rows: slice):
-            ids, mask, rmask, P = _response_slice(batch, rows)
-            rmask = rmask.to(self.device)
-            loss, s = core.value_loss(self._values(ids, mask, P), batch["old_values"][rows].to(self.device),
-                                      batch["returns"][rows].to(self.device), rmask, value_clip)
+        def loss_fn(m: dict):
+            loss, s = core.value_loss(self._values(m), m["old_values"].to(self.device), m["returns"].to(self.device),
+                                      m["response_mask"].to(self.device), value_clip)
             return loss, {"value_loss": loss.detach(), "value_clip_frac": s["clip_frac"]}
 
-        return self._update(start, end, epochs, mini_batches, loss_fn)
+        return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
     # -------------------------------------------------------------------------------------- weights
 
@@ -172,11 +185,6 @@ class LearnerRank:
         params = list(self.model.parameters())
         with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.zero_stage == 3):
             self.model.load_state_dict(state, strict=False)
-
-
-def _mini_batches(start: int, end: int, k: int) -> list[slice]:
-    size = (end - start) // k
-    return [slice(start + i * size, start + (i + 1) * size) for i in range(k)]
 
 
 class LearnerGroup:

@@ -46,10 +46,15 @@ class RewardReplica:
         return verifier_scores(prompts, responses)
 
     @torch.inference_mode()
-    def score(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Rewards [len(sequences)] (clipped in the RM's forward), left-padded into one batch."""
-        ids, mask = left_pad(sequences, self.pad)
-        return self.rm(ids.to(self.device), mask.to(self.device)).float().cpu()
+    def score(self, sequences: list[list[int]], micro_batch: int | None = None) -> torch.Tensor:
+        """Rewards [len(sequences)] (clipped in the RM's forward); the sequences come sorted by length and are
+        left-padded `micro_batch` at a time (all at once when None), so each forward carries little padding."""
+        size = micro_batch or max(1, len(sequences))
+        out = []
+        for i in range(0, len(sequences), size):
+            ids, mask = left_pad(sequences[i : i + size], self.pad)
+            out.append(self.rm(ids.to(self.device), mask.to(self.device)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
     def encode(self, prompts: list[str], responses: list[str], max_prompt_tokens: int = 1024) -> list[list[int]]:
         return [prompt_token_ids(self.tokenizer, p, max_prompt_tokens) + response_token_ids(self.tokenizer, r)
@@ -61,29 +66,33 @@ class RewardService:
     come from `options` (the launch layer's placement-group bundles), else `num_cpus`/`num_gpus`."""
 
     def __init__(self, folder: str | None, replicas: int = 1, num_cpus: float = 1, num_gpus: float = 0, threads: int = 1,
-                 kind: str = "rm", verifier_weight: float = 1.0, options: list[dict] | None = None):
+                 kind: str = "rm", verifier_weight: float = 1.0, options: list[dict] | None = None,
+                 micro_batch: int | None = None):
         if kind not in ("rm", "verifier", "rm+verifier"):
             raise ValueError(f"reward kind must be rm, verifier or rm+verifier, got {kind!r}")
         if kind != "verifier" and not folder:
             raise ValueError(f"reward kind {kind!r} needs a reward-model folder")
-        self.kind, self.verifier_weight = kind, verifier_weight
+        self.kind, self.verifier_weight, self.micro_batch = kind, verifier_weight, micro_batch
         env = {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "OMP_NUM_THREADS": str(threads),
                             "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not num_gpus else "cuda")}}
         options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
         rm_folder = folder if kind != "verifier" else None
         self.replicas = [RewardReplica.options(**opt, runtime_env=env).remote(rm_folder, threads) for opt in options]
 
-    def score(self, prompts: list[PromptRecord], responses: list[str]) -> torch.Tensor:
-        """The reward role's interface: one score per (prompt, response)."""
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    def score(self, prompts: list[PromptRecord], responses: list[str], sequences: list[list[int]] | None = None) -> torch.Tensor:
+        """The reward role's interface: one score per (prompt, response). `sequences`, when the RM shares the
+        policy's tokenizer: the prompt + response token ids as the policy produced them, which the RM then reads
+        as they are (no decode and re-encode, which turned 32 sampled tokens into 51 on average here)."""
+        if len(prompts) != len(responses) or (sequences is not None and len(sequences) != len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses"
+                             + (f" and {len(sequences)} sequences" if sequences is not None else ""))
         if self.kind == "verifier":
             k = len(self.replicas)
             size = max(1, -(-len(prompts) // k))
             refs = [r.verify.remote(prompts[i : i + size], responses[i : i + size])
                     for r, i in zip(self.replicas, range(0, len(prompts), size))]
             return torch.cat(ray.get(refs)) if refs else torch.zeros(0)
-        scores = self.score_texts([p.text for p in prompts], responses)
+        scores = self.score_ids(sequences) if sequences is not None else self.score_texts([p.text for p in prompts], responses)
         if self.kind == "rm+verifier":
             scores = scores + self.verifier_weight * verifier_scores(prompts, responses)
         return scores
@@ -97,7 +106,7 @@ class RewardService:
         n = len(self.replicas)
         size = -(-len(order) // n)
         buckets = [order[i : i + size] for i in range(0, len(order), size)]
-        refs = [r.score.remote([sequences[i] for i in b]) for r, b in zip(self.replicas, buckets)]
+        refs = [r.score.remote([sequences[i] for i in b], self.micro_batch) for r, b in zip(self.replicas, buckets)]
         out = torch.empty(len(sequences))
         for bucket, scores in zip(buckets, ray.get(refs)):
             out[torch.tensor(bucket)] = scores

@@ -2,10 +2,16 @@
 generate; weight sync vs memcpy; and each phase's compute floor.
 
 Settings (matched with TRL): 32 prompts x 1 response x 32 new tokens, fp32, one PPO epoch, one optimizer step
-per PPO step, a critic (GAE) and a reward model (the policy's backbone with a fresh scalar head) in both.
+per PPO step (gradients accumulated over 4 micro-batches of 8 rows, which bounds activation memory: SmolLM2's
+49k-token logits for 32 rows at once got the learners killed for memory), a critic (GAE) and a reward model (the
+policy's backbone with a fresh scalar head) in both. Ours sorts rows by length before cutting micro-batches and
+trims their all-padding columns; TRL cuts its padded batch in order.
 Models: the tiny demo Qwen2 (575k), a ~50M Qwen2 (hidden 768, 8 layers, 12 heads, 2 KV heads, MLP 2048,
-the demo's 384-token BPE) and SmolLM2-135M. Ours runs `cluster.ppo.run_ppo` on a local Ray cluster (every role
-one actor with 2 threads: on 2 shared cores the roles cannot overlap, so phases run one after another).
+the demo's 384-token BPE) and SmolLM2-135M. Ours runs `cluster.ppo.run_ppo` on a local Ray cluster: every role
+one actor, vLLM with 2 threads, the learners and the RM with one thread each, so the phases that overlap (the
+reward, reference and critic forwards; the actor and critic updates) share the 2 cores; TRL runs its phases one
+after another in one process with 2 threads. Overlapping phases' times run from their common start, so the
+phase columns add up to more than the step.
 
 Compute floor of a phase = its matmul FLOPs (2 N tokens forward, 6 N tokens forward+backward, N the
 parameters that multiply) over the fp32 matmul rate measured in the same run. sync_vs_memcpy = the sync's
@@ -34,6 +40,7 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.sft_mix import tokenizer_corpus
 
 PROMPTS, RESPONSE_TOKENS = 32, 32
+MICRO = 8  # rows per forward/backward in both (gradients accumulate over 4 micro-batches: one optimizer step)
 PHASES = ["generate", "reward", "reference", "actor_logprobs", "critic", "actor_train", "critic_train", "sync"]
 MODEL_50M = ModelConfig(hidden_size=768, num_layers=8, num_heads=12, num_kv_heads=2, intermediate_size=2048,
                         max_position_embeddings=512)
@@ -102,15 +109,16 @@ def ours(folder: str, root: Path, steps: int) -> dict:
 
     prompts = [PromptRecord(f"bench/{i}", "open_qa", t, "bench") for i, t in enumerate(prompt_texts())]
     write_records(root / "prompts.parquet", prompts)
-    one = {"replicas": 1, "threads": 2}
+    one = {"replicas": 1, "threads": 1}  # the learners and the RM: one thread each, their phases overlap on 2 cores
     job = PPOJob.model_validate({
         "policy": folder, "output_dir": str(root / "ppo"), "prompts": str(root / "prompts.parquet"), "steps": steps,
         "prompts_per_step": PROMPTS, "zero_stage": 2, "tensorboard": False,
-        "algo": {"estimator": "gae", "epochs": 1, "mini_batches": 1, "actor_lr": 1e-6, "critic_lr": 1e-6,
+        "algo": {"estimator": "gae", "epochs": 1, "mini_batches": 1, "micro_batch_size": MICRO, "actor_lr": 1e-6, "critic_lr": 1e-6,
                  "use_rollout_logprobs": True},  # TRL too takes the old log-probs from its sampler
         "rollout": {"backend": "vllm", "samples_per_prompt": 1, "max_new_tokens": RESPONSE_TOKENS, "max_model_len": 512},
         "reward": {"kind": "rm", "rm": folder},
-        "resources": {"bundle": {"CPU": 1}, "actor": one, "critic": one, "reference": one, "reward": one, "rollout": one},
+        "resources": {"bundle": {"CPU": 1}, "actor": one, "critic": one, "reference": one, "reward": one,
+                      "rollout": {"replicas": 1, "threads": 2}},
     })
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
@@ -135,7 +143,7 @@ def trl_step(folder: str, root: Path, steps: int) -> float:
     tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
     ids = [prompt_token_ids(tok, t, 256) for t in prompt_texts()]
     data = Dataset.from_dict({"input_ids": ids * steps})
-    args = PPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=PROMPTS, gradient_accumulation_steps=1,
+    args = PPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=MICRO, gradient_accumulation_steps=PROMPTS // MICRO,
                      num_mini_batches=1, num_ppo_epochs=1, total_episodes=PROMPTS * steps, response_length=RESPONSE_TOKENS,
                      local_rollout_forward_batch_size=PROMPTS, num_sample_generations=0, learning_rate=1e-6,
                      report_to=[], save_strategy="no", logging_steps=10**6, use_cpu=True, bf16=False, fp16=False,
@@ -259,6 +267,7 @@ def main() -> None:
         gen = gen or old.get("generation")
     path = write_results(args.out, rows, matmul_gflops=rate / 1e9, memcpy_gbs=memcpy / 1e9, generation=gen,
                          settings={"prompts": PROMPTS, "responses_per_prompt": 1, "response_tokens": RESPONSE_TOKENS,
+                                   "micro_batch_rows": MICRO,
                                    "dtype": "float32", "ppo_epochs": 1, "optimizer_steps_per_ppo_step": 1})
     print(f"wrote {path}")
 

@@ -4,9 +4,12 @@
 `run_ppo` builds the roles (rollout engines, actor / critic / reference learners, the reward service) in their
 placement groups, then `ppo_loop` is the algorithm in one place, one call per phase:
 
-    generate -> reward -> reference / actor log-probs / critic values -> advantages -> actor and critic
+    generate -> reward | reference | actor log-probs | critic values -> advantages -> actor | critic
     updates -> weight sync to the engines -> log
 
+Phases joined by | need only what came before, so they run at once (`overlap: true`, the default), as OpenRLHF
+runs them: in a cluster the roles sit on different devices; on a few cores, roles of one thread each share them
+better than phases of all threads one after another.
 Tensors cross actors as object-store references (`ray.put` once, read zero-copy by every rank). Where it departs
 from the paper: PPO is the paper's; critic-free RLOO/GRPO are options (`algo.estimator`), and the reward role
 may add the verifier's verdict to the RM (`reward.kind: rm+verifier`), a hybrid reward beyond the paper.
@@ -53,6 +56,7 @@ class Roles:
     reference: LearnerGroup
     critic: LearnerGroup | None
     reward: RewardService
+    rm_reads_policy_tokens: bool = False  # the RM's tokenizer is the policy's: it scores the sampled token ids
 
 
 class PromptSampler:
@@ -83,8 +87,10 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
     def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
         res = topo.role(role)
         options = [{**o, "runtime_env": learner_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
+        rows = batch // (res.replicas * algo.mini_batches)  # one rank's mini-batch
+        micro = algo.micro_batch_size or rows
         return LearnerGroup(role, folder, options, zero_stage=job.zero_stage, lr=lr, weight_decay=algo.weight_decay,
-                            grad_clip=algo.grad_clip, micro_batch=batch // (res.replicas * algo.mini_batches),
+                            grad_clip=algo.grad_clip, micro_batch=micro, grad_accum=max(1, rows // micro),
                             threads=res.threads, temperature=job.rollout.temperature, seed=job.seed)
 
     r = job.rollout
@@ -98,8 +104,18 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         reference=learner("reference", job.policy),
         critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
         reward=RewardService(job.reward.rm, kind=job.reward.kind, verifier_weight=job.reward.verifier_weight,
-                             threads=plan.reward.threads, options=reward_opts),
+                             threads=plan.reward.threads, options=reward_opts, micro_batch=algo.micro_batch_size),
+        rm_reads_policy_tokens=job.reward.kind != "verifier" and same_tokenizer(job.policy, job.reward.rm),
     )
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """Do two model folders encode alike (vocabulary, end-of-turn token, chat template)?"""
+    from transformers import AutoTokenizer
+
+    ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)
+    return (ta.get_vocab() == tb.get_vocab() and ta.eos_token_id == tb.eos_token_id
+            and getattr(ta, "chat_template", None) == getattr(tb, "chat_template", None))
 
 
 def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_tokens: int, max_prompt: int) -> float:
@@ -110,11 +126,22 @@ def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_
     return verified_accuracy(prompts, texts).get("all", 0.0)
 
 
+def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
+    """Independent phases at once (overlap) or one after another; each timed under its own name."""
+    if overlap:
+        return timer.together(**phases)
+    out = {}
+    for name, fn in phases.items():
+        with timer(name):
+            out[name] = fn()
+    return out
+
+
 def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start_step: int, kl_ctl: core.KLController,
              log: MetricsLog, save, monitor: RewardHackingMonitor, held_out: list[PromptRecord]) -> str | None:
     """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run."""
     algo, r = job.algo, job.rollout
-    pad, n = pad_token_id(tokenizer), r.samples_per_prompt
+    pad, eos, n = pad_token_id(tokenizer), tokenizer.eos_token_id, r.samples_per_prompt
     rewards_since_check: list[float] = []
     for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
         timer = PhaseTimer()
@@ -128,32 +155,32 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             batch = layout([prompt_ids[s.prompt_index] for s in samples], [s.token_ids for s in samples], pad)
             B, mask = len(samples), batch["response_mask"]
             batch_ref = ray.put(batch)
-            with timer("reward"):
-                scores = roles.reward.score(rows, texts).clamp(-algo.reward_clip, algo.reward_clip)
-            with timer("reference"):
-                ref_logp = roles.reference.logprobs(batch_ref, B)
-            rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
-            if algo.use_rollout_logprobs:
-                old_logp = rollout_logp
-            else:
-                with timer("actor_logprobs"):
-                    old_logp = roles.actor.logprobs(batch_ref, B)
-            values = None
+            # Reward, reference, actor log-probs and critic values depend on the samples alone: one phase each,
+            # run at once (job.overlap) as they sit on different devices in a cluster.
+            sequences = None
+            if roles.rm_reads_policy_tokens:  # each response ends in the end-of-turn token, where the RM reads
+                sequences = [prompt_ids[s.prompt_index] + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos]) for s in samples]
+            phases = {"reward": lambda: roles.reward.score(rows, texts, sequences).clamp(-algo.reward_clip, algo.reward_clip),
+                      "reference": lambda: roles.reference.logprobs(batch_ref, B)}
+            if not algo.use_rollout_logprobs:
+                phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
             if roles.critic is not None:
-                with timer("critic"):
-                    values = roles.critic.values(batch_ref, B)
+                phases["critic"] = lambda: roles.critic.values(batch_ref, B)
+            out = run_phases(timer, job.overlap, phases)
+            scores, ref_logp, values = out["reward"], out["reference"], out.get("critic")
+            rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
+            old_logp = rollout_logp if algo.use_rollout_logprobs else out["actor_logprobs"]
             adv = compute_advantages(algo.estimator, scores, old_logp, ref_logp, mask, kl_ctl.coef, algo.kl_estimator, n,
                                      values, algo.gamma, algo.lam, algo.whiten_advantages)
             train_ref = ray.put({**batch, "old_logprobs": old_logp, "advantages": adv.advantages, "returns": adv.returns,
                                  "old_values": values if values is not None else torch.zeros_like(mask)})
-            with timer("actor_train"):
-                actor_stats = roles.actor.train_actor(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
-                                                      clip=algo.clip, dual_clip=algo.dual_clip, entropy_coef=algo.entropy_coef)
-            critic_stats = {}
+            phases = {"actor_train": lambda: roles.actor.train_actor(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
+                                                                     clip=algo.clip, dual_clip=algo.dual_clip, entropy_coef=algo.entropy_coef)}
             if roles.critic is not None:
-                with timer("critic_train"):
-                    critic_stats = roles.critic.train_critic(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
-                                                             value_clip=algo.value_clip)
+                phases["critic_train"] = lambda: roles.critic.train_critic(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
+                                                                           value_clip=algo.value_clip)
+            out = run_phases(timer, job.overlap, phases)
+            actor_stats, critic_stats = out["actor_train"], out.get("critic_train", {})
             with timer("sync"):
                 roles.rollout.update_weights(roles.actor.weights_ref())
         verdicts = [c for c in (correctness(p, t) for p, t in zip(rows, texts)) if c is not None]

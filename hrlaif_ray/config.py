@@ -347,6 +347,10 @@ class PPOAlgoConfig(Section):
     entropy_coef: float = Field(0.0, ge=0)
     epochs: int = Field(1, ge=1, description="Passes over each batch of experience.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split into this many).")
+    micro_batch_size: int | None = Field(None, ge=1, description="Rows per forward/backward on one learner rank or reward "
+                                         "replica (None: its whole share). Rows are sorted by length first and each "
+                                         "micro-batch drops its all-padding columns; gradients accumulate over a "
+                                         "mini-batch's micro-batches, one optimizer step each mini-batch.")
     actor_lr: float = Field(1e-6, gt=0)
     critic_lr: float = Field(5e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -419,6 +423,8 @@ class PPOJob(Section):
     resources: ResourcePlan = ResourcePlan()
     monitor: MonitorConfig = MonitorConfig()
     tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
+    overlap: bool = Field(True, description="Run independent phases at once: the reward, reference, actor log-prob "
+                          "and critic forwards; the actor and critic updates. Off: one after another.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PPOJob":
@@ -430,6 +436,9 @@ class PPOJob(Section):
             if batch % parts:
                 raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over {role}.replicas x "
                                  f"algo.mini_batches ({parts})")
+            micro = self.algo.micro_batch_size
+            if micro and (batch // parts) % micro:
+                raise ValueError(f"algo.micro_batch_size: {micro} does not divide a {role} rank's mini-batch of {batch // parts} rows")
         if batch % self.resources.reference.replicas:
             raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas")
         return self

@@ -5,15 +5,39 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class PhaseTimer:
-    """`with timer("generate"): ...` records `time/generate` in seconds; phases that repeat add up."""
+    """`with timer("generate"): ...` records `time/generate` in seconds; phases that repeat add up.
+    `timer.together(reward=f, reference=g)` runs independent phases at once (threads that wait on remote
+    actors); each phase's time runs from their common start to its own end, so overlapping phases add up to
+    more than the step."""
 
     def __init__(self):
         self.times: dict[str, float] = {}
+
+    def _add(self, phase: str, seconds: float) -> None:
+        key = f"time/{phase}"
+        self.times[key] = self.times.get(key, 0.0) + seconds
+
+    def together(self, **phases: Callable[[], Any]) -> dict[str, Any]:
+        """Run the phases at once; returns each one's result by name (the first error is raised after all end)."""
+        start = time.perf_counter()
+
+        def run(name: str, fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            finally:
+                self._add(name, time.perf_counter() - start)
+
+        with ThreadPoolExecutor(max_workers=len(phases)) as pool:
+            futures = {name: pool.submit(run, name, fn) for name, fn in phases.items()}
+        return {name: f.result() for name, f in futures.items()}
 
     @contextmanager
     def __call__(self, phase: str):
@@ -21,8 +45,7 @@ class PhaseTimer:
         try:
             yield
         finally:
-            key = f"time/{phase}"
-            self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - start
+            self._add(phase, time.perf_counter() - start)
 
 
 class MetricsLog:

@@ -126,3 +126,69 @@ def test_adaptive_kl_controller():
     ada = core.KLController(0.1, target=1.0, horizon=100)
     assert ada.update(2.0, 10) == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # error clipped at +0.2
     assert ada.update(0.9, 10) == pytest.approx(0.1 * 1.02 * (1 - 0.1 * 0.1))
+
+
+def test_micro_batches_trim_padding_keep_logits_and_sum_to_the_batch_loss(tiny_model_dir):
+    """Length-sorted, trimmed micro-batches give the full batch's log-probs row for row, and their token-share
+    weighted losses have the full batch's gradient (what the learner accumulates before one optimizer step)."""
+    from transformers import AutoModelForCausalLM
+
+    from hrlaif_ray.models.scalar_head import position_ids_from_mask
+    from hrlaif_ray.ppo.experience import layout, micro_batches
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    prompts = [[5 + i] * n for i, n in enumerate([3, 12, 4, 11, 2, 12])]
+    responses = [[7] * n for n in [5, 2, 6, 1, 4, 3]]
+    batch = layout(prompts, responses, pad=0)
+    B, T = batch["response_mask"].shape
+    batch["advantages"] = torch.randn(B, T) * batch["response_mask"]
+    batch["old_logprobs"] = torch.randn(B, T).clamp(-3, 0) * batch["response_mask"]
+
+    def logp(m):
+        ids, mask, P = m["input_ids"], m["attention_mask"], m["prompt_width"]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[:, P - 1 : -1]
+        return core.token_logprobs(logits, ids[:, P:]) * m["response_mask"]
+
+    def loss(m):
+        return core.policy_loss(logp(m), m["old_logprobs"], m["advantages"], m["response_mask"], 0.2)[0]
+
+    micros = micro_batches(batch, 0, B, 2)
+    assert [idx.tolist() for idx, _ in micros] == [[4, 0], [2, 3], [1, 5]]  # sorted by length (prompt + response)
+    assert sum(m["input_ids"].numel() for _, m in micros) < batch["input_ids"].numel() * 0.8
+    assert sum(m["token_share"] for _, m in micros) == pytest.approx(1.0)
+    full = logp(batch)
+    with torch.no_grad():
+        for idx, m in micros:
+            assert torch.allclose(logp(m), full[idx, : m["response_mask"].size(1)], atol=1e-5)
+            assert m["response_mask"].sum() == batch["response_mask"][idx].sum()  # no response token cut off
+
+    model.zero_grad()
+    loss(batch).backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for _, m in micros:
+        (loss(m) * m["token_share"]).backward()
+    for a, b in zip(whole, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+
+
+def test_phase_timer_runs_independent_phases_together():
+    import time
+
+    from hrlaif_ray.metrics import PhaseTimer
+
+    timer = PhaseTimer()
+    start = time.perf_counter()
+    out = timer.together(a=lambda: time.sleep(0.3) or "A", b=lambda: time.sleep(0.1) or "B")
+    took = time.perf_counter() - start
+    assert out == {"a": "A", "b": "B"}
+    assert took < 0.38, took  # at once, not 0.4 s one after another
+    assert timer.times["time/a"] == pytest.approx(0.3, abs=0.07) and timer.times["time/b"] == pytest.approx(0.1, abs=0.07)
+
+    def fail():
+        raise RuntimeError("reward replica died")
+
+    with pytest.raises(RuntimeError, match="reward replica died"):
+        timer.together(ok=lambda: 1, bad=fail)
+    assert "time/bad" in timer.times  # a failed phase is still timed

@@ -44,7 +44,7 @@ def ray_head():
 
 def _config(path: Path, policy, out, **extra) -> Path:
     base = {"policy": str(policy), "output_dir": str(out), "steps": 2, "prompts_per_step": 4, "zero_stage": 2,
-            "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4},
+            "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4, "micro_batch_size": 2},  # 2 per rank: accumulated
             "rollout": {"backend": "vllm", "samples_per_prompt": 2, "max_new_tokens": 12, "max_model_len": 256},
             "reward": {"kind": "rm", "rm": str(policy)},
             "resources": {"bundle": {"CPU": 1}, "actor": {"replicas": 2, "share": 0.5},

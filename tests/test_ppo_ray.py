@@ -39,7 +39,7 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
         tok = AutoTokenizer.from_pretrained(tiny_model_dir)
         folder = str(tiny_model_dir)
         options = [{**o, "runtime_env": learner_env(1, 0)} for o in topo.options("actor")]
-        actor = LearnerGroup("actor", folder, options, zero_stage=2, lr=1e-2, micro_batch=4, threads=1, temperature=0.8)
+        actor = LearnerGroup("actor", folder, options, zero_stage=2, lr=1e-2, micro_batch=2, grad_accum=2, threads=1, temperature=0.8)
         engine = RolloutActor.options(**topo.options("rollout")[0], runtime_env=rollout_env(2, str(local_ray))).remote(
             folder, "vllm", 0, 2, 256, 1.0, 0.4)
         rollout = RolloutGroup([engine])

@@ -5,6 +5,7 @@ import ray
 import torch
 
 from actors.reward import RewardService
+from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.reward import RewardModel
 from hrlaif_ray.reward.data import prompt_token_ids, response_token_ids
 
@@ -36,6 +37,10 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         texts = service.score_texts(prompts, responses)
         ids = [prompt_token_ids(tiny_tokenizer, p, 1024) + response_token_ids(tiny_tokenizer, r) for p, r in zip(prompts, responses)]
         assert torch.allclose(texts, service.score_ids(ids), atol=1e-6)
+        records = [PromptRecord(f"p{i}", "open_qa", p, "test") for i, p in enumerate(prompts)]
+        assert torch.allclose(service.score(records, responses, sequences=ids), texts, atol=1e-6)  # PPO's token-id path
+        micro = RewardService(str(rm_folder), replicas=1, micro_batch=3)  # length-sorted forwards of 3 rows
+        assert torch.allclose(micro.score_ids(sequences), got, atol=1e-4)
         with pytest.raises(ValueError, match="2 prompts but 1 responses"):
             service.score_texts(prompts, responses[:1])
         service.shutdown()

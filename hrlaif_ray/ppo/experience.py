@@ -33,6 +33,46 @@ def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> di
     return {"input_ids": ids, "attention_mask": mask, "response_mask": rmask, "prompt_width": P}
 
 
+def micro_batches(batch: dict, start: int, end: int, size: int) -> list[tuple[torch.Tensor, dict]]:
+    """Rows start..end of a `layout` batch (plus any [B, T] per-token tensors beside it), sorted by length and cut
+    into micro-batches of `size` rows (the last may be smaller), each trimmed of the columns that are padding in all of its rows.
+
+    Returns (row indices, micro-batch) pairs; a micro-batch has the batch's keys, `prompt_width` its own, and
+    `token_share`, its share of the rows' response tokens: the token-mean loss of rows start..end is the sum of
+    the micro-batches' token-mean losses weighted by it (how the learner accumulates gradients). Sorting
+    puts prompts of like length together, so the trimmed micro-batches carry little padding: with prompts of
+    37-70 tokens and 32-token responses, four micro-batches of 8 hold 15% fewer positions than one batch of 32,
+    and every forward and backward costs that much less. A trimmed row gives the same logits as the full row
+    (left padding is masked and positions count real tokens), a test checks it.
+    """
+    if size < 1:
+        raise ValueError(f"micro-batch size must be at least 1, got {size}")
+    P, mask = int(batch["prompt_width"]), batch["attention_mask"]
+    T = mask.size(1) - P
+    order = start + torch.argsort(mask[start:end].sum(1), stable=True)
+    tokens = float(batch["response_mask"][start:end].sum()) or 1.0
+    out = []
+    for i in range(0, len(order), size):
+        idx = order[i : i + size]
+        used = mask[idx].any(0).nonzero().flatten()
+        first = min(int(used[0]), P - 1) if len(used) else P - 1  # position P-1 predicts the first response token
+        width = max(int(used[-1]) + 1 - P, 1) if len(used) else 1  # response columns kept
+        micro = {}
+        for k, v in batch.items():
+            if k in ("input_ids", "attention_mask"):
+                micro[k] = v[idx, first : P + width]
+            elif isinstance(v, torch.Tensor) and v.dim() == 2 and v.size(1) == T:
+                micro[k] = v[idx, :width]
+            elif isinstance(v, torch.Tensor) and v.dim() == 1 and v.size(0) == mask.size(0):
+                micro[k] = v[idx]
+            else:
+                micro[k] = v
+        micro["prompt_width"] = P - first
+        micro["token_share"] = float(micro["response_mask"].sum()) / tokens
+        out.append((idx, micro))
+    return out
+
+
 def pad_rows(rows: list[list[float]], width: int) -> torch.Tensor:
     out = torch.zeros(len(rows), width)
     for i, r in enumerate(rows):
