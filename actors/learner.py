@@ -155,6 +155,18 @@ class LearnerRank:
                 return None
             return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
 
+    def put_weights(self) -> list | None:
+        """Rank 0 puts the whole model's weights in the object store straight from the parameters (gathered under
+        ZeRO-3), so the put is the one copy; returns [ref] (in a list, so Ray hands the reference back instead of
+        resolving it), None on other ranks. Under ZeRO-3 every rank must call it."""
+        import deepspeed
+
+        params = list(self.model.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=self.zero_stage == 3):
+            if self.rank != 0:
+                return None
+            return [ray.put({k: v.detach() for k, v in self.model.state_dict().items()})]
+
     def save(self, path: str, tokenizer_folder: str) -> str | None:
         from transformers import AutoTokenizer
 
@@ -224,9 +236,7 @@ class LearnerGroup:
 
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
-        refs = [r.full_state_dict.remote() for r in self.ranks]
-        ray.wait(refs, num_returns=len(refs), fetch_local=False)
-        return refs[0]
+        return ray.get([r.put_weights.remote() for r in self.ranks])[0][0]
 
     def save(self, path: str, tokenizer_folder: str) -> None:
         ray.get([r.save.remote(path, tokenizer_folder) for r in self.ranks])

@@ -182,7 +182,7 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             out = run_phases(timer, job.overlap, phases)
             actor_stats, critic_stats = out["actor_train"], out.get("critic_train", {})
             with timer("sync"):
-                roles.rollout.update_weights(roles.actor.weights_ref())
+                reload_s = max(roles.rollout.update_weights(roles.actor.weights_ref()))
         verdicts = [c for c in (correctness(p, t) for p, t in zip(rows, texts)) if c is not None]
         metrics = {
             "reward/score_mean": scores.mean(), "reward/score_std": scores.std() if B > 1 else 0.0,
@@ -193,6 +193,7 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             **({} if algo.use_rollout_logprobs else {"rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max()}),
             **({"eval/batch_accuracy": sum(verdicts) / len(verdicts)} if verdicts else {}),
             **timer.times,
+            "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
         }
         kl_ctl.update(float(adv.kl.mean()), B)
         rewards_since_check.append(float(scores.mean()))
