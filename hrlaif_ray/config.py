@@ -265,6 +265,8 @@ class RMTrainJob(Section):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
+                          "won by 2 x margin (0: off; labels whose pairs form no tiers get none).")
     zero_stage: int = Field(2, ge=0, le=3)
     clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
     normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
@@ -438,7 +440,7 @@ class PPOJob(Section):
                                  f"algo.mini_batches ({parts})")
             micro = self.algo.micro_batch_size
             if micro and (batch // parts) % micro:
-                raise ValueError(f"algo.micro_batch_size: {micro} does not divide a {role} rank's mini-batch of {batch // parts} rows")
+                raise ValueError(f"algo.micro_batch_size: {micro} does not divide the {batch // parts}-row mini-batch of each {role} rank")
         if batch % self.resources.reference.replicas:
             raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas")
         return self

@@ -44,6 +44,8 @@ def test_ppo_config_errors_name_the_key(tmp_path):
         load_config(PPOJob, CONFIGS / "local-tiny.yaml", ["algo.estimator=rloo", "rollout.samples_per_prompt=1"])
     with pytest.raises(ConfigError, match="must split evenly"):
         load_config(PPOJob, CONFIGS / "local-tiny.yaml", ["prompts_per_step=3", "rollout.samples_per_prompt=1"])
+    with pytest.raises(ConfigError, match="algo.micro_batch_size: 3 does not divide the 32-row mini-batch of each actor rank"):
+        load_config(PPOJob, CONFIGS / "local-tiny.yaml", ["algo.micro_batch_size=3"])
     with pytest.raises(ConfigError, match="reward.*a reward-model folder is required"):
         load_config(PPOJob, CONFIGS / "local-tiny.yaml", ["reward.kind=rm"])
     with pytest.raises(ConfigError, match="algo.clip"):

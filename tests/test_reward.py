@@ -125,3 +125,20 @@ def test_saved_rm_keeps_head_clip_and_normalisation(tmp_path, tiny_rm, tiny_toke
     ids = torch.randint(0, 384, (2, 6))
     with torch.no_grad():
         assert torch.allclose(again(ids, torch.ones_like(ids)), rm(ids, torch.ones_like(ids)), atol=1e-6)
+
+
+def test_examples_carry_tier_gaps_for_the_margin(tiny_tokenizer):
+    """Hybrid labels form tiers (correct set ranked, then the wrong set): the margin option reads each pair's gap;
+    labels whose pairs form no tiers (a cycle) get none."""
+    from hrlaif_ray.data.records import LabelRecord, PreferencePair, PromptRecord, Response
+    from hrlaif_ray.reward.data import collate, examples_from_labels
+
+    prompts = {"a": PromptRecord("a", "math", "1+1?", "t", answer="2"), "b": PromptRecord("b", "open_qa", "Hi?", "t")}
+    tiered = LabelRecord("a", "math", "hybrid", [Response(t) for t in ["2", "2 because", "3", "4"]],
+                         [PreferencePair(0, 1), PreferencePair(0, 2), PreferencePair(0, 3), PreferencePair(1, 2), PreferencePair(1, 3)])
+    cycle = LabelRecord("b", "open_qa", "basic", [Response(t) for t in ["x", "y", "z"]],
+                        [PreferencePair(0, 1), PreferencePair(1, 2), PreferencePair(2, 0)])
+    examples = examples_from_labels([tiered, cycle], prompts, tiny_tokenizer)
+    assert examples[0].tier_gaps == [1, 2, 2, 1, 1] and examples[1].tier_gaps is None
+    b = collate(examples, tiny_tokenizer.pad_token_id)
+    assert b["tier_gap"].tolist() == [1, 2, 2, 1, 1, 0, 0, 0]

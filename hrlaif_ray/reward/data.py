@@ -3,7 +3,8 @@
 The prompt is rendered with the tokenizer's chat template (a user turn and the assistant's generation prompt),
 as the policy sees it; each response ends with the end-of-turn token, where the reward is read. Failed labels
 and labels without pairs teach nothing and are skipped. `collate` keeps one row per response (never one per
-pair) and flattens the pairs with their prompt index for `partial_order_loss`.
+pair) and flattens the pairs with their prompt index (and tier gap, for the optional margin) for
+`partial_order_loss`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class RMExample:
     prompt_ids: list[int]
     response_ids: list[list[int]]
     pairs: list[tuple[int, int, float]]  # (better, worse, weight)
+    tier_gaps: list[int] | None = None  # per pair, worse's tier minus better's where the pairs form tiers
 
 
 def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRecord], tokenizer,
@@ -35,8 +37,11 @@ def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRec
         if prompt is None:
             raise KeyError(f"label of prompt {label.prompt_id!r} has no prompt record")
         responses = [response_token_ids(tokenizer, r.text, max_response_tokens) for r in label.responses]
+        tiers = label.tiers
+        tier_of = {i: t for t, members in enumerate(tiers or []) for i in members}
+        gaps = [tier_of[p.worse] - tier_of[p.better] for p in label.pairs] if tiers else None
         out.append(RMExample(label.prompt_id, label.category, prompt_token_ids(tokenizer, prompt.text, max_prompt_tokens),
-                             responses, [(p.better, p.worse, p.weight) for p in label.pairs]))
+                             responses, [(p.better, p.worse, p.weight) for p in label.pairs], gaps))
     return out
 
 
@@ -51,17 +56,19 @@ def collate(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
     for i, (_, r) in enumerate(responses):
         response_ids[i, : len(r)] = torch.tensor(r)
         response_mask[i, : len(r)] = 1
-    better, worse, weight, group, offset = [], [], [], [], 0
+    better, worse, weight, group, gap, offset = [], [], [], [], [], 0
     for b, e in enumerate(examples):
-        for bi, wi, w in e.pairs:
+        for j, (bi, wi, w) in enumerate(e.pairs):
             better.append(offset + bi)
             worse.append(offset + wi)
             weight.append(w)
             group.append(b)
+            gap.append(e.tier_gaps[j] if e.tier_gaps else 0)
         offset += len(e.response_ids)
     return {
         "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "response_ids": response_ids, "response_mask": response_mask,
         "owner": torch.tensor([b for b, _ in responses], dtype=torch.long),
         "better": torch.tensor(better, dtype=torch.long), "worse": torch.tensor(worse, dtype=torch.long),
         "weight": torch.tensor(weight, dtype=torch.float32), "group": torch.tensor(group, dtype=torch.long),
+        "tier_gap": torch.tensor(gap, dtype=torch.float32),  # 0 where the label's pairs form no tiers
     }

@@ -28,7 +28,3 @@ def partial_order_loss(rewards: torch.Tensor, better: torch.Tensor, worse: torch
         return rewards.sum() * 0.0  # no pairs: a zero that keeps the graph
     return (loss_sum[used] / weight_sum[used]).mean()
 
-
-def tier_margins(tiers_of: dict[int, int], better: list[int], worse: list[int], scale: float) -> list[float]:
-    """Margin `scale` x (tier gap) for each pair, from a response -> tier index map (best tier 0)."""
-    return [scale * (tiers_of[w] - tiers_of[b]) for b, w in zip(better, worse)]

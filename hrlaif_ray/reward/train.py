@@ -85,7 +85,8 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
                 continue
             b = collate(chunk, pad)
             scores = model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
-            loss = partial_order_loss(scores, b["better"], b["worse"], b["weight"], b["group"])
+            margin = job.margin * b["tier_gap"] if job.margin else None  # a wider gap between tiers asks for a wider score gap
+            loss = partial_order_loss(scores, b["better"], b["worse"], b["weight"], b["group"], margin)
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
