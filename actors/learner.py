@@ -156,8 +156,8 @@ class LearnerRank:
             return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
 
     def put_weights(self) -> list | None:
-        """Rank 0 puts the whole model's weights (a tied weight once) in the object store straight from the
-        parameters (gathered under ZeRO-3), so the put is the one copy; returns [ref] (in a list, so Ray hands the reference back instead of
+        """Rank 0 puts the whole model's weights in the object store straight from the parameters (gathered
+        under ZeRO-3), so the put is the one copy; returns [ref] (in a list, so Ray hands the reference back instead of
         resolving it), None on other ranks. Under ZeRO-3 every rank must call it."""
         import deepspeed
 
@@ -165,13 +165,8 @@ class LearnerRank:
         with deepspeed.zero.GatheredParameters(params, enabled=self.zero_stage == 3):
             if self.rank != 0:
                 return None
-            state, seen = {}, set()
-            for k, v in self.model.state_dict().items():
-                if (v.data_ptr(), v.shape) in seen:  # a tied weight (lm_head = the embeddings): engines tie it themselves
-                    continue
-                seen.add((v.data_ptr(), v.shape))
-                state[k] = v.detach()
-            return [ray.put(state)]
+            # A tied lm_head goes too: vLLM on CPU packs it apart from the embeddings, so the engine reloads both.
+            return [ray.put({k: v.detach() for k, v in self.model.state_dict().items()})]
 
     def save(self, path: str, tokenizer_folder: str) -> str | None:
         from transformers import AutoTokenizer

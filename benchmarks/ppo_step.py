@@ -77,15 +77,14 @@ def memcpy_bandwidth(nbytes: int = 256 * 2**20) -> float:
 
 
 def matmul_params(folder: str) -> tuple[int, int]:
-    """(parameters that multiply per token: every Linear plus the output projection, bytes of weights synced)."""
+    """(parameters that multiply per token: every Linear plus the output projection, total bytes of weights synced)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     if model.config.tie_word_embeddings:  # lm_head is the embedding: the lookup is free, the projection is not
         n += model.get_input_embeddings().weight.numel()
-    unique = {(p.data_ptr(), p.shape): p for p in model.state_dict().values()}  # tied weights once, as the sync sends them
-    return n, sum(p.numel() * p.element_size() for p in unique.values())
+    return n, sum(p.numel() * p.element_size() for p in model.state_dict().values())  # a tied lm_head is synced too
 
 
 def make_model(kind: str, root: Path) -> str:
