@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -144,29 +145,27 @@ class LearnerRank:
 
     # -------------------------------------------------------------------------------------- weights
 
-    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """The whole model's weights on rank 0 (None elsewhere). Under ZeRO-3 every rank must call it: the
-        shards are gathered collectively."""
+    @contextmanager
+    def _weights(self):
+        """The whole model's weights as live tensors on rank 0 (None elsewhere), valid inside the block: under
+        ZeRO-3 the shards are gathered collectively (every rank must enter) and freed when it ends."""
         import deepspeed
 
-        params = list(self.model.parameters())
-        with deepspeed.zero.GatheredParameters(params, enabled=self.zero_stage == 3):
-            if self.rank != 0:
-                return None
-            return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), enabled=self.zero_stage == 3):
+            yield {k: v.detach() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """A CPU copy of the whole model's weights on rank 0 (None elsewhere); every rank must call it."""
+        with self._weights() as state:
+            return None if state is None else {k: v.to("cpu", copy=True).contiguous() for k, v in state.items()}
 
     def put_weights(self) -> list | None:
-        """Rank 0 puts the whole model's weights in the object store straight from the parameters (gathered
-        under ZeRO-3), so the put is the one copy; returns [ref] (in a list, so Ray hands the reference back instead of
-        resolving it), None on other ranks. Under ZeRO-3 every rank must call it."""
-        import deepspeed
-
-        params = list(self.model.parameters())
-        with deepspeed.zero.GatheredParameters(params, enabled=self.zero_stage == 3):
-            if self.rank != 0:
-                return None
-            # A tied lm_head goes too: vLLM on CPU packs it apart from the embeddings, so the engine reloads both.
-            return [ray.put({k: v.detach() for k, v in self.model.state_dict().items()})]
+        """Rank 0 puts the whole model's weights in the object store straight from the parameters, so the put is
+        the one copy; returns [ref] (in a list, so Ray hands the reference back instead of resolving it), None on
+        other ranks; every rank must call it. A tied lm_head goes too: vLLM on CPU packs it apart from the
+        embeddings, so the engine reloads both."""
+        with self._weights() as state:
+            return None if state is None else [ray.put(state)]
 
     def save(self, path: str, tokenizer_folder: str) -> str | None:
         from transformers import AutoTokenizer

@@ -1,8 +1,9 @@
 """The reward service: reward-model replicas (Ray actors) behind one handle.
 
 `RewardService.score_ids(sequences)` takes token-id sequences (prompt + response), sorts them by length and
-deals contiguous length buckets to the replicas (little padding per batch), each replica scores its bucket with
-the RM's forward (`micro_batch` rows at a time when set) (normalised and clipped inside it) and returns a tensor through the object store
+deals contiguous length buckets to the replicas (little padding per batch), each replica scores its bucket
+(`micro_batch` rows per forward when set) with the RM's forward (normalised and clipped inside it) and returns a
+tensor through the object store
 (RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 in the replicas, so it is not copied); the service puts the rewards
 back in input order. `score_texts(prompts, responses)` renders the prompt with the RM tokenizer's chat
 template first.

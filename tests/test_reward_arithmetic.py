@@ -20,7 +20,6 @@ labels) it was at chance (0.45-0.52); not re-run with the 40k policy.
 
 import json
 import random
-import subprocess
 
 import pytest
 import torch
@@ -37,7 +36,7 @@ from hrlaif_ray.labeling.strategies import LabelItem
 from hrlaif_ray.reward import RewardModel
 from hrlaif_ray.reward.train import held_out
 
-from conftest import ROOT, run_hrlaif, script_env
+from conftest import run_hrlaif
 from labeling_fixtures import label_items
 
 K = 4
@@ -87,8 +86,7 @@ def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_
                                   "prompts": str(tmp_path / "prompts.parquet"), "output_dir": str(tmp_path / "rm"),
                                   "epochs": EPOCHS, "batch_prompts": 16, "lr": 1e-4, "eval_fraction": EVAL_FRACTION, "seed": 0,
                                   "margin": MARGIN}))
-    proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)],
-                          env=script_env(tmp_path, OMP_NUM_THREADS="2"), capture_output=True, text=True, timeout=900)
+    proc = run_hrlaif("train-rm", "--config", str(config), timeout=900, OMP_NUM_THREADS="2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     print(proc.stdout)
 
