@@ -37,7 +37,9 @@ class LearnerRank:
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
-        self.zero_stage, self.micro_batch = zero_stage, micro_batch
+        from hrlaif_ray.zero import stage_for_world
+
+        self.zero_stage, self.micro_batch = stage_for_world(zero_stage, world), micro_batch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if role == "critic":
             model = ScalarHeadModel.from_pretrained(folder, kind="critic")
@@ -54,7 +56,7 @@ class LearnerRank:
             init_distributed()
             optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
             self.engine, *_ = deepspeed.initialize(model=model, optimizer=optim,
-                                                   config=zero_config(zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip))
+                                                   config=zero_config(self.zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip))
             self.model = self.engine.module
         else:
             self.model = model.to(self.device).eval()

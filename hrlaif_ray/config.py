@@ -414,7 +414,8 @@ class PPOJob(Section):
     prompt_mix: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0))
     steps: int = Field(10, ge=1)
     prompts_per_step: int = Field(32, ge=1)
-    zero_stage: int = Field(2, ge=0, le=3)
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage of the actor and critic groups; a group of one "
+                            "rank runs stage 0 (nothing to partition, and stages 1-3 only add copies).")
     checkpoint_every: int = Field(0, ge=0, description="Save an HF checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue from the last checkpoint in output_dir.")
     seed: int = 0

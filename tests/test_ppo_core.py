@@ -192,3 +192,11 @@ def test_phase_timer_runs_independent_phases_together():
     with pytest.raises(RuntimeError, match="reward replica died"):
         timer.together(ok=lambda: 1, bad=fail)
     assert "time/bad" in timer.times  # a failed phase is still timed
+
+
+def test_a_single_rank_learner_runs_zero_stage_0():
+    from hrlaif_ray.zero import stage_for_world
+
+    assert stage_for_world(2, world_size=1) == 0 and stage_for_world(3, world_size=1) == 0  # nothing to partition
+    assert stage_for_world(2, world_size=2) == 2 and stage_for_world(3, world_size=4) == 3
+    assert stage_for_world(2, world_size=1, offload_optimizer=True) == 2  # offloading needs ZeRO
