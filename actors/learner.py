@@ -69,10 +69,12 @@ class LearnerRank:
     # ------------------------------------------------------------------------------------- forwards
 
     def _logits(self, m: dict) -> torch.Tensor:
-        """The logits that predict each response token of micro-batch m."""
+        """The logits that predict each response token of micro-batch m: the LM head runs on positions P-1..end
+        only (`logits_to_keep`), not on the prompt's (on SmolLM2 the head is a fifth of the forward's FLOPs)."""
         ids, mask, P = m["input_ids"].to(self.device), m["attention_mask"].to(self.device), m["prompt_width"]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
-        return out.logits[:, P - 1 : -1]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                         logits_to_keep=ids.size(1) - P + 1)
+        return out.logits[:, :-1]
 
     def _values(self, m: dict) -> torch.Tensor:
         """The critic's value of the state before each response token of micro-batch m."""

@@ -233,11 +233,13 @@ class SFTJob(Section):
     init: str = Field(description="Model folder to start from (`hrlaif tiny-model`'s output, SmolLM2...).")
     output_dir: str = Field(description="Where the SFT policy (an HF folder) goes.")
     data: str | None = Field(None, description="JSONL of {\"prompt\", \"response\"} rows; None: the generated mix below.")
-    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=4000, open_qa=0.0),
-                                     description="The generated prompt mix (when data is None).")
+    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=40000, open_qa=0.0),
+                                     description="The generated prompt mix (when data is None). 40,000 are seen about "
+                                     "twice in the default budget; 4,000, seen 17 times, overfit (greedy math 0.50 "
+                                     "against 0.76 after the same 400 s on the tiny model).")
     responses: SFTMixConfig = SFTMixConfig()
-    steps: int = Field(1100, ge=1, description="Optimizer steps (the budget, unless max_time_s ends it first); 1100 x 64 "
-                       "examples reach about 50% greedy math accuracy on the tiny model (433 reach 10-20%).")
+    steps: int = Field(1100, ge=1, description="Optimizer steps (the budget, unless max_time_s ends it first); 1054 x 64 "
+                       "examples in 400 s reach 76% greedy math accuracy on the tiny model (433 steps reach 10-20%).")
     max_time_s: float | None = Field(None, gt=0, description="Stop after this many seconds of training.")
     batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
     lr: float = Field(2e-3, gt=0)

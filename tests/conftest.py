@@ -94,14 +94,14 @@ SFT_TEST_BUDGET_S = 400  # on 40,000 examples about 76% greedy math accuracy her
 
 @pytest.fixture(scope="session")
 def sft_policy_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """The tiny policy after `hrlaif sft` on 40,000 examples of the generated mix (76% greedy math accuracy after
-    400 s here; the default 4,000 examples, seen 17 times in that budget, gave 50%). Set
+    """The tiny policy after `hrlaif sft` on the default 40,000 examples of the generated mix (76% greedy math
+    accuracy after 400 s here; 4,000 examples, seen 17 times in that budget, gave 50%). Set
     HRLAIF_TEST_SFT_DIR to reuse a folder from an earlier run while iterating on one test."""
     reuse = os.environ.get("HRLAIF_TEST_SFT_DIR")
     if reuse:
         return Path(reuse)
     tmp = tmp_path_factory.mktemp("sft")
     proc = run_hrlaif("sft", "--init", str(tiny_model_dir), "--out", str(tmp / "policy"), f"max_time_s={SFT_TEST_BUDGET_S}",
-                      "prompts.n=40000", timeout=900, OMP_NUM_THREADS="2")
+                      timeout=900, OMP_NUM_THREADS="2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp / "policy"
