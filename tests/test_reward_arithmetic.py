@@ -15,7 +15,8 @@ at chance. Verifier pairs alone (a /tmp script, 900 steps of 16 prompts) reach 0
 from the 4k one: what the RM can check is bounded by how well its SFT starting point computes.
 
 With RESPONSES = "policy" (third session, 4k policy: K = 4 samples through `hrlaif sample`, what the pipeline
-labels) it was at chance (0.45-0.52); not re-run with the 40k policy.
+labels) it was at chance (0.45-0.52); with the 40k policy (fifth session, same settings otherwise) 0.621 over 1524
+pairs: better, and below 0.75.
 """
 
 import json
