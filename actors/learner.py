@@ -23,6 +23,7 @@ import torch
 from hrlaif_ray.models.scalar_head import ScalarHeadModel, position_ids_from_mask
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import micro_batches
+from hrlaif_ray.zero import init_distributed, stage_for_world, zero_config
 
 TRAINED_ROLES = ("actor", "critic")
 
@@ -37,8 +38,6 @@ class LearnerRank:
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
-        from hrlaif_ray.zero import stage_for_world
-
         self.zero_stage, self.micro_batch = stage_for_world(zero_stage, world), micro_batch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if role == "critic":
@@ -48,8 +47,6 @@ class LearnerRank:
         self.engine = None
         if role in TRAINED_ROLES:
             import deepspeed
-
-            from hrlaif_ray.zero import init_distributed, zero_config
 
             os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world),
                               LOCAL_RANK="0")
