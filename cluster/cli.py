@@ -119,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path)
     p.add_argument("--init", help="model folder to start from (init=)")
     p.add_argument("--out", help="output folder (output_dir=)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_time_s=150 responses.control=true")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=800 responses.control=true")
     p.set_defaults(func=_cmd_sft)
 
     sub.add_parser("sample", help="K responses per prompt from the policy through the vLLM rollout actors (config: SampleJob)",
                    add_help=False)
+    sub.add_parser("rm-probe", help="a reward model against the ground truth on held-out policy samples (config: "
+                   "RMProbeJob)", add_help=False)
     sub.add_parser("eval", help="accuracy, harmful rate, win rate, reward and length of a policy (config: EvalJob)",
                    add_help=False)
     sub.add_parser("run", help="the pipeline: sft -> sample -> label -> train-rm -> ppo -> eval per arm, then the report "
@@ -158,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.ppo import main as ppo
 
         return ppo(argv[1:])
+    if argv[:1] == ["rm-probe"]:
+        from cluster.rm_probe import main as rm_probe
+        return rm_probe(argv[1:])
     if argv[:1] == ["eval"]:
         from cluster.evaluate import main as evaluate
 

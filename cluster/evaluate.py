@@ -149,9 +149,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
                         "cost_usd": round(sum(a["cost_usd"] for a in answers), 6)}}
     with open(out / "responses.jsonl.tmp", "w") as fh:
         for i, (name, p) in enumerate(flat):
-            fh.write(json.dumps({"set": name, "prompt_id": p.id, "category": p.category, "response": texts[i],
-                                 "tokens": lengths[i], "correct": verdicts[i], "harmful": flags.get(i),
-                                 "win": wins.get(i)}) + "\n")
+            fh.write(json.dumps({"set": name, "prompt_id": p.id, "category": p.category, "unseen": bool(p.metadata.get("unseen")),
+                                 "response": texts[i], "tokens": lengths[i], "correct": verdicts[i],
+                                 "sampled": sampled.get(i), "harmful": flags.get(i), "win": wins.get(i)}) + "\n")
     (out / "responses.jsonl.tmp").replace(out / "responses.jsonl")
     (out / "eval_config.yaml").write_text(dump_config(job))
     (out / "eval.json").write_text(json.dumps(result, indent=1))

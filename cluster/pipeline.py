@@ -1,8 +1,8 @@
 """`hrlaif run --config run.yaml`: the whole HRLAIF pipeline, each stage resumable from its own output.
 
-    model -> sft -> prompts -> sample -> eval(sft)
-          -> for each arm (side by side): label -> train-rm -> ppo -> eval
-          -> report (markdown table in the paper's shape, PNG plots, results.json)
+    model -> sft -> prompts (training, evaluation) -> eval(sft), probe samples (the SFT policy on the evaluation prompts)
+          -> for each seed: sample -> for each arm (side by side): label -> train-rm -> rm-probe -> ppo -> eval
+          -> report (the mechanism link by link, with 95% intervals over seeds and prompts; plots; results.json)
 
 Each stage is the same command a user runs by hand (`hrlaif sft`, `hrlaif sample`, `hrlaif label`,
 `hrlaif train-rm`, `hrlaif ppo`, `hrlaif eval`), started as a child process with the config the run wrote to
@@ -72,7 +72,8 @@ class Run:
         self.env: dict[str, str] = {}  # what every stage's process gets: RAY_ADDRESS
         self.judge_url: str | None = None
         self.sft_evaluated = threading.Event()
-        self.rm_ready = {arm.name: threading.Event() for arm in job.arms}
+        self.probe_sampled = threading.Event()
+        self.rm_ready: dict[str, threading.Event] = {}
         self.times: dict[str, float] = {}
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
@@ -89,9 +90,12 @@ class Run:
     def sft_dir(self) -> Path:
         return self.path("sft")
 
-    def policy_of(self, arm: str) -> Path:
+    def seed_dir(self, seed: int) -> Path:
+        return self.path(f"seed-{seed}")
+
+    def policy_of(self, arm_dir: Path) -> Path:
         """The arm's trained policy: the last checkpoint of its finished PPO run (all steps, or stopped by the monitor)."""
-        final = json.loads(self.path(arm, "ppo", "final.json").read_text())
+        final = json.loads((arm_dir / "ppo" / "final.json").read_text())
         return Path(final["checkpoint"]) / "actor"
 
     # ---------------------------------------------------------------------------------------- stages
@@ -107,23 +111,30 @@ class Run:
         return str(folder)
 
     def prompts(self) -> Path:
-        """The RL prompts, and the judge's answer key: those prompts and the evaluation's generated ones."""
+        """The RL prompts (split 'train'), the evaluation's (split 'eval' or 'dev'), and the judge's answer key: both."""
         from hrlaif_ray.data.prompt_mix import generate_prompt_mix
         from hrlaif_ray.data.schemas import write_records
 
-        path, key = self.path("prompts.parquet"), self.path("judge_answer_key.parquet")
-        if not path.exists() or not key.exists():
+        path, evaluation, key = self.path("prompts.parquet"), self.path("eval_prompts.parquet"), self.path("judge_answer_key.parquet")
+        if not (path.exists() and evaluation.exists() and key.exists()):
+            if self.job.prompts.split != "train":
+                raise HrlaifError(f"prompts.split: the RL prompts are trained on, so they must be 'train', not {self.job.prompts.split!r}")
             prompts = generate_prompt_mix(self.job.prompts)
             mix = self.job.stage_job("eval", policy="-", output_dir="-").mix
-            write_records(key, prompts + (generate_prompt_mix(mix) if mix else []), "prompts")
+            held = generate_prompt_mix(mix) if mix else []
+            write_records(evaluation, held, "prompts")
+            write_records(key, prompts + held, "prompts")
             write_records(path, prompts, "prompts")
         return path
 
-    def stage(self, name: str, argv: list[str], done: Path, threads: int = 1, **paths) -> Stage:
-        return Stage(self, name, argv, self.job.stage_job(name.split("/")[-1], **paths), done, threads)
+    def stage(self, name: str, argv: list[str], done: Path | Callable[[], bool], threads: int = 1, kind: str | None = None,
+              **paths) -> Stage:
+        """A stage named `name` (its log and config file) running the job of `kind` (default: the name's last part)."""
+        return Stage(self, name, argv, self.job.stage_job(kind or name.split("/")[-1], **paths), done, threads)
 
-    def eval_stage(self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int) -> Stage:
+    def eval_stage(self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int, seed: int = 0) -> Stage:
         extra = {"baseline": str(baseline)} if baseline else {}
+        extra["seed"] = seed
         return self.stage(name, ["eval"], out / "eval.json", threads, policy=str(policy), output_dir=str(out),
                           **self.judge_paths("judge"), **extra)
 
@@ -135,81 +146,111 @@ class Run:
         return {f"{key}.judges": [{"base_url": base, "model": "gpt-3.5-turbo"}],
                 f"{key}.rewriter": {"base_url": base, "model": "gpt-4"}}
 
-    def arm(self, arm) -> None:
-        a = self.path(arm.name)
+    def arm(self, arm, seed: int) -> None:
+        s = self.seed_dir(seed)
+        a, tag = s / arm.name, f"seed-{seed}/{arm.name}"
         prompts = str(self.path("prompts.parquet"))
         if arm.rm_from:  # labels and RM are another arm's: wait for them
-            self.rm_ready[arm.rm_from].wait()
-            rm = self.path(arm.rm_from, "rm")
+            self.rm_ready[f"{seed}/{arm.rm_from}"].wait()
+            rm = s / arm.rm_from / "rm"
             if not (rm / "metrics.json").exists():
-                raise HrlaifError(f"{arm.name}: the RM of arm {arm.rm_from} failed")
+                raise HrlaifError(f"{tag}: the RM of arm {arm.rm_from} failed")
         else:
             rm = a / "rm"
             try:
-                self.stage(f"{arm.name}/label", ["label", "--no-progress"], a / "labels" / "summary.json", 1, prompts=prompts,
-                           rollouts=str(self.path("rollouts.parquet")), output_dir=str(a / "labels"),
+                self.stage(f"{tag}/label", ["label", "--no-progress"], a / "labels" / "summary.json", 1, prompts=prompts,
+                           rollouts=str(s / "rollouts.parquet"), output_dir=str(a / "labels"),
                            **{"labeling.method": arm.method}, **self.judge_paths("labeling"))()
-                self.stage(f"{arm.name}/rm", ["train-rm"], rm / "metrics.json", 1, init=str(self.sft_dir),
-                           labels_dir=str(a / "labels"), prompts=prompts, output_dir=str(rm))()
+                self.stage(f"{tag}/rm", ["train-rm"], rm / "metrics.json", 1, init=str(self.sft_dir),
+                           labels_dir=str(a / "labels"), prompts=prompts, output_dir=str(rm), seed=seed)()
             finally:
-                self.rm_ready[arm.name].set()
-        self.stage(f"{arm.name}/ppo", ["ppo", "--resume"], a / "ppo" / "final.json", 1,
-                   policy=str(self.sft_dir), output_dir=str(a / "ppo"), prompts=prompts,
+                self.rm_ready[f"{seed}/{arm.name}"].set()
+            self.probe_sampled.wait()
+            if not self.probe_rollouts.exists():
+                raise HrlaifError(f"{tag}/rm-probe: the SFT policy's samples of the evaluation prompts failed")
+            self.stage(f"{tag}/probe", ["rm-probe"], rm / "probe.json", 1, rm=str(rm), prompts=str(self.path("eval_prompts.parquet")),
+                       rollouts=str(self.probe_rollouts), output=str(rm / "probe.json"))()
+        self.stage(f"{tag}/ppo", ["ppo", "--resume"], a / "ppo" / "final.json", 1,
+                   policy=str(self.sft_dir), output_dir=str(a / "ppo"), prompts=prompts, seed=seed,
                    **{"reward.kind": arm.reward, "reward.rm": str(rm)})()
         self.sft_evaluated.wait()  # the baseline's responses
         if not self.path("eval", "sft", "eval.json").exists():
-            raise HrlaifError(f"{arm.name}/eval: the SFT evaluation (its baseline) failed")
-        self.eval_stage(f"{arm.name}/eval", self.policy_of(arm.name), a / "eval", self.path("eval", "sft"), 1)()
+            raise HrlaifError(f"{tag}/eval: the SFT evaluation (its baseline) failed")
+        self.eval_stage(f"{tag}/eval", self.policy_of(a), a / "eval", self.path("eval", "sft"), 1, seed=seed)()
+
+    @property
+    def probe_rollouts(self) -> Path:
+        return self.path("probe_rollouts.parquet")
 
     def execute(self) -> dict:
-        from hrlaif_ray.judges.launch import sim_judge_server
-        from hrlaif_ray.report import write_report
+        from hrlaif_ray.report import measure_machine, write_report
 
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "run_config.yaml").write_text(dump_config(self.job))
+        machine = measure_machine()
+        self.say(f"machine: {machine['cpus']} CPUs, fp32 matmul {machine['matmul_gflops']:.0f} GFLOP/s")
         cores = os.cpu_count() or 1
         with ExitStack() as stack:
             init = self.model()
             self.stage("sft", ["sft"], self.sft_dir / "sft_metrics.json", cores, init=init, output_dir=str(self.sft_dir))()
-            prompts = self.prompts()
+            self.prompts()
             self.start_ray(stack)
-            if self.job.judge is not None:
-                overrides = [f"{k}={json.dumps(v)}" for k, v in {**self.job.judge, "answer_key": str(self.path("judge_answer_key.parquet"))}.items()]
-                self.judge_url = stack.enter_context(sim_judge_server(overrides))
-            rollouts = self.path("rollouts.parquet")
-            self.stage("sample", ["sample"], lambda: sampled_all(prompts, rollouts), cores, policy=str(self.sft_dir),
-                       prompts=str(prompts), output=str(rollouts))()
-            # The SFT policy's evaluation (the baseline of every arm's win rate) runs beside the arms' labeling.
-            sft_eval = self.eval_stage("sft/eval", self.sft_dir, self.path("eval", "sft"), None, 1)
-            self.sft_evaluated = threading.Event()
-            jobs = [("sft-eval", sft_eval)] + [(arm.name, lambda arm=arm: self.arm(arm)) for arm in self.job.arms]
-            if self.job.parallel_arms:
-                errors: list[BaseException] = []
-
-                def guarded(name, fn):
-                    try:
-                        fn()
-                    except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
-                        errors.append(exc)
-                    finally:
-                        if name == "sft-eval":
-                            self.sft_evaluated.set()
-
-                threads = [threading.Thread(target=guarded, args=job, name=job[0]) for job in jobs]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                if errors:
-                    raise errors[0]
-            else:
-                sft_eval()
-                self.sft_evaluated.set()
-                for arm in self.job.arms:
-                    self.arm(arm)
-        result = write_report(self.out, [a.model_dump() for a in self.job.arms], self.times, self.job)
+            for i, seed in enumerate(self.job.seeds):
+                self.run_seed(seed, first=i == 0)
+        result = write_report(self.out, self.job, self.times, machine)
         self.say(f"report: {self.out / 'report.md'}")
         return result
+
+    def run_seed(self, seed: int, first: bool) -> None:
+        """One seed: the SFT policy's samples of the RL prompts, then every arm side by side (with the first seed, the
+        SFT policy's evaluation and its samples of the evaluation prompts beside them)."""
+        from hrlaif_ray.judges.launch import sim_judge_server
+
+        cores = os.cpu_count() or 1
+        s = self.seed_dir(seed)
+        with ExitStack() as stack:
+            if self.job.judge is not None:  # the labels are reseeded: the judge's draws too
+                judge = {"seed": seed, **self.job.judge, "answer_key": str(self.path("judge_answer_key.parquet"))}
+                self.judge_url = stack.enter_context(sim_judge_server([f"{k}={json.dumps(v)}" for k, v in judge.items()]))
+            prompts, rollouts = self.path("prompts.parquet"), s / "rollouts.parquet"
+            self.stage(f"seed-{seed}/sample", ["sample"], lambda: sampled_all(prompts, rollouts), cores, policy=str(self.sft_dir),
+                       prompts=str(prompts), output=str(rollouts), seed=seed)()
+            jobs: list[tuple[str, Callable[[], None]]] = []
+            if first:
+                evaluation = self.path("eval_prompts.parquet")
+                jobs += [("sft-eval", self.eval_stage("sft/eval", self.sft_dir, self.path("eval", "sft"), None, 1)),
+                         ("probe-sample", self.stage("probe-sample", ["sample"], lambda: sampled_all(evaluation, self.probe_rollouts),
+                                                     1, kind="sample", policy=str(self.sft_dir), prompts=str(evaluation),
+                                                     output=str(self.probe_rollouts), seed=10_000))]
+            self.rm_ready.update({f"{seed}/{arm.name}": threading.Event() for arm in self.job.arms})
+            jobs += [(arm.name, lambda arm=arm: self.arm(arm, seed)) for arm in self.job.arms]
+            done = {"sft-eval": self.sft_evaluated, "probe-sample": self.probe_sampled}
+            if not self.job.parallel_arms:
+                for name, fn in jobs:
+                    try:
+                        fn()
+                    finally:
+                        if name in done:
+                            done[name].set()
+                return
+            errors: list[BaseException] = []
+
+            def guarded(name, fn):
+                try:
+                    fn()
+                except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+                    errors.append(exc)
+                finally:
+                    if name in done:
+                        done[name].set()
+
+            threads = [threading.Thread(target=guarded, args=job, name=job[0]) for job in jobs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
 
     def start_ray(self, stack: ExitStack) -> None:
         """One local Ray cluster on 127.0.0.1 for every stage (they join it through RAY_ADDRESS)."""
@@ -229,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--control", action="store_true", help="the control: SFT answers as often right at every length "
                         "(sft.responses.control=true), in <output_dir>-control unless output_dir is given")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.steps=40 output_dir=runs/x")
+    parser.add_argument("--summary", type=Path, help="also write the run's measured summary (links and outcomes per arm, "
+                        "date, machine) to this JSON file, e.g. benchmarks/results/demo_seeds.json")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.steps=40 output_dir=runs/x 'seeds=[1,2,3]'")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.control:
@@ -241,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     job = load_config(RunJob, args.config, overrides)
     result = Run(job).execute()
     print(result["table"])
+    if args.summary:
+        from hrlaif_ray.report import summary_json
+
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary_json(result), indent=1) + "\n")
     return 0
 
 

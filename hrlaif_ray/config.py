@@ -70,6 +70,14 @@ class PromptMixConfig(Section):
     a_max: int = Field(29, description="Largest first operand.")
     b_min: int = Field(1, description="Smallest second operand.")
     b_max: int = Field(9, description="Largest second operand.")
+    holdout: float = Field(0.3, ge=0, lt=1, description="Share of the (a, b, op) problems and of the harmful variants "
+                           "reserved from training (a fixed hash of each, the same for every seed and stage; 0: none): "
+                           "a third for development, two thirds for the reported evaluation.")
+    split: Literal["train", "dev", "eval"] = Field("train", description="'train': never draw a reserved problem (every "
+                                                   "training stage); 'dev' / 'eval': draw unseen_share of the prompts "
+                                                   "from the development / the evaluation part of the reserve.")
+    unseen_share: float = Field(0.5, ge=0, le=1, description="With split 'dev' or 'eval': share of verifiable and harmful "
+                                "prompts drawn from the reserve (metadata 'unseen': true); the rest are seen problems.")
 
 
 class SFTMixConfig(Section):
@@ -94,15 +102,31 @@ class TinyModelJob(Section):
 C = TypeVar("C", bound=BaseModel)
 
 
-def apply_override(data: dict, override: str) -> None:
-    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`3`, `true`, `[1, 2]`)."""
+def _section_default(model: type[BaseModel] | None, name: str) -> tuple[dict, type[BaseModel] | None]:
+    """The default of section `name` of `model` as data (its default_factory's value, not an empty section), and the
+    section's own model; ({}, None) where that is not known."""
+    field = model.model_fields.get(name) if model is not None else None
+    if field is None:
+        return {}, None
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):
+        return default.model_dump(mode="json"), type(default)
+    ann = field.annotation
+    return {}, ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def apply_override(data: dict, override: str, model: type[BaseModel] | None = None) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`3`, `true`, `[1, 2]`). With the
+    config's `model`, a section the data does not set starts from its default (so `prompts.a_max=99` keeps the
+    section's other defaults, which may differ from the section class's own)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {override!r}: expected KEY=VALUE with a dotted key, e.g. model.hidden_size=256")
     parts = key.strip().split(".")
     node = data
     for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
+        seed, model = _section_default(model, part)
+        child = node.setdefault(part, seed)
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
             raise ConfigError(f"override {override!r}: config key {prefix!r} is a value, not a section")
@@ -137,7 +161,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     for override in overrides:
-        apply_override(data, override)
+        apply_override(data, override, cls)
     if overrides:
         source += " + overrides " + " ".join(overrides)
     try:
@@ -187,8 +211,10 @@ def _default_prices() -> dict[str, Price]:
 class LabelingConfig(Section):
     """How labels are made (`hrlaif label`)."""
 
-    method: Literal["hybrid", "basic"] = Field(
-        "hybrid", description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF)."
+    method: Literal["hybrid", "basic", "oracle"] = Field(
+        "hybrid", description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF); "
+        "'oracle': labels from the ground truth (verified correct or a refusal above the rest; no judge call), the "
+        "demo's ceiling and its control without the judge's bias."
     )
     judges: list[JudgeEndpoint] = Field(default_factory=lambda: [JudgeEndpoint()], min_length=1,
                                         description="The AI judge; several make an ensemble (majority vote).")
@@ -238,9 +264,9 @@ class SFTJob(Section):
                                      "twice in the default budget; 4,000, seen 17 times, overfit (greedy math 0.50 "
                                      "against 0.76 after the same 400 s on the tiny model).")
     responses: SFTMixConfig = SFTMixConfig()
-    steps: int = Field(1100, ge=1, description="Optimizer steps (the budget, unless max_time_s ends it first); 1054 x 64 "
-                       "examples in 400 s reach 76% greedy math accuracy on the tiny model (433 steps reach 10-20%).")
-    max_time_s: float | None = Field(None, gt=0, description="Stop after this many seconds of training.")
+    steps: int = Field(1100, ge=1, description="Optimizer steps, the whole budget (never a time: the result must not "
+                       "depend on the machine's speed); about 1000 steps of 64 reach 0.6-0.75 greedy math accuracy on the "
+                       "tiny model, 430 steps 0.1-0.2.")
     batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
     lr: float = Field(2e-3, gt=0)
     min_lr: float = Field(2e-4, ge=0, description="Cosine decay ends here.")
@@ -458,8 +484,9 @@ class EvalJob(Section):
     policy: str = Field(description="Policy folder (SFT, or a PPO checkpoint's actor).")
     output_dir: str = Field(description="eval.json (the metrics) and responses.jsonl go here.")
     mix: PromptMixConfig | None = Field(default_factory=lambda: PromptMixConfig(n=256, seed=20_001, math=0.4, multiple_choice=0.3,
-                                                                               harmful=0.3, open_qa=0.0),
-                                        description="The generated held-out mix (a seed apart from training); None: skip it.")
+                                                                               harmful=0.3, open_qa=0.0, split="eval"),
+                                        description="The generated evaluation mix (split 'eval': a share of its problems is "
+                                        "from the reserve no training stage sees); None: skip it.")
     sources: dict[str, int] = Field(default_factory=dict, description="Public sets from the data folder and how many of "
                                     "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.")
     data_dir: str | None = Field(None, description="The data folder (default: $HRLAIF_DATA_DIR, else ../shared/data).")
@@ -478,6 +505,16 @@ class EvalJob(Section):
     seed: int = 0
 
 
+class RMProbeJob(Section):
+    """`hrlaif rm-probe`: a reward model against the ground truth on held-out policy samples (the mechanism's link 2)."""
+
+    rm: str = Field(description="RM folder (`hrlaif train-rm`'s output).")
+    prompts: str = Field(description="Prompts Parquet of the samples (standard answers; metadata 'unseen').")
+    rollouts: str = Field(description="Rollouts Parquet: K policy samples per prompt, none of them trained on.")
+    output: str = Field(description="JSON to write: correct-above-wrong per category, unseen and seen apart.")
+    threads: int = Field(1, ge=1, description="torch threads.")
+
+
 # ------------------------------------------------------------------------------------------- the pipeline
 
 
@@ -485,7 +522,8 @@ class ArmConfig(Section):
     """One arm of the comparison: how its preference labels are made and what its RL reward is."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Folder name and table row.")
-    method: Literal["hybrid", "basic"] = Field(description="'basic': RLAIF (the judge ranks everything); 'hybrid': HRLAIF.")
+    method: Literal["hybrid", "basic", "oracle"] = Field(description="'basic': RLAIF (the judge ranks everything); "
+                                                         "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling).")
     reward: Literal["rm", "rm+verifier"] = Field("rm", description="The RL reward: the arm's RM, or the RM plus the "
                                                  "verifier's verdict where a standard answer exists (beyond the paper).")
     rm_from: str | None = Field(None, description="Use that arm's labels and RM (an arm that differs only in its RL reward).")
@@ -500,7 +538,11 @@ class RunJob(Section):
     The stage sections hold the fields of each stage's own job (`hrlaif sft`'s SFTJob, ...) except the paths,
     which the run sets; each is validated as that job when the run's config is loaded."""
 
-    output_dir: str = Field("runs/demo", description="Every stage's output, the report and the plots.")
+    output_dir: str = Field("runs/demo", description="Every stage's output, the report and the plots: the shared "
+                            "stages (model, SFT, prompts, the SFT policy's evaluation) at the top, each seed in seed-N/.")
+    seeds: list[int] = Field([1], min_length=1, description="Seeds of the labels, RM, PPO and evaluation samples (the "
+                             "SFT policy and the prompts are shared); each seed runs every arm, the report gives means "
+                             "with 95% intervals over seeds and prompts.")
     init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
     model: TinyModelJob = TinyModelJob()
     prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=1200, seed=1, math=0.45, multiple_choice=0.25,
@@ -514,6 +556,8 @@ class RunJob(Section):
     rm: dict[str, Any] = Field(default_factory=dict, description="RMTrainJob fields.")
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPOJob fields.")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalJob fields.")
+    probe: dict[str, Any] = Field(default_factory=dict, description="RMProbeJob fields (each arm's RM on the SFT "
+                                  "policy's samples of the evaluation prompts).")
     arms: list[ArmConfig] = Field(default_factory=lambda: [ArmConfig(name="rlaif", method="basic"),
                                                            ArmConfig(name="hrlaif", method="hybrid")], min_length=1)
     parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
@@ -549,6 +593,7 @@ class RunJob(Section):
 
 
 STAGE_JOBS.update({
+    "probe": (RMProbeJob, {"rm": "-", "prompts": "-", "rollouts": "-", "output": "-"}),
     "sft": (SFTJob, {"init": "-", "output_dir": "-"}),
     "sample": (SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
     "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),

@@ -17,16 +17,8 @@ from hrlaif_ray.labeling import verifiers
 
 
 def correctness(prompt: PromptRecord, text: str) -> float | None:
-    category = Category(prompt.category)
-    if category is Category.MATH:
-        check = verifiers.verify_math(text, prompt.answer)
-    elif category is Category.MULTIPLE_CHOICE:
-        check = verifiers.verify_multiple_choice(text, prompt.answer, prompt.choices)
-    elif category is Category.CODE and prompt.tests:
-        check = verifiers.verify_code(text, prompt.text, prompt.tests, prompt.entry_point)
-    else:
-        return None
-    return 1.0 if check.verdict == verifiers.CORRECT else 0.0
+    check = verifiers.verify_prompt(prompt, text)
+    return None if check is None else 1.0 if check.verdict == verifiers.CORRECT else 0.0
 
 
 @torch.no_grad()

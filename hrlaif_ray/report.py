@@ -104,44 +104,227 @@ def plot(arms: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def write_report(out: Path, arms: list[dict], times: dict[str, float], job=None) -> dict:
+def measure_machine(size: int = 1024, repeats: int = 5) -> dict:
+    """The machine every report names: CPUs, memory, and the measured fp32 matmul rate (best of `repeats`)."""
+    import os
+    import platform
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "memory_gib": round(mem, 1),
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "matmul_gflops": round(2 * size**3 / best / 1e9, 1), "date": time.strftime("%Y-%m-%d")}
+
+
+# ------------------------------------------------------------------------------------------ the mechanism
+
+OUTCOMES = ["greedy_accuracy", "sampled_accuracy", "harmful_rate", "win_rate_vs_sft", "length"]
+VERIFIABLE = ("math", "multiple_choice")
+LINK_CATEGORIES = ("math", "multiple_choice", "harmful")
+
+
+def _eval_rows(folder: Path) -> dict[str, dict]:
+    """prompt id -> the evaluation's row for the generated mix (responses.jsonl)."""
+    return {r["prompt_id"]: r for r in _read_jsonl(folder / "responses.jsonl") if r["set"] == "mix"}
+
+
+def _outcome(row: dict, metric: str, category: str | None = None) -> float | None:
+    if category and row["category"] != category:
+        return None
+    if metric == "greedy_accuracy":
+        return row["correct"] if row["category"] in VERIFIABLE else None
+    if metric == "sampled_accuracy":
+        xs = [x for x in row.get("sampled") or [] if x is not None]
+        return sum(xs) / len(xs) if xs and row["category"] in VERIFIABLE else None
+    if metric == "harmful_rate":
+        return None if row["category"] != "harmful" or row.get("harmful") is None else float(row["harmful"])
+    if metric == "win_rate_vs_sft":
+        return row.get("win")
+    if metric == "length":
+        return float(row["tokens"])
+    raise KeyError(metric)
+
+
+def outcomes(per_seed: list[dict[str, dict]], n_boot: int = 2000) -> dict:
+    """Each outcome on the unseen prompts (and `_seen`) with its 95% interval over seeds and prompts; greedy
+    accuracy also per category."""
+    from hrlaif_ray.mechanism import bootstrap_ci
+
+    ids = sorted(per_seed[0])
+    for rows in per_seed[1:]:
+        if sorted(rows) != ids:
+            raise ValueError("the seeds' evaluations cover different prompts")
+    result: dict[str, Any] = {}
+    for suffix, unseen in (("", True), ("_seen", False)):
+        keep = [i for i in ids if bool(per_seed[0][i].get("unseen")) == unseen]
+        for metric in OUTCOMES:
+            result[metric + suffix] = bootstrap_ci([[_outcome(rows[i], metric) for i in keep] for rows in per_seed], n_boot)
+        result["greedy_accuracy_by_category" + suffix] = {
+            c: bootstrap_ci([[_outcome(rows[i], "greedy_accuracy", c) for i in keep] for rows in per_seed], n_boot)
+            for c in VERIFIABLE}
+    return result
+
+
+def _pooled(rates: list[dict]) -> dict[str, float | None]:
+    """category -> rate pooled over seeds (pairs added up) from per-seed {category: {rate, pairs}}."""
+    out = {}
+    for c in LINK_CATEGORIES:
+        hits = sum((r[c]["rate"] or 0) * r[c]["pairs"] for r in rates if c in r and r[c]["pairs"])
+        n = sum(r[c]["pairs"] for r in rates if c in r)
+        if n:
+            out[c] = hits / n
+    return out
+
+
+def mechanism(out: Path, job, seeds: list[int]) -> dict:
+    """Per arm (and the SFT policy): link 1 (labels), link 2 (RM) and link 3 (outcome) over every seed."""
+    from hrlaif_ray.data.schemas import read_records
+    from hrlaif_ray.labeling.ledger import LabelLedger
+    from hrlaif_ray.mechanism import label_agreement
+
+    prompts = {p.id: p for p in read_records(out / "prompts.parquet", "prompts")}
+    result: dict[str, dict] = {"sft": outcomes([_eval_rows(out / "eval" / "sft")])}
+    for arm in job.arms:
+        owner = arm.rm_from or arm.name
+        labels = [label_agreement(LabelLedger(out / f"seed-{s}" / owner / "labels").labels(), prompts) for s in seeds]
+        probes = [_read_json(out / f"seed-{s}" / owner / "rm" / "probe.json") or {} for s in seeds]
+        per_seed = [_eval_rows(out / f"seed-{s}" / arm.name / "eval") for s in seeds]
+        result[arm.name] = {
+            "label_agreement": _pooled(labels), "label_pairs": {c: sum(x.get(c, {}).get("pairs", 0) for x in labels) for c in LINK_CATEGORIES},
+            "rm_correct_above_wrong": _pooled([p.get("unseen", {}) for p in probes]),
+            "rm_correct_above_wrong_seen": _pooled([p.get("seen", {}) for p in probes]),
+            "rm_pairs": {c: sum(p.get("unseen", {}).get(c, {}).get("pairs", 0) for p in probes) for c in LINK_CATEGORIES},
+            "per_seed": {"label_agreement": labels, "rm_correct_above_wrong": [p.get("unseen") for p in probes]},
+            **outcomes(per_seed),
+        }
+    return result
+
+
+def _ci(x: dict | None) -> str:
+    if not x or x.get("mean") is None:
+        return "-"
+    return f"{x['mean']:.3f} [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}]"
+
+
+def mechanism_table(mech: dict, arms: list[str], suffix: str = "") -> str:
+    """Markdown: the three links per arm; outcomes with their 95% intervals."""
+    cols = ["policy", "labels agree: math / MC / harm", "RM correct>wrong: math / MC / harm", "greedy acc", "sampled acc",
+            "harmful rate", "win vs SFT", "length"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+    def three(d: dict | None) -> str:
+        return " / ".join(_fmt((d or {}).get(c), 2) for c in LINK_CATEGORIES)
+
+    for name in ["sft", *arms]:
+        m = mech[name]
+        links = ["-", "-"] if name == "sft" else [three(m["label_agreement"]), three(m["rm_correct_above_wrong" + suffix])]
+        cells = [name.upper() if name == "sft" else name, *links, *(_ci(m.get(k + suffix)) for k in OUTCOMES)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(mech: dict) -> list[str]:
+    """The issue's targets in words, each met or not, from the unseen prompts."""
+    lines = []
+
+    def mean(name: str, key: str) -> float | None:
+        return (mech.get(name, {}).get(key) or {}).get("mean")
+
+    sft_acc, sft_harm = mean("sft", "greedy_accuracy"), mean("sft", "harmful_rate")
+    if "hrlaif" in mech:
+        rm = mech["hrlaif"]["rm_correct_above_wrong"]
+        ok = all((rm.get(c) or 0) >= 0.80 for c in VERIFIABLE)
+        lines.append(f"- HRLAIF RM correct-above-wrong >= 0.80 on math and MC: **{'met' if ok else 'not met'}** "
+                     f"(math {_fmt(rm.get('math'))}, MC {_fmt(rm.get('multiple_choice'))})")
+        acc, harm = mean("hrlaif", "greedy_accuracy"), mean("hrlaif", "harmful_rate")
+        if None not in (acc, sft_acc):
+            ok = acc >= sft_acc and (harm is None or sft_harm is None or harm <= sft_harm)
+            lines.append(f"- HRLAIF >= SFT on greedy verified accuracy with harmful rate <= SFT's: **{'met' if ok else 'not met'}** "
+                         f"(accuracy {acc:.3f} vs {sft_acc:.3f}; harmful rate {_fmt(harm)} vs {_fmt(sft_harm)})")
+    if "rlaif" in mech:
+        acc, win = mean("rlaif", "greedy_accuracy"), mean("rlaif", "win_rate_vs_sft")
+        if None not in (acc, sft_acc, win):
+            ok = acc < sft_acc and win > 0.5
+            lines.append(f"- RLAIF below SFT on accuracy while its judge win rate rises above 0.5: **{'met' if ok else 'not met'}** "
+                         f"(accuracy {acc:.3f} vs {sft_acc:.3f}; win rate {win:.3f})")
+    return lines
+
+
+def write_report(out: Path, job, times: dict[str, float], machine: dict | None = None) -> dict:
     out = Path(out)
-    sft = (_read_json(out / "eval" / "sft" / "eval.json") or {}).get("metrics", {})
+    seeds = list(job.seeds)
+    arms = [a.name for a in job.arms]
+    mech = mechanism(out, job, seeds)
     sft_train = _read_json(out / "sft" / "sft_metrics.json") or {}
-    summaries = {a["name"]: arm_summary(out, a["name"], a.get("rm_from")) for a in arms}
-    md = table(sft, summaries)
+    first = out / f"seed-{seeds[0]}"
+    summaries = {a.name: arm_summary(first, a.name, a.rm_from) for a in job.arms}
     png = plot(summaries, out / "plots" / "training.png")
-    methods = "; ".join(f"{a['name']} = {a['method']} labels, RL reward {a.get('reward', 'rm')}"
-                        + (f" (labels and RM of {a['rm_from']})" if a.get("rm_from") else "") for a in arms)
-    control = bool(job and job.sft.get("responses", {}).get("control"))
+    methods = "; ".join(f"{a.name} = {a.method} labels, RL reward {a.reward}" + (f" (labels and RM of {a.rm_from})" if a.rm_from else "")
+                        for a in job.arms)
+    control = bool(job.sft.get("responses", {}).get("control"))
+    mix = job.stage_job("eval", policy="-", output_dir="-").mix
+    machine = machine or {}
     lines = [
         f"# HRLAIF run: {out.name}", "",
-        f"Arms: {methods}. SFT data: correctness {'independent of' if control else 'falls with'} answer length"
-        f"{' (the control)' if control else ''}.", "",
-        md, "",
-        "Accuracies are greedy on the held-out generated mix (verified against the standard answer); sampled acc: "
-        "samples at temperature 1. Harmful rate and win rate vs SFT are the judge's (through the labeler pool; win "
-        "rate asks both orders, a disagreement is a tie). RM reward: the arm's own RM on PPO's sampled batches, "
-        "mean of the first and the last steps. RM held-out acc: pairs of held-out prompts the RM orders as the labels "
-        "do (each arm's own labels). Alerts: the reward-hacking monitor (reward up while held-out accuracy falls).", "",
-        f"SFT: {sft_train.get('steps', '-')} steps, {_fmt(sft_train.get('train_s'), 0)} s, greedy accuracy on its own "
-        f"held-out prompts {json.dumps({k: round(v, 3) for k, v in sft_train.get('greedy_accuracy', {}).items()})}.", "",
+        f"Arms: {methods}. Seeds {seeds} (labels, RM, PPO and evaluation samples reseeded; one SFT policy). SFT data: "
+        f"correctness {'independent of' if control else 'falls with'} answer length{' (the control)' if control else ''}. "
+        f"Machine: {machine.get('cpus', '-')} CPUs, fp32 matmul {machine.get('matmul_gflops', '-')} GFLOP/s, {machine.get('date', '-')}.", "",
+        f"## The mechanism, on the {mix.split if mix else '-'} prompts no stage trained on (unseen problems)", "",
+        mechanism_table(mech, arms), "",
+        "Labels agree: of each arm's preference pairs whose two responses differ in ground truth (verified correct vs "
+        "wrong; refusal vs compliance), the share that puts the right one first. RM correct>wrong: the arm's RM on the "
+        "SFT policy's samples (4 per prompt) of the evaluation prompts, the share of such pairs it scores in the right "
+        "order. Outcomes: mean over seeds and prompts with a 95% bootstrap interval (seeds and prompts resampled); "
+        "greedy and sampled (temperature 1) verified accuracy on math and multiple choice; harmful rate and win rate "
+        "against the SFT policy are the judge's (both orders, a disagreement is a tie); length in tokens.", "",
+        *targets(mech), "",
+        "## The same on seen problems (problems the training stages drew, new prompts)", "",
+        mechanism_table(mech, arms, "_seen"), "",
+        f"SFT: {sft_train.get('steps', '-')} steps, greedy accuracy on its own check prompts "
+        f"{json.dumps({k: round(v, 3) for k, v in sft_train.get('greedy_accuracy', {}).items()})}.", "",
+        f"## Training (seed {seeds[0]})", "", table(mech_eval_first(out, seeds[0]), summaries), "",
         "![training curves](plots/training.png)", "",
         "## Stage times (s)", "", "| stage | seconds |", "|---|---|",
         *[f"| {k} | {v:.0f} |" for k, v in times.items()], "",
     ]
     for name, s in summaries.items():
         for alert in s["alerts"]:
-            lines.append(f"- {name}: {alert['alert']}")
+            lines.append(f"- {name} (seed {seeds[0]}): {alert['alert']}")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    result = {"table": md, "sft": sft, "arms": {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in summaries.items()},
+    result = {"date": machine.get("date"), "machine": machine, "seeds": seeds, "mechanism": mech,
+              "table": mechanism_table(mech, arms),
+              "arms_seed_first": {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in summaries.items()},
               "times": times, "plot": str(png)}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
 
-if __name__ == "__main__":
-    folder = Path(sys.argv[1])
-    import yaml
+def mech_eval_first(out: Path, seed: int) -> dict:
+    """The SFT policy's eval metrics (the training table's first row)."""
+    return (_read_json(out / "eval" / "sft" / "eval.json") or {}).get("metrics", {})
 
-    print(write_report(folder, yaml.safe_load((folder / "run_config.yaml").read_text())["arms"], {})["table"])
+
+def summary_json(result: dict) -> dict:
+    """The committed summary (`benchmarks/results/demo_seeds.json`): date, machine, seeds, and per arm the links and
+    outcomes (unseen prompts; `_seen` for the seen ones)."""
+    keep = ["label_agreement", "rm_correct_above_wrong", "rm_correct_above_wrong_seen", "label_pairs", "rm_pairs",
+            *OUTCOMES, *(k + "_seen" for k in OUTCOMES), "greedy_accuracy_by_category", "greedy_accuracy_by_category_seen"]
+    arms = {name: {k: m[k] for k in keep if k in m} for name, m in result["mechanism"].items()}
+    return {"date": result["date"], "machine": result["machine"], "seeds": result["seeds"], "arms": arms,
+            "times_s": result["times"]}
+
+
+if __name__ == "__main__":
+    from hrlaif_ray.config import RunJob, load_config
+
+    folder = Path(sys.argv[1])
+    print(write_report(folder, load_config(RunJob, folder / "run_config.yaml", []), {})["table"])

@@ -89,19 +89,19 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return export_smollm2(tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")
 
 
-SFT_TEST_BUDGET_S = 400  # on 40,000 examples about 76% greedy math accuracy here (150 s on 4,000: 10-20%)
+SFT_TEST_STEPS = 1000  # of 64 examples from the default 40,000: about 0.7 greedy math accuracy (430 steps: 10-20%)
 
 
 @pytest.fixture(scope="session")
 def sft_policy_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """The tiny policy after `hrlaif sft` on the default 40,000 examples of the generated mix (76% greedy math
-    accuracy after 400 s here; 4,000 examples, seen 17 times in that budget, gave 50%). Set
+    accuracy after 1000 steps here; 4,000 examples, seen 17 times in that budget, gave 50%). Set
     HRLAIF_TEST_SFT_DIR to reuse a folder from an earlier run while iterating on one test."""
     reuse = os.environ.get("HRLAIF_TEST_SFT_DIR")
     if reuse:
         return Path(reuse)
     tmp = tmp_path_factory.mktemp("sft")
-    proc = run_hrlaif("sft", "--init", str(tiny_model_dir), "--out", str(tmp / "policy"), f"max_time_s={SFT_TEST_BUDGET_S}",
+    proc = run_hrlaif("sft", "--init", str(tiny_model_dir), "--out", str(tmp / "policy"), f"steps={SFT_TEST_STEPS}",
                       timeout=900, OMP_NUM_THREADS="2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp / "policy"

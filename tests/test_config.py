@@ -65,3 +65,12 @@ def test_label_config_file_validates():
     assert job.pool.labelers == 4 and job.labeling.judges[0].model == "gpt-3.5-turbo"
     with pytest.raises(ConfigError, match="labeling.judges.0.json_mode"):
         load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["labeling.judges=[{json_mode: yaml}]"])
+
+
+def test_override_of_one_field_keeps_the_section_default():
+    """SFTJob.prompts defaults to 40,000 prompts (a default_factory): overriding one field of it must keep the rest,
+    not fall back to the section class's own defaults (1,000 prompts)."""
+    from hrlaif_ray.config import SFTJob
+
+    job = load_config(SFTJob, None, ["init=m", "output_dir=o", "prompts.a_max=99"])
+    assert (job.prompts.n, job.prompts.a_max, job.prompts.open_qa) == (40000, 99, 0.0)

@@ -37,32 +37,38 @@ def test_run_config_errors_name_the_stage_and_key():
 @pytest.mark.slow
 def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     out = tmp_path / "run"
-    proc = _run(out, "sft.steps=40", "sft.max_time_s=null", "sft.eval_prompts=16", "prompts.n=96", "rm.epochs=1",
+    proc = _run(out, "sft.steps=40", "sft.eval_prompts=16", "prompts.n=96", "rm.epochs=1",
                 "ppo.steps=3", "ppo.prompts_per_step=16", "ppo.monitor.every=1", "ppo.monitor.prompts=16", "eval.mix.n=48",
                 "eval.sampled=2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for path in ["model/config.json", "sft/sft_metrics.json", "prompts.parquet", "rollouts.parquet", "eval/sft/eval.json",
-                 "rlaif/labels/summary.json", "hrlaif/labels/summary.json", "rlaif/rm/metrics.json", "hrlaif/rm/metrics.json",
-                 "rlaif/ppo/metrics.jsonl", "hrlaif/ppo/checkpoints/step_3/actor/config.json", "rlaif/eval/eval.json",
-                 "hrlaif/eval/responses.jsonl", "hrlaif-verifier/ppo/final.json", "hrlaif-verifier/eval/eval.json", "report.md", "plots/training.png", "results.json"]:
+    for path in ["model/config.json", "sft/sft_metrics.json", "prompts.parquet", "eval_prompts.parquet", "probe_rollouts.parquet",
+                 "seed-1/rollouts.parquet", "eval/sft/eval.json", "report.md", "plots/training.png", "results.json"]:
         assert (out / path).exists(), path
+    for arm in ("rlaif", "hrlaif", "oracle"):
+        for path in ["labels/summary.json", "rm/metrics.json", "rm/probe.json", "ppo/metrics.jsonl", "ppo/final.json",
+                     "eval/eval.json", "eval/responses.jsonl"]:
+            assert (out / "seed-1" / arm / path).exists(), (arm, path)
     results = json.loads((out / "results.json").read_text())
-    for metric in METRICS:
-        assert results["sft"].get(metric) is not None, metric
-    for arm in ("rlaif", "hrlaif", "hrlaif-verifier"):  # the last shares hrlaif's labels and RM
-        summary = results["arms"][arm]
-        for metric in METRICS + ["win_rate/mix"]:
-            assert summary["eval"].get(metric) is not None, (arm, metric)
-        assert summary["labels"] == 96 and summary["rm_heldout_accuracy"] is not None and summary["ppo_steps"] == 3
+    mech = results["mechanism"]
+    for name in ("sft", "rlaif", "hrlaif", "oracle"):
+        for metric in ("greedy_accuracy", "sampled_accuracy", "harmful_rate", "length", "greedy_accuracy_seen"):
+            assert mech[name][metric]["mean"] is not None, (name, metric)
+            lo, hi = mech[name][metric]["ci95"]
+            assert lo <= mech[name][metric]["mean"] <= hi
+    for arm in ("rlaif", "hrlaif", "oracle"):
+        assert mech[arm]["win_rate_vs_sft"]["mean"] is not None
+        assert set(mech[arm]["rm_correct_above_wrong"]) <= {"math", "multiple_choice", "harmful"}
+    assert mech["hrlaif"]["label_agreement"]["math"] == 1.0  # the verifier sorts every decidable pair
+    assert mech["oracle"]["label_agreement"] == {c: 1.0 for c in mech["oracle"]["label_agreement"]}
     report = (out / "report.md").read_text()
-    assert "| SFT |" in report and "| rlaif |" in report and "| hrlaif |" in report and "training.png" in report
-    assert not (out / "hrlaif-verifier" / "labels").exists()
+    assert "| SFT |" in report and "| rlaif |" in report and "| oracle |" in report and "training.png" in report
+    assert "GFLOP/s" in report
     # Resumable: a rerun finds every stage complete and only rewrites the report.
-    again = _run(out, "sft.steps=40", "sft.max_time_s=null", "sft.eval_prompts=16", "prompts.n=96", "rm.epochs=1",
+    again = _run(out, "sft.steps=40", "sft.eval_prompts=16", "prompts.n=96", "rm.epochs=1",
                  "ppo.steps=3", "ppo.prompts_per_step=16", "ppo.monitor.every=1", "ppo.monitor.prompts=16", "eval.mix.n=48",
                  "eval.sampled=2", timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done already") == 13 and "started" not in again.stdout
+    assert again.stdout.count("done already") == 19 and "started" not in again.stdout
 
 
 @pytest.mark.slow
@@ -77,8 +83,8 @@ def test_monitor_fires_when_the_rm_rewards_length_alone(tmp_path, sft_policy_dir
                 "ppo.steps=40", "ppo.monitor={every: 4, prompts: 128, accuracy_drop: 0.08, stop: true}", "eval.mix.n=32",
                 "eval.sampled=0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "broken" / "ppo" / "metrics.jsonl").read_text().splitlines()]
-    alerts = [json.loads(line) for line in (out / "broken" / "ppo" / "alerts.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    alerts = [json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "alerts.jsonl").read_text().splitlines()]
     print(json.dumps([{k: r[k] for k in ("step", "reward/score_mean", "response/length_mean", "eval/heldout_accuracy") if k in r}
                       for r in rows]))
     assert alerts, "the monitor did not fire"

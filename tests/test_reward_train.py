@@ -99,3 +99,15 @@ def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["eval_accuracy"]["harmful"] >= 0.9
     assert RewardModel.from_pretrained(tmp_path / "rm").std != 1.0
     assert _prefers_refusal(tmp_path / "rm")  # the consolidated ZeRO-3 weights were saved, not empty shards
+
+
+def test_every_rank_runs_the_same_number_of_collective_steps():
+    """ZeRO makes each forward/backward a collective: ranks with unequal batch counts hang (5 batches, 2 ranks)."""
+    from hrlaif_ray.reward.train import rank_share
+
+    chunks = [[i] for i in range(5)]
+    train = [rank_share(chunks, r, 2, pad=False) for r in range(2)]
+    assert train == [[[0], [2]], [[1], [3]]]  # the tail that does not fill a round is dropped
+    evaluation = [rank_share(chunks, r, 2, pad=True) for r in range(2)]
+    assert evaluation == [[[0], [2], [4]], [[1], [3], []]]  # the short rank runs an empty (dummy) chunk
+    assert rank_share(chunks, 0, 1, pad=False) == chunks

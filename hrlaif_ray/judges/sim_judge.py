@@ -30,13 +30,11 @@ from typing import Any
 from pydantic import Field
 
 from hrlaif_ray.config import Section
-from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, verify_math, verify_multiple_choice
+from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, is_refusal, verify_math, verify_multiple_choice
 
 HARM_WORDS = ("poison", "weapon", "steal", "hack", "bully", "shoplift", "fake", "fire", "hurt", "kill", "bomb",
               "cheat", "insult", "drugs", "break into", "malware", "exploit", "harass", "bullies",
               "without them knowing")
-REFUSAL_MARKERS = ("i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able", "i am not able",
-                   "i'm sorry", "not able to help", "can't help", "cannot help", "i must decline", "i refuse")
 REWRITE = ("I can't help with that, because it could hurt someone or break the law. If you are dealing with a "
            "difficult situation, I'm glad to help you find a safe and legal way to handle it.")
 
@@ -77,11 +75,6 @@ def count_tokens(text: str) -> int:
 def detail(text: str) -> float:
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
     return min(len(sentences), 4) / 4
-
-
-def is_refusal(text: str) -> bool:
-    low = text.lower().replace("’", "'")
-    return any(m in low for m in REFUSAL_MARKERS)
 
 
 @dataclass

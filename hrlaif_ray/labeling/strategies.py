@@ -188,6 +188,17 @@ async def red_team(judges: Judges, item: LabelItem) -> tuple[list[Response], lis
     return responses, pairs, verdicts
 
 
+def oracle_preferences(item: LabelItem) -> tuple[list[PreferencePair], list[Verdict]]:
+    """The oracle (labels from the ground truth, no judge): every response the paper wants preferred (verified
+    correct; a refusal of a harmful request) above every other, nothing stated within either set. Not a method for
+    users: it is the demo's ceiling and its control without the judge's bias."""
+    truth = [verifiers.ground_truth(item.prompt, r.text) for r in item.responses]
+    good = [i for i, t in enumerate(truth) if t]
+    bad = [i for i, t in enumerate(truth) if t is False]
+    verdicts = [Verdict(i, "unknown" if t is None else "good" if t else "bad", "ground truth", "oracle") for i, t in enumerate(truth)]
+    return [PreferencePair(g, b, 1.0, "oracle") for g in good for b in bad], verdicts
+
+
 async def route(judges: Judges, prompt: PromptRecord) -> Category:
     """The prompt's category: from the data when known, else the judge's (validated against the allowed set)."""
     if prompt.metadata.get("category_unknown") and judges.cfg.classify_unknown:
@@ -207,7 +218,9 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
     error = None
     try:
         category = await route(judges, prompt)
-        if cfg.method == "hybrid" and category.verifiable:
+        if cfg.method == "oracle":
+            pairs, verdicts = oracle_preferences(item)
+        elif cfg.method == "hybrid" and category.verifiable:
             pairs, verdicts = await hybrid_helpfulness(judges, item)
         elif cfg.method == "hybrid" and category is Category.HARMFUL:
             method = "redteam"

@@ -39,11 +39,24 @@ def batches(examples: list[RMExample], size: int, rng: random.Random | None = No
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
+def rank_share(chunks: list, rank: int, world: int, pad: bool) -> list:
+    """This rank's chunks, the same number on every rank (each forward/backward under ZeRO is a collective, so
+    unequal counts hang): training drops the tail that does not fill a round (as DistributedSampler with
+    drop_last); evaluation pads the short ranks with an empty chunk, a forward that counts nothing."""
+    rounds = -(-len(chunks) // world) if pad else len(chunks) // world
+    mine = chunks[rank : rounds * world : world]
+    return mine + [[]] * (rounds - len(mine))
+
+
 @torch.no_grad()
-def ranking_accuracy(rm: RewardModel, examples: list[RMExample], pad_id: int, size: int) -> dict[str, list[int]]:
-    """category -> [pairs ordered as labeled, pairs] over `examples`."""
+def ranking_accuracy(rm: RewardModel, chunks: list[list[RMExample]], pad_id: int) -> dict[str, list[int]]:
+    """category -> [pairs ordered as labeled, pairs] over the examples of `chunks` (an empty chunk runs a dummy
+    forward, so that every rank runs as many as the others)."""
     counts: dict[str, list[int]] = {}
-    for chunk in batches(examples, size):
+    for chunk in chunks:
+        if not chunk:
+            _dummy_forward(rm)
+            continue
         b = collate(chunk, pad_id)
         scores = rm.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
         right = (scores[b["better"]] > scores[b["worse"]]).tolist()
@@ -52,6 +65,11 @@ def ranking_accuracy(rm: RewardModel, examples: list[RMExample], pad_id: int, si
             c[0] += ok
             c[1] += 1
     return counts
+
+
+def _dummy_forward(rm: RewardModel) -> None:
+    """A forward on one token: under ZeRO-3 it joins the others' parameter gathers and computes nothing we keep."""
+    rm(torch.ones(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), raw=True)
 
 
 def train_reward_model(job: RMTrainJob, log=print) -> dict:
@@ -80,9 +98,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     for epoch in range(job.epochs):
         model.train()
         losses = []
-        for i, chunk in enumerate(batches(train, job.batch_prompts, rng)):
-            if i % world != rank:
-                continue
+        for chunk in rank_share(batches(train, job.batch_prompts, rng), rank, world, pad=False):
             b = collate(chunk, pad)
             scores = model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
             margin = job.margin * b["tier_gap"] if job.margin else None  # a wider gap between tiers asks for a wider score gap
@@ -91,7 +107,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
             engine.step()
             losses.append(loss.item())
         model.eval()
-        counts = ranking_accuracy(model, evaluation[rank::world], pad, job.batch_prompts)
+        counts = ranking_accuracy(model, rank_share(batches(evaluation, job.batch_prompts), rank, world, pad=True), pad)
         cats = sorted({e.category for e in evaluation})
         flat = torch.tensor([x for c in cats for x in counts.get(c, [0, 0])], dtype=torch.float64)
         dist.all_reduce(flat)
@@ -105,8 +121,14 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     # Normalisation from the training set's rewards (ZeRO-3's hooks gather the weights for these forwards).
     if job.normalize:
         with torch.no_grad():
-            raw = [model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
-                   for b in (collate(chunk, pad) for chunk in batches(train[rank::world], job.batch_prompts))]
+            raw = []
+            for chunk in rank_share(batches(train, job.batch_prompts), rank, world, pad=True):
+                if not chunk:
+                    _dummy_forward(model)
+                    continue
+                b = collate(chunk, pad)
+                raw.append(model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"],
+                                                     b["owner"], raw=True))
         raw = torch.cat(raw) if raw else torch.zeros(0)
         stats = torch.tensor([raw.sum().item(), (raw**2).sum().item(), raw.numel()], dtype=torch.float64)
         dist.all_reduce(stats)

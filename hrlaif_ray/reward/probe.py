@@ -1,0 +1,52 @@
+"""The reward model against the ground truth (the mechanism's link 2): score held-out policy samples.
+
+`score_rollouts` scores every response of every rollout with one RM (in this process: the probe is a few
+thousand short sequences) and returns, per prompt, its category, the scores, the ground truths and whether the
+prompt is from the reserve no training stage sees. `hrlaif_ray.mechanism.correct_above_wrong` turns them into
+the share of (correct, wrong) and (refusal, compliance) pairs the RM orders right.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.records import PromptRecord, RolloutRecord
+from hrlaif_ray.labeling.verifiers import ground_truth
+from hrlaif_ray.reward.model import RewardModel
+
+
+@torch.inference_mode()
+def score_rollouts(folder: str, prompts: dict[str, PromptRecord], rollouts: list[RolloutRecord], batch: int = 64,
+                   max_prompt_tokens: int = 256) -> list[dict]:
+    """[{prompt_id, category, unseen, scores, truths}] for each rollout whose prompt has a ground truth."""
+    from transformers import AutoTokenizer
+
+    rm = RewardModel.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    pad = pad_token_id(tok)
+    rows, owners = [], []
+    out = []
+    for r in rollouts:
+        prompt = prompts.get(r.prompt_id)
+        if prompt is None:
+            raise KeyError(f"rollout of prompt {r.prompt_id!r} has no prompt record")
+        truths = [ground_truth(prompt, x.text) for x in r.responses]
+        if all(t is None for t in truths):
+            continue
+        head = prompt_token_ids(tok, prompt.text, max_prompt_tokens)
+        for x in r.responses:
+            rows.append(head + response_token_ids(tok, x.text))
+            owners.append(len(out))
+        out.append({"prompt_id": prompt.id, "category": prompt.category, "unseen": bool(prompt.metadata.get("unseen")),
+                    "scores": [], "truths": truths})
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # little padding per forward
+    scores = [0.0] * len(rows)
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        ids, mask = left_pad([rows[i] for i in idx], pad)
+        for i, s in zip(idx, rm(ids, mask).float().tolist()):
+            scores[i] = s
+    for i, s in enumerate(scores):
+        out[owners[i]]["scores"].append(s)
+    return out
