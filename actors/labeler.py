@@ -76,9 +76,6 @@ class LabelerActor:
     def set_concurrency(self, concurrency: int) -> None:
         self.slots = asyncio.Semaphore(concurrency)
 
-    def ping(self) -> bool:
-        return True
-
 
 @dataclass
 class PoolStats:

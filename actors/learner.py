@@ -183,22 +183,6 @@ class LearnerRank:
             save_model_folder(self.model, tokenizer, path, state_dict=state)
         return path
 
-    def load_state(self, path: str) -> None:
-        """Resume: the weights of a saved folder into this rank's model (before training continues)."""
-        import deepspeed
-        from safetensors.torch import load_file
-
-        files = sorted(p for p in os.listdir(path) if p.endswith(".safetensors") and p != "scalar_head.safetensors")
-        state = {}
-        for f in files:
-            state.update(load_file(os.path.join(path, f)))
-        if self.role == "critic":
-            state = {f"backbone.{k}": v for k, v in state.items()}
-            state.update({f"head.{k}": v for k, v in load_file(os.path.join(path, "scalar_head.safetensors")).items()})
-        params = list(self.model.parameters())
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.zero_stage == 3):
-            self.model.load_state_dict(state, strict=False)
-
 
 class LearnerGroup:
     """One role's ranks behind one handle. `options[i]` are rank i's Ray options (its placement-group bundle)."""
@@ -241,9 +225,6 @@ class LearnerGroup:
 
     def save(self, path: str, tokenizer_folder: str) -> None:
         ray.get([r.save.remote(path, tokenizer_folder) for r in self.ranks])
-
-    def load_state(self, path: str) -> None:
-        ray.get([r.load_state.remote(path) for r in self.ranks])
 
 
 @ray.remote(num_cpus=0)

@@ -247,31 +247,33 @@ def run_ppo(job: PPOJob) -> dict:
             (out / name).unlink(missing_ok=True)
     roles_used = ("actor", "reference", "reward", "rollout") + (("critic",) if critic_init else ())
     topo = Topology(job.resources, roles_used)
-    tokenizer = AutoTokenizer.from_pretrained(job.policy)
-    prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
-    sampler = PromptSampler(prompts, job.prompts_per_step, job.seed)
-    roles = build_roles(job, topo, policy, critic_init)
-    kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
-    log = MetricsLog(out, job.tensorboard)
-    mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
-    held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]
-    monitor = RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
+    try:  # every exit path, a role that fails to start included, gives back the placement groups (and their actors)
+        tokenizer = AutoTokenizer.from_pretrained(job.policy)
+        prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
+        sampler = PromptSampler(prompts, job.prompts_per_step, job.seed)
+        mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
+        held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]
+        roles = build_roles(job, topo, policy, critic_init)
+        kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
+        monitor = RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
 
-    def save(step: int, coef: float) -> None:
-        folder = out / "checkpoints" / f"step_{step}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        roles.actor.save(str(tmp / "actor"), job.policy)
-        if roles.critic is not None:
-            roles.critic.save(str(tmp / "critic"), job.policy)
-        (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)  # a checkpoint exists whole or not at all
+        def save(step: int, coef: float) -> None:
+            folder = out / "checkpoints" / f"step_{step}"
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            roles.actor.save(str(tmp / "actor"), job.policy)
+            if roles.critic is not None:
+                roles.critic.save(str(tmp / "critic"), job.policy)
+            (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)  # a checkpoint exists whole or not at all
 
-    try:
-        alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out)
+        log = MetricsLog(out, job.tensorboard)
+        try:
+            alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out)
+        finally:
+            log.close()
     finally:
-        log.close()
         topo.shutdown()
     rows = log.rows()
     result = {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out)),

@@ -16,10 +16,17 @@ def _roles(job: PPOJob) -> tuple[str, ...]:
     return ("actor", "reference", "reward", "rollout") + (("critic",) if job.algo.estimator == "gae" else ())
 
 
-@pytest.mark.parametrize("name", ["local-tiny.yaml", "smollm2-cpu.yaml", "13b-8xa100.yaml"])
-def test_ppo_configs_validate(name):
+@pytest.mark.parametrize("name,need", [("local-tiny.yaml", None), ("smollm2-cpu.yaml", None),
+                                       ("13b-8xa100.yaml", {"GPU": 8.0, "CPU": 80.0})])
+def test_ppo_configs_reserve_one_bundle_per_replica_of_each_owning_role(name, need):
     job = load_config(PPOJob, CONFIGS / name)
-    assert bundles_needed(job.resources, _roles(job))
+    roles = _roles(job)
+    owners = [r for r in roles if getattr(job.resources, r).colocate_with not in roles]
+    replicas = sum(getattr(job.resources, r).replicas for r in owners)
+    expected = {k: v * replicas for k, v in job.resources.bundle.items()}
+    assert bundles_needed(job.resources, roles) == expected
+    if need is not None:
+        assert expected == need
 
 
 def test_kuberay_job_matches_the_13b_plan():

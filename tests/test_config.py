@@ -50,10 +50,25 @@ def test_malformed_overrides_and_files(tmp_path):
 
 
 def test_shipped_config_files_validate():
+    """Every file in cluster/configs validates as the job it is for (the KubeRay spec is checked in
+    test_cluster_configs), and says what its comment says."""
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[1] / "cluster" / "configs").glob("tiny-model*.yaml")):
-        load_config(TinyModelJob, path)
+    from hrlaif_ray.config import LabelJob, PPOJob, RunJob
+
+    folder = Path(__file__).parents[1] / "cluster" / "configs"
+    jobs = {"tiny-model.yaml": TinyModelJob, "label-local.yaml": LabelJob, "demo.yaml": RunJob, "local-tiny.yaml": PPOJob,
+            "smollm2-cpu.yaml": PPOJob, "13b-8xa100.yaml": PPOJob}
+    shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml"}
+    assert shipped == set(jobs), f"a shipped config without a test: {shipped ^ set(jobs)}"
+    loaded = {name: load_config(cls, folder / name) for name, cls in jobs.items()}
+    assert loaded["tiny-model.yaml"].model.hidden_size == 128 and loaded["tiny-model.yaml"].tokenizer.vocab_size == 384
+    demo = loaded["demo.yaml"]
+    assert [a.method for a in demo.arms] == ["basic", "hybrid", "oracle"] and demo.sft["steps"] > 0
+    assert "max_time_s" not in demo.sft  # budgets are steps, never seconds
+    assert demo.stage_job("eval", policy="-", output_dir="-").mix.split == "eval" and demo.prompts.split == "train"
+    assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor
+    assert loaded["13b-8xa100.yaml"].resources.bundle.get("GPU") == 1
 
 
 def test_label_config_file_validates():

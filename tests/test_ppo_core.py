@@ -174,17 +174,22 @@ def test_micro_batches_trim_padding_keep_logits_and_sum_to_the_batch_loss(tiny_m
 
 
 def test_phase_timer_runs_independent_phases_together():
+    import threading
     import time
 
     from hrlaif_ray.metrics import PhaseTimer
 
     timer = PhaseTimer()
-    start = time.perf_counter()
-    out = timer.together(a=lambda: time.sleep(0.3) or "A", b=lambda: time.sleep(0.1) or "B")
-    took = time.perf_counter() - start
+    both = threading.Barrier(2, timeout=30)  # passes only if both phases are running at the same time
+
+    def phase(name):
+        both.wait()
+        time.sleep(0.05)
+        return name.upper()
+
+    out = timer.together(a=lambda: phase("a"), b=lambda: phase("b"))
     assert out == {"a": "A", "b": "B"}
-    assert took < 0.38, took  # at once, not 0.4 s one after another
-    assert timer.times["time/a"] == pytest.approx(0.3, abs=0.07) and timer.times["time/b"] == pytest.approx(0.1, abs=0.07)
+    assert timer.times["time/a"] >= 0.05 and timer.times["time/b"] >= 0.05  # each phase is timed on its own
 
     def fail():
         raise RuntimeError("reward replica died")

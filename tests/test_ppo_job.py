@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hrlaif_ray.judges.launch import free_port
+from hrlaif_ray.zero import free_port
 
 from conftest import ROOT, run_hrlaif, script_env
 

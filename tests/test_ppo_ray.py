@@ -90,6 +90,12 @@ def test_topology_colocates_and_validates(local_ray):
         ResourcePlan(actor=RoleResources(replicas=2), reference=RoleResources(replicas=2, share=0.5, colocate_with="actor"))
     with pytest.raises(ValueError, match="exceeds actor.replicas"):
         ResourcePlan(actor=RoleResources(replicas=1, share=0.5), reference=RoleResources(replicas=2, share=0.5, colocate_with="actor"))
+    # A plan the cluster cannot place: one error, within the timeout, naming the role, the bundles and what is free;
+    # nothing stays reserved.
+    big = ResourcePlan(bundle={"CPU": 1}, actor=RoleResources(replicas=1), rollout=RoleResources(replicas=50))
+    with pytest.raises(RuntimeError, match=r"role\(s\) rollout: asked for rollout: 50 x \{'CPU': 1.0\}.*free resources"):
+        Topology(big, ("actor", "rollout"), timeout_s=3)
+    assert not any(pg["state"] == "CREATED" for pg in ray.util.placement_group_table().values())
 
 
 def test_sample_writes_rollouts_and_resumes(local_ray, tiny_model_dir, tmp_path):

@@ -14,7 +14,7 @@ from hrlaif_ray.config import PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
 from hrlaif_ray.data.schemas import write_records
-from hrlaif_ray.judges.launch import free_port
+from hrlaif_ray.zero import free_port
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward import RewardModel
 

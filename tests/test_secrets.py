@@ -5,7 +5,8 @@ import asyncio
 from hrlaif_ray.config import JudgeEndpoint, LabelingConfig, dump_config
 from hrlaif_ray.data.records import PromptRecord, Response
 from hrlaif_ray.data.schemas import write_records
-from hrlaif_ray.judges.launch import free_port, sim_judge_server
+from hrlaif_ray.judges.launch import sim_judge_server
+from hrlaif_ray.zero import free_port
 from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
 
 SECRET = "sk-proj-THIS-MUST-NEVER-LEAK-0123456789"

@@ -1,7 +1,6 @@
 """The real stack loads our model folders: vLLM CPU generates, DeepSpeed ZeRO-2 steps on 2 gloo ranks."""
 
 import json
-import socket
 import subprocess
 
 import pytest
@@ -9,12 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import PYTHON, SCRIPTS, script_env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from hrlaif_ray.zero import free_port
 
 
 def _run(cmd, env, timeout):
@@ -46,7 +40,7 @@ def test_vllm_cpu_generates_from_our_folder_matching_hf(tmp_path, tiny_model_dir
 def test_deepspeed_zero_step_on_two_gloo_ranks(tmp_path, tiny_model_dir, stage):
     out = tmp_path / "zero.json"
     cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(SCRIPTS / "zero_step.py"), str(tiny_model_dir), str(out), str(stage), "4"]
+           "--master-port", str(free_port()), str(SCRIPTS / "zero_step.py"), str(tiny_model_dir), str(out), str(stage), "4"]
     _run(cmd, script_env(tmp_path, OMP_NUM_THREADS="1"), 600)
     result = json.loads(out.read_text())
     assert result["world"] == 2 and result["backend"] == "gloo"

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import httpx
 
-from hrlaif_ray.zero import free_port  # noqa: F401  (re-exported: callers import it from here)
+from hrlaif_ray.zero import free_port
 
 
 def _stop(proc: subprocess.Popen) -> None:
