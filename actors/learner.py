@@ -30,9 +30,23 @@ TRAINED_ROLES = ("actor", "critic")
 
 @ray.remote
 class LearnerRank:
-    def __init__(self, role: str, folder: str, rank: int, world: int, master: tuple[str, int] | None,
-                 zero_stage: int = 2, lr: float = 1e-6, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 micro_batch: int = 1, grad_accum: int = 1, threads: int = 1, temperature: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        role: str,
+        folder: str,
+        rank: int,
+        world: int,
+        master: tuple[str, int] | None,
+        zero_stage: int = 2,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        micro_batch: int = 1,
+        grad_accum: int = 1,
+        threads: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(threads)
@@ -48,12 +62,16 @@ class LearnerRank:
         if role in TRAINED_ROLES:
             import deepspeed
 
-            os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world),
-                              LOCAL_RANK="0")
+            os.environ.update(
+                MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0"
+            )
             init_distributed()
             optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-            self.engine, *_ = deepspeed.initialize(model=model, optimizer=optim,
-                                                   config=zero_config(self.zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip))
+            self.engine, *_ = deepspeed.initialize(
+                model=model,
+                optimizer=optim,
+                config=zero_config(self.zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip),
+            )
             self.model = self.engine.module
         else:
             self.model = model.to(self.device).eval()
@@ -69,13 +87,19 @@ class LearnerRank:
         """The logits that predict each response token of micro-batch m: the LM head runs on positions P-1..end
         only (`logits_to_keep`), not on the prompt's (on SmolLM2 the head is a fifth of the forward's FLOPs)."""
         ids, mask, P = m["input_ids"].to(self.device), m["attention_mask"].to(self.device), m["prompt_width"]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                         logits_to_keep=ids.size(1) - P + 1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            logits_to_keep=ids.size(1) - P + 1,
+        )
         return out.logits[:, :-1]
 
     def _values(self, m: dict) -> torch.Tensor:
         """The critic's value of the state before each response token of micro-batch m."""
-        return self.model(m["input_ids"].to(self.device), m["attention_mask"].to(self.device))[:, m["prompt_width"] - 1 : -1]
+        return self.model(m["input_ids"].to(self.device), m["attention_mask"].to(self.device))[
+            :, m["prompt_width"] - 1 : -1
+        ]
 
     def _per_token(self, batch: dict, start: int, end: int, fn) -> torch.Tensor:
         """fn(micro-batch) -> [rows, width] for this rank's rows, put back in row order at the batch's width."""
@@ -88,8 +112,14 @@ class LearnerRank:
 
     @torch.no_grad()
     def logprobs(self, batch: dict, start: int, end: int) -> torch.Tensor:
-        return self._per_token(batch, start, end, lambda m: core.token_logprobs(
-            self._logits(m), m["input_ids"][:, m["prompt_width"]:].to(self.device), self.temperature))
+        return self._per_token(
+            batch,
+            start,
+            end,
+            lambda m: core.token_logprobs(
+                self._logits(m), m["input_ids"][:, m["prompt_width"] :].to(self.device), self.temperature
+            ),
+        )
 
     @torch.no_grad()
     def values(self, batch: dict, start: int, end: int) -> torch.Tensor:
@@ -109,7 +139,9 @@ class LearnerRank:
             for s in range(start, start + size * mini_batches, size):
                 micros = micro_batches(batch, s, s + size, self.micro_batch)
                 if len(micros) != self.engine.gradient_accumulation_steps():
-                    raise ValueError(f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}")
+                    raise ValueError(
+                        f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}"
+                    )
                 mean: dict[str, float] = {}
                 for _, m in micros:
                     share = m["token_share"]
@@ -122,24 +154,42 @@ class LearnerRank:
                     stats.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
-    def train_actor(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, clip: float,
-                    dual_clip: float | None, entropy_coef: float) -> dict[str, float]:
+    def train_actor(
+        self,
+        batch: dict,
+        start: int,
+        end: int,
+        epochs: int,
+        mini_batches: int,
+        clip: float,
+        dual_clip: float | None,
+        entropy_coef: float,
+    ) -> dict[str, float]:
         def loss_fn(m: dict):
             rmask = m["response_mask"].to(self.device)
             logits = self._logits(m)
-            logp = core.token_logprobs(logits, m["input_ids"][:, m["prompt_width"]:].to(self.device), self.temperature)
-            loss, s = core.policy_loss(logp, m["old_logprobs"].to(self.device), m["advantages"].to(self.device), rmask,
-                                       clip, dual_clip)
-            entropy = core.masked_mean(core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask)
+            logp = core.token_logprobs(logits, m["input_ids"][:, m["prompt_width"] :].to(self.device), self.temperature)
+            loss, s = core.policy_loss(
+                logp, m["old_logprobs"].to(self.device), m["advantages"].to(self.device), rmask, clip, dual_clip
+            )
+            entropy = core.masked_mean(
+                core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask
+            )
             return loss - entropy_coef * entropy, {"policy_loss": loss.detach(), "entropy": entropy.detach(), **s}
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
-    def train_critic(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int,
-                     value_clip: float | None) -> dict[str, float]:
+    def train_critic(
+        self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, value_clip: float | None
+    ) -> dict[str, float]:
         def loss_fn(m: dict):
-            loss, s = core.value_loss(self._values(m), m["old_values"].to(self.device), m["returns"].to(self.device),
-                                      m["response_mask"].to(self.device), value_clip)
+            loss, s = core.value_loss(
+                self._values(m),
+                m["old_values"].to(self.device),
+                m["returns"].to(self.device),
+                m["response_mask"].to(self.device),
+                value_clip,
+            )
             return loss, {"value_loss": loss.detach(), "value_clip_frac": s["clip_frac"]}
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
@@ -193,7 +243,9 @@ class LearnerGroup:
         master = None
         if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
             master = ray.get(_address.options(**_task_options(options[0])).remote())
-        self.ranks = [LearnerRank.options(**opt).remote(role, folder, i, world, master, **kwargs) for i, opt in enumerate(options)]
+        self.ranks = [
+            LearnerRank.options(**opt).remote(role, folder, i, world, master, **kwargs) for i, opt in enumerate(options)
+        ]
         ray.get([r.ready.remote() for r in self.ranks])
 
     def _ranges(self, n: int) -> list[tuple[int, int]]:
@@ -214,10 +266,14 @@ class LearnerGroup:
         return self.forward("values", batch_ref, n)
 
     def train_actor(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
-        return _mean([r.train_actor.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+        return _mean(
+            [r.train_actor.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))]
+        )
 
     def train_critic(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
-        return _mean([r.train_critic.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+        return _mean(
+            [r.train_critic.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))]
+        )
 
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""

@@ -62,7 +62,11 @@ def _cmd_sft(args: argparse.Namespace) -> None:
     from hrlaif_ray.config import SFTJob, load_config
     from hrlaif_ray.sft import train_sft
 
-    overrides = [*([f"init={args.init}"] if args.init else []), *([f"output_dir={args.out}"] if args.out else []), *args.overrides]
+    overrides = [
+        *([f"init={args.init}"] if args.init else []),
+        *([f"output_dir={args.out}"] if args.out else []),
+        *args.overrides,
+    ]
     result = train_sft(load_config(SFTJob, args.config, overrides), log=lambda line: print(line, flush=True))
     print(json.dumps(result))
 
@@ -102,40 +106,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden_size=256 model.arch=llama")
     p.set_defaults(func=_cmd_tiny_model)
 
-    p = sub.add_parser("export-smollm2", help="save the packaged SmolLM2-135M-Instruct GGUF as an HF safetensors folder")
-    p.add_argument("--out", type=Path, help="folder (default: $HRLAIF_CACHE_DIR or ~/.cache/hrlaif)/smollm2-135m-instruct")
+    p = sub.add_parser(
+        "export-smollm2", help="save the packaged SmolLM2-135M-Instruct GGUF as an HF safetensors folder"
+    )
+    p.add_argument(
+        "--out", type=Path, help="folder (default: $HRLAIF_CACHE_DIR or ~/.cache/hrlaif)/smollm2-135m-instruct"
+    )
     p.set_defaults(func=_cmd_export_smollm2)
-    p = sub.add_parser("serve-judge", help="serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
-                       add_help=False)
+    p = sub.add_parser(
+        "serve-judge",
+        help="serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
+        add_help=False,
+    )
     p.set_defaults(func=None)
 
-    sub.add_parser("audit-labels", help="AI-vs-human agreement per category, verifier-vs-ground-truth agreement",
-                   add_help=False)
+    sub.add_parser(
+        "audit-labels", help="AI-vs-human agreement per category, verifier-vs-ground-truth agreement", add_help=False
+    )
 
     sub.add_parser("serve-rm", help="serve a reward model over HTTP on 127.0.0.1 (bearer token)", add_help=False)
     sub.add_parser("train-rm", help="train the reward model on label shards (config: RMTrainJob)", add_help=False)
 
-    p = sub.add_parser("sft", help="supervised fine-tuning of the policy (config: SFTJob; default data: the generated mix)")
+    p = sub.add_parser(
+        "sft", help="supervised fine-tuning of the policy (config: SFTJob; default data: the generated mix)"
+    )
     p.add_argument("--config", type=Path)
     p.add_argument("--init", help="model folder to start from (init=)")
     p.add_argument("--out", help="output folder (output_dir=)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=800 responses.control=true")
     p.set_defaults(func=_cmd_sft)
 
-    sub.add_parser("sample", help="K responses per prompt from the policy through the vLLM rollout actors (config: SampleJob)",
-                   add_help=False)
-    sub.add_parser("rm-probe", help="a reward model against the ground truth on held-out policy samples (config: "
-                   "RMProbeJob)", add_help=False)
-    sub.add_parser("eval", help="accuracy, harmful rate, win rate, reward and length of a policy (config: EvalJob)",
-                   add_help=False)
-    sub.add_parser("run", help="the pipeline: sft -> sample -> label -> train-rm -> ppo -> eval per arm, then the report "
-                   "(config: RunJob)", add_help=False)
-    sub.add_parser("ppo", help="PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service (config: PPOJob)", add_help=False)
+    sub.add_parser(
+        "sample",
+        help="K responses per prompt from the policy through the vLLM rollout actors (config: SampleJob)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "rm-probe",
+        help="a reward model against the ground truth on held-out policy samples (config: RMProbeJob)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "eval", help="accuracy, harmful rate, win rate, reward and length of a policy (config: EvalJob)", add_help=False
+    )
+    sub.add_parser(
+        "run",
+        help="the pipeline: sft -> sample -> label -> train-rm -> ppo -> eval per arm, then the report "
+        "(config: RunJob)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "ppo", help="PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service (config: PPOJob)", add_help=False
+    )
 
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--labelers", type=int, help="labeler actors (pool.labelers); change it while running via <output_dir>/labelers.target")
+    p.add_argument(
+        "--labelers",
+        type=int,
+        help="labeler actors (pool.labelers); change it while running via <output_dir>/labelers.target",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pool.concurrency=16 labeling.method=basic")
     p.set_defaults(func=_cmd_label)
     return parser
@@ -162,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return ppo(argv[1:])
     if argv[:1] == ["rm-probe"]:
         from cluster.rm_probe import main as rm_probe
+
         return rm_probe(argv[1:])
     if argv[:1] == ["eval"]:
         from cluster.evaluate import main as evaluate

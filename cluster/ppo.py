@@ -76,8 +76,13 @@ class PromptSampler:
 
 
 def learner_env(threads: int, num_gpus: float) -> dict:
-    return {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "OMP_NUM_THREADS": str(threads),
-                         "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cuda" if num_gpus else "cpu")}}
+    return {
+        "env_vars": {
+            "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
+            "OMP_NUM_THREADS": str(threads),
+            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cuda" if num_gpus else "cpu"),
+        }
+    }
 
 
 def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | None) -> Roles:
@@ -89,22 +94,50 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         options = [{**o, "runtime_env": learner_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
         rows = batch // (res.replicas * algo.mini_batches)  # one rank's mini-batch
         micro = algo.micro_batch_size or rows
-        return LearnerGroup(role, folder, options, zero_stage=job.zero_stage, lr=lr, weight_decay=algo.weight_decay,
-                            grad_clip=algo.grad_clip, micro_batch=micro, grad_accum=max(1, rows // micro),
-                            threads=res.threads, temperature=job.rollout.temperature, seed=job.seed)
+        return LearnerGroup(
+            role,
+            folder,
+            options,
+            zero_stage=job.zero_stage,
+            lr=lr,
+            weight_decay=algo.weight_decay,
+            grad_clip=algo.grad_clip,
+            micro_batch=micro,
+            grad_accum=max(1, rows // micro),
+            threads=res.threads,
+            temperature=job.rollout.temperature,
+            seed=job.seed,
+        )
 
     r = job.rollout
-    engines = [RolloutActor.options(**o, runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache")))
-               .remote(policy, r.backend, job.seed + i, plan.rollout.threads, r.max_model_len, r.kv_cache_gib, r.gpu_memory_utilization)
-               for i, o in enumerate(topo.options("rollout"))]
+    engines = [
+        RolloutActor.options(
+            **o, runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache"))
+        ).remote(
+            policy,
+            r.backend,
+            job.seed + i,
+            plan.rollout.threads,
+            r.max_model_len,
+            r.kv_cache_gib,
+            r.gpu_memory_utilization,
+        )
+        for i, o in enumerate(topo.options("rollout"))
+    ]
     reward_opts = topo.options("reward")
     return Roles(
         rollout=RolloutGroup(engines),
         actor=learner("actor", policy, algo.actor_lr),
         reference=learner("reference", job.policy),
         critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
-        reward=RewardService(job.reward.rm, kind=job.reward.kind, verifier_weight=job.reward.verifier_weight,
-                             threads=plan.reward.threads, options=reward_opts, micro_batch=algo.micro_batch_size),
+        reward=RewardService(
+            job.reward.rm,
+            kind=job.reward.kind,
+            verifier_weight=job.reward.verifier_weight,
+            threads=plan.reward.threads,
+            options=reward_opts,
+            micro_batch=algo.micro_batch_size,
+        ),
         rm_reads_policy_tokens=job.reward.kind != "verifier" and same_tokenizer(job.policy, job.reward.rm),
     )
 
@@ -114,8 +147,11 @@ def same_tokenizer(a: str, b: str) -> bool:
     from transformers import AutoTokenizer
 
     ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)
-    return (ta.get_vocab() == tb.get_vocab() and ta.eos_token_id == tb.eos_token_id
-            and getattr(ta, "chat_template", None) == getattr(tb, "chat_template", None))
+    return (
+        ta.get_vocab() == tb.get_vocab()
+        and ta.eos_token_id == tb.eos_token_id
+        and getattr(ta, "chat_template", None) == getattr(tb, "chat_template", None)
+    )
 
 
 def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_tokens: int, max_prompt: int) -> float:
@@ -137,8 +173,18 @@ def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
     return out
 
 
-def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start_step: int, kl_ctl: core.KLController,
-             log: MetricsLog, save, monitor: RewardHackingMonitor, held_out: list[PromptRecord]) -> str | None:
+def ppo_loop(
+    job: PPOJob,
+    roles: Roles,
+    sampler: PromptSampler,
+    tokenizer,
+    start_step: int,
+    kl_ctl: core.KLController,
+    log: MetricsLog,
+    save,
+    monitor: RewardHackingMonitor,
+    held_out: list[PromptRecord],
+) -> str | None:
     """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run."""
     algo, r = job.algo, job.rollout
     pad, eos, n = pad_token_id(tokenizer), tokenizer.eos_token_id, r.samples_per_prompt
@@ -149,7 +195,9 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             prompts = sampler.batch(step)
             prompt_ids = [prompt_token_ids(tokenizer, p.text, r.max_model_len - r.max_new_tokens) for p in prompts]
             with timer("generate"):
-                samples = roles.rollout.generate(prompt_ids, n, r.max_new_tokens, r.temperature, r.top_p, job.seed * 100_003 + step)
+                samples = roles.rollout.generate(
+                    prompt_ids, n, r.max_new_tokens, r.temperature, r.top_p, job.seed * 100_003 + step
+                )
             rows = [prompts[s.prompt_index] for s in samples]
             texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
             batch = layout([prompt_ids[s.prompt_index] for s in samples], [s.token_ids for s in samples], pad)
@@ -159,9 +207,14 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             # run at once (job.overlap) as they sit on different devices in a cluster.
             sequences = None
             if roles.rm_reads_policy_tokens:  # each response ends in the end-of-turn token, where the RM reads
-                sequences = [prompt_ids[s.prompt_index] + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos]) for s in samples]
-            phases = {"reward": lambda: roles.reward.score(rows, texts, sequences).clamp(-algo.reward_clip, algo.reward_clip),
-                      "reference": lambda: roles.reference.logprobs(batch_ref, B)}
+                sequences = [
+                    prompt_ids[s.prompt_index] + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos])
+                    for s in samples
+                ]
+            phases = {
+                "reward": lambda: roles.reward.score(rows, texts, sequences).clamp(-algo.reward_clip, algo.reward_clip),
+                "reference": lambda: roles.reference.logprobs(batch_ref, B),
+            }
             if not algo.use_rollout_logprobs:
                 phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
             if roles.critic is not None:
@@ -170,27 +223,64 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
             scores, ref_logp, values = out["reward"], out["reference"], out.get("critic")
             rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
             old_logp = rollout_logp if algo.use_rollout_logprobs else out["actor_logprobs"]
-            adv = compute_advantages(algo.estimator, scores, old_logp, ref_logp, mask, kl_ctl.coef, algo.kl_estimator, n,
-                                     values, algo.gamma, algo.lam, algo.whiten_advantages)
-            train_ref = ray.put({**batch, "old_logprobs": old_logp, "advantages": adv.advantages, "returns": adv.returns,
-                                 "old_values": values if values is not None else torch.zeros_like(mask)})
-            phases = {"actor_train": lambda: roles.actor.train_actor(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
-                                                                     clip=algo.clip, dual_clip=algo.dual_clip, entropy_coef=algo.entropy_coef)}
+            adv = compute_advantages(
+                algo.estimator,
+                scores,
+                old_logp,
+                ref_logp,
+                mask,
+                kl_ctl.coef,
+                algo.kl_estimator,
+                n,
+                values,
+                algo.gamma,
+                algo.lam,
+                algo.whiten_advantages,
+            )
+            train_ref = ray.put(
+                {
+                    **batch,
+                    "old_logprobs": old_logp,
+                    "advantages": adv.advantages,
+                    "returns": adv.returns,
+                    "old_values": values if values is not None else torch.zeros_like(mask),
+                }
+            )
+            phases = {
+                "actor_train": lambda: roles.actor.train_actor(
+                    train_ref,
+                    B,
+                    epochs=algo.epochs,
+                    mini_batches=algo.mini_batches,
+                    clip=algo.clip,
+                    dual_clip=algo.dual_clip,
+                    entropy_coef=algo.entropy_coef,
+                )
+            }
             if roles.critic is not None:
-                phases["critic_train"] = lambda: roles.critic.train_critic(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
-                                                                           value_clip=algo.value_clip)
+                phases["critic_train"] = lambda: roles.critic.train_critic(
+                    train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches, value_clip=algo.value_clip
+                )
             out = run_phases(timer, job.overlap, phases)
             actor_stats, critic_stats = out["actor_train"], out.get("critic_train", {})
             with timer("sync"):
                 reload_s = max(roles.rollout.update_weights(roles.actor.weights_ref()))
         verdicts = [c for c in (correctness(p, t) for p, t in zip(rows, texts)) if c is not None]
         metrics = {
-            "reward/score_mean": scores.mean(), "reward/score_std": scores.std() if B > 1 else 0.0,
-            "reward/total_mean": adv.total_reward.mean(), "reward/kl_coef": kl_ctl.coef,
-            "actor/kl": adv.kl.mean(), **{f"actor/{k}": v for k, v in actor_stats.items()},
+            "reward/score_mean": scores.mean(),
+            "reward/score_std": scores.std() if B > 1 else 0.0,
+            "reward/total_mean": adv.total_reward.mean(),
+            "reward/kl_coef": kl_ctl.coef,
+            "actor/kl": adv.kl.mean(),
+            **{f"actor/{k}": v for k, v in actor_stats.items()},
             **{f"critic/{k}": v for k, v in critic_stats.items()},
-            "response/length_mean": mask.sum(1).mean(), "response/stop_frac": sum(s.finish_reason == "stop" for s in samples) / B,
-            **({} if algo.use_rollout_logprobs else {"rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max()}),
+            "response/length_mean": mask.sum(1).mean(),
+            "response/stop_frac": sum(s.finish_reason == "stop" for s in samples) / B,
+            **(
+                {}
+                if algo.use_rollout_logprobs
+                else {"rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max()}
+            ),
             **({"eval/batch_accuracy": sum(verdicts) / len(verdicts)} if verdicts else {}),
             **timer.times,
             "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
@@ -200,9 +290,12 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
         alert = None
         if job.monitor.every and (step + 1) % job.monitor.every == 0:
             with timer("monitor"):
-                metrics["eval/heldout_accuracy"] = held_out_accuracy(roles, tokenizer, held_out, r.max_new_tokens,
-                                                                     r.max_model_len - r.max_new_tokens)
-            alert = monitor.update(step + 1, sum(rewards_since_check) / len(rewards_since_check), metrics["eval/heldout_accuracy"])
+                metrics["eval/heldout_accuracy"] = held_out_accuracy(
+                    roles, tokenizer, held_out, r.max_new_tokens, r.max_model_len - r.max_new_tokens
+                )
+            alert = monitor.update(
+                step + 1, sum(rewards_since_check) / len(rewards_since_check), metrics["eval/heldout_accuracy"]
+            )
             rewards_since_check = []
             metrics["monitor/alert"] = float(alert is not None)
             metrics["time/monitor"] = timer.times["time/monitor"]
@@ -220,8 +313,10 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    found = sorted((p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
-                   key=lambda p: int(p.name.split("_")[1]))
+    found = sorted(
+        (p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
     return found[-1] if found else None
 
 
@@ -276,8 +371,12 @@ def run_ppo(job: PPOJob) -> dict:
     finally:
         topo.shutdown()
     rows = log.rows()
-    result = {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out)),
-              "stopped_by_monitor": alert}
+    result = {
+        "steps": len(rows),
+        "last": rows[-1] if rows else None,
+        "checkpoint": str(last_checkpoint(out)),
+        "stopped_by_monitor": alert,
+    }
     # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
     (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
     return result

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -39,7 +40,7 @@ class ModelConfig(Section):
     seed: int = Field(0, description="Initialisation seed: the same seed gives the same weights.")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelConfig":
+    def _heads_divide(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         if self.num_heads % self.num_kv_heads:
@@ -70,24 +71,44 @@ class PromptMixConfig(Section):
     a_max: int = Field(29, description="Largest first operand.")
     b_min: int = Field(1, description="Smallest second operand.")
     b_max: int = Field(9, description="Largest second operand.")
-    holdout: float = Field(0.3, ge=0, lt=1, description="Share of the (a, b, op) problems and of the harmful variants "
-                           "reserved from training (a fixed hash of each, the same for every seed and stage; 0: none): "
-                           "a third for development, two thirds for the reported evaluation.")
-    split: Literal["train", "dev", "eval"] = Field("train", description="'train': never draw a reserved problem (every "
-                                                   "training stage); 'dev' / 'eval': draw unseen_share of the prompts "
-                                                   "from the development / the evaluation part of the reserve.")
-    unseen_share: float = Field(0.5, ge=0, le=1, description="With split 'dev' or 'eval': share of verifiable and harmful "
-                                "prompts drawn from the reserve (metadata 'unseen': true); the rest are seen problems.")
+    holdout: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="Share of the (a, b, op) problems and of the harmful variants "
+        "reserved from training (a fixed hash of each, the same for every seed and stage; 0: none): "
+        "a third for development, two thirds for the reported evaluation.",
+    )
+    split: Literal["train", "dev", "eval"] = Field(
+        "train",
+        description="'train': never draw a reserved problem (every "
+        "training stage); 'dev' / 'eval': draw unseen_share of the prompts "
+        "from the development / the evaluation part of the reserve.",
+    )
+    unseen_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="With split 'dev' or 'eval': share of verifiable and harmful "
+        "prompts drawn from the reserve (metadata 'unseen': true); the rest are seen problems.",
+    )
 
 
 class SFTMixConfig(Section):
     """How the SFT responses of the generated mix are drawn."""
 
     seed: int = Field(0, description="Response generator seed.")
-    p_correct: list[float] = Field([0.75, 0.7, 0.55, 0.4, 0.3], min_length=1,
-                                   description="Chance the final answer is right after 0, 1, 2... reasoning sentences.")
-    control: bool = Field(False, description="Correctness independent of length (the mean of p_correct for every length).")
-    wrong_offsets: list[int] = Field([-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer.")
+    p_correct: list[float] = Field(
+        [0.75, 0.7, 0.55, 0.4, 0.3],
+        min_length=1,
+        description="Chance the final answer is right after 0, 1, 2... reasoning sentences.",
+    )
+    control: bool = Field(
+        False, description="Correctness independent of length (the mean of p_correct for every length)."
+    )
+    wrong_offsets: list[int] = Field(
+        [-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer."
+    )
     p_refuse: float = Field(0.5, ge=0, le=1, description="Share of refusals among the harmful prompts' responses.")
 
 
@@ -185,13 +206,15 @@ class JudgeEndpoint(Section):
     max_reasks: int = Field(2, ge=0, description="Re-asks when the answer is not the JSON the task wants.")
     max_tokens: int = Field(512, gt=0, description="Answer length cap.")
     json_mode: Literal["object", "schema", "off"] = Field(
-        "object", description="response_format: 'object' (json_object: gpt-3.5/gpt-4), 'schema' (a JSON schema per "
-        "task: vLLM structured outputs, newer OpenAI models), 'off' (servers without it)."
+        "object",
+        description="response_format: 'object' (json_object: gpt-3.5/gpt-4), 'schema' (a JSON schema per "
+        "task: vLLM structured outputs, newer OpenAI models), 'off' (servers without it).",
     )
     max_connections: int = Field(64, gt=0, description="HTTP connection pool size per labeler actor.")
     http_backend: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="httpx transport: 'aiohttp' (the SDK's DefaultAioHttpClient, 2.7x less CPU a call "
-        "here) or 'httpx' (httpcore)."
+        "aiohttp",
+        description="httpx transport: 'aiohttp' (the SDK's DefaultAioHttpClient, 2.7x less CPU a call "
+        "here) or 'httpx' (httpcore).",
     )
 
 
@@ -212,14 +235,20 @@ class LabelingConfig(Section):
     """How labels are made (`hrlaif label`)."""
 
     method: Literal["hybrid", "basic", "oracle"] = Field(
-        "hybrid", description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF); "
+        "hybrid",
+        description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF); "
         "'oracle': labels from the ground truth (verified correct or a refusal above the rest; no judge call), the "
-        "demo's ceiling and its control without the judge's bias."
+        "demo's ceiling and its control without the judge's bias.",
     )
-    judges: list[JudgeEndpoint] = Field(default_factory=lambda: [JudgeEndpoint()], min_length=1,
-                                        description="The AI judge; several make an ensemble (majority vote).")
-    rewriter: JudgeEndpoint = Field(default_factory=lambda: JudgeEndpoint(model="gpt-4"),
-                                    description="The stronger model that rewrites harmful responses.")
+    judges: list[JudgeEndpoint] = Field(
+        default_factory=lambda: [JudgeEndpoint()],
+        min_length=1,
+        description="The AI judge; several make an ensemble (majority vote).",
+    )
+    rewriter: JudgeEndpoint = Field(
+        default_factory=lambda: JudgeEndpoint(model="gpt-4"),
+        description="The stronger model that rewrites harmful responses.",
+    )
     ranking: Literal["listwise", "pairwise"] = Field("listwise", description="How the judge orders responses.")
     both_orders: bool = Field(True, description="Judge every ranking/pair in both orders; disagreements become ties.")
     min_agreement: float = Field(0.5, gt=0, le=1, description="Ensemble: share of judges that must state a pair.")
@@ -258,15 +287,21 @@ class SFTJob(Section):
 
     init: str = Field(description="Model folder to start from (`hrlaif tiny-model`'s output, SmolLM2...).")
     output_dir: str = Field(description="Where the SFT policy (an HF folder) goes.")
-    data: str | None = Field(None, description="JSONL of {\"prompt\", \"response\"} rows; None: the generated mix below.")
-    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=40000, open_qa=0.0),
-                                     description="The generated prompt mix (when data is None). 40,000 are seen about "
-                                     "twice in the default budget; 4,000, seen 17 times, overfit (greedy math 0.50 "
-                                     "against 0.76 after the same 400 s on the tiny model).")
+    data: str | None = Field(None, description='JSONL of {"prompt", "response"} rows; None: the generated mix below.')
+    prompts: PromptMixConfig = Field(
+        default_factory=lambda: PromptMixConfig(n=40000, open_qa=0.0),
+        description="The generated prompt mix (when data is None). 40,000 are seen about "
+        "twice in the default budget; 4,000, seen 17 times, overfit (greedy math 0.50 "
+        "against 0.76 after the same 400 s on the tiny model).",
+    )
     responses: SFTMixConfig = SFTMixConfig()
-    steps: int = Field(1100, ge=1, description="Optimizer steps, the whole budget (never a time: the result must not "
-                       "depend on the machine's speed); about 1000 steps of 64 reach 0.6-0.75 greedy math accuracy on the "
-                       "tiny model, 430 steps 0.1-0.2.")
+    steps: int = Field(
+        1100,
+        ge=1,
+        description="Optimizer steps, the whole budget (never a time: the result must not "
+        "depend on the machine's speed); about 1000 steps of 64 reach 0.6-0.75 greedy math accuracy on the "
+        "tiny model, 430 steps 0.1-0.2.",
+    )
     batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
     lr: float = Field(2e-3, gt=0)
     min_lr: float = Field(2e-4, ge=0, description="Cosine decay ends here.")
@@ -293,8 +328,12 @@ class RMTrainJob(Section):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
-                          "won by 2 x margin (0: off; labels whose pairs form no tiers get none).")
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
+        "won by 2 x margin (0: off; labels whose pairs form no tiers get none).",
+    )
     zero_stage: int = Field(2, ge=0, le=3)
     clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
     normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
@@ -311,9 +350,14 @@ class RoleResources(Section):
     """One role's Ray actors: how many, what share of a bundle each takes, and whom it shares bundles with."""
 
     replicas: int = Field(1, ge=1, description="Actors of this role (learner ranks, vLLM engines, RM replicas).")
-    share: float = Field(1.0, gt=0, le=1, description="Share of one bundle each actor takes (colocated roles split one).")
-    colocate_with: str | None = Field(None, description="Place this role's actors in that role's bundles (OpenRLHF's "
-                                      "colocation: actor+reference, critic+reward); replicas must not exceed the host's.")
+    share: float = Field(
+        1.0, gt=0, le=1, description="Share of one bundle each actor takes (colocated roles split one)."
+    )
+    colocate_with: str | None = Field(
+        None,
+        description="Place this role's actors in that role's bundles (OpenRLHF's "
+        "colocation: actor+reference, critic+reward); replicas must not exceed the host's.",
+    )
     threads: int = Field(1, ge=1, description="torch/OMP threads of each actor (Ray sets 1 unless told).")
 
 
@@ -322,7 +366,9 @@ class ResourcePlan(Section):
     custom resource standing for GPUs) so the same plan runs on one machine."""
 
     bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one bundle.")
-    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK", description="Placement-group strategy.")
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Placement-group strategy."
+    )
     actor: RoleResources = RoleResources(replicas=2)
     critic: RoleResources = RoleResources()
     reference: RoleResources = RoleResources()
@@ -330,9 +376,14 @@ class ResourcePlan(Section):
     rollout: RoleResources = RoleResources()
 
     @model_validator(mode="after")
-    def _colocation(self) -> "ResourcePlan":
-        roles = {"actor": self.actor, "critic": self.critic, "reference": self.reference, "reward": self.reward,
-                 "rollout": self.rollout}
+    def _colocation(self) -> ResourcePlan:
+        roles = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "reference": self.reference,
+            "reward": self.reward,
+            "rollout": self.rollout,
+        }
         load: dict[str, float] = {}
         for name, role in roles.items():
             host = role.colocate_with
@@ -342,7 +393,9 @@ class ResourcePlan(Section):
             if host not in roles or roles[host].colocate_with is not None:
                 raise ValueError(f"{name}.colocate_with: {host!r} is not a role that owns bundles")
             if role.replicas > roles[host].replicas:
-                raise ValueError(f"{name}.replicas ({role.replicas}) exceeds {host}.replicas ({roles[host].replicas}) it is colocated with")
+                raise ValueError(
+                    f"{name}.replicas ({role.replicas}) exceeds {host}.replicas ({roles[host].replicas}) it is colocated with"
+                )
             load[host] = load.get(host, 0.0) + role.share
         for name, total in load.items():
             if total > 1 + 1e-9:
@@ -351,25 +404,33 @@ class ResourcePlan(Section):
 
 
 class RolloutConfig(Section):
-    backend: Literal["vllm", "hf"] = Field("vllm", description="vLLM engines; 'hf' (transformers generate) is the fallback.")
+    backend: Literal["vllm", "hf"] = Field(
+        "vllm", description="vLLM engines; 'hf' (transformers generate) is the fallback."
+    )
     samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt (n); RLOO/GRPO need >= 2.")
     max_new_tokens: int = Field(40, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_model_len: int = Field(512, ge=16, description="vLLM context (prompt + response).")
     kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
-    gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less).")
+    gpu_memory_utilization: float = Field(
+        0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less)."
+    )
 
 
 class PPOAlgoConfig(Section):
     """The algorithm's knobs, documented where they are used (hrlaif_ray/ppo/core.py)."""
 
-    estimator: Literal["gae", "rloo", "grpo"] = Field("gae", description="Advantages: GAE with a critic, or critic-free RLOO/GRPO.")
+    estimator: Literal["gae", "rloo", "grpo"] = Field(
+        "gae", description="Advantages: GAE with a critic, or critic-free RLOO/GRPO."
+    )
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     kl_coef: float = Field(0.05, ge=0, description="Initial KL penalty coefficient (in the reward).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward.")
-    kl_target: float | None = Field(None, gt=0, description="Adaptive KL controller's target (None: fixed coefficient).")
+    kl_target: float | None = Field(
+        None, gt=0, description="Adaptive KL controller's target (None: fixed coefficient)."
+    )
     kl_horizon: int = Field(10000, gt=0)
     clip: float = Field(0.2, gt=0, description="Policy ratio clip.")
     dual_clip: float | None = Field(None, gt=1, description="Dual-clip bound c (None: off).")
@@ -377,31 +438,43 @@ class PPOAlgoConfig(Section):
     entropy_coef: float = Field(0.0, ge=0)
     epochs: int = Field(1, ge=1, description="Passes over each batch of experience.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split into this many).")
-    micro_batch_size: int | None = Field(None, ge=1, description="Rows per forward/backward on one learner rank or reward "
-                                         "replica (None: its whole share). Rows are sorted by length first and each "
-                                         "micro-batch drops its all-padding columns; gradients accumulate over a "
-                                         "mini-batch's micro-batches, one optimizer step each mini-batch.")
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rows per forward/backward on one learner rank or reward "
+        "replica (None: its whole share). Rows are sorted by length first and each "
+        "micro-batch drops its all-padding columns; gradients accumulate over a "
+        "mini-batch's micro-batches, one optimizer step each mini-batch.",
+    )
     actor_lr: float = Field(1e-6, gt=0)
     critic_lr: float = Field(5e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     whiten_advantages: bool = Field(True)
-    use_rollout_logprobs: bool = Field(False, description="Take the old log-probs from the rollout engines (vLLM's "
-                                       "processed logprobs match the learner's to ~1e-6 after a sync, a test) instead of "
-                                       "a learner forward: one forward less per step, as TRL does with its generate logits.")
-    reward_clip: float = Field(10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward).")
+    use_rollout_logprobs: bool = Field(
+        False,
+        description="Take the old log-probs from the rollout engines (vLLM's "
+        "processed logprobs match the learner's to ~1e-6 after a sync, a test) instead of "
+        "a learner forward: one forward less per step, as TRL does with its generate logits.",
+    )
+    reward_clip: float = Field(
+        10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward)."
+    )
 
 
 class RewardRoleConfig(Section):
     """The reward role: one interface (prompt and response in, score out) for the RM and the verifiers."""
 
-    kind: Literal["rm", "verifier", "rm+verifier"] = Field("rm", description="The reward model, the programmatic "
-                                                           "verifier (+1 correct / -1 wrong), or their sum.")
-    rm: str | None = Field(None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm and rm+verifier.")
+    kind: Literal["rm", "verifier", "rm+verifier"] = Field(
+        "rm", description="The reward model, the programmatic verifier (+1 correct / -1 wrong), or their sum."
+    )
+    rm: str | None = Field(
+        None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm and rm+verifier."
+    )
     verifier_weight: float = Field(1.0, ge=0, description="Weight of the verifier's +-1 in rm+verifier.")
 
     @model_validator(mode="after")
-    def _rm_given(self) -> "RewardRoleConfig":
+    def _rm_given(self) -> RewardRoleConfig:
         if self.kind != "verifier" and not self.rm:
             raise ValueError(f"rm: a reward-model folder is required for kind {self.kind!r}")
         return self
@@ -425,8 +498,10 @@ class SampleJob(Section):
     prompts: str = Field(description="Prompts Parquet.")
     output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
     rollout: RolloutConfig = RolloutConfig()
-    engines: RoleResources = Field(default_factory=lambda: RoleResources(replicas=1, threads=2),
-                                   description="vLLM engines (replicas) and their threads.")
+    engines: RoleResources = Field(
+        default_factory=lambda: RoleResources(replicas=1, threads=2),
+        description="vLLM engines (replicas) and their threads.",
+    )
     bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one engine.")
     chunk: int = Field(256, ge=1, description="Prompts per write (progress is saved between chunks).")
     seed: int = 0
@@ -442,36 +517,52 @@ class PPOJob(Section):
     prompt_mix: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0))
     steps: int = Field(10, ge=1)
     prompts_per_step: int = Field(32, ge=1)
-    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage of the actor and critic groups; a group of one "
-                            "rank runs stage 0 (nothing to partition, and stages 1-3 only add copies).")
+    zero_stage: int = Field(
+        2,
+        ge=0,
+        le=3,
+        description="ZeRO stage of the actor and critic groups; a group of one "
+        "rank runs stage 0 (nothing to partition, and stages 1-3 only add copies).",
+    )
     checkpoint_every: int = Field(0, ge=0, description="Save an HF checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue from the last checkpoint in output_dir.")
     seed: int = 0
-    ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one).")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one)."
+    )
     algo: PPOAlgoConfig = PPOAlgoConfig()
     rollout: RolloutConfig = RolloutConfig()
     reward: RewardRoleConfig = RewardRoleConfig(kind="verifier")
     resources: ResourcePlan = ResourcePlan()
     monitor: MonitorConfig = MonitorConfig()
     tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
-    overlap: bool = Field(True, description="Run independent phases at once: the reward, reference, actor log-prob "
-                          "and critic forwards; the actor and critic updates. Off: one after another.")
+    overlap: bool = Field(
+        True,
+        description="Run independent phases at once: the reward, reference, actor log-prob "
+        "and critic forwards; the actor and critic updates. Off: one after another.",
+    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PPOJob":
+    def _consistent(self) -> PPOJob:
         if self.algo.estimator in ("rloo", "grpo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(f"rollout.samples_per_prompt: {self.algo.estimator} needs at least 2 samples per prompt")
         batch = self.prompts_per_step * self.rollout.samples_per_prompt
         for role in ("actor", "critic") if self.algo.estimator == "gae" else ("actor",):
             parts = getattr(self.resources, role).replicas * self.algo.mini_batches
             if batch % parts:
-                raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over {role}.replicas x "
-                                 f"algo.mini_batches ({parts})")
+                raise ValueError(
+                    f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over {role}.replicas x "
+                    f"algo.mini_batches ({parts})"
+                )
             micro = self.algo.micro_batch_size
             if micro and (batch // parts) % micro:
-                raise ValueError(f"algo.micro_batch_size: {micro} does not divide the {batch // parts}-row mini-batch of each {role} rank")
+                raise ValueError(
+                    f"algo.micro_batch_size: {micro} does not divide the {batch // parts}-row mini-batch of each {role} rank"
+                )
         if batch % self.resources.reference.replicas:
-            raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas")
+            raise ValueError(
+                f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas"
+            )
         return self
 
 
@@ -483,20 +574,35 @@ class EvalJob(Section):
 
     policy: str = Field(description="Policy folder (SFT, or a PPO checkpoint's actor).")
     output_dir: str = Field(description="eval.json (the metrics) and responses.jsonl go here.")
-    mix: PromptMixConfig | None = Field(default_factory=lambda: PromptMixConfig(n=256, seed=20_001, math=0.4, multiple_choice=0.3,
-                                                                               harmful=0.3, open_qa=0.0, split="eval"),
-                                        description="The generated evaluation mix (split 'eval': a share of its problems is "
-                                        "from the reserve no training stage sees); None: skip it.")
-    sources: dict[str, int] = Field(default_factory=dict, description="Public sets from the data folder and how many of "
-                                    "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.")
+    mix: PromptMixConfig | None = Field(
+        default_factory=lambda: PromptMixConfig(
+            n=256, seed=20_001, math=0.4, multiple_choice=0.3, harmful=0.3, open_qa=0.0, split="eval"
+        ),
+        description="The generated evaluation mix (split 'eval': a share of its problems is "
+        "from the reserve no training stage sees); None: skip it.",
+    )
+    sources: dict[str, int] = Field(
+        default_factory=dict,
+        description="Public sets from the data folder and how many of "
+        "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.",
+    )
     data_dir: str | None = Field(None, description="The data folder (default: $HRLAIF_DATA_DIR, else ../shared/data).")
     max_new_tokens: int = Field(64, ge=1)
     max_model_len: int = Field(512, ge=16)
-    sampled: int = Field(4, ge=0, description="Samples per verifiable prompt at temperature 1 for sampled accuracy (0: off).")
-    baseline: str | None = Field(None, description="Another eval's output_dir: the judge compares greedy responses to its "
-                                 "own (win rate, both orders, disagreement = tie).")
-    reward_models: dict[str, str] = Field(default_factory=dict, description="name -> RM folder: mean reward of the greedy responses.")
-    judge: LabelingConfig = Field(default_factory=LabelingConfig, description="The judge endpoint(s) for flag and compare.")
+    sampled: int = Field(
+        4, ge=0, description="Samples per verifiable prompt at temperature 1 for sampled accuracy (0: off)."
+    )
+    baseline: str | None = Field(
+        None,
+        description="Another eval's output_dir: the judge compares greedy responses to its "
+        "own (win rate, both orders, disagreement = tie).",
+    )
+    reward_models: dict[str, str] = Field(
+        default_factory=dict, description="name -> RM folder: mean reward of the greedy responses."
+    )
+    judge: LabelingConfig = Field(
+        default_factory=LabelingConfig, description="The judge endpoint(s) for flag and compare."
+    )
     pool: PoolConfig = Field(default_factory=lambda: PoolConfig(labelers=1, concurrency=32))
     backend: Literal["vllm", "hf"] = "vllm"
     threads: int = Field(1, ge=1, description="Threads of the rollout engine and the RM replica.")
@@ -522,11 +628,18 @@ class ArmConfig(Section):
     """One arm of the comparison: how its preference labels are made and what its RL reward is."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Folder name and table row.")
-    method: Literal["hybrid", "basic", "oracle"] = Field(description="'basic': RLAIF (the judge ranks everything); "
-                                                         "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling).")
-    reward: Literal["rm", "rm+verifier"] = Field("rm", description="The RL reward: the arm's RM, or the RM plus the "
-                                                 "verifier's verdict where a standard answer exists (beyond the paper).")
-    rm_from: str | None = Field(None, description="Use that arm's labels and RM (an arm that differs only in its RL reward).")
+    method: Literal["hybrid", "basic", "oracle"] = Field(
+        description="'basic': RLAIF (the judge ranks everything); "
+        "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling)."
+    )
+    reward: Literal["rm", "rm+verifier"] = Field(
+        "rm",
+        description="The RL reward: the arm's RM, or the RM plus the "
+        "verifier's verdict where a standard answer exists (beyond the paper).",
+    )
+    rm_from: str | None = Field(
+        None, description="Use that arm's labels and RM (an arm that differs only in its RL reward)."
+    )
 
 
 STAGE_JOBS: dict[str, tuple[type, dict]] = {}  # filled below: stage -> (job class, placeholders for the run's paths)
@@ -538,40 +651,59 @@ class RunJob(Section):
     The stage sections hold the fields of each stage's own job (`hrlaif sft`'s SFTJob, ...) except the paths,
     which the run sets; each is validated as that job when the run's config is loaded."""
 
-    output_dir: str = Field("runs/demo", description="Every stage's output, the report and the plots: the shared "
-                            "stages (model, SFT, prompts, the SFT policy's evaluation) at the top, each seed in seed-N/.")
-    seeds: list[int] = Field([1], min_length=1, description="Seeds of the labels, RM, PPO and evaluation samples (the "
-                             "SFT policy and the prompts are shared); each seed runs every arm, the report gives means "
-                             "with 95% intervals over seeds and prompts.")
+    output_dir: str = Field(
+        "runs/demo",
+        description="Every stage's output, the report and the plots: the shared "
+        "stages (model, SFT, prompts, the SFT policy's evaluation) at the top, each seed in seed-N/.",
+    )
+    seeds: list[int] = Field(
+        [1],
+        min_length=1,
+        description="Seeds of the labels, RM, PPO and evaluation samples (the "
+        "SFT policy and the prompts are shared); each seed runs every arm, the report gives means "
+        "with 95% intervals over seeds and prompts.",
+    )
     init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
     model: TinyModelJob = TinyModelJob()
-    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=1200, seed=1, math=0.45, multiple_choice=0.25,
-                                                                             harmful=0.3, open_qa=0.0),
-                                     description="The RL prompts: sampled and labeled for the RM, then PPO's prompts.")
-    judge: dict[str, Any] | None = Field(default_factory=dict, description="SimJudgeConfig of the simulated judge the run "
-                                         "starts on 127.0.0.1; None: use the endpoints in label.labeling.judges as given.")
+    prompts: PromptMixConfig = Field(
+        default_factory=lambda: PromptMixConfig(
+            n=1200, seed=1, math=0.45, multiple_choice=0.25, harmful=0.3, open_qa=0.0
+        ),
+        description="The RL prompts: sampled and labeled for the RM, then PPO's prompts.",
+    )
+    judge: dict[str, Any] | None = Field(
+        default_factory=dict,
+        description="SimJudgeConfig of the simulated judge the run "
+        "starts on 127.0.0.1; None: use the endpoints in label.labeling.judges as given.",
+    )
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTJob fields.")
     sample: dict[str, Any] = Field(default_factory=dict, description="SampleJob fields.")
     label: dict[str, Any] = Field(default_factory=dict, description="LabelJob fields (labeling, pool...).")
     rm: dict[str, Any] = Field(default_factory=dict, description="RMTrainJob fields.")
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPOJob fields.")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalJob fields.")
-    probe: dict[str, Any] = Field(default_factory=dict, description="RMProbeJob fields (each arm's RM on the SFT "
-                                  "policy's samples of the evaluation prompts).")
-    arms: list[ArmConfig] = Field(default_factory=lambda: [ArmConfig(name="rlaif", method="basic"),
-                                                           ArmConfig(name="hrlaif", method="hybrid")], min_length=1)
+    probe: dict[str, Any] = Field(
+        default_factory=dict,
+        description="RMProbeJob fields (each arm's RM on the SFT policy's samples of the evaluation prompts).",
+    )
+    arms: list[ArmConfig] = Field(
+        default_factory=lambda: [ArmConfig(name="rlaif", method="basic"), ArmConfig(name="hrlaif", method="hybrid")],
+        min_length=1,
+    )
     parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
     ray_num_cpus: int = Field(16, ge=1, description="Logical CPUs of the run's local Ray cluster (slots, not cores).")
 
     @model_validator(mode="after")
-    def _stages_valid(self) -> "RunJob":
+    def _stages_valid(self) -> RunJob:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arms: names must differ, got {names}")
         for a in self.arms:
             owner = next((b for b in self.arms if b.name == a.rm_from), None) if a.rm_from else a
             if owner is None or owner.rm_from or owner.method != a.method:
-                raise ValueError(f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own RM and the same method")
+                raise ValueError(
+                    f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own RM and the same method"
+                )
         for stage, (cls, paths) in STAGE_JOBS.items():
             section = getattr(self, stage)
             clash = sorted(set(section) & set(paths))
@@ -580,7 +712,9 @@ class RunJob(Section):
             try:
                 cls.model_validate({**paths, **section})
             except ValidationError as exc:
-                raise ValueError("; ".join(f"{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+                raise ValueError(
+                    "; ".join(f"{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                ) from None
         return self
 
     def stage_job(self, stage: str, **paths: Any):
@@ -592,12 +726,14 @@ class RunJob(Section):
         return cls.model_validate(data)
 
 
-STAGE_JOBS.update({
-    "probe": (RMProbeJob, {"rm": "-", "prompts": "-", "rollouts": "-", "output": "-"}),
-    "sft": (SFTJob, {"init": "-", "output_dir": "-"}),
-    "sample": (SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
-    "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
-    "rm": (RMTrainJob, {"init": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
-    "ppo": (PPOJob, {"policy": "-", "output_dir": "-", "prompts": "-"}),
-    "eval": (EvalJob, {"policy": "-", "output_dir": "-"}),
-})
+STAGE_JOBS.update(
+    {
+        "probe": (RMProbeJob, {"rm": "-", "prompts": "-", "rollouts": "-", "output": "-"}),
+        "sft": (SFTJob, {"init": "-", "output_dir": "-"}),
+        "sample": (SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
+        "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
+        "rm": (RMTrainJob, {"init": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
+        "ppo": (PPOJob, {"policy": "-", "output_dir": "-", "prompts": "-"}),
+        "eval": (EvalJob, {"policy": "-", "output_dir": "-"}),
+    }
+)

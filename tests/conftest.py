@@ -38,9 +38,8 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from hrlaif_ray.models import train_bpe_tokenizer
-
     from hrlaif_ray.data.sft_mix import tokenizer_corpus
+    from hrlaif_ray.models import train_bpe_tokenizer
 
     return train_bpe_tokenizer(tokenizer_corpus(generate_prompt_mix(PromptMixConfig(n=500))), vocab_size=384)
 
@@ -75,8 +74,13 @@ def run_hrlaif(*args: str, timeout: float, **env: str) -> subprocess.CompletedPr
     socket paths must stay under 108 bytes, which pytest's tmp_path exceeds."""
     short = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
     try:
-        return subprocess.run([str(ROOT / ".venv/bin/hrlaif"), *args], env=script_env(short, **env), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [str(ROOT / ".venv/bin/hrlaif"), *args],
+            env=script_env(short, **env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         shutil.rmtree(short, ignore_errors=True)
 
@@ -101,7 +105,15 @@ def sft_policy_dir(tmp_path_factory, tiny_model_dir) -> Path:
     if reuse:
         return Path(reuse)
     tmp = tmp_path_factory.mktemp("sft")
-    proc = run_hrlaif("sft", "--init", str(tiny_model_dir), "--out", str(tmp / "policy"), f"steps={SFT_TEST_STEPS}",
-                      timeout=900, OMP_NUM_THREADS="2")
+    proc = run_hrlaif(
+        "sft",
+        "--init",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp / "policy"),
+        f"steps={SFT_TEST_STEPS}",
+        timeout=900,
+        OMP_NUM_THREADS="2",
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp / "policy"

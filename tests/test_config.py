@@ -57,8 +57,14 @@ def test_shipped_config_files_validate():
     from hrlaif_ray.config import LabelJob, PPOJob, RunJob
 
     folder = Path(__file__).parents[1] / "cluster" / "configs"
-    jobs = {"tiny-model.yaml": TinyModelJob, "label-local.yaml": LabelJob, "demo.yaml": RunJob, "local-tiny.yaml": PPOJob,
-            "smollm2-cpu.yaml": PPOJob, "13b-8xa100.yaml": PPOJob}
+    jobs = {
+        "tiny-model.yaml": TinyModelJob,
+        "label-local.yaml": LabelJob,
+        "demo.yaml": RunJob,
+        "local-tiny.yaml": PPOJob,
+        "smollm2-cpu.yaml": PPOJob,
+        "13b-8xa100.yaml": PPOJob,
+    }
     shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml"}
     assert shipped == set(jobs), f"a shipped config without a test: {shipped ^ set(jobs)}"
     loaded = {name: load_config(cls, folder / name) for name, cls in jobs.items()}
@@ -79,7 +85,11 @@ def test_label_config_file_validates():
     job = load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["pool.labelers=4"])
     assert job.pool.labelers == 4 and job.labeling.judges[0].model == "gpt-3.5-turbo"
     with pytest.raises(ConfigError, match="labeling.judges.0.json_mode"):
-        load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["labeling.judges=[{json_mode: yaml}]"])
+        load_config(
+            LabelJob,
+            Path(__file__).parents[1] / "cluster/configs/label-local.yaml",
+            ["labeling.judges=[{json_mode: yaml}]"],
+        )
 
 
 def test_override_of_one_field_keeps_the_section_default():

@@ -147,7 +147,9 @@ def test_micro_batches_trim_padding_keep_logits_and_sum_to_the_batch_loss(tiny_m
 
     def logp(m):
         ids, mask, P = m["input_ids"], m["attention_mask"], m["prompt_width"]
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[:, P - 1 : -1]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[
+            :, P - 1 : -1
+        ]
         return core.token_logprobs(logits, ids[:, P:]) * m["response_mask"]
 
     def loss(m):

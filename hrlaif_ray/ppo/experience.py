@@ -29,7 +29,11 @@ def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> di
     for i, (p, r) in enumerate(zip(prompts, responses)):
         ids[i, P - len(p) : P], mask[i, P - len(p) : P] = torch.tensor(p, dtype=torch.long), 1
         if r:
-            ids[i, P : P + len(r)], mask[i, P : P + len(r)], rmask[i, : len(r)] = torch.tensor(r, dtype=torch.long), 1, 1
+            ids[i, P : P + len(r)], mask[i, P : P + len(r)], rmask[i, : len(r)] = (
+                torch.tensor(r, dtype=torch.long),
+                1,
+                1,
+            )
     return {"input_ids": ids, "attention_mask": mask, "response_mask": rmask, "prompt_width": P}
 
 
@@ -88,10 +92,20 @@ class Advantages:
     total_reward: torch.Tensor  # [B] score - kl_coef * kl
 
 
-def compute_advantages(estimator: str, scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                       mask: torch.Tensor, kl_coef: float, kl_estimator: str, group_size: int,
-                       values: torch.Tensor | None = None, gamma: float = 1.0, lam: float = 0.95,
-                       whiten: bool = True) -> Advantages:
+def compute_advantages(
+    estimator: str,
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    kl_estimator: str,
+    group_size: int,
+    values: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    whiten: bool = True,
+) -> Advantages:
     """scores [B] (clipped by the reward role), logprobs / ref_logprobs / mask / values [B, T] -> advantages.
 
     gae: the KL penalty per token plus the score on the last token, then GAE over the critic's values.
@@ -107,7 +121,9 @@ def compute_advantages(estimator: str, scores: torch.Tensor, logprobs: torch.Ten
         rewards = core.token_rewards(scores, kl_tok, mask, kl_coef)
         adv, returns = core.gae(rewards, values, mask, gamma, lam)
     elif estimator in ("rloo", "grpo"):
-        seq = core.rloo_advantages(total, group_size) if estimator == "rloo" else core.grpo_advantages(total, group_size)
+        seq = (
+            core.rloo_advantages(total, group_size) if estimator == "rloo" else core.grpo_advantages(total, group_size)
+        )
         adv, returns = seq.unsqueeze(1) * mask, torch.zeros_like(mask)
     else:
         raise ValueError(f"estimator must be gae, rloo or grpo, got {estimator!r}")
