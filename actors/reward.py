@@ -15,11 +15,10 @@ answer) and their sum (`rm+verifier`: the RM plus `verifier_weight` x the verdic
 
 from __future__ import annotations
 
-import os
-
 import ray
 import torch
 
+from actors.runtime import actor_env
 from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness
@@ -85,13 +84,7 @@ class RewardService:
         if kind != "verifier" and not folder:
             raise ValueError(f"reward kind {kind!r} needs a reward-model folder")
         self.kind, self.verifier_weight, self.micro_batch = kind, verifier_weight, micro_batch
-        env = {
-            "env_vars": {
-                "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
-                "OMP_NUM_THREADS": str(threads),
-                "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not num_gpus else "cuda"),
-            }
-        }
+        env = actor_env(threads, num_gpus)
         options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
         rm_folder = folder if kind != "verifier" else None
         self.replicas = [RewardReplica.options(**opt, runtime_env=env).remote(rm_folder, threads) for opt in options]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from actors.runtime import actor_env
+
 
 @dataclass
 class Sample:
@@ -159,17 +161,9 @@ class RolloutActor:
         return time.perf_counter() - start
 
 
-def rollout_env(threads: int, cache_dir: str | None = None) -> dict:
+def rollout_env(threads: int, cache_dir: str | None = None, num_gpus: float = 0) -> dict:
     """The runtime_env of a rollout actor: vLLM in-process, zero-copy tensors, its threads, caches in the run."""
-    env = {
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
-        "OMP_NUM_THREADS": str(threads),
-        "VLLM_CPU_OMP_THREADS_BIND": "nobind" if not torch.cuda.is_available() else "auto",
-    }
-    if cache_dir:
-        env.update(VLLM_CACHE_ROOT=f"{cache_dir}/vllm", TORCHINDUCTOR_CACHE_DIR=f"{cache_dir}/inductor")
-    return {"env_vars": env}
+    return actor_env(threads, num_gpus, vllm=True, cache_dir=cache_dir)
 
 
 class RolloutGroup:

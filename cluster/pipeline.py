@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from actors.runtime import stage_env
 from hrlaif_ray.config import RunJob, dump_config, load_config
 from hrlaif_ray.errors import HrlaifError
 
@@ -55,7 +56,7 @@ class Stage:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.run.say(f"{self.name}: started (log {log})")
         start = time.monotonic()
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), **self.run.env}
+        env = stage_env(self.threads, self.run.env)
         with open(log, "a") as fh:
             code = subprocess.call(
                 [sys.executable, "-m", "cluster.cli", *self.argv, "--config", str(cfg)],

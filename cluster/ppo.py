@@ -33,6 +33,7 @@ from tqdm import tqdm
 from actors.learner import LearnerGroup
 from actors.reward import RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+from actors.runtime import actor_env
 from cluster.connect import connect_ray
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob, dump_config, load_config
@@ -75,23 +76,13 @@ class PromptSampler:
         return [self.prompts[i] for i in order[k * self.size : (k + 1) * self.size]]
 
 
-def learner_env(threads: int, num_gpus: float) -> dict:
-    return {
-        "env_vars": {
-            "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
-            "OMP_NUM_THREADS": str(threads),
-            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cuda" if num_gpus else "cpu"),
-        }
-    }
-
-
 def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | None) -> Roles:
     algo, plan = job.algo, job.resources
     batch = job.prompts_per_step * job.rollout.samples_per_prompt
 
     def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
         res = topo.role(role)
-        options = [{**o, "runtime_env": learner_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
+        options = [{**o, "runtime_env": actor_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
         rows = batch // (res.replicas * algo.mini_batches)  # one rank's mini-batch
         micro = algo.micro_batch_size or rows
         return LearnerGroup(

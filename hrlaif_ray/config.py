@@ -159,13 +159,14 @@ def apply_override(data: dict, override: str, model: type[BaseModel] | None = No
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
+    """One line: the source, then every offending key with what is wrong with it."""
+    problems = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"]) or "<root>"
         got = f" (got {err['input']!r})" if err["type"] not in ("missing", "value_error") else ""
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {message}{got}")
-    return "\n".join(lines)
+        message = err["msg"].removeprefix("Value error, ").replace("\n", " ")
+        problems.append(f"{key}: {message}{got}")
+    return f"invalid config ({source}): " + "; ".join(problems)
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
@@ -189,6 +190,30 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def _fields(model: type[BaseModel], prefix: str = ""):
+    """(dotted key, field info, default) of every field, sections expanded."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        default = field.get_default(call_default_factory=True) if not field.is_required() else None
+        if isinstance(default, BaseModel):
+            yield from _fields(type(default), key + ".")
+            continue
+        ann = field.annotation
+        if field.is_required() and isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _fields(ann, key + ".")
+            continue
+        yield key, field, default
+
+
+def config_help(model: type[BaseModel]) -> str:
+    """Every field of a job as `key = default  # description`: the commands' --help and `hrlaif config show`."""
+    lines = []
+    for key, field, default in _fields(model):
+        value = "(required)" if field.is_required() else json.dumps(default, default=str)
+        lines.append(f"  {key} = {value}" + (f"  # {field.description}" if field.description else ""))
+    return "\n".join(lines)
 
 
 def dump_config(config: BaseModel) -> str:

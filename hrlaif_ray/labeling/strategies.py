@@ -157,16 +157,10 @@ async def basic_preferences(
 
 async def _verify(judges: Judges, prompt: PromptRecord, text: str) -> verifiers.Check:
     """Stage 1 for one response: the verifier, or the judge when no final answer can be extracted."""
-    category = Category(prompt.category)
-    if category is Category.MATH:
-        check = verifiers.verify_math(text, prompt.answer)
-    elif category is Category.MULTIPLE_CHOICE:
-        check = verifiers.verify_multiple_choice(text, prompt.answer, prompt.choices)
-    else:
-        check = await asyncio.to_thread(
-            verifiers.verify_code, text, prompt.text, prompt.tests, prompt.entry_point, judges.cfg.code_timeout_s
-        )
-    if check.verdict != verifiers.UNPARSED:
+    # The one dispatch from category to verifier (evaluation and the verifier reward use it too); code runs in a
+    # sandboxed subprocess, so off the event loop.
+    check = await asyncio.to_thread(verifiers.verify_prompt, prompt, text, judges.cfg.code_timeout_s)
+    if check is not None and check.verdict != verifiers.UNPARSED:
         return check
     judge = judges.judges[0]
     answer = await judge.ask(
