@@ -6,9 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hrlaif-setup-stamp
-export DS_ACCELERATOR := cpu
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
-export RAY_ENABLE_ZERO_COPY_TORCH_TENSORS := 1
+# The processes' environment (DeepSpeed's accelerator, Ray on 127.0.0.1, zero-copy tensors) is set by the code
+# that starts them: actors/runtime.py.
 
 .PHONY: setup demo demo-seeds demo-control lint test test-all bench clean
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from actors.runtime import process_defaults
 from hrlaif_ray.config import ModelConfig, PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.readers import resolve_data_dir
 
+process_defaults()  # as the hrlaif command does: CPU DeepSpeed, a local Ray on 127.0.0.1, zero-copy tensors
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
