@@ -115,9 +115,13 @@ class SFTMixConfig(Section):
 class TinyModelJob(Section):
     """`hrlaif tiny-model`: train a tokenizer on the prompt mix and save a random-init model folder."""
 
-    model: ModelConfig = ModelConfig()
-    tokenizer: TokenizerConfig = TokenizerConfig()
-    prompts: PromptMixConfig = PromptMixConfig()
+    model: ModelConfig = Field(ModelConfig(), description="The model's architecture and size.")
+    tokenizer: TokenizerConfig = Field(
+        TokenizerConfig(), description="The BPE trained on the prompt mix (or a pretrained tokenizer)."
+    )
+    prompts: PromptMixConfig = Field(
+        PromptMixConfig(), description="The prompt mix the tokenizer is trained on (with its SFT responses)."
+    )
 
 
 C = TypeVar("C", bound=BaseModel)
@@ -238,8 +242,8 @@ class JudgeEndpoint(Section):
     max_connections: int = Field(64, gt=0, description="HTTP connection pool size per labeler actor.")
     http_backend: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
-        description="httpx transport: 'aiohttp' (the SDK's DefaultAioHttpClient, 2.7x less CPU a call "
-        "here) or 'httpx' (httpcore).",
+        description="httpx transport: 'aiohttp' (the SDK's DefaultAioHttpClient, less CPU a call; see "
+        "benchmarks/labeler_pool.py) or 'httpx' (httpcore).",
     )
 
 
@@ -301,8 +305,10 @@ class LabelJob(Section):
     prompts: str = Field(description="Prompts Parquet (standard answers, choices, tests).")
     rollouts: str = Field(description="Rollouts Parquet: K responses per prompt.")
     output_dir: str = Field(description="Folder of committed label shards (the ledger).")
-    labeling: LabelingConfig = LabelingConfig()
-    pool: PoolConfig = PoolConfig()
+    labeling: LabelingConfig = Field(
+        LabelingConfig(), description="How labels are made: method, judges, rewriter, ranking."
+    )
+    pool: PoolConfig = Field(PoolConfig(), description="The labeler pool: actors, concurrency, rate limits, shards.")
     retry_failed: bool = Field(False, description="Re-request labels committed as failed.")
     limit: int = Field(0, ge=0, description="Label only the first N items (0: all).")
 
@@ -315,30 +321,32 @@ class SFTJob(Section):
     data: str | None = Field(None, description='JSONL of {"prompt", "response"} rows; None: the generated mix below.')
     prompts: PromptMixConfig = Field(
         default_factory=lambda: PromptMixConfig(n=40000, open_qa=0.0),
-        description="The generated prompt mix (when data is None). 40,000 are seen about "
-        "twice in the default budget; 4,000, seen 17 times, overfit (greedy math 0.50 "
-        "against 0.76 after the same 400 s on the tiny model).",
+        description="The generated prompt mix (when data is None; split 'train': no reserved problem). Enough "
+        "prompts that each is seen about once or twice in the step budget (a small mix seen many times overfits).",
     )
-    responses: SFTMixConfig = SFTMixConfig()
+    responses: SFTMixConfig = Field(
+        SFTMixConfig(), description="How the generated mix's responses are drawn (when data is None)."
+    )
     steps: int = Field(
         1100,
         ge=1,
-        description="Optimizer steps, the whole budget (never a time: the result must not "
-        "depend on the machine's speed); about 1000 steps of 64 reach 0.6-0.75 greedy math accuracy on the "
-        "tiny model, 430 steps 0.1-0.2.",
+        description="Optimizer steps of batch_size examples: the whole budget (never a time, so the result does "
+        "not depend on the machine's speed).",
     )
     batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW), after warm-up.")
     min_lr: float = Field(2e-4, ge=0, description="Cosine decay ends here.")
-    warmup_steps: int = Field(30, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    zero_stage: int = Field(0, ge=0, le=3)
-    max_prompt_tokens: int = Field(256, gt=0)
-    max_response_tokens: int = Field(128, gt=0)
+    warmup_steps: int = Field(30, ge=0, description="Steps of linear warm-up from 0 to lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3 (3 partitions the weights too).")
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
+    max_response_tokens: int = Field(
+        128, gt=0, description="Responses are cut to this many tokens (the end token included)."
+    )
     eval_prompts: int = Field(128, ge=0, description="Held-out verifiable prompts for greedy accuracy at the end.")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default).")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the initialisation order and the batch order.")
 
 
 class RMTrainJob(Section):
@@ -348,24 +356,26 @@ class RMTrainJob(Section):
     labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
     prompts: str = Field(description="Prompts Parquet the labels refer to.")
     output_dir: str = Field(description="Where the RM checkpoint (HF folder + head + normalisation) goes.")
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(2, ge=1, description="Passes over the training labels.")
     batch_prompts: int = Field(8, ge=1, description="Prompts per step per rank (all their responses, one row each).")
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    lr: float = Field(1e-4, gt=0, description="Learning rate (AdamW) of the backbone and the head.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     margin: float = Field(
         0.0,
         ge=0,
         description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
         "won by 2 x margin (0: off; labels whose pairs form no tiers get none).",
     )
-    zero_stage: int = Field(2, ge=0, le=3)
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
     clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
     normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id).")
-    max_prompt_tokens: int = Field(256, gt=0)
-    max_response_tokens: int = Field(128, gt=0)
-    seed: int = 0
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
+    max_response_tokens: int = Field(
+        128, gt=0, description="Responses are cut to this many tokens (the end token, where the reward is read, kept)."
+    )
+    seed: int = Field(0, description="Seed of the head's initialisation and the batch order.")
 
 
 # ------------------------------------------------------------------------------------------------- PPO
@@ -394,11 +404,16 @@ class ResourcePlan(Section):
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="Placement-group strategy."
     )
-    actor: RoleResources = RoleResources(replicas=2)
-    critic: RoleResources = RoleResources()
-    reference: RoleResources = RoleResources()
-    reward: RoleResources = RoleResources()
-    rollout: RoleResources = RoleResources()
+    actor: RoleResources = Field(
+        RoleResources(replicas=2),
+        description="The actor learner's ranks (replicas), their threads and share of a bundle.",
+    )
+    critic: RoleResources = Field(RoleResources(), description="The critic learner's ranks (GAE only).")
+    reference: RoleResources = Field(
+        RoleResources(), description="The reference policy's replicas (log-probs for the KL)."
+    )
+    reward: RoleResources = Field(RoleResources(), description="The reward service's replicas (RM and/or verifier).")
+    rollout: RoleResources = Field(RoleResources(), description="The rollout engines (vLLM).")
 
     @model_validator(mode="after")
     def _colocation(self) -> ResourcePlan:
@@ -433,9 +448,11 @@ class RolloutConfig(Section):
         "vllm", description="vLLM engines; 'hf' (transformers generate) is the fallback."
     )
     samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt (n); RLOO/GRPO need >= 2.")
-    max_new_tokens: int = Field(40, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(40, ge=1, description="Longest response in tokens.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature (> 0; the log-probs are those of this distribution)."
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold in (0, 1].")
     max_model_len: int = Field(512, ge=16, description="vLLM context (prompt + response).")
     kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
     gpu_memory_utilization: float = Field(
@@ -449,18 +466,24 @@ class PPOAlgoConfig(Section):
     estimator: Literal["gae", "rloo", "grpo"] = Field(
         "gae", description="Advantages: GAE with a critic, or critic-free RLOO/GRPO."
     )
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
+    gamma: float = Field(
+        1.0, ge=0, le=1, description="Discount of GAE (1: none; the reward comes at the end of the response)."
+    )
+    lam: float = Field(0.95, ge=0, le=1, description="GAE's lambda in [0, 1] (bias-variance trade of the advantage).")
     kl_coef: float = Field(0.05, ge=0, description="Initial KL penalty coefficient (in the reward).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward.")
     kl_target: float | None = Field(
         None, gt=0, description="Adaptive KL controller's target (None: fixed coefficient)."
     )
-    kl_horizon: int = Field(10000, gt=0)
+    kl_horizon: int = Field(
+        10000,
+        gt=0,
+        description="Adaptive KL: the horizon (in samples) over which the coefficient moves toward kl_target.",
+    )
     clip: float = Field(0.2, gt=0, description="Policy ratio clip.")
     dual_clip: float | None = Field(None, gt=1, description="Dual-clip bound c (None: off).")
     value_clip: float | None = Field(0.2, gt=0, description="Value clip around the old values (None: off).")
-    entropy_coef: float = Field(0.0, ge=0)
+    entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus in the actor's loss (0: off).")
     epochs: int = Field(1, ge=1, description="Passes over each batch of experience.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split into this many).")
     micro_batch_size: int | None = Field(
@@ -471,11 +494,11 @@ class PPOAlgoConfig(Section):
         "micro-batch drops its all-padding columns; gradients accumulate over a "
         "mini-batch's micro-batches, one optimizer step each mini-batch.",
     )
-    actor_lr: float = Field(1e-6, gt=0)
-    critic_lr: float = Field(5e-6, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    whiten_advantages: bool = Field(True)
+    actor_lr: float = Field(1e-6, gt=0, description="Actor learning rate (AdamW).")
+    critic_lr: float = Field(5e-6, gt=0, description="Critic learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of both learners.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip of both learners.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to mean 0 and std 1 over the batch.")
     use_rollout_logprobs: bool = Field(
         False,
         description="Take the old log-probs from the rollout engines (vLLM's "
@@ -522,14 +545,14 @@ class SampleJob(Section):
     policy: str = Field(description="Policy folder (the SFT checkpoint).")
     prompts: str = Field(description="Prompts Parquet.")
     output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
-    rollout: RolloutConfig = RolloutConfig()
+    rollout: RolloutConfig = Field(RolloutConfig(), description="How responses are sampled (samples_per_prompt is K).")
     engines: RoleResources = Field(
         default_factory=lambda: RoleResources(replicas=1, threads=2),
         description="vLLM engines (replicas) and their threads.",
     )
     bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one engine.")
     chunk: int = Field(256, ge=1, description="Prompts per write (progress is saved between chunks).")
-    seed: int = 0
+    seed: int = Field(0, description="Sampling seed (engine i uses seed + i).")
 
 
 class PPOJob(Section):
@@ -539,9 +562,14 @@ class PPOJob(Section):
     critic_init: str | None = Field(None, description="Critic's starting folder (default: the RM, else the policy).")
     output_dir: str = Field(description="metrics.jsonl, TensorBoard events, checkpoints.")
     prompts: str | None = Field(None, description="Prompts Parquet; None: the generated mix below.")
-    prompt_mix: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0))
-    steps: int = Field(10, ge=1)
-    prompts_per_step: int = Field(32, ge=1)
+    prompt_mix: PromptMixConfig = Field(
+        default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0),
+        description="The generated prompts when prompts is None; also the monitor's held-out mix (its own seed).",
+    )
+    steps: int = Field(
+        10, ge=1, description="PPO steps (the budget: each samples prompts_per_step x samples_per_prompt responses)."
+    )
+    prompts_per_step: int = Field(32, ge=1, description="Prompts per step.")
     zero_stage: int = Field(
         2,
         ge=0,
@@ -551,15 +579,21 @@ class PPOJob(Section):
     )
     checkpoint_every: int = Field(0, ge=0, description="Save an HF checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue from the last checkpoint in output_dir.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the prompt order, the sampling and the learners.")
     ray_address: str | None = Field(
         None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one)."
     )
-    algo: PPOAlgoConfig = PPOAlgoConfig()
-    rollout: RolloutConfig = RolloutConfig()
-    reward: RewardRoleConfig = RewardRoleConfig(kind="verifier")
-    resources: ResourcePlan = ResourcePlan()
-    monitor: MonitorConfig = MonitorConfig()
+    algo: PPOAlgoConfig = Field(
+        PPOAlgoConfig(), description="The algorithm: estimator, KL, clipping, learning rates, epochs, batches."
+    )
+    rollout: RolloutConfig = Field(RolloutConfig(), description="How responses are sampled.")
+    reward: RewardRoleConfig = Field(
+        RewardRoleConfig(kind="verifier"), description="The reward role: the RM, the verifier or both."
+    )
+    resources: ResourcePlan = Field(
+        ResourcePlan(), description="The resource plan: bundles, replicas, colocation (cluster/topology.py)."
+    )
+    monitor: MonitorConfig = Field(MonitorConfig(), description="The reward-hacking monitor.")
     tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
     overlap: bool = Field(
         True,
@@ -612,8 +646,8 @@ class EvalJob(Section):
         "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.",
     )
     data_dir: str | None = Field(None, description="The data folder (default: $HRLAIF_DATA_DIR, else ../shared/data).")
-    max_new_tokens: int = Field(64, ge=1)
-    max_model_len: int = Field(512, ge=16)
+    max_new_tokens: int = Field(64, ge=1, description="Longest response in tokens.")
+    max_model_len: int = Field(512, ge=16, description="Prompt plus response length the engine accepts.")
     sampled: int = Field(
         4, ge=0, description="Samples per verifiable prompt at temperature 1 for sampled accuracy (0: off)."
     )
@@ -628,12 +662,17 @@ class EvalJob(Section):
     judge: LabelingConfig = Field(
         default_factory=LabelingConfig, description="The judge endpoint(s) for flag and compare."
     )
-    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(labelers=1, concurrency=32))
-    backend: Literal["vllm", "hf"] = "vllm"
+    pool: PoolConfig = Field(
+        default_factory=lambda: PoolConfig(labelers=1, concurrency=32),
+        description="The labeler pool that asks the judge (harm flags, comparisons).",
+    )
+    backend: Literal["vllm", "hf"] = Field(
+        "vllm", description="'vllm': the rollout engine; 'hf': transformers' generate (the fallback)."
+    )
     threads: int = Field(1, ge=1, description="Threads of the rollout engine and the RM replica.")
-    kv_cache_gib: float = Field(0.5, gt=0)
-    ray_address: str | None = None
-    seed: int = 0
+    kv_cache_gib: float = Field(0.5, gt=0, description="vLLM's KV-cache size in GiB (CPU).")
+    ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else a local one).")
+    seed: int = Field(0, description="Seed of the samples (sampled accuracy) and of public-set subsampling.")
 
 
 class RMProbeJob(Section):
@@ -689,7 +728,7 @@ class RunJob(Section):
         "with 95% intervals over seeds and prompts.",
     )
     init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
-    model: TinyModelJob = TinyModelJob()
+    model: TinyModelJob = Field(TinyModelJob(), description="The tiny model built when init is None.")
     prompts: PromptMixConfig = Field(
         default_factory=lambda: PromptMixConfig(
             n=1200, seed=1, math=0.45, multiple_choice=0.25, harmful=0.3, open_qa=0.0
@@ -714,6 +753,7 @@ class RunJob(Section):
     arms: list[ArmConfig] = Field(
         default_factory=lambda: [ArmConfig(name="rlaif", method="basic"), ArmConfig(name="hrlaif", method="hybrid")],
         min_length=1,
+        description="The compared arms: labels (method) and RL reward each, run side by side on the same budget.",
     )
     parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
     ray_num_cpus: int = Field(16, ge=1, description="Logical CPUs of the run's local Ray cluster (slots, not cores).")
