@@ -99,3 +99,17 @@ def test_override_of_one_field_keeps_the_section_default():
 
     job = load_config(SFTJob, None, ["init=m", "output_dir=o", "prompts.a_max=99"])
     assert (job.prompts.n, job.prompts.a_max, job.prompts.open_qa) == (40000, 99, 0.0)
+
+
+def test_every_config_field_has_a_description():
+    import inspect
+
+    from pydantic import BaseModel
+
+    import hrlaif_ray.config as config
+    from hrlaif_ray.judges.sim_judge import SimJudgeConfig
+
+    classes = [c for _, c in inspect.getmembers(config, inspect.isclass) if issubclass(c, BaseModel)]
+    classes = [c for c in classes if c.__module__ == config.__name__] + [SimJudgeConfig]
+    missing = [f"{c.__name__}.{name}" for c in classes for name, f in c.model_fields.items() if not f.description]
+    assert not missing, missing
