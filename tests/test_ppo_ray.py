@@ -71,16 +71,11 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
         batch, before, learner = compare(0)
         assert before < 1e-3, before
         # One update with made-up advantages moves the weights; vLLM is now stale until the sync.
-        B = batch["input_ids"].size(0)
-        ref = ray.put(
-            {
-                **batch,
-                "old_logprobs": learner,
-                "advantages": torch.randn(B, learner.size(1)) * batch["response_mask"],
-                "returns": torch.zeros(B, learner.size(1)),
-                "old_values": torch.zeros(B, learner.size(1)),
-            }
+        B = len(batch)
+        train = batch.with_training(
+            learner, torch.randn(B, learner.size(1)) * batch.response_mask, torch.zeros(B, learner.size(1)), None
         )
+        ref = ray.put(train)
         actor.train_actor(ref, B, epochs=1, mini_batches=1, clip=0.2, dual_clip=None, entropy_coef=0.0)
         _, stale, _ = compare(1)
         assert stale > 1e-2, f"the update did not change the policy enough to test the sync ({stale})"
