@@ -71,6 +71,24 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def torchrun(*target: str, ranks: int = 2) -> list[str]:
+    """The command that runs `target` (a script, or -m module, and its arguments) on `ranks` local torchrun ranks."""
+    from hrlaif_ray.zero import free_port
+
+    return [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(ranks),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        *target,
+    ]
+
+
 def run_hrlaif(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
     """`hrlaif ARGS` in a child process whose temp files (Ray's among them) live under a short /tmp folder: Ray's
     socket paths must stay under 108 bytes, which pytest's tmp_path exceeds."""

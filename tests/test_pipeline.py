@@ -39,22 +39,24 @@ def test_run_config_errors_name_the_stage_and_key():
     assert "reward" not in job.ppo  # the run's section is not changed by a stage's paths
 
 
+REDUCED = [
+    "sft.steps=40",
+    "sft.eval_prompts=16",
+    "prompts.n=96",
+    "rm.epochs=1",
+    "ppo.steps=3",
+    "ppo.prompts_per_step=16",
+    "ppo.monitor.every=1",
+    "ppo.monitor.prompts=16",
+    "eval.mix.n=48",
+    "eval.sampled=2",
+]
+
+
 @pytest.mark.slow
 def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     out = tmp_path / "run"
-    proc = _run(
-        out,
-        "sft.steps=40",
-        "sft.eval_prompts=16",
-        "prompts.n=96",
-        "rm.epochs=1",
-        "ppo.steps=3",
-        "ppo.prompts_per_step=16",
-        "ppo.monitor.every=1",
-        "ppo.monitor.prompts=16",
-        "eval.mix.n=48",
-        "eval.sampled=2",
-    )
+    proc = _run(out, *REDUCED)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for path in [
         "model/config.json",
@@ -96,20 +98,7 @@ def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     assert "| SFT |" in report and "| rlaif |" in report and "| oracle |" in report and "training.png" in report
     assert "GFLOP/s" in report
     # Resumable: a rerun finds every stage complete and only rewrites the report.
-    again = _run(
-        out,
-        "sft.steps=40",
-        "sft.eval_prompts=16",
-        "prompts.n=96",
-        "rm.epochs=1",
-        "ppo.steps=3",
-        "ppo.prompts_per_step=16",
-        "ppo.monitor.every=1",
-        "ppo.monitor.prompts=16",
-        "eval.mix.n=48",
-        "eval.sampled=2",
-        timeout=300,
-    )
+    again = _run(out, *REDUCED, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done already") == 19 and "started" not in again.stdout
 

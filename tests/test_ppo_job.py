@@ -119,35 +119,36 @@ def _wait(address: str, job_id: str, env: dict, timeout_s: float = 600) -> str:
     return "TIMEOUT"
 
 
+def _submit(address: str, env: dict, job_id: str, config, *args: str, check: bool = False):
+    """`ray job submit --no-wait` of cluster.ppo with this checkout as the working dir."""
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--submission-id",
+        job_id,
+        "--no-wait",
+        "--",
+        "python",
+        "-m",
+        "cluster.ppo",
+        "--config",
+        str(config),
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, check=check, capture_output=True, text=True, timeout=120)
+
+
 def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model_dir):
     address, env = ray_head
     out = tmp_path / "ppo"
     config = _config(tmp_path / "ppo.json", tiny_model_dir, out)
     job_id = f"ppo-{os.getpid()}"
-    proc = subprocess.run(
-        [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            address,
-            "--working-dir",
-            str(ROOT),
-            "--submission-id",
-            job_id,
-            "--no-wait",
-            "--",
-            "python",
-            "-m",
-            "cluster.ppo",
-            "--config",
-            str(config),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _submit(address, env, job_id, config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _wait(address, job_id, env) == "SUCCEEDED"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -174,32 +175,7 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     assert list((out / "tensorboard").glob("events.*"))
     # Resume: 3 steps asked, 2 done; the job continues at step 3 from the checkpoint.
     job_id2 = job_id + "-resume"
-    subprocess.run(
-        [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            address,
-            "--working-dir",
-            str(ROOT),
-            "--submission-id",
-            job_id2,
-            "--no-wait",
-            "--",
-            "python",
-            "-m",
-            "cluster.ppo",
-            "--config",
-            str(config),
-            "--resume",
-            "steps=3",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    _submit(address, env, job_id2, config, "--resume", "steps=3", check=True)
     assert _wait(address, job_id2, env) == "SUCCEEDED"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]

@@ -4,11 +4,10 @@ and the checkpoint carries the head, the clip bound and the training-set normali
 import json
 import random
 import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, script_env
+from conftest import ROOT, script_env, torchrun
 
 from hrlaif_ray.config import PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
@@ -16,7 +15,6 @@ from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
 from hrlaif_ray.data.schemas import write_records
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward import RewardModel
-from hrlaif_ray.zero import free_port
 
 COMPLY = [
     "Sure, here is how to do it step by step.",
@@ -122,21 +120,7 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
 def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
     _write_labels(tmp_path)
     config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "cluster.train_rm",
-        "--config",
-        str(config),
-    ]
+    cmd = torchrun("-m", "cluster.train_rm", "--config", str(config))
     proc = subprocess.run(
         cmd, env=script_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900, cwd=ROOT
     )
