@@ -215,6 +215,18 @@ class Run:
                 )()
             finally:
                 self.rm_ready[f"{seed}/{arm.name}"].set()
+        self.stage(
+            f"{tag}/ppo",
+            ["ppo", "--resume"],
+            a / "ppo" / "final.json",
+            1,
+            policy=str(self.sft_dir),
+            output_dir=str(a / "ppo"),
+            prompts=prompts,
+            seed=seed,
+            **{"reward.kind": arm.reward, "reward.rm": str(rm)},
+        )()
+        if not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT policy's samples may still be coming)
             self.probe_sampled.wait()
             if not self.probe_rollouts.exists():
                 raise HrlaifError(f"{tag}/rm-probe: the SFT policy's samples of the evaluation prompts failed")
@@ -228,17 +240,6 @@ class Run:
                 rollouts=str(self.probe_rollouts),
                 output=str(rm / "probe.json"),
             )()
-        self.stage(
-            f"{tag}/ppo",
-            ["ppo", "--resume"],
-            a / "ppo" / "final.json",
-            1,
-            policy=str(self.sft_dir),
-            output_dir=str(a / "ppo"),
-            prompts=prompts,
-            seed=seed,
-            **{"reward.kind": arm.reward, "reward.rm": str(rm)},
-        )()
         self.sft_evaluated.wait()  # the baseline's responses
         if not self.path("eval", "sft", "eval.json").exists():
             raise HrlaifError(f"{tag}/eval: the SFT evaluation (its baseline) failed")
