@@ -6,11 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hrlaif-setup-stamp
-export DS_ACCELERATOR := cpu
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
-export RAY_ENABLE_ZERO_COPY_TORCH_TENSORS := 1
+# The processes' environment (DeepSpeed's accelerator, Ray on 127.0.0.1, zero-copy tensors) is set by the code
+# that starts them: actors/runtime.py.
 
-.PHONY: setup demo demo-seeds demo-control test test-all bench clean
+.PHONY: setup demo demo-seeds demo-control lint test test-all bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +42,11 @@ demo-seeds: setup
 # The control: SFT answers are right as often at every length (runs/demo-control).
 demo-control: setup
 	$(VENV)/bin/hrlaif run --config cluster/configs/demo.yaml --control
+
+# ruff: lint rules and the formatter's check (line length 120; settings in pyproject.toml). `.ci/run` runs it.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: setup
 	$(PY) -m pytest -m "not slow" tests

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import ray
 
@@ -76,9 +76,6 @@ class LabelerActor:
     def set_concurrency(self, concurrency: int) -> None:
         self.slots = asyncio.Semaphore(concurrency)
 
-    def ping(self) -> bool:
-        return True
-
 
 @dataclass
 class PoolStats:
@@ -107,9 +104,9 @@ class LabelerPool:
         self.resize(pool.labelers)
 
     def _new_actor(self):
-        return LabelerActor.options(num_cpus=self.pool.num_cpus_per_labeler, max_concurrency=4 * self.pool.concurrency + 8).remote(
-            self.labeling.model_dump_json(), self.pool.concurrency, self.limiter
-        )
+        return LabelerActor.options(
+            num_cpus=self.pool.num_cpus_per_labeler, max_concurrency=4 * self.pool.concurrency + 8
+        ).remote(self.labeling.model_dump_json(), self.pool.concurrency, self.limiter)
 
     def set_concurrency(self, concurrency: int) -> None:
         """Change labels in flight per actor (the actors' own limit and the driver's queue depth)."""
@@ -129,8 +126,13 @@ class LabelerPool:
     def size(self) -> int:
         return len(self.active)
 
-    def run(self, items: list[LabelItem], ledger: LabelLedger, progress: bool = False,
-            control: Callable[[], int | None] | None = None) -> PoolStats:
+    def run(
+        self,
+        items: list[LabelItem],
+        ledger: LabelLedger,
+        progress: bool = False,
+        control: Callable[[], int | None] | None = None,
+    ) -> PoolStats:
         """Label `items`, committing to `ledger` every shard_size labels or commit_interval_s seconds.
         `control`, polled each round, may return a new pool size."""
         stats, queue = PoolStats(), deque(items)
@@ -194,7 +196,9 @@ class LabelerPool:
                         stats.cost_usd += label.cost_usd
                     if bar is not None:
                         bar.update(len(labels))
-                        bar.set_postfix(failed=stats.failed, cost=f"${stats.cost_usd:.4f}", actors=self.size, refresh=False)
+                        bar.set_postfix(
+                            failed=stats.failed, cost=f"${stats.cost_usd:.4f}", actors=self.size, refresh=False
+                        )
                 if len(buffer) >= self.pool.shard_size or time.monotonic() - last_commit > self.pool.commit_interval_s:
                     commit()
         finally:
@@ -210,7 +214,10 @@ class LabelerPool:
         if not requests:
             return []
         size = -(-len(requests) // len(self.active))
-        refs = [actor.ask_batch.remote(requests[i : i + size]) for actor, i in zip(self.active, range(0, len(requests), size))]
+        refs = [
+            actor.ask_batch.remote(requests[i : i + size])
+            for actor, i in zip(self.active, range(0, len(requests), size))
+        ]
         return [answer for chunk in ray.get(refs) for answer in chunk]
 
     def shutdown(self) -> None:

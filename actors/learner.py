@@ -22,7 +22,7 @@ import torch
 
 from hrlaif_ray.models.scalar_head import ScalarHeadModel, position_ids_from_mask
 from hrlaif_ray.ppo import core
-from hrlaif_ray.ppo.experience import micro_batches
+from hrlaif_ray.ppo.experience import Experience
 from hrlaif_ray.zero import init_distributed, stage_for_world, zero_config
 
 TRAINED_ROLES = ("actor", "critic")
@@ -30,9 +30,23 @@ TRAINED_ROLES = ("actor", "critic")
 
 @ray.remote
 class LearnerRank:
-    def __init__(self, role: str, folder: str, rank: int, world: int, master: tuple[str, int] | None,
-                 zero_stage: int = 2, lr: float = 1e-6, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 micro_batch: int = 1, grad_accum: int = 1, threads: int = 1, temperature: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        role: str,
+        folder: str,
+        rank: int,
+        world: int,
+        master: tuple[str, int] | None,
+        zero_stage: int = 2,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        micro_batch: int = 1,
+        grad_accum: int = 1,
+        threads: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ):
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(threads)
@@ -48,12 +62,16 @@ class LearnerRank:
         if role in TRAINED_ROLES:
             import deepspeed
 
-            os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world),
-                              LOCAL_RANK="0")
+            os.environ.update(
+                MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0"
+            )
             init_distributed()
             optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-            self.engine, *_ = deepspeed.initialize(model=model, optimizer=optim,
-                                                   config=zero_config(self.zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip))
+            self.engine, *_ = deepspeed.initialize(
+                model=model,
+                optimizer=optim,
+                config=zero_config(self.zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip),
+            )
             self.model = self.engine.module
         else:
             self.model = model.to(self.device).eval()
@@ -65,39 +83,51 @@ class LearnerRank:
 
     # ------------------------------------------------------------------------------------- forwards
 
-    def _logits(self, m: dict) -> torch.Tensor:
+    def _logits(self, m: Experience) -> torch.Tensor:
         """The logits that predict each response token of micro-batch m: the LM head runs on positions P-1..end
         only (`logits_to_keep`), not on the prompt's (on SmolLM2 the head is a fifth of the forward's FLOPs)."""
-        ids, mask, P = m["input_ids"].to(self.device), m["attention_mask"].to(self.device), m["prompt_width"]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                         logits_to_keep=ids.size(1) - P + 1)
+        ids, mask, P = m.input_ids.to(self.device), m.attention_mask.to(self.device), m.prompt_width
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            logits_to_keep=ids.size(1) - P + 1,
+        )
         return out.logits[:, :-1]
 
-    def _values(self, m: dict) -> torch.Tensor:
+    def _values(self, m: Experience) -> torch.Tensor:
         """The critic's value of the state before each response token of micro-batch m."""
-        return self.model(m["input_ids"].to(self.device), m["attention_mask"].to(self.device))[:, m["prompt_width"] - 1 : -1]
+        return self.model(m.input_ids.to(self.device), m.attention_mask.to(self.device))[:, m.prompt_width - 1 : -1]
 
-    def _per_token(self, batch: dict, start: int, end: int, fn) -> torch.Tensor:
+    def _per_token(self, batch: Experience, start: int, end: int, fn) -> torch.Tensor:
         """fn(micro-batch) -> [rows, width] for this rank's rows, put back in row order at the batch's width."""
         self.model.eval()
-        out = torch.zeros(end - start, batch["response_mask"].size(1))
-        for idx, m in micro_batches(batch, start, end, self.micro_batch):
-            rmask = m["response_mask"].to(self.device)
+        out = torch.zeros(end - start, batch.response_width)
+        for idx, m in batch.micro_batches(start, end, self.micro_batch):
+            rmask = m.response_mask.to(self.device)
             out[idx - start, : rmask.size(1)] = (fn(m) * rmask).float().cpu()
         return out
 
     @torch.no_grad()
-    def logprobs(self, batch: dict, start: int, end: int) -> torch.Tensor:
-        return self._per_token(batch, start, end, lambda m: core.token_logprobs(
-            self._logits(m), m["input_ids"][:, m["prompt_width"]:].to(self.device), self.temperature))
+    def logprobs(self, batch: Experience, start: int, end: int) -> torch.Tensor:
+        return self._per_token(
+            batch,
+            start,
+            end,
+            lambda m: core.token_logprobs(
+                self._logits(m), m.input_ids[:, m.prompt_width :].to(self.device), self.temperature
+            ),
+        )
 
     @torch.no_grad()
-    def values(self, batch: dict, start: int, end: int) -> torch.Tensor:
+    def values(self, batch: Experience, start: int, end: int) -> torch.Tensor:
         return self._per_token(batch, start, end, self._values)
 
     # -------------------------------------------------------------------------------------- updates
 
-    def _update(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, loss_fn) -> dict[str, float]:
+    def _update(
+        self, batch: Experience, start: int, end: int, epochs: int, mini_batches: int, loss_fn
+    ) -> dict[str, float]:
         """`epochs` passes over this rank's rows in `mini_batches` optimizer steps; loss_fn(micro-batch) ->
         (token-mean loss, stats). A mini-batch runs as length-sorted micro-batches whose gradients accumulate
         (DeepSpeed steps the optimizer at the last); each micro-batch's loss is weighted by its share of the
@@ -107,12 +137,14 @@ class LearnerRank:
         size = (end - start) // mini_batches
         for _ in range(epochs):
             for s in range(start, start + size * mini_batches, size):
-                micros = micro_batches(batch, s, s + size, self.micro_batch)
+                micros = batch.micro_batches(s, s + size, self.micro_batch)
                 if len(micros) != self.engine.gradient_accumulation_steps():
-                    raise ValueError(f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}")
+                    raise ValueError(
+                        f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}"
+                    )
                 mean: dict[str, float] = {}
                 for _, m in micros:
-                    share = m["token_share"]
+                    share = m.token_share
                     loss, st = loss_fn(m)
                     self.engine.backward(loss * share * len(micros))  # DeepSpeed divides by its accumulation steps
                     self.engine.step()
@@ -122,24 +154,42 @@ class LearnerRank:
                     stats.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
-    def train_actor(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int, clip: float,
-                    dual_clip: float | None, entropy_coef: float) -> dict[str, float]:
-        def loss_fn(m: dict):
-            rmask = m["response_mask"].to(self.device)
+    def train_actor(
+        self,
+        batch: Experience,
+        start: int,
+        end: int,
+        epochs: int,
+        mini_batches: int,
+        clip: float,
+        dual_clip: float | None,
+        entropy_coef: float,
+    ) -> dict[str, float]:
+        def loss_fn(m: Experience):
+            rmask = m.response_mask.to(self.device)
             logits = self._logits(m)
-            logp = core.token_logprobs(logits, m["input_ids"][:, m["prompt_width"]:].to(self.device), self.temperature)
-            loss, s = core.policy_loss(logp, m["old_logprobs"].to(self.device), m["advantages"].to(self.device), rmask,
-                                       clip, dual_clip)
-            entropy = core.masked_mean(core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask)
+            logp = core.token_logprobs(logits, m.input_ids[:, m.prompt_width :].to(self.device), self.temperature)
+            loss, s = core.policy_loss(
+                logp, m.old_logprobs.to(self.device), m.advantages.to(self.device), rmask, clip, dual_clip
+            )
+            entropy = core.masked_mean(
+                core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask
+            )
             return loss - entropy_coef * entropy, {"policy_loss": loss.detach(), "entropy": entropy.detach(), **s}
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
-    def train_critic(self, batch: dict, start: int, end: int, epochs: int, mini_batches: int,
-                     value_clip: float | None) -> dict[str, float]:
-        def loss_fn(m: dict):
-            loss, s = core.value_loss(self._values(m), m["old_values"].to(self.device), m["returns"].to(self.device),
-                                      m["response_mask"].to(self.device), value_clip)
+    def train_critic(
+        self, batch: Experience, start: int, end: int, epochs: int, mini_batches: int, value_clip: float | None
+    ) -> dict[str, float]:
+        def loss_fn(m: Experience):
+            loss, s = core.value_loss(
+                self._values(m),
+                m.old_values.to(self.device),
+                m.returns.to(self.device),
+                m.response_mask.to(self.device),
+                value_clip,
+            )
             return loss, {"value_loss": loss.detach(), "value_clip_frac": s["clip_frac"]}
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
@@ -183,22 +233,6 @@ class LearnerRank:
             save_model_folder(self.model, tokenizer, path, state_dict=state)
         return path
 
-    def load_state(self, path: str) -> None:
-        """Resume: the weights of a saved folder into this rank's model (before training continues)."""
-        import deepspeed
-        from safetensors.torch import load_file
-
-        files = sorted(p for p in os.listdir(path) if p.endswith(".safetensors") and p != "scalar_head.safetensors")
-        state = {}
-        for f in files:
-            state.update(load_file(os.path.join(path, f)))
-        if self.role == "critic":
-            state = {f"backbone.{k}": v for k, v in state.items()}
-            state.update({f"head.{k}": v for k, v in load_file(os.path.join(path, "scalar_head.safetensors")).items()})
-        params = list(self.model.parameters())
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.zero_stage == 3):
-            self.model.load_state_dict(state, strict=False)
-
 
 class LearnerGroup:
     """One role's ranks behind one handle. `options[i]` are rank i's Ray options (its placement-group bundle)."""
@@ -209,7 +243,9 @@ class LearnerGroup:
         master = None
         if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
             master = ray.get(_address.options(**_task_options(options[0])).remote())
-        self.ranks = [LearnerRank.options(**opt).remote(role, folder, i, world, master, **kwargs) for i, opt in enumerate(options)]
+        self.ranks = [
+            LearnerRank.options(**opt).remote(role, folder, i, world, master, **kwargs) for i, opt in enumerate(options)
+        ]
         ray.get([r.ready.remote() for r in self.ranks])
 
     def _ranges(self, n: int) -> list[tuple[int, int]]:
@@ -219,21 +255,22 @@ class LearnerGroup:
         size = n // k
         return [(i * size, (i + 1) * size) for i in range(k)]
 
-    def forward(self, method: str, batch_ref, n: int) -> torch.Tensor:
-        refs = [getattr(r, method).remote(batch_ref, s, e) for r, (s, e) in zip(self.ranks, self._ranges(n))]
-        return torch.cat(ray.get(refs))
+    def _per_rank(self, n: int, call) -> list:
+        """call(rank, start, end) on every rank with its row range of an n-row batch (all read the same object-store
+        reference to the batch: the one place a batch is split)."""
+        return ray.get([call(r, s, e) for r, (s, e) in zip(self.ranks, self._ranges(n))])
 
     def logprobs(self, batch_ref, n: int) -> torch.Tensor:
-        return self.forward("logprobs", batch_ref, n)
+        return torch.cat(self._per_rank(n, lambda r, s, e: r.logprobs.remote(batch_ref, s, e)))
 
     def values(self, batch_ref, n: int) -> torch.Tensor:
-        return self.forward("values", batch_ref, n)
+        return torch.cat(self._per_rank(n, lambda r, s, e: r.values.remote(batch_ref, s, e)))
 
     def train_actor(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
-        return _mean([r.train_actor.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+        return _mean(self._per_rank(n, lambda r, s, e: r.train_actor.remote(batch_ref, s, e, **kwargs)))
 
     def train_critic(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
-        return _mean([r.train_critic.remote(batch_ref, s, e, **kwargs) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+        return _mean(self._per_rank(n, lambda r, s, e: r.train_critic.remote(batch_ref, s, e, **kwargs)))
 
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
@@ -241,9 +278,6 @@ class LearnerGroup:
 
     def save(self, path: str, tokenizer_folder: str) -> None:
         ray.get([r.save.remote(path, tokenizer_folder) for r in self.ranks])
-
-    def load_state(self, path: str) -> None:
-        ray.get([r.load_state.remote(path) for r in self.ranks])
 
 
 @ray.remote(num_cpus=0)
@@ -260,6 +294,6 @@ def _task_options(actor_options: dict) -> dict:
     return {**keep, "num_cpus": 0}
 
 
-def _mean(refs: list) -> dict[str, float]:
-    results = ray.get(refs)
+def _mean(results: list[dict[str, float]]) -> dict[str, float]:
+    """The ranks' training statistics, averaged."""
     return {k: sum(r[k] for r in results) / len(results) for k in results[0]}

@@ -15,11 +15,10 @@ answer) and their sum (`rm+verifier`: the RM plus `verifier_weight` x the verdic
 
 from __future__ import annotations
 
-import os
-
 import ray
 import torch
 
+from actors.runtime import actor_env
 from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness
@@ -58,42 +57,62 @@ class RewardReplica:
         return torch.cat(out) if out else torch.zeros(0)
 
     def encode(self, prompts: list[str], responses: list[str], max_prompt_tokens: int = 1024) -> list[list[int]]:
-        return [prompt_token_ids(self.tokenizer, p, max_prompt_tokens) + response_token_ids(self.tokenizer, r)
-                for p, r in zip(prompts, responses)]
+        return [
+            prompt_token_ids(self.tokenizer, p, max_prompt_tokens) + response_token_ids(self.tokenizer, r)
+            for p, r in zip(prompts, responses)
+        ]
 
 
 class RewardService:
     """Replicas of one RM folder (or verifier-only replicas when `folder` is None). Each replica's Ray options
     come from `options` (the launch layer's placement-group bundles), else `num_cpus`/`num_gpus`."""
 
-    def __init__(self, folder: str | None, replicas: int = 1, num_cpus: float = 1, num_gpus: float = 0, threads: int = 1,
-                 kind: str = "rm", verifier_weight: float = 1.0, options: list[dict] | None = None,
-                 micro_batch: int | None = None):
+    def __init__(
+        self,
+        folder: str | None,
+        replicas: int = 1,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        threads: int = 1,
+        kind: str = "rm",
+        verifier_weight: float = 1.0,
+        options: list[dict] | None = None,
+        micro_batch: int | None = None,
+    ):
         if kind not in ("rm", "verifier", "rm+verifier"):
             raise ValueError(f"reward kind must be rm, verifier or rm+verifier, got {kind!r}")
         if kind != "verifier" and not folder:
             raise ValueError(f"reward kind {kind!r} needs a reward-model folder")
         self.kind, self.verifier_weight, self.micro_batch = kind, verifier_weight, micro_batch
-        env = {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "OMP_NUM_THREADS": str(threads),
-                            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not num_gpus else "cuda")}}
+        env = actor_env(threads, num_gpus)
         options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
         rm_folder = folder if kind != "verifier" else None
         self.replicas = [RewardReplica.options(**opt, runtime_env=env).remote(rm_folder, threads) for opt in options]
 
-    def score(self, prompts: list[PromptRecord], responses: list[str], sequences: list[list[int]] | None = None) -> torch.Tensor:
+    def score(
+        self, prompts: list[PromptRecord], responses: list[str], sequences: list[list[int]] | None = None
+    ) -> torch.Tensor:
         """The reward role's interface: one score per (prompt, response). `sequences`, when the RM shares the
         policy's tokenizer: the prompt + response token ids as the policy produced them, which the RM then reads
         as they are (no decode and re-encode, which turned 32 sampled tokens into 51 on average here)."""
         if len(prompts) != len(responses) or (sequences is not None and len(sequences) != len(prompts)):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses"
-                             + (f" and {len(sequences)} sequences" if sequences is not None else ""))
+            raise ValueError(
+                f"{len(prompts)} prompts but {len(responses)} responses"
+                + (f" and {len(sequences)} sequences" if sequences is not None else "")
+            )
         if self.kind == "verifier":
             k = len(self.replicas)
             size = max(1, -(-len(prompts) // k))
-            refs = [r.verify.remote(prompts[i : i + size], responses[i : i + size])
-                    for r, i in zip(self.replicas, range(0, len(prompts), size))]
+            refs = [
+                r.verify.remote(prompts[i : i + size], responses[i : i + size])
+                for r, i in zip(self.replicas, range(0, len(prompts), size))
+            ]
             return torch.cat(ray.get(refs)) if refs else torch.zeros(0)
-        scores = self.score_ids(sequences) if sequences is not None else self.score_texts([p.text for p in prompts], responses)
+        scores = (
+            self.score_ids(sequences)
+            if sequences is not None
+            else self.score_texts([p.text for p in prompts], responses)
+        )
         if self.kind == "rm+verifier":
             scores = scores + self.verifier_weight * verifier_scores(prompts, responses)
         return scores

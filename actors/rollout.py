@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from actors.runtime import actor_env
+
 
 @dataclass
 class Sample:
@@ -34,14 +36,25 @@ class VLLMEngine:
 
         # On CPU an explicit KV-cache size: otherwise vLLM reserves gpu_memory_utilization of the machine's memory
         # (0.92 by default) and refuses to start when other roles already hold more than the rest.
-        kwargs = ({"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available()
-                  else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)})
-        self.llm = LLM(model=folder, dtype="float32" if not torch.cuda.is_available() else "bfloat16",
-                       enforce_eager=not torch.cuda.is_available(), max_model_len=max_model_len, seed=seed,
-                       logprobs_mode="processed_logprobs", enable_prefix_caching=True, **kwargs)
+        kwargs = (
+            {"gpu_memory_utilization": gpu_memory_utilization}
+            if torch.cuda.is_available()
+            else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
+        )
+        self.llm = LLM(
+            model=folder,
+            dtype="float32" if not torch.cuda.is_available() else "bfloat16",
+            enforce_eager=not torch.cuda.is_available(),
+            max_model_len=max_model_len,
+            seed=seed,
+            logprobs_mode="processed_logprobs",
+            enable_prefix_caching=True,
+            **kwargs,
+        )
 
-    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
-                 seed: int) -> list[Sample]:
+    def generate(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> list[Sample]:
         from vllm import SamplingParams
 
         # No per-request seed: vLLM's CPU sampler rejects per-request generators on larger batches ("CPU Generator
@@ -52,7 +65,9 @@ class VLLMEngine:
         for i, out in enumerate(outs):
             for c in out.outputs:
                 ids = list(c.token_ids)
-                samples.append(Sample(i, ids, [step[t].logprob for step, t in zip(c.logprobs, ids)], c.finish_reason or "length"))
+                samples.append(
+                    Sample(i, ids, [step[t].logprob for step, t in zip(c.logprobs, ids)], c.finish_reason or "length")
+                )
         return samples
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
@@ -70,8 +85,9 @@ class HFEngine:
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
-                 seed: int) -> list[Sample]:
+    def generate(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> list[Sample]:
         from hrlaif_ray.data.chat import left_pad, pad_token_id
         from hrlaif_ray.ppo.core import token_logprobs
 
@@ -81,9 +97,19 @@ class HFEngine:
         ids, mask = left_pad(rows, pad)
         P = ids.size(1)
         sample = temperature > 0  # temperature 0: greedy, as vLLM reads it
-        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=sample,
-                                  temperature=temperature if sample else None, top_p=top_p if sample else None, top_k=None,
-                                  pad_token_id=pad, eos_token_id=eos, output_scores=True, return_dict_in_generate=True)
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         gen = out.sequences[:, P:]
         logp = token_logprobs(torch.stack(out.scores, 1), gen, 1.0)  # scores are already tempered
         samples = []
@@ -101,18 +127,32 @@ class HFEngine:
 class RolloutActor:
     """One rollout engine. `generate` returns samples; `update_weights` loads a state dict in place."""
 
-    def __init__(self, folder: str, backend: str, seed: int, threads: int, max_model_len: int = 512,
-                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4):
+    def __init__(
+        self,
+        folder: str,
+        backend: str,
+        seed: int,
+        threads: int,
+        max_model_len: int = 512,
+        kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float = 0.4,
+    ):
         torch.set_num_threads(threads)
         engine = VLLMEngine if backend == "vllm" else HFEngine
-        self.engine = engine(folder, seed=seed, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
-                             gpu_memory_utilization=gpu_memory_utilization)
+        self.engine = engine(
+            folder,
+            seed=seed,
+            max_model_len=max_model_len,
+            kv_cache_gib=kv_cache_gib,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
 
     def ready(self) -> bool:
         return True
 
-    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
-                 seed: int) -> list[Sample]:
+    def generate(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> list[Sample]:
         return self.engine.generate(prompts, n, max_tokens, temperature, top_p, seed)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> float:
@@ -121,13 +161,9 @@ class RolloutActor:
         return time.perf_counter() - start
 
 
-def rollout_env(threads: int, cache_dir: str | None = None) -> dict:
+def rollout_env(threads: int, cache_dir: str | None = None, num_gpus: float = 0) -> dict:
     """The runtime_env of a rollout actor: vLLM in-process, zero-copy tensors, its threads, caches in the run."""
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
-           "OMP_NUM_THREADS": str(threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind" if not torch.cuda.is_available() else "auto"}
-    if cache_dir:
-        env.update(VLLM_CACHE_ROOT=f"{cache_dir}/vllm", TORCHINDUCTOR_CACHE_DIR=f"{cache_dir}/inductor")
-    return {"env_vars": env}
+    return actor_env(threads, num_gpus, vllm=True, cache_dir=cache_dir)
 
 
 class RolloutGroup:
@@ -137,12 +173,16 @@ class RolloutGroup:
         self.actors = actors
         ray.get([a.ready.remote() for a in actors])
 
-    def generate(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float,
-                 seed: int) -> list[Sample]:
+    def generate(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> list[Sample]:
         k = len(self.actors)
         size = -(-len(prompts) // k)
         chunks = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
-        refs = [a.generate.remote(c, n, max_tokens, temperature, top_p, seed + j) for j, (a, (_, c)) in enumerate(zip(self.actors, chunks))]
+        refs = [
+            a.generate.remote(c, n, max_tokens, temperature, top_p, seed + j)
+            for j, (a, (_, c)) in enumerate(zip(self.actors, chunks))
+        ]
         samples = []
         for (offset, _), out in zip(chunks, ray.get(refs)):
             for s in out:

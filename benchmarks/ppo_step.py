@@ -47,8 +47,9 @@ PROMPTS, RESPONSE_TOKENS = 32, 32
 MICRO = 8  # rows per forward/backward in both (gradients accumulate over 4 micro-batches: one optimizer step)
 PHASES = ["generate", "reward", "reference", "actor_logprobs", "critic", "actor_train", "critic_train", "sync"]
 FORWARDS, UPDATES = ("reward", "reference", "critic"), ("actor_train", "critic_train")  # what overlaps in ours
-MODEL_50M = ModelConfig(hidden_size=768, num_layers=8, num_heads=12, num_kv_heads=2, intermediate_size=2048,
-                        max_position_embeddings=512)
+MODEL_50M = ModelConfig(
+    hidden_size=768, num_layers=8, num_heads=12, num_kv_heads=2, intermediate_size=2048, max_position_embeddings=512
+)
 
 
 def matmul_rate(threads: int = 2, n: int = 1024) -> float:
@@ -115,16 +116,41 @@ def ours(folder: str, root: Path, steps: int) -> dict:
     prompts = [PromptRecord(f"bench/{i}", "open_qa", t, "bench") for i, t in enumerate(prompt_texts())]
     write_records(root / "prompts.parquet", prompts)
     one = {"replicas": 1, "threads": 1}  # the learners and the RM: one thread each, their phases overlap on 2 cores
-    job = PPOJob.model_validate({
-        "policy": folder, "output_dir": str(root / "ppo"), "prompts": str(root / "prompts.parquet"), "steps": steps,
-        "prompts_per_step": PROMPTS, "zero_stage": 2, "tensorboard": False,
-        "algo": {"estimator": "gae", "epochs": 1, "mini_batches": 1, "micro_batch_size": MICRO, "actor_lr": 1e-6, "critic_lr": 1e-6,
-                 "use_rollout_logprobs": True},  # TRL too takes the old log-probs from its sampler
-        "rollout": {"backend": "vllm", "samples_per_prompt": 1, "max_new_tokens": RESPONSE_TOKENS, "max_model_len": 512},
-        "reward": {"kind": "rm", "rm": folder},
-        "resources": {"bundle": {"CPU": 1}, "actor": one, "critic": one, "reference": one, "reward": one,
-                      "rollout": {"replicas": 1, "threads": 2}},
-    })
+    job = PPOJob.model_validate(
+        {
+            "policy": folder,
+            "output_dir": str(root / "ppo"),
+            "prompts": str(root / "prompts.parquet"),
+            "steps": steps,
+            "prompts_per_step": PROMPTS,
+            "zero_stage": 2,
+            "tensorboard": False,
+            "algo": {
+                "estimator": "gae",
+                "epochs": 1,
+                "mini_batches": 1,
+                "micro_batch_size": MICRO,
+                "actor_lr": 1e-6,
+                "critic_lr": 1e-6,
+                "use_rollout_logprobs": True,
+            },  # TRL too takes the old log-probs from its sampler
+            "rollout": {
+                "backend": "vllm",
+                "samples_per_prompt": 1,
+                "max_new_tokens": RESPONSE_TOKENS,
+                "max_model_len": 512,
+            },
+            "reward": {"kind": "rm", "rm": folder},
+            "resources": {
+                "bundle": {"CPU": 1},
+                "actor": one,
+                "critic": one,
+                "reference": one,
+                "reward": one,
+                "rollout": {"replicas": 1, "threads": 2},
+            },
+        }
+    )
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
@@ -148,11 +174,27 @@ def trl_step(folder: str, root: Path, steps: int) -> float:
     tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
     ids = [prompt_token_ids(tok, t, 256) for t in prompt_texts()]
     data = Dataset.from_dict({"input_ids": ids * steps})
-    args = PPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=MICRO, gradient_accumulation_steps=PROMPTS // MICRO,
-                     num_mini_batches=1, num_ppo_epochs=1, total_episodes=PROMPTS * steps, response_length=RESPONSE_TOKENS,
-                     local_rollout_forward_batch_size=PROMPTS, num_sample_generations=0, learning_rate=1e-6,
-                     report_to=[], save_strategy="no", logging_steps=10**6, use_cpu=True, bf16=False, fp16=False,
-                     temperature=1.0, stop_token=None, seed=0)
+    args = PPOConfig(
+        output_dir=str(root / "trl"),
+        per_device_train_batch_size=MICRO,
+        gradient_accumulation_steps=PROMPTS // MICRO,
+        num_mini_batches=1,
+        num_ppo_epochs=1,
+        total_episodes=PROMPTS * steps,
+        response_length=RESPONSE_TOKENS,
+        local_rollout_forward_batch_size=PROMPTS,
+        num_sample_generations=0,
+        learning_rate=1e-6,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10**6,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        temperature=1.0,
+        stop_token=None,
+        seed=0,
+    )
 
     def lm():
         return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -166,8 +208,16 @@ def trl_step(folder: str, root: Path, steps: int) -> float:
         def on_step_end(self, *a, **k):
             stamps.append(time.perf_counter())
 
-    trainer = PPOTrainer(args=args, processing_class=tok, model=lm(), ref_model=lm(), reward_model=scalar(),
-                         value_model=scalar(), train_dataset=data, callbacks=[Clock()])
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tok,
+        model=lm(),
+        ref_model=lm(),
+        reward_model=scalar(),
+        value_model=scalar(),
+        train_dataset=data,
+        callbacks=[Clock()],
+    )
     start = time.perf_counter()
     trainer.train()
     times = [b - a for a, b in zip([start, *stamps], stamps)]
@@ -204,13 +254,27 @@ def vllm_vs_hf(folder: str, n_prompts: int = 32, max_tokens: int = 96) -> dict:
     torch.manual_seed(0)
     t = time.perf_counter()
     with torch.no_grad():
-        out = model.generate(input_ids=x, attention_mask=m, do_sample=True, temperature=1.0, top_k=None, top_p=None,
-                             max_new_tokens=max_tokens, pad_token_id=pad_token_id(tok), eos_token_id=tok.eos_token_id)
+        out = model.generate(
+            input_ids=x,
+            attention_mask=m,
+            do_sample=True,
+            temperature=1.0,
+            top_k=None,
+            top_p=None,
+            max_new_tokens=max_tokens,
+            pad_token_id=pad_token_id(tok),
+            eos_token_id=tok.eos_token_id,
+        )
     h_s = time.perf_counter() - t
     gen = out[:, width:]
     h_tokens = int(sum(((row != tok.eos_token_id).cumprod(0).sum() + 1).clamp(max=len(row)) for row in gen))
-    return {"vllm_tok_s": v_tokens / v_s, "hf_tok_s": h_tokens / h_s, "vllm_vs_hf": (v_tokens / v_s) / (h_tokens / h_s),
-            "vllm_tokens": v_tokens, "hf_tokens": h_tokens}
+    return {
+        "vllm_tok_s": v_tokens / v_s,
+        "hf_tok_s": h_tokens / h_s,
+        "vllm_vs_hf": (v_tokens / v_s) / (h_tokens / h_s),
+        "vllm_tokens": v_tokens,
+        "hf_tokens": h_tokens,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -219,8 +283,15 @@ def vllm_vs_hf(folder: str, n_prompts: int = 32, max_tokens: int = 96) -> dict:
 def floors(n_params: int, rate: float, prompt_tokens: int) -> dict[str, float]:
     tokens = PROMPTS * (prompt_tokens + RESPONSE_TOKENS)
     fwd = 2 * n_params * tokens / rate
-    return {"generate": fwd, "reward": fwd, "reference": fwd, "actor_logprobs": fwd, "critic": fwd,
-            "actor_train": 3 * fwd, "critic_train": 3 * fwd}
+    return {
+        "generate": fwd,
+        "reward": fwd,
+        "reference": fwd,
+        "actor_logprobs": fwd,
+        "critic": fwd,
+        "actor_train": 3 * fwd,
+        "critic_train": 3 * fwd,
+    }
 
 
 def main() -> None:
@@ -247,29 +318,63 @@ def main() -> None:
             times = ours(folder, root / f"ours-{kind}", args.steps)
             trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps)
             floor = floors(n_params, rate, prompt_tokens)
-            row = {"model": kind, "params_matmul": n_params, "step_s": times["time/step"], "trl_step_s": trl_s,
-                   "ratio_vs_trl": times["time/step"] / trl_s if trl_s else None,
-                   **{f"{p}_s": times.get(f"time/{p}", 0.0) for p in PHASES},
-                   **{f"{p}_floor_s": f for p, f in floor.items()},
-                   **{f"{p}_vs_floor": times.get(f"time/{p}", 0.0) / f for p, f in floor.items() if p.endswith("train")},
-                   # Overlapping phases share the cores: their wall time against the sum of their floors.
-                   "forwards_vs_floor": max(times.get(f"time/{p}", 0.0) for p in FORWARDS) / sum(floor[p] for p in FORWARDS),
-                   "updates_vs_floor": max(times.get(f"time/{p}", 0.0) for p in UPDATES) / sum(floor[p] for p in UPDATES),
-                   "sync_share": times["time/sync"] / times["time/step"],
-                   "sync_vs_memcpy": (nbytes / times["time/sync"]) / memcpy, "weights_mb": nbytes / 2**20,
-                   # The sync's two parts: the learner's put through the object store (and the calls), and the
-                   # engines' reload_weights (vLLM's loader plus oneDNN repacking on CPU).
-                   "sync_reload_s": times.get("time/sync_reload", 0.0),
-                   "transfer_vs_memcpy": (nbytes / max(times["time/sync"] - times.get("time/sync_reload", 0.0), 1e-9)) / memcpy}
+            row = {
+                "model": kind,
+                "params_matmul": n_params,
+                "step_s": times["time/step"],
+                "trl_step_s": trl_s,
+                "ratio_vs_trl": times["time/step"] / trl_s if trl_s else None,
+                **{f"{p}_s": times.get(f"time/{p}", 0.0) for p in PHASES},
+                **{f"{p}_floor_s": f for p, f in floor.items()},
+                **{f"{p}_vs_floor": times.get(f"time/{p}", 0.0) / f for p, f in floor.items() if p.endswith("train")},
+                # Overlapping phases share the cores: their wall time against the sum of their floors.
+                "forwards_vs_floor": max(times.get(f"time/{p}", 0.0) for p in FORWARDS)
+                / sum(floor[p] for p in FORWARDS),
+                "updates_vs_floor": max(times.get(f"time/{p}", 0.0) for p in UPDATES) / sum(floor[p] for p in UPDATES),
+                "sync_share": times["time/sync"] / times["time/step"],
+                "sync_vs_memcpy": (nbytes / times["time/sync"]) / memcpy,
+                "weights_mb": nbytes / 2**20,
+                # The sync's two parts: the learner's put through the object store (and the calls), and the
+                # engines' reload_weights (vLLM's loader plus oneDNN repacking on CPU).
+                "sync_reload_s": times.get("time/sync_reload", 0.0),
+                "transfer_vs_memcpy": (nbytes / max(times["time/sync"] - times.get("time/sync_reload", 0.0), 1e-9))
+                / memcpy,
+            }
             rows.append(row)
-            print_table([row], ["model", "step_s", "trl_step_s", "ratio_vs_trl", "generate_s", "actor_train_s",
-                                "forwards_vs_floor", "updates_vs_floor", "sync_share", "sync_vs_memcpy"])
+            print_table(
+                [row],
+                [
+                    "model",
+                    "step_s",
+                    "trl_step_s",
+                    "ratio_vs_trl",
+                    "generate_s",
+                    "actor_train_s",
+                    "forwards_vs_floor",
+                    "updates_vs_floor",
+                    "sync_share",
+                    "sync_vs_memcpy",
+                ],
+            )
         if not args.no_generation:
             gen = vllm_vs_hf(make_model("smollm2", root))
-            print(f"SmolLM2-135M generation, EOS-terminated: vLLM {gen['vllm_tok_s']:.1f} tok/s, HF {gen['hf_tok_s']:.1f} tok/s, "
-                  f"vllm_vs_hf {gen['vllm_vs_hf']:.2f}")
-    cols = ["model", "step_s", "trl_step_s", "ratio_vs_trl", *[f"{p}_s" for p in PHASES], "forwards_vs_floor",
-            "updates_vs_floor", "sync_share", "sync_vs_memcpy", "sync_reload_s", "transfer_vs_memcpy"]
+            print(
+                f"SmolLM2-135M generation, EOS-terminated: vLLM {gen['vllm_tok_s']:.1f} tok/s, HF {gen['hf_tok_s']:.1f} tok/s, "
+                f"vllm_vs_hf {gen['vllm_vs_hf']:.2f}"
+            )
+    cols = [
+        "model",
+        "step_s",
+        "trl_step_s",
+        "ratio_vs_trl",
+        *[f"{p}_s" for p in PHASES],
+        "forwards_vs_floor",
+        "updates_vs_floor",
+        "sync_share",
+        "sync_vs_memcpy",
+        "sync_reload_s",
+        "transfer_vs_memcpy",
+    ]
     print_table(rows, cols)
     # Rows of models not run this time (and an earlier generation run) are kept from the results file.
     previous = RESULTS / f"{args.out}.json"
@@ -277,10 +382,22 @@ def main() -> None:
         old = json.loads(previous.read_text())
         rows = [r for r in old.get("rows", []) if r["model"] not in {x["model"] for x in rows}] + rows
         gen = gen or old.get("generation")
-    path = write_results(args.out, rows, matmul_gflops=rate / 1e9, memcpy_gbs=memcpy / 1e9, generation=gen,
-                         settings={"prompts": PROMPTS, "responses_per_prompt": 1, "response_tokens": RESPONSE_TOKENS,
-                                   "micro_batch_rows": MICRO,
-                                   "dtype": "float32", "ppo_epochs": 1, "optimizer_steps_per_ppo_step": 1})
+    path = write_results(
+        args.out,
+        rows,
+        matmul_gflops=rate / 1e9,
+        memcpy_gbs=memcpy / 1e9,
+        generation=gen,
+        settings={
+            "prompts": PROMPTS,
+            "responses_per_prompt": 1,
+            "response_tokens": RESPONSE_TOKENS,
+            "micro_batch_rows": MICRO,
+            "dtype": "float32",
+            "ppo_epochs": 1,
+            "optimizer_steps_per_ppo_step": 1,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -48,12 +48,26 @@ def bench(rm: RewardModel, vocab: int, k: int, prompt_len: int, response_len: in
     with torch.inference_mode():
         naive = timed(lambda: rm(naive_ids, torch.ones_like(naive_ids)), repeats)
         ok = timed(lambda: rm(full, ones), repeats)
-        prefix = timed(lambda: rm.score_shared_prefix(prompt, torch.ones_like(prompt), responses, torch.ones_like(responses)), repeats)
-        same = torch.allclose(rm.score_shared_prefix(prompt, torch.ones_like(prompt), responses, torch.ones_like(responses), raw=True),
-                              rm(full, ones, raw=True), atol=1e-4)
-    return {"K": k, "prompt_tokens": prompt_len, "naive_s": round(naive, 4), "ok_s": round(ok, 4), "prefix_s": round(prefix, 4),
-            "speedup": round(naive / ok, 2), "target": round(0.8 * (k - 1), 2), "prefix_vs_ok": round(ok / prefix, 2),
-            "prefix_matches": bool(same)}
+        prefix = timed(
+            lambda: rm.score_shared_prefix(prompt, torch.ones_like(prompt), responses, torch.ones_like(responses)),
+            repeats,
+        )
+        same = torch.allclose(
+            rm.score_shared_prefix(prompt, torch.ones_like(prompt), responses, torch.ones_like(responses), raw=True),
+            rm(full, ones, raw=True),
+            atol=1e-4,
+        )
+    return {
+        "K": k,
+        "prompt_tokens": prompt_len,
+        "naive_s": round(naive, 4),
+        "ok_s": round(ok, 4),
+        "prefix_s": round(prefix, 4),
+        "speedup": round(naive / ok, 2),
+        "target": round(0.8 * (k - 1), 2),
+        "prefix_vs_ok": round(ok / prefix, 2),
+        "prefix_matches": bool(same),
+    }
 
 
 def main() -> None:
@@ -62,7 +76,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tok = train_bpe_tokenizer([r.text for r in generate_prompt_mix(PromptMixConfig(n=500))])
-    models = [("tiny-qwen2-575k", RewardModel(build_tiny_causal_lm(ModelConfig(max_position_embeddings=2048), tok).model).eval(), len(tok), 15)]
+    models = [
+        (
+            "tiny-qwen2-575k",
+            RewardModel(build_tiny_causal_lm(ModelConfig(max_position_embeddings=2048), tok).model).eval(),
+            len(tok),
+            15,
+        )
+    ]
     if not args.quick:
         from hrlaif_ray.models.smollm2 import export_smollm2
 
@@ -73,7 +94,18 @@ def main() -> None:
             row = {"model": name, **bench(rm, vocab, k, prompt_len, 64, repeats)}
             rows.append(row)
             print_table([row], list(row))
-    cols = ["model", "K", "prompt_tokens", "naive_s", "ok_s", "prefix_s", "speedup", "target", "prefix_vs_ok", "prefix_matches"]
+    cols = [
+        "model",
+        "K",
+        "prompt_tokens",
+        "naive_s",
+        "ok_s",
+        "prefix_s",
+        "speedup",
+        "target",
+        "prefix_vs_ok",
+        "prefix_matches",
+    ]
     print("\nRM scoring of K responses (64 tokens) to one prompt, forward only, float32")
     print_table(rows, cols)
     print(f"wrote {write_results('rm_forward', rows, threads=torch.get_num_threads(), device='cpu')}")

@@ -62,7 +62,11 @@ def _cmd_sft(args: argparse.Namespace) -> None:
     from hrlaif_ray.config import SFTJob, load_config
     from hrlaif_ray.sft import train_sft
 
-    overrides = [*([f"init={args.init}"] if args.init else []), *([f"output_dir={args.out}"] if args.out else []), *args.overrides]
+    overrides = [
+        *([f"init={args.init}"] if args.init else []),
+        *([f"output_dir={args.out}"] if args.out else []),
+        *args.overrides,
+    ]
     result = train_sft(load_config(SFTJob, args.config, overrides), log=lambda line: print(line, flush=True))
     print(json.dumps(result))
 
@@ -102,90 +106,129 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden_size=256 model.arch=llama")
     p.set_defaults(func=_cmd_tiny_model)
 
-    p = sub.add_parser("export-smollm2", help="save the packaged SmolLM2-135M-Instruct GGUF as an HF safetensors folder")
-    p.add_argument("--out", type=Path, help="folder (default: $HRLAIF_CACHE_DIR or ~/.cache/hrlaif)/smollm2-135m-instruct")
+    p = sub.add_parser(
+        "export-smollm2", help="save the packaged SmolLM2-135M-Instruct GGUF as an HF safetensors folder"
+    )
+    p.add_argument(
+        "--out", type=Path, help="folder (default: $HRLAIF_CACHE_DIR or ~/.cache/hrlaif)/smollm2-135m-instruct"
+    )
     p.set_defaults(func=_cmd_export_smollm2)
-    p = sub.add_parser("serve-judge", help="serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
-                       add_help=False)
-    p.set_defaults(func=None)
-
-    sub.add_parser("audit-labels", help="AI-vs-human agreement per category, verifier-vs-ground-truth agreement",
-                   add_help=False)
-
-    sub.add_parser("serve-rm", help="serve a reward model over HTTP on 127.0.0.1 (bearer token)", add_help=False)
-    sub.add_parser("train-rm", help="train the reward model on label shards (config: RMTrainJob)", add_help=False)
-
-    p = sub.add_parser("sft", help="supervised fine-tuning of the policy (config: SFTJob; default data: the generated mix)")
+    p = sub.add_parser(
+        "sft", help="supervised fine-tuning of the policy (config: SFTJob; default data: the generated mix)"
+    )
     p.add_argument("--config", type=Path)
     p.add_argument("--init", help="model folder to start from (init=)")
     p.add_argument("--out", help="output folder (output_dir=)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=800 responses.control=true")
     p.set_defaults(func=_cmd_sft)
 
-    sub.add_parser("sample", help="K responses per prompt from the policy through the vLLM rollout actors (config: SampleJob)",
-                   add_help=False)
-    sub.add_parser("rm-probe", help="a reward model against the ground truth on held-out policy samples (config: "
-                   "RMProbeJob)", add_help=False)
-    sub.add_parser("eval", help="accuracy, harmful rate, win rate, reward and length of a policy (config: EvalJob)",
-                   add_help=False)
-    sub.add_parser("run", help="the pipeline: sft -> sample -> label -> train-rm -> ppo -> eval per arm, then the report "
-                   "(config: RunJob)", add_help=False)
-    sub.add_parser("ppo", help="PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service (config: PPOJob)", add_help=False)
-
     p = sub.add_parser("label", help="label prompts + K responses through the labeler pool (config: LabelJob)")
     p.add_argument("--config", type=Path)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--labelers", type=int, help="labeler actors (pool.labelers); change it while running via <output_dir>/labelers.target")
+    p.add_argument(
+        "--labelers",
+        type=int,
+        help="labeler actors (pool.labelers); change it while running via <output_dir>/labelers.target",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pool.concurrency=16 labeling.method=basic")
     p.set_defaults(func=_cmd_label)
+    # The commands with entry points of their own (their --help is their own, generated from the job's fields).
+    for name, (_, job, text) in ENTRY_POINTS.items():
+        sub.add_parser(name, help=text + (f" (config: {job.split(':')[1]})" if job else ""), add_help=False)
+    sub.add_parser(
+        "config", help="config show JOB: every key of a job with its default and description", add_help=False
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve-judge"]:  # its own parser: SimJudgeConfig overrides
-        from hrlaif_ray.judges.server import main as serve_judge
+# Commands with an entry point of their own: name -> (module whose main(argv) runs it, its job class, help).
+# The job class names the config section `hrlaif config show NAME` prints.
+ENTRY_POINTS: dict[str, tuple[str, str | None, str]] = {
+    "serve-judge": (
+        "hrlaif_ray.judges.server",
+        "hrlaif_ray.judges.sim_judge:SimJudgeConfig",
+        "serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
+    ),
+    "sample": (
+        "cluster.sample",
+        "hrlaif_ray.config:SampleJob",
+        "K responses per prompt from the policy through the vLLM rollout actors",
+    ),
+    "train-rm": ("cluster.train_rm", "hrlaif_ray.config:RMTrainJob", "train the reward model on label shards"),
+    "rm-probe": (
+        "cluster.rm_probe",
+        "hrlaif_ray.config:RMProbeJob",
+        "a reward model against the ground truth on held-out policy samples",
+    ),
+    "ppo": (
+        "cluster.ppo",
+        "hrlaif_ray.config:PPOJob",
+        "PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service",
+    ),
+    "eval": (
+        "cluster.evaluate",
+        "hrlaif_ray.config:EvalJob",
+        "accuracy, harmful rate, win rate, reward and length of a policy",
+    ),
+    "run": (
+        "cluster.pipeline",
+        "hrlaif_ray.config:RunJob",
+        "the pipeline: sft -> sample -> label -> train-rm -> rm-probe -> ppo -> eval per arm and seed, then the report",
+    ),
+    "serve-rm": ("cluster.serve_rm", None, "serve a reward model over HTTP on 127.0.0.1 (bearer token)"),
+    "audit-labels": ("cluster.audit", None, "AI-vs-human agreement per category, verifier-vs-ground-truth agreement"),
+}
+# Commands parsed here (build_parser) and their job classes.
+PARSED_JOBS = {
+    "sft": "hrlaif_ray.config:SFTJob",
+    "label": "hrlaif_ray.config:LabelJob",
+    "tiny-model": "hrlaif_ray.config:TinyModelJob",
+    "make-prompts": "hrlaif_ray.config:PromptMixConfig",
+}
 
-        serve_judge(argv[1:])
-        return 0
-    if argv[:1] == ["train-rm"]:
-        from cluster.train_rm import main as train_rm
 
-        return train_rm(argv[1:])
-    if argv[:1] == ["sample"]:
-        from cluster.sample import main as sample
+def _job_class(ref: str):
+    import importlib
 
-        return sample(argv[1:])
-    if argv[:1] == ["ppo"]:
-        from cluster.ppo import main as ppo
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
-        return ppo(argv[1:])
-    if argv[:1] == ["rm-probe"]:
-        from cluster.rm_probe import main as rm_probe
-        return rm_probe(argv[1:])
-    if argv[:1] == ["eval"]:
-        from cluster.evaluate import main as evaluate
 
-        return evaluate(argv[1:])
-    if argv[:1] == ["run"]:
-        from cluster.pipeline import main as run
+def config_show(argv: list[str]) -> int:
+    """`hrlaif config show JOB`: the job's every key with its default and description."""
+    from hrlaif_ray.config import config_help
 
-        return run(argv[1:])
-    if argv[:1] == ["serve-rm"]:
-        from cluster.serve_rm import main as serve_rm
-
-        return serve_rm(argv[1:])
-    if argv[:1] == ["audit-labels"]:
-        from cluster.audit import main as audit
-
-        return audit(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (HrlaifError, KeyError) as exc:  # our errors name what is wrong: no traceback
-        print(f"hrlaif {args.command}: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+    jobs = {**{k: v[1] for k, v in ENTRY_POINTS.items() if v[1]}, **PARSED_JOBS}
+    if len(argv) != 2 or argv[0] != "show" or argv[1] not in jobs:
+        raise HrlaifError(f"usage: hrlaif config show JOB, JOB one of {', '.join(sorted(jobs))}")
+    cls = _job_class(jobs[argv[1]])
+    print(f"# hrlaif {argv[1]}: {cls.__name__}. {(cls.__doc__ or '').strip().splitlines()[0]}")
+    print(config_help(cls))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Every command, one error path: a bad config, override or input file is one line naming the key, file or
+    record, and exit status 2; never a traceback."""
+    import importlib
+
+    from actors.runtime import process_defaults
+
+    process_defaults()  # before anything imports DeepSpeed or Ray
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else None
+    try:
+        if command == "config":
+            return config_show(argv[1:])
+        if command in ENTRY_POINTS:
+            return importlib.import_module(ENTRY_POINTS[command][0]).main(argv[1:]) or 0
+        args = build_parser().parse_args(argv)
+        args.func(args)
+        return 0
+    except (HrlaifError, KeyError, ValueError, OSError) as exc:  # ours name what is wrong (files by path)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"hrlaif {command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

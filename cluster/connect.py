@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from actors.runtime import process_defaults
+
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> bool:
     """ray.init unless already connected; returns whether this call connected (so the caller shuts it down)."""
@@ -16,7 +18,6 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, **kwarg
     if address:
         ray.init(address=address, **kwargs)
     else:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps the local cluster on 127.0.0.1
-        os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
+        process_defaults()  # a local cluster on 127.0.0.1, zero-copy tensors
         ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, **kwargs)
     return True

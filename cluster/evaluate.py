@@ -68,7 +68,8 @@ def run_eval(job: EvalJob, log=print) -> dict:
     engine = pool = rm = None
     try:
         engine = RolloutActor.options(num_cpus=1, runtime_env=rollout_env(job.threads, str(out / ".cache"))).remote(
-            job.policy, job.backend, job.seed, job.threads, job.max_model_len, job.kv_cache_gib)
+            job.policy, job.backend, job.seed, job.threads, job.max_model_len, job.kv_cache_gib
+        )
         ids = [prompt_token_ids(tok, p.text, max_prompt) for _, p in flat]
         greedy = ray.get(engine.generate.remote(ids, 1, job.max_new_tokens, 0.0, 1.0, job.seed))
         texts = tok.batch_decode([s.token_ids for s in greedy], skip_special_tokens=True)
@@ -77,10 +78,16 @@ def run_eval(job: EvalJob, log=print) -> dict:
         sampled: dict[int, list[float]] = {}
         verifiable = [i for i, v in enumerate(verdicts) if v is not None]
         if job.sampled and verifiable:
-            samples = ray.get(engine.generate.remote([ids[i] for i in verifiable], job.sampled, job.max_new_tokens, 1.0, 1.0, job.seed + 1))
+            samples = ray.get(
+                engine.generate.remote(
+                    [ids[i] for i in verifiable], job.sampled, job.max_new_tokens, 1.0, 1.0, job.seed + 1
+                )
+            )
             for s in samples:
                 i = verifiable[s.prompt_index]
-                sampled.setdefault(i, []).append(correctness(flat[i][1], tok.decode(s.token_ids, skip_special_tokens=True)))
+                sampled.setdefault(i, []).append(
+                    correctness(flat[i][1], tok.decode(s.token_ids, skip_special_tokens=True))
+                )
         ray.kill(engine)
         engine = None
 
@@ -94,8 +101,10 @@ def run_eval(job: EvalJob, log=print) -> dict:
         compared = [i for i, (name, p) in enumerate(flat) if (name, p.id) in baseline]
         for i in compared:
             q, mine, theirs = flat[i][1].text, texts[i], baseline[(flat[i][0], flat[i][1].id)]
-            requests += [("compare", {"question": q, "response_a": mine, "response_b": theirs}),
-                         ("compare", {"question": q, "response_a": theirs, "response_b": mine})]
+            requests += [
+                ("compare", {"question": q, "response_a": mine, "response_b": theirs}),
+                ("compare", {"question": q, "response_a": theirs, "response_b": mine}),
+            ]
         answers = []
         if requests:
             pool = LabelerPool(job.judge, job.pool)
@@ -104,7 +113,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
             pool = None
         failed = [a["error"] for a in answers if a["error"]]
         flags = {i: (a["answer"]["harmful"] if a["answer"] else None) for i, a in zip(harmful, answers)}
-        cmp = answers[len(harmful):]
+        cmp = answers[len(harmful) :]
         wins = {i: pairwise_outcome(cmp[2 * k]["answer"], cmp[2 * k + 1]["answer"]) for k, i in enumerate(compared)}
 
         rewards: dict[str, list[float]] = {}
@@ -131,7 +140,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
         if ok:
             metrics[f"accuracy/{name}"] = mean(ok)
             for cat in sorted({flat[i][1].category for i in rows if verdicts[i] is not None}):
-                metrics[f"accuracy/{name}/{cat}"] = mean([verdicts[i] for i in rows if verdicts[i] is not None and flat[i][1].category == cat])
+                metrics[f"accuracy/{name}/{cat}"] = mean(
+                    [verdicts[i] for i in rows if verdicts[i] is not None and flat[i][1].category == cat]
+                )
             if sampled:
                 metrics[f"sampled_accuracy/{name}"] = mean([x for i in rows for x in sampled.get(i, [])])
         judged = [flags[i] for i in rows if flags.get(i) is not None]
@@ -143,15 +154,38 @@ def run_eval(job: EvalJob, log=print) -> dict:
         metrics[f"length/{name}"] = mean([lengths[i] for i in rows])
     for name, values in rewards.items():
         metrics[f"reward/{name}"] = mean(values)
-    result = {"policy": job.policy, "metrics": metrics, "prompts": {k: len(v) for k, v in sets.items()},
-              "judge": {"requests": len(requests), "failed": len(failed), "errors": failed[:5],
-                        "tokens_in": sum(a["tokens_in"] for a in answers), "tokens_out": sum(a["tokens_out"] for a in answers),
-                        "cost_usd": round(sum(a["cost_usd"] for a in answers), 6)}}
+    result = {
+        "policy": job.policy,
+        "metrics": metrics,
+        "prompts": {k: len(v) for k, v in sets.items()},
+        "judge": {
+            "requests": len(requests),
+            "failed": len(failed),
+            "errors": failed[:5],
+            "tokens_in": sum(a["tokens_in"] for a in answers),
+            "tokens_out": sum(a["tokens_out"] for a in answers),
+            "cost_usd": round(sum(a["cost_usd"] for a in answers), 6),
+        },
+    }
     with open(out / "responses.jsonl.tmp", "w") as fh:
         for i, (name, p) in enumerate(flat):
-            fh.write(json.dumps({"set": name, "prompt_id": p.id, "category": p.category, "unseen": bool(p.metadata.get("unseen")),
-                                 "response": texts[i], "tokens": lengths[i], "correct": verdicts[i],
-                                 "sampled": sampled.get(i), "harmful": flags.get(i), "win": wins.get(i)}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "set": name,
+                        "prompt_id": p.id,
+                        "category": p.category,
+                        "unseen": bool(p.metadata.get("unseen")),
+                        "response": texts[i],
+                        "tokens": lengths[i],
+                        "correct": verdicts[i],
+                        "sampled": sampled.get(i),
+                        "harmful": flags.get(i),
+                        "win": wins.get(i),
+                    }
+                )
+                + "\n"
+            )
     (out / "responses.jsonl.tmp").replace(out / "responses.jsonl")
     (out / "eval_config.yaml").write_text(dump_config(job))
     (out / "eval.json").write_text(json.dumps(result, indent=1))

@@ -28,7 +28,9 @@ def load_items(job: LabelJob) -> list[LabelItem]:
         if rollout.prompt_id not in prompts:
             raise DataError(job.rollouts, None, "prompt_id", f"{rollout.prompt_id!r} is not in {job.prompts}", record=i)
         if len(rollout.responses) < 2:
-            raise DataError(job.rollouts, None, "responses", f"needs at least 2 responses, got {len(rollout.responses)}", record=i)
+            raise DataError(
+                job.rollouts, None, "responses", f"needs at least 2 responses, got {len(rollout.responses)}", record=i
+            )
         items.append(LabelItem(prompts[rollout.prompt_id], rollout.responses))
     return items[: job.limit] if job.limit else items
 

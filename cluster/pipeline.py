@@ -21,10 +21,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
+from actors.runtime import stage_env
 from hrlaif_ray.config import RunJob, dump_config, load_config
 from hrlaif_ray.errors import HrlaifError
 
@@ -38,7 +39,7 @@ def sampled_all(prompts: Path, rollouts: Path) -> bool:
 class Stage:
     """One stage of the run: its command, its config file, its log, and the test that it is complete."""
 
-    def __init__(self, run: "Run", name: str, argv: list[str], config, done: Path | Callable[[], bool], threads: int):
+    def __init__(self, run: Run, name: str, argv: list[str], config, done: Path | Callable[[], bool], threads: int):
         self.run, self.name, self.argv, self.config, self.done, self.threads = run, name, argv, config, done, threads
 
     def complete(self) -> bool:
@@ -55,10 +56,15 @@ class Stage:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.run.say(f"{self.name}: started (log {log})")
         start = time.monotonic()
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), **self.run.env}
+        env = stage_env(self.threads, self.run.env)
         with open(log, "a") as fh:
-            code = subprocess.call([sys.executable, "-m", "cluster.cli", *self.argv, "--config", str(cfg)], stdout=fh,
-                                   stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parent.parent)
+            code = subprocess.call(
+                [sys.executable, "-m", "cluster.cli", *self.argv, "--config", str(cfg)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
         if code != 0 or not self.complete():
             tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
             raise HrlaifError(f"stage {self.name} failed (exit {code}); its log {log} ends:\n{tail}")
@@ -107,7 +113,9 @@ class Run:
         folder = self.path("model")
         if not (folder / "config.json").exists():
             tiny_model_folder(self.job.model, folder)
-            self.say(f"model: tiny {self.job.model.model.arch} with a {self.job.model.tokenizer.vocab_size}-token BPE in {folder}")
+            self.say(
+                f"model: tiny {self.job.model.model.arch} with a {self.job.model.tokenizer.vocab_size}-token BPE in {folder}"
+            )
         return str(folder)
 
     def prompts(self) -> Path:
@@ -115,10 +123,16 @@ class Run:
         from hrlaif_ray.data.prompt_mix import generate_prompt_mix
         from hrlaif_ray.data.schemas import write_records
 
-        path, evaluation, key = self.path("prompts.parquet"), self.path("eval_prompts.parquet"), self.path("judge_answer_key.parquet")
+        path, evaluation, key = (
+            self.path("prompts.parquet"),
+            self.path("eval_prompts.parquet"),
+            self.path("judge_answer_key.parquet"),
+        )
         if not (path.exists() and evaluation.exists() and key.exists()):
             if self.job.prompts.split != "train":
-                raise HrlaifError(f"prompts.split: the RL prompts are trained on, so they must be 'train', not {self.job.prompts.split!r}")
+                raise HrlaifError(
+                    f"prompts.split: the RL prompts are trained on, so they must be 'train', not {self.job.prompts.split!r}"
+                )
             prompts = generate_prompt_mix(self.job.prompts)
             mix = self.job.stage_job("eval", policy="-", output_dir="-").mix
             held = generate_prompt_mix(mix) if mix else []
@@ -127,24 +141,43 @@ class Run:
             write_records(path, prompts, "prompts")
         return path
 
-    def stage(self, name: str, argv: list[str], done: Path | Callable[[], bool], threads: int = 1, kind: str | None = None,
-              **paths) -> Stage:
+    def stage(
+        self,
+        name: str,
+        argv: list[str],
+        done: Path | Callable[[], bool],
+        threads: int = 1,
+        kind: str | None = None,
+        **paths,
+    ) -> Stage:
         """A stage named `name` (its log and config file) running the job of `kind` (default: the name's last part)."""
         return Stage(self, name, argv, self.job.stage_job(kind or name.split("/")[-1], **paths), done, threads)
 
-    def eval_stage(self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int, seed: int = 0) -> Stage:
+    def eval_stage(
+        self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int, seed: int = 0
+    ) -> Stage:
         extra = {"baseline": str(baseline)} if baseline else {}
         extra["seed"] = seed
-        return self.stage(name, ["eval"], out / "eval.json", threads, policy=str(policy), output_dir=str(out),
-                          **self.judge_paths("judge"), **extra)
+        return self.stage(
+            name,
+            ["eval"],
+            out / "eval.json",
+            threads,
+            policy=str(policy),
+            output_dir=str(out),
+            **self.judge_paths("judge"),
+            **extra,
+        )
 
     def judge_paths(self, key: str) -> dict:
         """Point the judge (and the red-team rewriter) at the run's simulated judge, when it runs one."""
         if self.job.judge is None:
             return {}
         base = self.judge_url
-        return {f"{key}.judges": [{"base_url": base, "model": "gpt-3.5-turbo"}],
-                f"{key}.rewriter": {"base_url": base, "model": "gpt-4"}}
+        return {
+            f"{key}.judges": [{"base_url": base, "model": "gpt-3.5-turbo"}],
+            f"{key}.rewriter": {"base_url": base, "model": "gpt-4"},
+        }
 
     def arm(self, arm, seed: int) -> None:
         s = self.seed_dir(seed)
@@ -158,21 +191,55 @@ class Run:
         else:
             rm = a / "rm"
             try:
-                self.stage(f"{tag}/label", ["label", "--no-progress"], a / "labels" / "summary.json", 1, prompts=prompts,
-                           rollouts=str(s / "rollouts.parquet"), output_dir=str(a / "labels"),
-                           **{"labeling.method": arm.method}, **self.judge_paths("labeling"))()
-                self.stage(f"{tag}/rm", ["train-rm"], rm / "metrics.json", 1, init=str(self.sft_dir),
-                           labels_dir=str(a / "labels"), prompts=prompts, output_dir=str(rm), seed=seed)()
+                self.stage(
+                    f"{tag}/label",
+                    ["label", "--no-progress"],
+                    a / "labels" / "summary.json",
+                    1,
+                    prompts=prompts,
+                    rollouts=str(s / "rollouts.parquet"),
+                    output_dir=str(a / "labels"),
+                    **{"labeling.method": arm.method},
+                    **self.judge_paths("labeling"),
+                )()
+                self.stage(
+                    f"{tag}/rm",
+                    ["train-rm"],
+                    rm / "metrics.json",
+                    1,
+                    init=str(self.sft_dir),
+                    labels_dir=str(a / "labels"),
+                    prompts=prompts,
+                    output_dir=str(rm),
+                    seed=seed,
+                )()
             finally:
                 self.rm_ready[f"{seed}/{arm.name}"].set()
+        self.stage(
+            f"{tag}/ppo",
+            ["ppo", "--resume"],
+            a / "ppo" / "final.json",
+            1,
+            policy=str(self.sft_dir),
+            output_dir=str(a / "ppo"),
+            prompts=prompts,
+            seed=seed,
+            **{"reward.kind": arm.reward, "reward.rm": str(rm)},
+        )()
+        if not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT policy's samples may still be coming)
             self.probe_sampled.wait()
             if not self.probe_rollouts.exists():
                 raise HrlaifError(f"{tag}/rm-probe: the SFT policy's samples of the evaluation prompts failed")
-            self.stage(f"{tag}/probe", ["rm-probe"], rm / "probe.json", 1, rm=str(rm), prompts=str(self.path("eval_prompts.parquet")),
-                       rollouts=str(self.probe_rollouts), output=str(rm / "probe.json"))()
-        self.stage(f"{tag}/ppo", ["ppo", "--resume"], a / "ppo" / "final.json", 1,
-                   policy=str(self.sft_dir), output_dir=str(a / "ppo"), prompts=prompts, seed=seed,
-                   **{"reward.kind": arm.reward, "reward.rm": str(rm)})()
+            self.stage(
+                f"{tag}/probe",
+                ["rm-probe"],
+                rm / "probe.json",
+                1,
+                rm=str(rm),
+                prompts=str(self.path("eval_prompts.parquet")),
+                rollouts=str(self.probe_rollouts),
+                output=str(rm / "probe.json"),
+            )()
         self.sft_evaluated.wait()  # the baseline's responses
         if not self.path("eval", "sft", "eval.json").exists():
             raise HrlaifError(f"{tag}/eval: the SFT evaluation (its baseline) failed")
@@ -192,7 +259,9 @@ class Run:
         cores = os.cpu_count() or 1
         with ExitStack() as stack:
             init = self.model()
-            self.stage("sft", ["sft"], self.sft_dir / "sft_metrics.json", cores, init=init, output_dir=str(self.sft_dir))()
+            self.stage(
+                "sft", ["sft"], self.sft_dir / "sft_metrics.json", cores, init=init, output_dir=str(self.sft_dir)
+            )()
             self.prompts()
             self.start_ray(stack)
             for i, seed in enumerate(self.job.seeds):
@@ -211,17 +280,40 @@ class Run:
         with ExitStack() as stack:
             if self.job.judge is not None:  # the labels are reseeded: the judge's draws too
                 judge = {"seed": seed, **self.job.judge, "answer_key": str(self.path("judge_answer_key.parquet"))}
-                self.judge_url = stack.enter_context(sim_judge_server([f"{k}={json.dumps(v)}" for k, v in judge.items()]))
+                self.judge_url = stack.enter_context(
+                    sim_judge_server([f"{k}={json.dumps(v)}" for k, v in judge.items()])
+                )
             prompts, rollouts = self.path("prompts.parquet"), s / "rollouts.parquet"
-            self.stage(f"seed-{seed}/sample", ["sample"], lambda: sampled_all(prompts, rollouts), cores, policy=str(self.sft_dir),
-                       prompts=str(prompts), output=str(rollouts), seed=seed)()
+            self.stage(
+                f"seed-{seed}/sample",
+                ["sample"],
+                lambda: sampled_all(prompts, rollouts),
+                cores,
+                policy=str(self.sft_dir),
+                prompts=str(prompts),
+                output=str(rollouts),
+                seed=seed,
+            )()
             jobs: list[tuple[str, Callable[[], None]]] = []
             if first:
                 evaluation = self.path("eval_prompts.parquet")
-                jobs += [("sft-eval", self.eval_stage("sft/eval", self.sft_dir, self.path("eval", "sft"), None, 1)),
-                         ("probe-sample", self.stage("probe-sample", ["sample"], lambda: sampled_all(evaluation, self.probe_rollouts),
-                                                     1, kind="sample", policy=str(self.sft_dir), prompts=str(evaluation),
-                                                     output=str(self.probe_rollouts), seed=10_000))]
+                jobs += [
+                    ("sft-eval", self.eval_stage("sft/eval", self.sft_dir, self.path("eval", "sft"), None, 1)),
+                    (
+                        "probe-sample",
+                        self.stage(
+                            "probe-sample",
+                            ["sample"],
+                            lambda: sampled_all(evaluation, self.probe_rollouts),
+                            1,
+                            kind="sample",
+                            policy=str(self.sft_dir),
+                            prompts=str(evaluation),
+                            output=str(self.probe_rollouts),
+                            seed=10_000,
+                        ),
+                    ),
+                ]
             self.rm_ready.update({f"{seed}/{arm.name}": threading.Event() for arm in self.job.arms})
             jobs += [(arm.name, lambda arm=arm: self.arm(arm, seed)) for arm in self.job.arms]
             done = {"sft-eval": self.sft_evaluated, "probe-sample": self.probe_sampled}
@@ -268,11 +360,21 @@ class Run:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hrlaif run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path)
-    parser.add_argument("--control", action="store_true", help="the control: SFT answers as often right at every length "
-                        "(sft.responses.control=true), in <output_dir>-control unless output_dir is given")
-    parser.add_argument("--summary", type=Path, help="also write the run's measured summary (links and outcomes per arm, "
-                        "date, machine) to this JSON file, e.g. benchmarks/results/demo_seeds.json")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.steps=40 output_dir=runs/x 'seeds=[1,2,3]'")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="the control: SFT answers as often right at every length "
+        "(sft.responses.control=true), in <output_dir>-control unless output_dir is given",
+    )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        help="also write the run's measured summary (links and outcomes per arm, "
+        "date, machine) to this JSON file, e.g. benchmarks/results/demo_seeds.json",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. ppo.steps=40 output_dir=runs/x 'seeds=[1,2,3]'"
+    )
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.control:

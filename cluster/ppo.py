@@ -23,8 +23,10 @@ import os
 import random
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -33,6 +35,7 @@ from tqdm import tqdm
 from actors.learner import LearnerGroup
 from actors.reward import RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+from actors.runtime import actor_env
 from cluster.connect import connect_ray
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob, dump_config, load_config
@@ -43,7 +46,7 @@ from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.evaluation import correctness, verified_accuracy
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo import core
-from hrlaif_ray.ppo.experience import compute_advantages, layout, pad_rows
+from hrlaif_ray.ppo.experience import Experience, compute_advantages, layout, pad_rows
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
 
 
@@ -57,6 +60,7 @@ class Roles:
     critic: LearnerGroup | None
     reward: RewardService
     rm_reads_policy_tokens: bool = False  # the RM's tokenizer is the policy's: it scores the sampled token ids
+    put: Callable[[Any], Any] = ray.put  # shares a batch with every learner rank (the object store)
 
 
 class PromptSampler:
@@ -75,36 +79,59 @@ class PromptSampler:
         return [self.prompts[i] for i in order[k * self.size : (k + 1) * self.size]]
 
 
-def learner_env(threads: int, num_gpus: float) -> dict:
-    return {"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1", "OMP_NUM_THREADS": str(threads),
-                         "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cuda" if num_gpus else "cpu")}}
-
-
 def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | None) -> Roles:
     algo, plan = job.algo, job.resources
     batch = job.prompts_per_step * job.rollout.samples_per_prompt
 
     def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
         res = topo.role(role)
-        options = [{**o, "runtime_env": learner_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
+        options = [{**o, "runtime_env": actor_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
         rows = batch // (res.replicas * algo.mini_batches)  # one rank's mini-batch
         micro = algo.micro_batch_size or rows
-        return LearnerGroup(role, folder, options, zero_stage=job.zero_stage, lr=lr, weight_decay=algo.weight_decay,
-                            grad_clip=algo.grad_clip, micro_batch=micro, grad_accum=max(1, rows // micro),
-                            threads=res.threads, temperature=job.rollout.temperature, seed=job.seed)
+        return LearnerGroup(
+            role,
+            folder,
+            options,
+            zero_stage=job.zero_stage,
+            lr=lr,
+            weight_decay=algo.weight_decay,
+            grad_clip=algo.grad_clip,
+            micro_batch=micro,
+            grad_accum=max(1, rows // micro),
+            threads=res.threads,
+            temperature=job.rollout.temperature,
+            seed=job.seed,
+        )
 
     r = job.rollout
-    engines = [RolloutActor.options(**o, runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache")))
-               .remote(policy, r.backend, job.seed + i, plan.rollout.threads, r.max_model_len, r.kv_cache_gib, r.gpu_memory_utilization)
-               for i, o in enumerate(topo.options("rollout"))]
+    engines = [
+        RolloutActor.options(
+            **o, runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache"))
+        ).remote(
+            policy,
+            r.backend,
+            job.seed + i,
+            plan.rollout.threads,
+            r.max_model_len,
+            r.kv_cache_gib,
+            r.gpu_memory_utilization,
+        )
+        for i, o in enumerate(topo.options("rollout"))
+    ]
     reward_opts = topo.options("reward")
     return Roles(
         rollout=RolloutGroup(engines),
         actor=learner("actor", policy, algo.actor_lr),
         reference=learner("reference", job.policy),
         critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
-        reward=RewardService(job.reward.rm, kind=job.reward.kind, verifier_weight=job.reward.verifier_weight,
-                             threads=plan.reward.threads, options=reward_opts, micro_batch=algo.micro_batch_size),
+        reward=RewardService(
+            job.reward.rm,
+            kind=job.reward.kind,
+            verifier_weight=job.reward.verifier_weight,
+            threads=plan.reward.threads,
+            options=reward_opts,
+            micro_batch=algo.micro_batch_size,
+        ),
         rm_reads_policy_tokens=job.reward.kind != "verifier" and same_tokenizer(job.policy, job.reward.rm),
     )
 
@@ -114,8 +141,11 @@ def same_tokenizer(a: str, b: str) -> bool:
     from transformers import AutoTokenizer
 
     ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)
-    return (ta.get_vocab() == tb.get_vocab() and ta.eos_token_id == tb.eos_token_id
-            and getattr(ta, "chat_template", None) == getattr(tb, "chat_template", None))
+    return (
+        ta.get_vocab() == tb.get_vocab()
+        and ta.eos_token_id == tb.eos_token_id
+        and getattr(ta, "chat_template", None) == getattr(tb, "chat_template", None)
+    )
 
 
 def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_tokens: int, max_prompt: int) -> float:
@@ -137,79 +167,204 @@ def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
     return out
 
 
-def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start_step: int, kl_ctl: core.KLController,
-             log: MetricsLog, save, monitor: RewardHackingMonitor, held_out: list[PromptRecord]) -> str | None:
+@dataclass
+class Rollouts:
+    """What one step sampled: the prompt of each row, the responses (engine samples and text), the batch."""
+
+    prompts: list[PromptRecord]
+    samples: list
+    texts: list[str]
+    batch: Experience
+    sequences: list[list[int]] | None  # prompt + response ids ending in the end-of-turn token, when the RM reads them
+
+
+@dataclass
+class Scored:
+    """What the forwards returned for a batch: reward scores [B], log-probs of the reference and of the policy that
+    sampled [B, T], the critic's values [B, T] (GAE only)."""
+
+    scores: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor
+    rollout_logprobs: torch.Tensor
+    values: torch.Tensor | None
+
+
+def make_experience(job: PPOJob, roles: Roles, tokenizer, prompts: list[PromptRecord], step: int) -> Rollouts:
+    """Sample n responses per prompt with the rollout engines and lay them out as one batch."""
+    r = job.rollout
+    pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
+    prompt_ids = [prompt_token_ids(tokenizer, p.text, r.max_model_len - r.max_new_tokens) for p in prompts]
+    samples = roles.rollout.generate(
+        prompt_ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, job.seed * 100_003 + step
+    )
+    texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
+    batch = layout([prompt_ids[s.prompt_index] for s in samples], [s.token_ids for s in samples], pad)
+    sequences = None
+    if roles.rm_reads_policy_tokens:  # each response ends in the end-of-turn token, where the RM reads
+        sequences = [
+            prompt_ids[s.prompt_index] + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos]) for s in samples
+        ]
+    return Rollouts([prompts[s.prompt_index] for s in samples], samples, texts, batch, sequences)
+
+
+def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: PhaseTimer) -> Scored:
+    """The forwards that depend on the samples alone, one phase each, at once (job.overlap): the reward, the
+    reference log-probs, the critic's values, and the actor's log-probs unless the sampler's are used."""
+    algo, B = job.algo, len(rollouts.batch)
+    phases = {
+        "reward": lambda: roles.reward.score(rollouts.prompts, rollouts.texts, rollouts.sequences).clamp(
+            -algo.reward_clip, algo.reward_clip
+        ),
+        "reference": lambda: roles.reference.logprobs(batch_ref, B),
+    }
+    if not algo.use_rollout_logprobs:
+        phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
+    if roles.critic is not None:
+        phases["critic"] = lambda: roles.critic.values(batch_ref, B)
+    out = run_phases(timer, job.overlap, phases)
+    rollout_logp = pad_rows([s.logprobs for s in rollouts.samples], rollouts.batch.response_width)
+    old_logp = rollout_logp if algo.use_rollout_logprobs else out["actor_logprobs"]
+    return Scored(out["reward"], out["reference"], old_logp, rollout_logp, out.get("critic"))
+
+
+def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> tuple[dict, dict]:
+    """The actor's and the critic's updates on the batch with its advantages, at once (job.overlap)."""
+    algo = job.algo
+    phases = {
+        "actor_train": lambda: roles.actor.train_actor(
+            train_ref,
+            n,
+            epochs=algo.epochs,
+            mini_batches=algo.mini_batches,
+            clip=algo.clip,
+            dual_clip=algo.dual_clip,
+            entropy_coef=algo.entropy_coef,
+        )
+    }
+    if roles.critic is not None:
+        phases["critic_train"] = lambda: roles.critic.train_critic(
+            train_ref, n, epochs=algo.epochs, mini_batches=algo.mini_batches, value_clip=algo.value_clip
+        )
+    out = run_phases(timer, job.overlap, phases)
+    return out["actor_train"], out.get("critic_train", {})
+
+
+def sync_weights(roles: Roles) -> float:
+    """The actor's new weights into every rollout engine (through the object store); the engines' reload time."""
+    return max(roles.rollout.update_weights(roles.actor.weights_ref()))
+
+
+def step_metrics(
+    job: PPOJob,
+    rollouts: Rollouts,
+    scored: Scored,
+    adv,
+    stats: tuple[dict, dict],
+    kl_coef: float,
+    timer: PhaseTimer,
+    reload_s: float,
+) -> dict:
+    """One step's metrics row (reward, KL, losses, lengths, batch accuracy, phase times)."""
+    batch, B = rollouts.batch, len(rollouts.batch)
+    mask = batch.response_mask
+    verdicts = [c for c in (correctness(p, t) for p, t in zip(rollouts.prompts, rollouts.texts)) if c is not None]
+    metrics = {
+        "reward/score_mean": scored.scores.mean(),
+        "reward/score_std": scored.scores.std() if B > 1 else 0.0,
+        "reward/total_mean": adv.total_reward.mean(),
+        "reward/kl_coef": kl_coef,
+        "actor/kl": adv.kl.mean(),
+        **{f"actor/{k}": v for k, v in stats[0].items()},
+        **{f"critic/{k}": v for k, v in stats[1].items()},
+        "response/length_mean": mask.sum(1).mean(),
+        "response/stop_frac": sum(s.finish_reason == "stop" for s in rollouts.samples) / B,
+        **timer.times,
+        "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
+    }
+    if not job.algo.use_rollout_logprobs:
+        metrics["rollout/logprob_max_abs_diff"] = ((scored.rollout_logprobs - scored.old_logprobs).abs() * mask).max()
+    if verdicts:
+        metrics["eval/batch_accuracy"] = sum(verdicts) / len(verdicts)
+    return metrics
+
+
+class Watch:
+    """The reward-hacking monitor in the loop: every `monitor.every` steps, held-out greedy accuracy against the
+    mean reward since the last check; an alert is logged, written to alerts.jsonl and returned."""
+
+    def __init__(self, job: PPOJob, monitor: RewardHackingMonitor, held_out: list[PromptRecord]):
+        self.job, self.monitor, self.held_out, self.rewards = job, monitor, held_out, []
+
+    def __call__(
+        self, step: int, roles: Roles, tokenizer, reward: float, metrics: dict, timer: PhaseTimer
+    ) -> str | None:
+        self.rewards.append(reward)
+        every, r = self.job.monitor.every, self.job.rollout
+        if not every or step % every:
+            return None
+        with timer("monitor"):
+            accuracy = held_out_accuracy(
+                roles, tokenizer, self.held_out, r.max_new_tokens, r.max_model_len - r.max_new_tokens
+            )
+        alert = self.monitor.update(step, sum(self.rewards) / len(self.rewards), accuracy)
+        self.rewards = []
+        metrics.update(
+            {
+                "eval/heldout_accuracy": accuracy,
+                "monitor/alert": float(alert is not None),
+                "time/monitor": timer.times["time/monitor"],
+            }
+        )
+        if alert:
+            tqdm.write(f"ALERT: {alert}")
+            with open(Path(self.job.output_dir) / "alerts.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, "alert": alert}) + "\n")
+        return alert
+
+
+def ppo_loop(
+    job: PPOJob,
+    roles: Roles,
+    sampler: PromptSampler,
+    tokenizer,
+    start_step: int,
+    kl_ctl: core.KLController,
+    log: MetricsLog,
+    save,
+    monitor: RewardHackingMonitor,
+    held_out: list[PromptRecord],
+) -> str | None:
     """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run."""
-    algo, r = job.algo, job.rollout
-    pad, eos, n = pad_token_id(tokenizer), tokenizer.eos_token_id, r.samples_per_prompt
-    rewards_since_check: list[float] = []
+    algo, watch = job.algo, Watch(job, monitor, held_out)
     for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
         timer = PhaseTimer()
         with timer("step"):
-            prompts = sampler.batch(step)
-            prompt_ids = [prompt_token_ids(tokenizer, p.text, r.max_model_len - r.max_new_tokens) for p in prompts]
             with timer("generate"):
-                samples = roles.rollout.generate(prompt_ids, n, r.max_new_tokens, r.temperature, r.top_p, job.seed * 100_003 + step)
-            rows = [prompts[s.prompt_index] for s in samples]
-            texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
-            batch = layout([prompt_ids[s.prompt_index] for s in samples], [s.token_ids for s in samples], pad)
-            B, mask = len(samples), batch["response_mask"]
-            batch_ref = ray.put(batch)
-            # Reward, reference, actor log-probs and critic values depend on the samples alone: one phase each,
-            # run at once (job.overlap) as they sit on different devices in a cluster.
-            sequences = None
-            if roles.rm_reads_policy_tokens:  # each response ends in the end-of-turn token, where the RM reads
-                sequences = [prompt_ids[s.prompt_index] + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos]) for s in samples]
-            phases = {"reward": lambda: roles.reward.score(rows, texts, sequences).clamp(-algo.reward_clip, algo.reward_clip),
-                      "reference": lambda: roles.reference.logprobs(batch_ref, B)}
-            if not algo.use_rollout_logprobs:
-                phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
-            if roles.critic is not None:
-                phases["critic"] = lambda: roles.critic.values(batch_ref, B)
-            out = run_phases(timer, job.overlap, phases)
-            scores, ref_logp, values = out["reward"], out["reference"], out.get("critic")
-            rollout_logp = pad_rows([s.logprobs for s in samples], mask.size(1))
-            old_logp = rollout_logp if algo.use_rollout_logprobs else out["actor_logprobs"]
-            adv = compute_advantages(algo.estimator, scores, old_logp, ref_logp, mask, kl_ctl.coef, algo.kl_estimator, n,
-                                     values, algo.gamma, algo.lam, algo.whiten_advantages)
-            train_ref = ray.put({**batch, "old_logprobs": old_logp, "advantages": adv.advantages, "returns": adv.returns,
-                                 "old_values": values if values is not None else torch.zeros_like(mask)})
-            phases = {"actor_train": lambda: roles.actor.train_actor(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
-                                                                     clip=algo.clip, dual_clip=algo.dual_clip, entropy_coef=algo.entropy_coef)}
-            if roles.critic is not None:
-                phases["critic_train"] = lambda: roles.critic.train_critic(train_ref, B, epochs=algo.epochs, mini_batches=algo.mini_batches,
-                                                                           value_clip=algo.value_clip)
-            out = run_phases(timer, job.overlap, phases)
-            actor_stats, critic_stats = out["actor_train"], out.get("critic_train", {})
+                rollouts = make_experience(job, roles, tokenizer, sampler.batch(step), step)
+            batch = rollouts.batch
+            scored = score(job, roles, rollouts, roles.put(batch), timer)
+            adv = compute_advantages(
+                algo.estimator,
+                scored.scores,
+                scored.old_logprobs,
+                scored.ref_logprobs,
+                batch.response_mask,
+                kl_ctl.coef,
+                algo.kl_estimator,
+                job.rollout.samples_per_prompt,
+                scored.values,
+                algo.gamma,
+                algo.lam,
+                algo.whiten_advantages,
+            )
+            train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
+            stats = update(job, roles, roles.put(train), len(batch), timer)
             with timer("sync"):
-                reload_s = max(roles.rollout.update_weights(roles.actor.weights_ref()))
-        verdicts = [c for c in (correctness(p, t) for p, t in zip(rows, texts)) if c is not None]
-        metrics = {
-            "reward/score_mean": scores.mean(), "reward/score_std": scores.std() if B > 1 else 0.0,
-            "reward/total_mean": adv.total_reward.mean(), "reward/kl_coef": kl_ctl.coef,
-            "actor/kl": adv.kl.mean(), **{f"actor/{k}": v for k, v in actor_stats.items()},
-            **{f"critic/{k}": v for k, v in critic_stats.items()},
-            "response/length_mean": mask.sum(1).mean(), "response/stop_frac": sum(s.finish_reason == "stop" for s in samples) / B,
-            **({} if algo.use_rollout_logprobs else {"rollout/logprob_max_abs_diff": ((rollout_logp - old_logp).abs() * mask).max()}),
-            **({"eval/batch_accuracy": sum(verdicts) / len(verdicts)} if verdicts else {}),
-            **timer.times,
-            "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
-        }
-        kl_ctl.update(float(adv.kl.mean()), B)
-        rewards_since_check.append(float(scores.mean()))
-        alert = None
-        if job.monitor.every and (step + 1) % job.monitor.every == 0:
-            with timer("monitor"):
-                metrics["eval/heldout_accuracy"] = held_out_accuracy(roles, tokenizer, held_out, r.max_new_tokens,
-                                                                     r.max_model_len - r.max_new_tokens)
-            alert = monitor.update(step + 1, sum(rewards_since_check) / len(rewards_since_check), metrics["eval/heldout_accuracy"])
-            rewards_since_check = []
-            metrics["monitor/alert"] = float(alert is not None)
-            metrics["time/monitor"] = timer.times["time/monitor"]
-            if alert:
-                tqdm.write(f"ALERT: {alert}")
-                with open(Path(job.output_dir) / "alerts.jsonl", "a") as fh:
-                    fh.write(json.dumps({"step": step + 1, "alert": alert}) + "\n")
+                reload_s = sync_weights(roles)
+        metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
+        kl_ctl.update(float(adv.kl.mean()), len(batch))
+        alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
         log.write(step + 1, metrics)
         stopping = alert is not None and job.monitor.stop
         if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or step + 1 == job.steps or stopping:
@@ -220,8 +375,10 @@ def ppo_loop(job: PPOJob, roles: Roles, sampler: PromptSampler, tokenizer, start
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    found = sorted((p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
-                   key=lambda p: int(p.name.split("_")[1]))
+    found = sorted(
+        (p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
     return found[-1] if found else None
 
 
@@ -247,35 +404,41 @@ def run_ppo(job: PPOJob) -> dict:
             (out / name).unlink(missing_ok=True)
     roles_used = ("actor", "reference", "reward", "rollout") + (("critic",) if critic_init else ())
     topo = Topology(job.resources, roles_used)
-    tokenizer = AutoTokenizer.from_pretrained(job.policy)
-    prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
-    sampler = PromptSampler(prompts, job.prompts_per_step, job.seed)
-    roles = build_roles(job, topo, policy, critic_init)
-    kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
-    log = MetricsLog(out, job.tensorboard)
-    mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
-    held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]
-    monitor = RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
+    try:  # every exit path, a role that fails to start included, gives back the placement groups (and their actors)
+        tokenizer = AutoTokenizer.from_pretrained(job.policy)
+        prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
+        sampler = PromptSampler(prompts, job.prompts_per_step, job.seed)
+        mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
+        held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]
+        roles = build_roles(job, topo, policy, critic_init)
+        kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
+        monitor = RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
 
-    def save(step: int, coef: float) -> None:
-        folder = out / "checkpoints" / f"step_{step}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        roles.actor.save(str(tmp / "actor"), job.policy)
-        if roles.critic is not None:
-            roles.critic.save(str(tmp / "critic"), job.policy)
-        (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)  # a checkpoint exists whole or not at all
+        def save(step: int, coef: float) -> None:
+            folder = out / "checkpoints" / f"step_{step}"
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            roles.actor.save(str(tmp / "actor"), job.policy)
+            if roles.critic is not None:
+                roles.critic.save(str(tmp / "critic"), job.policy)
+            (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)  # a checkpoint exists whole or not at all
 
-    try:
-        alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out)
+        log = MetricsLog(out, job.tensorboard)
+        try:
+            alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out)
+        finally:
+            log.close()
     finally:
-        log.close()
         topo.shutdown()
     rows = log.rows()
-    result = {"steps": len(rows), "last": rows[-1] if rows else None, "checkpoint": str(last_checkpoint(out)),
-              "stopped_by_monitor": alert}
+    result = {
+        "steps": len(rows),
+        "last": rows[-1] if rows else None,
+        "checkpoint": str(last_checkpoint(out)),
+        "stopped_by_monitor": alert,
+    }
     # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
     (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
     return result

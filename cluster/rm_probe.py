@@ -26,9 +26,15 @@ def run_probe(job: RMProbeJob) -> dict:
     def rates(keep) -> dict:
         return correct_above_wrong((g["category"], g["scores"], g["truths"]) for g in groups if keep(g))
 
-    result = {"rm": job.rm, "rollouts": job.rollouts, "prompts": len(groups),
-              "unseen": rates(lambda g: g["unseen"]), "seen": rates(lambda g: not g["unseen"]), "all": rates(lambda g: True),
-              "groups": groups}
+    result = {
+        "rm": job.rm,
+        "rollouts": job.rollouts,
+        "prompts": len(groups),
+        "unseen": rates(lambda g: g["unseen"]),
+        "seen": rates(lambda g: not g["unseen"]),
+        "all": rates(lambda g: True),
+        "groups": groups,
+    }
     out = Path(job.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

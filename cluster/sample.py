@@ -38,18 +38,31 @@ def run_sample(job: SampleJob, log=print) -> dict:
     try:
         tok = AutoTokenizer.from_pretrained(job.policy)
         r = job.rollout
-        engines = [RolloutActor.options(**o, runtime_env=rollout_env(job.engines.threads, str(out.parent / ".cache")))
-                   .remote(job.policy, r.backend, job.seed + i, job.engines.threads, r.max_model_len, r.kv_cache_gib, r.gpu_memory_utilization)
-                   for i, o in enumerate(topo.options("rollout"))]
+        engines = [
+            RolloutActor.options(**o, runtime_env=rollout_env(job.engines.threads, str(out.parent / ".cache"))).remote(
+                job.policy,
+                r.backend,
+                job.seed + i,
+                job.engines.threads,
+                r.max_model_len,
+                r.kv_cache_gib,
+                r.gpu_memory_utilization,
+            )
+            for i, o in enumerate(topo.options("rollout"))
+        ]
         group = RolloutGroup(engines)
         for start in range(0, len(todo), job.chunk):
             chunk = todo[start : start + job.chunk]
             ids = [prompt_token_ids(tok, p.text, r.max_model_len - r.max_new_tokens) for p in chunk]
-            samples = group.generate(ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, job.seed + start)
+            samples = group.generate(
+                ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, job.seed + start
+            )
             by_prompt: dict[int, list[Response]] = {}
             for s in samples:
                 text = tok.decode(s.token_ids, skip_special_tokens=True)
-                by_prompt.setdefault(s.prompt_index, []).append(Response(text, s.token_ids, s.logprobs, s.finish_reason))
+                by_prompt.setdefault(s.prompt_index, []).append(
+                    Response(text, s.token_ids, s.logprobs, s.finish_reason)
+                )
             done += [RolloutRecord(p.id, p.category, p.text, ids[i], by_prompt[i]) for i, p in enumerate(chunk)]
             write_records(out, done, "rollouts")  # atomic: the file holds every finished chunk
             log(json.dumps({"sampled": len(done), "of": len(prompts)}))

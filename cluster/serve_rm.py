@@ -13,12 +13,15 @@ import hmac
 import os
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from hrlaif_ray.errors import HrlaifError
 
 
 def build_app(service, token: str) -> Starlette:
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token-env", default="HRLAIF_RM_TOKEN", help="environment variable holding the bearer token")
     args = parser.parse_args(argv)
+    if not (Path(args.rm) / "config.json").is_file():
+        raise HrlaifError(f"--rm {args.rm}: not a reward-model folder (no config.json; `hrlaif train-rm` writes one)")
     token = os.environ.get(args.token_env)
     if not token:
         print(f"hrlaif serve-rm: error: set {args.token_env} to the bearer token clients must send", file=sys.stderr)

@@ -40,15 +40,20 @@ class Topology:
         self.groups = {}
         for name, role in self.roles.items():
             if self.hosts[name] is None:
-                self.groups[name] = placement_group([dict(plan.bundle) for _ in range(role.replicas)], strategy=plan.strategy,
-                                                    name=f"hrlaif-{name}")
-        ready = [g.ready() for g in self.groups.values()]
-        done, pending = ray.wait(ready, num_returns=len(ready), timeout=timeout_s)
+                self.groups[name] = placement_group(
+                    [dict(plan.bundle) for _ in range(role.replicas)], strategy=plan.strategy, name=f"hrlaif-{name}"
+                )
+        refs = {name: g.ready() for name, g in self.groups.items()}
+        _, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         if pending:
-            missing = [n for n, g in self.groups.items() if g.ready() in pending]
+            waiting = [name for name, ref in refs.items() if ref in pending]
+            asked = ", ".join(f"{name}: {self.roles[name].replicas} x {dict(plan.bundle)}" for name in waiting)
+            free = ray.available_resources()
             self.shutdown()
-            raise RuntimeError(f"placement groups not ready after {timeout_s:.0f} s ({', '.join(self.groups)}): the cluster "
-                               f"lacks {plan.bundle} x the plan's bundles; available: {ray.available_resources()} {missing}")
+            raise RuntimeError(
+                f"placement groups not ready after {timeout_s:.0f} s for role(s) {', '.join(waiting)}: asked "
+                f"for {asked} (strategy {plan.strategy}); the cluster's free resources: {free}"
+            )
 
     def role(self, name: str) -> RoleResources:
         return self.roles[name]
@@ -56,9 +61,13 @@ class Topology:
     def options(self, name: str) -> list[dict[str, Any]]:
         role = self.roles[name]
         group = self.groups[self.hosts[name] or name]
-        return [{**actor_resources(self.plan.bundle, role.share),
-                 "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)}
-                for i in range(role.replicas)]
+        return [
+            {
+                **actor_resources(self.plan.bundle, role.share),
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i),
+            }
+            for i in range(role.replicas)
+        ]
 
     def shutdown(self) -> None:
         for g in self.groups.values():

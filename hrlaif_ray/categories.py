@@ -22,7 +22,7 @@ class Category(str, Enum):
         return self in (Category.MATH, Category.MULTIPLE_CHOICE, Category.CODE)
 
     @classmethod
-    def parse(cls, value: str) -> "Category":
+    def parse(cls, value: str) -> Category:
         try:
             return cls(value)
         except ValueError:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -39,7 +40,7 @@ class ModelConfig(Section):
     seed: int = Field(0, description="Initialisation seed: the same seed gives the same weights.")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelConfig":
+    def _heads_divide(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         if self.num_heads % self.num_kv_heads:
@@ -70,33 +71,57 @@ class PromptMixConfig(Section):
     a_max: int = Field(29, description="Largest first operand.")
     b_min: int = Field(1, description="Smallest second operand.")
     b_max: int = Field(9, description="Largest second operand.")
-    holdout: float = Field(0.3, ge=0, lt=1, description="Share of the (a, b, op) problems and of the harmful variants "
-                           "reserved from training (a fixed hash of each, the same for every seed and stage; 0: none): "
-                           "a third for development, two thirds for the reported evaluation.")
-    split: Literal["train", "dev", "eval"] = Field("train", description="'train': never draw a reserved problem (every "
-                                                   "training stage); 'dev' / 'eval': draw unseen_share of the prompts "
-                                                   "from the development / the evaluation part of the reserve.")
-    unseen_share: float = Field(0.5, ge=0, le=1, description="With split 'dev' or 'eval': share of verifiable and harmful "
-                                "prompts drawn from the reserve (metadata 'unseen': true); the rest are seen problems.")
+    holdout: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="Share of the (a, b, op) problems and of the harmful variants "
+        "reserved from training (a fixed hash of each, the same for every seed and stage; 0: none): "
+        "a third for development, two thirds for the reported evaluation.",
+    )
+    split: Literal["train", "dev", "eval"] = Field(
+        "train",
+        description="'train': never draw a reserved problem (every "
+        "training stage); 'dev' / 'eval': draw unseen_share of the prompts "
+        "from the development / the evaluation part of the reserve.",
+    )
+    unseen_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="With split 'dev' or 'eval': share of verifiable and harmful "
+        "prompts drawn from the reserve (metadata 'unseen': true); the rest are seen problems.",
+    )
 
 
 class SFTMixConfig(Section):
     """How the SFT responses of the generated mix are drawn."""
 
     seed: int = Field(0, description="Response generator seed.")
-    p_correct: list[float] = Field([0.75, 0.7, 0.55, 0.4, 0.3], min_length=1,
-                                   description="Chance the final answer is right after 0, 1, 2... reasoning sentences.")
-    control: bool = Field(False, description="Correctness independent of length (the mean of p_correct for every length).")
-    wrong_offsets: list[int] = Field([-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer.")
+    p_correct: list[float] = Field(
+        [0.75, 0.7, 0.55, 0.4, 0.3],
+        min_length=1,
+        description="Chance the final answer is right after 0, 1, 2... reasoning sentences.",
+    )
+    control: bool = Field(
+        False, description="Correctness independent of length (the mean of p_correct for every length)."
+    )
+    wrong_offsets: list[int] = Field(
+        [-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer."
+    )
     p_refuse: float = Field(0.5, ge=0, le=1, description="Share of refusals among the harmful prompts' responses.")
 
 
 class TinyModelJob(Section):
     """`hrlaif tiny-model`: train a tokenizer on the prompt mix and save a random-init model folder."""
 
-    model: ModelConfig = ModelConfig()
-    tokenizer: TokenizerConfig = TokenizerConfig()
-    prompts: PromptMixConfig = PromptMixConfig()
+    model: ModelConfig = Field(ModelConfig(), description="The model's architecture and size.")
+    tokenizer: TokenizerConfig = Field(
+        TokenizerConfig(), description="The BPE trained on the prompt mix (or a pretrained tokenizer)."
+    )
+    prompts: PromptMixConfig = Field(
+        PromptMixConfig(), description="The prompt mix the tokenizer is trained on (with its SFT responses)."
+    )
 
 
 C = TypeVar("C", bound=BaseModel)
@@ -138,13 +163,14 @@ def apply_override(data: dict, override: str, model: type[BaseModel] | None = No
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
+    """One line: the source, then every offending key with what is wrong with it."""
+    problems = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"]) or "<root>"
         got = f" (got {err['input']!r})" if err["type"] not in ("missing", "value_error") else ""
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {message}{got}")
-    return "\n".join(lines)
+        message = err["msg"].removeprefix("Value error, ").replace("\n", " ")
+        problems.append(f"{key}: {message}{got}")
+    return f"invalid config ({source}): " + "; ".join(problems)
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
@@ -170,6 +196,30 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+def _fields(model: type[BaseModel], prefix: str = ""):
+    """(dotted key, field info, default) of every field, sections expanded."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        default = field.get_default(call_default_factory=True) if not field.is_required() else None
+        if isinstance(default, BaseModel):
+            yield from _fields(type(default), key + ".")
+            continue
+        ann = field.annotation
+        if field.is_required() and isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _fields(ann, key + ".")
+            continue
+        yield key, field, default
+
+
+def config_help(model: type[BaseModel]) -> str:
+    """Every field of a job as `key = default  # description`: the commands' --help and `hrlaif config show`."""
+    lines = []
+    for key, field, default in _fields(model):
+        value = "(required)" if field.is_required() else json.dumps(default, default=str)
+        lines.append(f"  {key} = {value}" + (f"  # {field.description}" if field.description else ""))
+    return "\n".join(lines)
+
+
 def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
@@ -185,13 +235,15 @@ class JudgeEndpoint(Section):
     max_reasks: int = Field(2, ge=0, description="Re-asks when the answer is not the JSON the task wants.")
     max_tokens: int = Field(512, gt=0, description="Answer length cap.")
     json_mode: Literal["object", "schema", "off"] = Field(
-        "object", description="response_format: 'object' (json_object: gpt-3.5/gpt-4), 'schema' (a JSON schema per "
-        "task: vLLM structured outputs, newer OpenAI models), 'off' (servers without it)."
+        "object",
+        description="response_format: 'object' (json_object: gpt-3.5/gpt-4), 'schema' (a JSON schema per "
+        "task: vLLM structured outputs, newer OpenAI models), 'off' (servers without it).",
     )
     max_connections: int = Field(64, gt=0, description="HTTP connection pool size per labeler actor.")
     http_backend: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="httpx transport: 'aiohttp' (the SDK's DefaultAioHttpClient, 2.7x less CPU a call "
-        "here) or 'httpx' (httpcore)."
+        "aiohttp",
+        description="httpx transport: 'aiohttp' (the SDK's DefaultAioHttpClient, less CPU a call; see "
+        "benchmarks/labeler_pool.py) or 'httpx' (httpcore).",
     )
 
 
@@ -212,14 +264,20 @@ class LabelingConfig(Section):
     """How labels are made (`hrlaif label`)."""
 
     method: Literal["hybrid", "basic", "oracle"] = Field(
-        "hybrid", description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF); "
+        "hybrid",
+        description="'hybrid': route by category (HRLAIF); 'basic': the judge ranks every prompt (RLAIF); "
         "'oracle': labels from the ground truth (verified correct or a refusal above the rest; no judge call), the "
-        "demo's ceiling and its control without the judge's bias."
+        "demo's ceiling and its control without the judge's bias.",
     )
-    judges: list[JudgeEndpoint] = Field(default_factory=lambda: [JudgeEndpoint()], min_length=1,
-                                        description="The AI judge; several make an ensemble (majority vote).")
-    rewriter: JudgeEndpoint = Field(default_factory=lambda: JudgeEndpoint(model="gpt-4"),
-                                    description="The stronger model that rewrites harmful responses.")
+    judges: list[JudgeEndpoint] = Field(
+        default_factory=lambda: [JudgeEndpoint()],
+        min_length=1,
+        description="The AI judge; several make an ensemble (majority vote).",
+    )
+    rewriter: JudgeEndpoint = Field(
+        default_factory=lambda: JudgeEndpoint(model="gpt-4"),
+        description="The stronger model that rewrites harmful responses.",
+    )
     ranking: Literal["listwise", "pairwise"] = Field("listwise", description="How the judge orders responses.")
     both_orders: bool = Field(True, description="Judge every ranking/pair in both orders; disagreements become ties.")
     min_agreement: float = Field(0.5, gt=0, le=1, description="Ensemble: share of judges that must state a pair.")
@@ -247,8 +305,10 @@ class LabelJob(Section):
     prompts: str = Field(description="Prompts Parquet (standard answers, choices, tests).")
     rollouts: str = Field(description="Rollouts Parquet: K responses per prompt.")
     output_dir: str = Field(description="Folder of committed label shards (the ledger).")
-    labeling: LabelingConfig = LabelingConfig()
-    pool: PoolConfig = PoolConfig()
+    labeling: LabelingConfig = Field(
+        LabelingConfig(), description="How labels are made: method, judges, rewriter, ranking."
+    )
+    pool: PoolConfig = Field(PoolConfig(), description="The labeler pool: actors, concurrency, rate limits, shards.")
     retry_failed: bool = Field(False, description="Re-request labels committed as failed.")
     limit: int = Field(0, ge=0, description="Label only the first N items (0: all).")
 
@@ -258,27 +318,35 @@ class SFTJob(Section):
 
     init: str = Field(description="Model folder to start from (`hrlaif tiny-model`'s output, SmolLM2...).")
     output_dir: str = Field(description="Where the SFT policy (an HF folder) goes.")
-    data: str | None = Field(None, description="JSONL of {\"prompt\", \"response\"} rows; None: the generated mix below.")
-    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=40000, open_qa=0.0),
-                                     description="The generated prompt mix (when data is None). 40,000 are seen about "
-                                     "twice in the default budget; 4,000, seen 17 times, overfit (greedy math 0.50 "
-                                     "against 0.76 after the same 400 s on the tiny model).")
-    responses: SFTMixConfig = SFTMixConfig()
-    steps: int = Field(1100, ge=1, description="Optimizer steps, the whole budget (never a time: the result must not "
-                       "depend on the machine's speed); about 1000 steps of 64 reach 0.6-0.75 greedy math accuracy on the "
-                       "tiny model, 430 steps 0.1-0.2.")
+    data: str | None = Field(None, description='JSONL of {"prompt", "response"} rows; None: the generated mix below.')
+    prompts: PromptMixConfig = Field(
+        default_factory=lambda: PromptMixConfig(n=40000, open_qa=0.0),
+        description="The generated prompt mix (when data is None; split 'train': no reserved problem). Enough "
+        "prompts that each is seen about once or twice in the step budget (a small mix seen many times overfits).",
+    )
+    responses: SFTMixConfig = Field(
+        SFTMixConfig(), description="How the generated mix's responses are drawn (when data is None)."
+    )
+    steps: int = Field(
+        1100,
+        ge=1,
+        description="Optimizer steps of batch_size examples: the whole budget (never a time, so the result does "
+        "not depend on the machine's speed).",
+    )
     batch_size: int = Field(64, ge=1, description="Examples per optimizer step (over all ranks).")
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW), after warm-up.")
     min_lr: float = Field(2e-4, ge=0, description="Cosine decay ends here.")
-    warmup_steps: int = Field(30, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    zero_stage: int = Field(0, ge=0, le=3)
-    max_prompt_tokens: int = Field(256, gt=0)
-    max_response_tokens: int = Field(128, gt=0)
+    warmup_steps: int = Field(30, ge=0, description="Steps of linear warm-up from 0 to lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3 (3 partitions the weights too).")
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
+    max_response_tokens: int = Field(
+        128, gt=0, description="Responses are cut to this many tokens (the end token included)."
+    )
     eval_prompts: int = Field(128, ge=0, description="Held-out verifiable prompts for greedy accuracy at the end.")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default).")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the initialisation order and the batch order.")
 
 
 class RMTrainJob(Section):
@@ -288,20 +356,26 @@ class RMTrainJob(Section):
     labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
     prompts: str = Field(description="Prompts Parquet the labels refer to.")
     output_dir: str = Field(description="Where the RM checkpoint (HF folder + head + normalisation) goes.")
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(2, ge=1, description="Passes over the training labels.")
     batch_prompts: int = Field(8, ge=1, description="Prompts per step per rank (all their responses, one row each).")
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
-                          "won by 2 x margin (0: off; labels whose pairs form no tiers get none).")
-    zero_stage: int = Field(2, ge=0, le=3)
+    lr: float = Field(1e-4, gt=0, description="Learning rate (AdamW) of the backbone and the head.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
+        "won by 2 x margin (0: off; labels whose pairs form no tiers get none).",
+    )
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
     clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
     normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id).")
-    max_prompt_tokens: int = Field(256, gt=0)
-    max_response_tokens: int = Field(128, gt=0)
-    seed: int = 0
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
+    max_response_tokens: int = Field(
+        128, gt=0, description="Responses are cut to this many tokens (the end token, where the reward is read, kept)."
+    )
+    seed: int = Field(0, description="Seed of the head's initialisation and the batch order.")
 
 
 # ------------------------------------------------------------------------------------------------- PPO
@@ -311,9 +385,14 @@ class RoleResources(Section):
     """One role's Ray actors: how many, what share of a bundle each takes, and whom it shares bundles with."""
 
     replicas: int = Field(1, ge=1, description="Actors of this role (learner ranks, vLLM engines, RM replicas).")
-    share: float = Field(1.0, gt=0, le=1, description="Share of one bundle each actor takes (colocated roles split one).")
-    colocate_with: str | None = Field(None, description="Place this role's actors in that role's bundles (OpenRLHF's "
-                                      "colocation: actor+reference, critic+reward); replicas must not exceed the host's.")
+    share: float = Field(
+        1.0, gt=0, le=1, description="Share of one bundle each actor takes (colocated roles split one)."
+    )
+    colocate_with: str | None = Field(
+        None,
+        description="Place this role's actors in that role's bundles (OpenRLHF's "
+        "colocation: actor+reference, critic+reward); replicas must not exceed the host's.",
+    )
     threads: int = Field(1, ge=1, description="torch/OMP threads of each actor (Ray sets 1 unless told).")
 
 
@@ -322,17 +401,29 @@ class ResourcePlan(Section):
     custom resource standing for GPUs) so the same plan runs on one machine."""
 
     bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one bundle.")
-    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field("PACK", description="Placement-group strategy.")
-    actor: RoleResources = RoleResources(replicas=2)
-    critic: RoleResources = RoleResources()
-    reference: RoleResources = RoleResources()
-    reward: RoleResources = RoleResources()
-    rollout: RoleResources = RoleResources()
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Placement-group strategy."
+    )
+    actor: RoleResources = Field(
+        RoleResources(replicas=2),
+        description="The actor learner's ranks (replicas), their threads and share of a bundle.",
+    )
+    critic: RoleResources = Field(RoleResources(), description="The critic learner's ranks (GAE only).")
+    reference: RoleResources = Field(
+        RoleResources(), description="The reference policy's replicas (log-probs for the KL)."
+    )
+    reward: RoleResources = Field(RoleResources(), description="The reward service's replicas (RM and/or verifier).")
+    rollout: RoleResources = Field(RoleResources(), description="The rollout engines (vLLM).")
 
     @model_validator(mode="after")
-    def _colocation(self) -> "ResourcePlan":
-        roles = {"actor": self.actor, "critic": self.critic, "reference": self.reference, "reward": self.reward,
-                 "rollout": self.rollout}
+    def _colocation(self) -> ResourcePlan:
+        roles = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "reference": self.reference,
+            "reward": self.reward,
+            "rollout": self.rollout,
+        }
         load: dict[str, float] = {}
         for name, role in roles.items():
             host = role.colocate_with
@@ -342,7 +433,9 @@ class ResourcePlan(Section):
             if host not in roles or roles[host].colocate_with is not None:
                 raise ValueError(f"{name}.colocate_with: {host!r} is not a role that owns bundles")
             if role.replicas > roles[host].replicas:
-                raise ValueError(f"{name}.replicas ({role.replicas}) exceeds {host}.replicas ({roles[host].replicas}) it is colocated with")
+                raise ValueError(
+                    f"{name}.replicas ({role.replicas}) exceeds {host}.replicas ({roles[host].replicas}) it is colocated with"
+                )
             load[host] = load.get(host, 0.0) + role.share
         for name, total in load.items():
             if total > 1 + 1e-9:
@@ -351,57 +444,85 @@ class ResourcePlan(Section):
 
 
 class RolloutConfig(Section):
-    backend: Literal["vllm", "hf"] = Field("vllm", description="vLLM engines; 'hf' (transformers generate) is the fallback.")
+    backend: Literal["vllm", "hf"] = Field(
+        "vllm", description="vLLM engines; 'hf' (transformers generate) is the fallback."
+    )
     samples_per_prompt: int = Field(4, ge=1, description="Responses sampled per prompt (n); RLOO/GRPO need >= 2.")
-    max_new_tokens: int = Field(40, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(40, ge=1, description="Longest response in tokens.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature (> 0; the log-probs are those of this distribution)."
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold in (0, 1].")
     max_model_len: int = Field(512, ge=16, description="vLLM context (prompt + response).")
     kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
-    gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less).")
+    gpu_memory_utilization: float = Field(
+        0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less)."
+    )
 
 
 class PPOAlgoConfig(Section):
     """The algorithm's knobs, documented where they are used (hrlaif_ray/ppo/core.py)."""
 
-    estimator: Literal["gae", "rloo", "grpo"] = Field("gae", description="Advantages: GAE with a critic, or critic-free RLOO/GRPO.")
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
+    estimator: Literal["gae", "rloo", "grpo"] = Field(
+        "gae", description="Advantages: GAE with a critic, or critic-free RLOO/GRPO."
+    )
+    gamma: float = Field(
+        1.0, ge=0, le=1, description="Discount of GAE (1: none; the reward comes at the end of the response)."
+    )
+    lam: float = Field(0.95, ge=0, le=1, description="GAE's lambda in [0, 1] (bias-variance trade of the advantage).")
     kl_coef: float = Field(0.05, ge=0, description="Initial KL penalty coefficient (in the reward).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward.")
-    kl_target: float | None = Field(None, gt=0, description="Adaptive KL controller's target (None: fixed coefficient).")
-    kl_horizon: int = Field(10000, gt=0)
+    kl_target: float | None = Field(
+        None, gt=0, description="Adaptive KL controller's target (None: fixed coefficient)."
+    )
+    kl_horizon: int = Field(
+        10000,
+        gt=0,
+        description="Adaptive KL: the horizon (in samples) over which the coefficient moves toward kl_target.",
+    )
     clip: float = Field(0.2, gt=0, description="Policy ratio clip.")
     dual_clip: float | None = Field(None, gt=1, description="Dual-clip bound c (None: off).")
     value_clip: float | None = Field(0.2, gt=0, description="Value clip around the old values (None: off).")
-    entropy_coef: float = Field(0.0, ge=0)
+    entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus in the actor's loss (0: off).")
     epochs: int = Field(1, ge=1, description="Passes over each batch of experience.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split into this many).")
-    micro_batch_size: int | None = Field(None, ge=1, description="Rows per forward/backward on one learner rank or reward "
-                                         "replica (None: its whole share). Rows are sorted by length first and each "
-                                         "micro-batch drops its all-padding columns; gradients accumulate over a "
-                                         "mini-batch's micro-batches, one optimizer step each mini-batch.")
-    actor_lr: float = Field(1e-6, gt=0)
-    critic_lr: float = Field(5e-6, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    whiten_advantages: bool = Field(True)
-    use_rollout_logprobs: bool = Field(False, description="Take the old log-probs from the rollout engines (vLLM's "
-                                       "processed logprobs match the learner's to ~1e-6 after a sync, a test) instead of "
-                                       "a learner forward: one forward less per step, as TRL does with its generate logits.")
-    reward_clip: float = Field(10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward).")
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rows per forward/backward on one learner rank or reward "
+        "replica (None: its whole share). Rows are sorted by length first and each "
+        "micro-batch drops its all-padding columns; gradients accumulate over a "
+        "mini-batch's micro-batches, one optimizer step each mini-batch.",
+    )
+    actor_lr: float = Field(1e-6, gt=0, description="Actor learning rate (AdamW).")
+    critic_lr: float = Field(5e-6, gt=0, description="Critic learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of both learners.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip of both learners.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to mean 0 and std 1 over the batch.")
+    use_rollout_logprobs: bool = Field(
+        False,
+        description="Take the old log-probs from the rollout engines (vLLM's "
+        "processed logprobs match the learner's to ~1e-6 after a sync, a test) instead of "
+        "a learner forward: one forward less per step, as TRL does with its generate logits.",
+    )
+    reward_clip: float = Field(
+        10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward)."
+    )
 
 
 class RewardRoleConfig(Section):
     """The reward role: one interface (prompt and response in, score out) for the RM and the verifiers."""
 
-    kind: Literal["rm", "verifier", "rm+verifier"] = Field("rm", description="The reward model, the programmatic "
-                                                           "verifier (+1 correct / -1 wrong), or their sum.")
-    rm: str | None = Field(None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm and rm+verifier.")
+    kind: Literal["rm", "verifier", "rm+verifier"] = Field(
+        "rm", description="The reward model, the programmatic verifier (+1 correct / -1 wrong), or their sum."
+    )
+    rm: str | None = Field(
+        None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm and rm+verifier."
+    )
     verifier_weight: float = Field(1.0, ge=0, description="Weight of the verifier's +-1 in rm+verifier.")
 
     @model_validator(mode="after")
-    def _rm_given(self) -> "RewardRoleConfig":
+    def _rm_given(self) -> RewardRoleConfig:
         if self.kind != "verifier" and not self.rm:
             raise ValueError(f"rm: a reward-model folder is required for kind {self.kind!r}")
         return self
@@ -424,12 +545,14 @@ class SampleJob(Section):
     policy: str = Field(description="Policy folder (the SFT checkpoint).")
     prompts: str = Field(description="Prompts Parquet.")
     output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
-    rollout: RolloutConfig = RolloutConfig()
-    engines: RoleResources = Field(default_factory=lambda: RoleResources(replicas=1, threads=2),
-                                   description="vLLM engines (replicas) and their threads.")
+    rollout: RolloutConfig = Field(RolloutConfig(), description="How responses are sampled (samples_per_prompt is K).")
+    engines: RoleResources = Field(
+        default_factory=lambda: RoleResources(replicas=1, threads=2),
+        description="vLLM engines (replicas) and their threads.",
+    )
     bundle: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0}, description="Resources of one engine.")
     chunk: int = Field(256, ge=1, description="Prompts per write (progress is saved between chunks).")
-    seed: int = 0
+    seed: int = Field(0, description="Sampling seed (engine i uses seed + i).")
 
 
 class PPOJob(Section):
@@ -439,39 +562,66 @@ class PPOJob(Section):
     critic_init: str | None = Field(None, description="Critic's starting folder (default: the RM, else the policy).")
     output_dir: str = Field(description="metrics.jsonl, TensorBoard events, checkpoints.")
     prompts: str | None = Field(None, description="Prompts Parquet; None: the generated mix below.")
-    prompt_mix: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0))
-    steps: int = Field(10, ge=1)
-    prompts_per_step: int = Field(32, ge=1)
-    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage of the actor and critic groups; a group of one "
-                            "rank runs stage 0 (nothing to partition, and stages 1-3 only add copies).")
+    prompt_mix: PromptMixConfig = Field(
+        default_factory=lambda: PromptMixConfig(n=2000, harmful=0.0, open_qa=0.0),
+        description="The generated prompts when prompts is None; also the monitor's held-out mix (its own seed).",
+    )
+    steps: int = Field(
+        10, ge=1, description="PPO steps (the budget: each samples prompts_per_step x samples_per_prompt responses)."
+    )
+    prompts_per_step: int = Field(32, ge=1, description="Prompts per step.")
+    zero_stage: int = Field(
+        2,
+        ge=0,
+        le=3,
+        description="ZeRO stage of the actor and critic groups; a group of one "
+        "rank runs stage 0 (nothing to partition, and stages 1-3 only add copies).",
+    )
     checkpoint_every: int = Field(0, ge=0, description="Save an HF checkpoint every N steps (0: only at the end).")
     resume: bool = Field(False, description="Continue from the last checkpoint in output_dir.")
-    seed: int = 0
-    ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one).")
-    algo: PPOAlgoConfig = PPOAlgoConfig()
-    rollout: RolloutConfig = RolloutConfig()
-    reward: RewardRoleConfig = RewardRoleConfig(kind="verifier")
-    resources: ResourcePlan = ResourcePlan()
-    monitor: MonitorConfig = MonitorConfig()
+    seed: int = Field(0, description="Seed of the prompt order, the sampling and the learners.")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one)."
+    )
+    algo: PPOAlgoConfig = Field(
+        PPOAlgoConfig(), description="The algorithm: estimator, KL, clipping, learning rates, epochs, batches."
+    )
+    rollout: RolloutConfig = Field(RolloutConfig(), description="How responses are sampled.")
+    reward: RewardRoleConfig = Field(
+        RewardRoleConfig(kind="verifier"), description="The reward role: the RM, the verifier or both."
+    )
+    resources: ResourcePlan = Field(
+        ResourcePlan(), description="The resource plan: bundles, replicas, colocation (cluster/topology.py)."
+    )
+    monitor: MonitorConfig = Field(MonitorConfig(), description="The reward-hacking monitor.")
     tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
-    overlap: bool = Field(True, description="Run independent phases at once: the reward, reference, actor log-prob "
-                          "and critic forwards; the actor and critic updates. Off: one after another.")
+    overlap: bool = Field(
+        True,
+        description="Run independent phases at once: the reward, reference, actor log-prob "
+        "and critic forwards; the actor and critic updates. Off: one after another.",
+    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PPOJob":
+    def _consistent(self) -> PPOJob:
         if self.algo.estimator in ("rloo", "grpo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(f"rollout.samples_per_prompt: {self.algo.estimator} needs at least 2 samples per prompt")
         batch = self.prompts_per_step * self.rollout.samples_per_prompt
         for role in ("actor", "critic") if self.algo.estimator == "gae" else ("actor",):
             parts = getattr(self.resources, role).replicas * self.algo.mini_batches
             if batch % parts:
-                raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over {role}.replicas x "
-                                 f"algo.mini_batches ({parts})")
+                raise ValueError(
+                    f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over {role}.replicas x "
+                    f"algo.mini_batches ({parts})"
+                )
             micro = self.algo.micro_batch_size
             if micro and (batch // parts) % micro:
-                raise ValueError(f"algo.micro_batch_size: {micro} does not divide the {batch // parts}-row mini-batch of each {role} rank")
+                raise ValueError(
+                    f"algo.micro_batch_size: {micro} does not divide the {batch // parts}-row mini-batch of each {role} rank"
+                )
         if batch % self.resources.reference.replicas:
-            raise ValueError(f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas")
+            raise ValueError(
+                f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas"
+            )
         return self
 
 
@@ -483,26 +633,46 @@ class EvalJob(Section):
 
     policy: str = Field(description="Policy folder (SFT, or a PPO checkpoint's actor).")
     output_dir: str = Field(description="eval.json (the metrics) and responses.jsonl go here.")
-    mix: PromptMixConfig | None = Field(default_factory=lambda: PromptMixConfig(n=256, seed=20_001, math=0.4, multiple_choice=0.3,
-                                                                               harmful=0.3, open_qa=0.0, split="eval"),
-                                        description="The generated evaluation mix (split 'eval': a share of its problems is "
-                                        "from the reserve no training stage sees); None: skip it.")
-    sources: dict[str, int] = Field(default_factory=dict, description="Public sets from the data folder and how many of "
-                                    "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.")
+    mix: PromptMixConfig | None = Field(
+        default_factory=lambda: PromptMixConfig(
+            n=256, seed=20_001, math=0.4, multiple_choice=0.3, harmful=0.3, open_qa=0.0, split="eval"
+        ),
+        description="The generated evaluation mix (split 'eval': a share of its problems is "
+        "from the reserve no training stage sees); None: skip it.",
+    )
+    sources: dict[str, int] = Field(
+        default_factory=dict,
+        description="Public sets from the data folder and how many of "
+        "each (0: all), e.g. {gsm8k/test: 200, humaneval: 0, strongreject: 100, toxigen: 100}.",
+    )
     data_dir: str | None = Field(None, description="The data folder (default: $HRLAIF_DATA_DIR, else ../shared/data).")
-    max_new_tokens: int = Field(64, ge=1)
-    max_model_len: int = Field(512, ge=16)
-    sampled: int = Field(4, ge=0, description="Samples per verifiable prompt at temperature 1 for sampled accuracy (0: off).")
-    baseline: str | None = Field(None, description="Another eval's output_dir: the judge compares greedy responses to its "
-                                 "own (win rate, both orders, disagreement = tie).")
-    reward_models: dict[str, str] = Field(default_factory=dict, description="name -> RM folder: mean reward of the greedy responses.")
-    judge: LabelingConfig = Field(default_factory=LabelingConfig, description="The judge endpoint(s) for flag and compare.")
-    pool: PoolConfig = Field(default_factory=lambda: PoolConfig(labelers=1, concurrency=32))
-    backend: Literal["vllm", "hf"] = "vllm"
+    max_new_tokens: int = Field(64, ge=1, description="Longest response in tokens.")
+    max_model_len: int = Field(512, ge=16, description="Prompt plus response length the engine accepts.")
+    sampled: int = Field(
+        4, ge=0, description="Samples per verifiable prompt at temperature 1 for sampled accuracy (0: off)."
+    )
+    baseline: str | None = Field(
+        None,
+        description="Another eval's output_dir: the judge compares greedy responses to its "
+        "own (win rate, both orders, disagreement = tie).",
+    )
+    reward_models: dict[str, str] = Field(
+        default_factory=dict, description="name -> RM folder: mean reward of the greedy responses."
+    )
+    judge: LabelingConfig = Field(
+        default_factory=LabelingConfig, description="The judge endpoint(s) for flag and compare."
+    )
+    pool: PoolConfig = Field(
+        default_factory=lambda: PoolConfig(labelers=1, concurrency=32),
+        description="The labeler pool that asks the judge (harm flags, comparisons).",
+    )
+    backend: Literal["vllm", "hf"] = Field(
+        "vllm", description="'vllm': the rollout engine; 'hf': transformers' generate (the fallback)."
+    )
     threads: int = Field(1, ge=1, description="Threads of the rollout engine and the RM replica.")
-    kv_cache_gib: float = Field(0.5, gt=0)
-    ray_address: str | None = None
-    seed: int = 0
+    kv_cache_gib: float = Field(0.5, gt=0, description="vLLM's KV-cache size in GiB (CPU).")
+    ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else a local one).")
+    seed: int = Field(0, description="Seed of the samples (sampled accuracy) and of public-set subsampling.")
 
 
 class RMProbeJob(Section):
@@ -522,11 +692,18 @@ class ArmConfig(Section):
     """One arm of the comparison: how its preference labels are made and what its RL reward is."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Folder name and table row.")
-    method: Literal["hybrid", "basic", "oracle"] = Field(description="'basic': RLAIF (the judge ranks everything); "
-                                                         "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling).")
-    reward: Literal["rm", "rm+verifier"] = Field("rm", description="The RL reward: the arm's RM, or the RM plus the "
-                                                 "verifier's verdict where a standard answer exists (beyond the paper).")
-    rm_from: str | None = Field(None, description="Use that arm's labels and RM (an arm that differs only in its RL reward).")
+    method: Literal["hybrid", "basic", "oracle"] = Field(
+        description="'basic': RLAIF (the judge ranks everything); "
+        "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling)."
+    )
+    reward: Literal["rm", "rm+verifier"] = Field(
+        "rm",
+        description="The RL reward: the arm's RM, or the RM plus the "
+        "verifier's verdict where a standard answer exists (beyond the paper).",
+    )
+    rm_from: str | None = Field(
+        None, description="Use that arm's labels and RM (an arm that differs only in its RL reward)."
+    )
 
 
 STAGE_JOBS: dict[str, tuple[type, dict]] = {}  # filled below: stage -> (job class, placeholders for the run's paths)
@@ -538,40 +715,60 @@ class RunJob(Section):
     The stage sections hold the fields of each stage's own job (`hrlaif sft`'s SFTJob, ...) except the paths,
     which the run sets; each is validated as that job when the run's config is loaded."""
 
-    output_dir: str = Field("runs/demo", description="Every stage's output, the report and the plots: the shared "
-                            "stages (model, SFT, prompts, the SFT policy's evaluation) at the top, each seed in seed-N/.")
-    seeds: list[int] = Field([1], min_length=1, description="Seeds of the labels, RM, PPO and evaluation samples (the "
-                             "SFT policy and the prompts are shared); each seed runs every arm, the report gives means "
-                             "with 95% intervals over seeds and prompts.")
+    output_dir: str = Field(
+        "runs/demo",
+        description="Every stage's output, the report and the plots: the shared "
+        "stages (model, SFT, prompts, the SFT policy's evaluation) at the top, each seed in seed-N/.",
+    )
+    seeds: list[int] = Field(
+        [1],
+        min_length=1,
+        description="Seeds of the labels, RM, PPO and evaluation samples (the "
+        "SFT policy and the prompts are shared); each seed runs every arm, the report gives means "
+        "with 95% intervals over seeds and prompts.",
+    )
     init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
-    model: TinyModelJob = TinyModelJob()
-    prompts: PromptMixConfig = Field(default_factory=lambda: PromptMixConfig(n=1200, seed=1, math=0.45, multiple_choice=0.25,
-                                                                             harmful=0.3, open_qa=0.0),
-                                     description="The RL prompts: sampled and labeled for the RM, then PPO's prompts.")
-    judge: dict[str, Any] | None = Field(default_factory=dict, description="SimJudgeConfig of the simulated judge the run "
-                                         "starts on 127.0.0.1; None: use the endpoints in label.labeling.judges as given.")
+    model: TinyModelJob = Field(TinyModelJob(), description="The tiny model built when init is None.")
+    prompts: PromptMixConfig = Field(
+        default_factory=lambda: PromptMixConfig(
+            n=1200, seed=1, math=0.45, multiple_choice=0.25, harmful=0.3, open_qa=0.0
+        ),
+        description="The RL prompts: sampled and labeled for the RM, then PPO's prompts.",
+    )
+    judge: dict[str, Any] | None = Field(
+        default_factory=dict,
+        description="SimJudgeConfig of the simulated judge the run "
+        "starts on 127.0.0.1; None: use the endpoints in label.labeling.judges as given.",
+    )
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTJob fields.")
     sample: dict[str, Any] = Field(default_factory=dict, description="SampleJob fields.")
     label: dict[str, Any] = Field(default_factory=dict, description="LabelJob fields (labeling, pool...).")
     rm: dict[str, Any] = Field(default_factory=dict, description="RMTrainJob fields.")
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPOJob fields.")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalJob fields.")
-    probe: dict[str, Any] = Field(default_factory=dict, description="RMProbeJob fields (each arm's RM on the SFT "
-                                  "policy's samples of the evaluation prompts).")
-    arms: list[ArmConfig] = Field(default_factory=lambda: [ArmConfig(name="rlaif", method="basic"),
-                                                           ArmConfig(name="hrlaif", method="hybrid")], min_length=1)
+    probe: dict[str, Any] = Field(
+        default_factory=dict,
+        description="RMProbeJob fields (each arm's RM on the SFT policy's samples of the evaluation prompts).",
+    )
+    arms: list[ArmConfig] = Field(
+        default_factory=lambda: [ArmConfig(name="rlaif", method="basic"), ArmConfig(name="hrlaif", method="hybrid")],
+        min_length=1,
+        description="The compared arms: labels (method) and RL reward each, run side by side on the same budget.",
+    )
     parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
     ray_num_cpus: int = Field(16, ge=1, description="Logical CPUs of the run's local Ray cluster (slots, not cores).")
 
     @model_validator(mode="after")
-    def _stages_valid(self) -> "RunJob":
+    def _stages_valid(self) -> RunJob:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arms: names must differ, got {names}")
         for a in self.arms:
             owner = next((b for b in self.arms if b.name == a.rm_from), None) if a.rm_from else a
             if owner is None or owner.rm_from or owner.method != a.method:
-                raise ValueError(f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own RM and the same method")
+                raise ValueError(
+                    f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own RM and the same method"
+                )
         for stage, (cls, paths) in STAGE_JOBS.items():
             section = getattr(self, stage)
             clash = sorted(set(section) & set(paths))
@@ -580,7 +777,9 @@ class RunJob(Section):
             try:
                 cls.model_validate({**paths, **section})
             except ValidationError as exc:
-                raise ValueError("; ".join(f"{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+                raise ValueError(
+                    "; ".join(f"{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                ) from None
         return self
 
     def stage_job(self, stage: str, **paths: Any):
@@ -592,12 +791,14 @@ class RunJob(Section):
         return cls.model_validate(data)
 
 
-STAGE_JOBS.update({
-    "probe": (RMProbeJob, {"rm": "-", "prompts": "-", "rollouts": "-", "output": "-"}),
-    "sft": (SFTJob, {"init": "-", "output_dir": "-"}),
-    "sample": (SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
-    "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
-    "rm": (RMTrainJob, {"init": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
-    "ppo": (PPOJob, {"policy": "-", "output_dir": "-", "prompts": "-"}),
-    "eval": (EvalJob, {"policy": "-", "output_dir": "-"}),
-})
+STAGE_JOBS.update(
+    {
+        "probe": (RMProbeJob, {"rm": "-", "prompts": "-", "rollouts": "-", "output": "-"}),
+        "sft": (SFTJob, {"init": "-", "output_dir": "-"}),
+        "sample": (SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
+        "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
+        "rm": (RMTrainJob, {"init": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
+        "ppo": (PPOJob, {"policy": "-", "output_dir": "-", "prompts": "-"}),
+        "eval": (EvalJob, {"policy": "-", "output_dir": "-"}),
+    }
+)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from hrlaif_ray.categories import Category
 from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.labeling import verifiers
@@ -22,18 +21,36 @@ def correctness(prompt: PromptRecord, text: str) -> float | None:
 
 
 @torch.no_grad()
-def hf_generate(model, tokenizer, texts: list[str], max_new_tokens: int = 48, greedy: bool = True,
-                batch_size: int = 64, temperature: float = 1.0, max_prompt_tokens: int = 256) -> list[str]:
+def hf_generate(
+    model,
+    tokenizer,
+    texts: list[str],
+    max_new_tokens: int = 48,
+    greedy: bool = True,
+    batch_size: int = 64,
+    temperature: float = 1.0,
+    max_prompt_tokens: int = 256,
+) -> list[str]:
     """Responses (decoded, without the end token) to `texts` rendered as user turns."""
     pad = pad_token_id(tokenizer)
     out: list[str] = []
     model.eval()
     for start in range(0, len(texts), batch_size):
-        ids, mask = left_pad([prompt_token_ids(tokenizer, t, max_prompt_tokens) for t in texts[start : start + batch_size]], pad)
+        ids, mask = left_pad(
+            [prompt_token_ids(tokenizer, t, max_prompt_tokens) for t in texts[start : start + batch_size]], pad
+        )
         width = ids.size(1)
-        gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
-                             do_sample=not greedy, temperature=temperature if not greedy else None, top_p=None, top_k=None,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        gen = model.generate(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            temperature=temperature if not greedy else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
     return out
 

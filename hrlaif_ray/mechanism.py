@@ -17,7 +17,7 @@ are pure Python (no torch, no Ray), so the report and the tests use them alike.
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from hrlaif_ray.data.records import LabelRecord, PromptRecord
 from hrlaif_ray.labeling.verifiers import ground_truth
@@ -68,8 +68,9 @@ def correct_above_wrong(groups: Iterable[tuple[str, Sequence[float], Sequence[bo
     return {k: v for k, v in _rate(counts).items() if v["pairs"]}
 
 
-def bootstrap_ci(values: Sequence[Sequence[float | None]], n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> dict:
+def bootstrap_ci(
+    values: Sequence[Sequence[float | None]], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict:
     """{"mean", "ci95": [lo, hi], "n_prompts", "n_seeds"} of values[seed][prompt] (None: the prompt does not count
     for that metric, e.g. accuracy on a harmful prompt). Each draw resamples the seeds and the prompts with
     replacement; the interval is the draws' percentiles. One seed: prompts only."""

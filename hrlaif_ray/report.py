@@ -14,8 +14,12 @@ from typing import Any
 
 from hrlaif_ray.evaluation import mean
 
-CURVES = [("reward/score_mean", "RM reward (batch mean)"), ("actor/kl", "KL to the reference"),
-          ("response/length_mean", "response length (tokens)"), ("eval/batch_accuracy", "accuracy of the sampled batch")]
+CURVES = [
+    ("reward/score_mean", "RM reward (batch mean)"),
+    ("actor/kl", "KL to the reference"),
+    ("response/length_mean", "response length (tokens)"),
+    ("eval/batch_accuracy", "accuracy of the sampled batch"),
+]
 
 
 def _read_json(path: Path) -> Any:
@@ -45,27 +49,54 @@ def arm_summary(out: Path, arm: str, rm_from: str | None = None) -> dict:
     k = max(1, min(5, len(rewards) // 4))
     return {
         "eval": (_read_json(a / "eval" / "eval.json") or {}).get("metrics", {}),
-        "labels": labels.get("labeled", 0) + labels.get("already_committed", 0), "label_failed": labels.get("failed", 0),
-        "label_cost_usd": labels.get("cost_usd"), "label_tokens": labels.get("tokens_in", 0) + labels.get("tokens_out", 0),
-        "rm_heldout_accuracy": rm_last.get("eval_accuracy_all"), "rm_heldout_by_category": rm_last.get("eval_accuracy"),
-        "reward_first": mean(rewards[:k]), "reward_last": mean(rewards[-k:]), "ppo_steps": len(rows),
-        "alerts": _read_jsonl(a / "ppo" / "alerts.jsonl"), "curves": rows,
+        "labels": labels.get("labeled", 0) + labels.get("already_committed", 0),
+        "label_failed": labels.get("failed", 0),
+        "label_cost_usd": labels.get("cost_usd"),
+        "label_tokens": labels.get("tokens_in", 0) + labels.get("tokens_out", 0),
+        "rm_heldout_accuracy": rm_last.get("eval_accuracy_all"),
+        "rm_heldout_by_category": rm_last.get("eval_accuracy"),
+        "reward_first": mean(rewards[:k]),
+        "reward_last": mean(rewards[-k:]),
+        "ppo_steps": len(rows),
+        "alerts": _read_jsonl(a / "ppo" / "alerts.jsonl"),
+        "curves": rows,
     }
 
 
 def table(sft: dict, arms: dict[str, dict]) -> str:
     """Markdown: SFT and every arm on accuracy, harm, the judge's preference, reward, length, RM and labels."""
-    cols = ["policy", "math acc", "MC acc", "sampled acc", "harmful rate", "win vs SFT", "RM reward (start -> end)",
-            "length", "RM held-out acc", "labels", "label cost $", "alerts"]
+    cols = [
+        "policy",
+        "math acc",
+        "MC acc",
+        "sampled acc",
+        "harmful rate",
+        "win vs SFT",
+        "RM reward (start -> end)",
+        "length",
+        "RM held-out acc",
+        "labels",
+        "label cost $",
+        "alerts",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def row(name: str, m: dict, s: dict | None) -> str:
         reward = "-" if s is None else f"{_fmt(s['reward_first'])} -> {_fmt(s['reward_last'])}"
-        cells = [name, _fmt(m.get("accuracy/mix/math")), _fmt(m.get("accuracy/mix/multiple_choice")),
-                 _fmt(m.get("sampled_accuracy/mix")), _fmt(m.get("harmful_rate/mix")), _fmt(m.get("win_rate/mix")),
-                 reward, _fmt(m.get("length/mix"), 1),
-                 "-" if s is None else _fmt(s["rm_heldout_accuracy"]), "-" if s is None else str(s["labels"]),
-                 "-" if s is None else _fmt(s["label_cost_usd"], 4), "-" if s is None else str(len(s["alerts"]))]
+        cells = [
+            name,
+            _fmt(m.get("accuracy/mix/math")),
+            _fmt(m.get("accuracy/mix/multiple_choice")),
+            _fmt(m.get("sampled_accuracy/mix")),
+            _fmt(m.get("harmful_rate/mix")),
+            _fmt(m.get("win_rate/mix")),
+            reward,
+            _fmt(m.get("length/mix"), 1),
+            "-" if s is None else _fmt(s["rm_heldout_accuracy"]),
+            "-" if s is None else str(s["labels"]),
+            "-" if s is None else _fmt(s["label_cost_usd"], 4),
+            "-" if s is None else str(len(s["alerts"])),
+        ]
         return "| " + " | ".join(cells) + " |"
 
     lines.append(row("SFT", sft, None))
@@ -88,7 +119,7 @@ def plot(arms: dict[str, dict], path: Path) -> Path:
             steps, ys = zip(*points)
             w = 5  # a trailing mean: the batch values are noisy
             smooth = [sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1]) for i in range(len(ys))]
-            line, = ax.plot(steps, smooth, label=name)
+            (line,) = ax.plot(steps, smooth, label=name)
             ax.plot(steps, ys, alpha=0.25, color=line.get_color())
             if key == "eval/batch_accuracy":
                 held = [(r["step"], r["eval/heldout_accuracy"]) for r in s["curves"] if "eval/heldout_accuracy" in r]
@@ -120,9 +151,15 @@ def measure_machine(size: int = 1024, repeats: int = 5) -> dict:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "memory_gib": round(mem, 1),
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "matmul_gflops": round(2 * size**3 / best / 1e9, 1), "date": time.strftime("%Y-%m-%d")}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(mem, 1),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "matmul_gflops": round(2 * size**3 / best / 1e9, 1),
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 # ------------------------------------------------------------------------------------------ the mechanism
@@ -167,10 +204,13 @@ def outcomes(per_seed: list[dict[str, dict]], n_boot: int = 2000) -> dict:
     for suffix, unseen in (("", True), ("_seen", False)):
         keep = [i for i in ids if bool(per_seed[0][i].get("unseen")) == unseen]
         for metric in OUTCOMES:
-            result[metric + suffix] = bootstrap_ci([[_outcome(rows[i], metric) for i in keep] for rows in per_seed], n_boot)
+            result[metric + suffix] = bootstrap_ci(
+                [[_outcome(rows[i], metric) for i in keep] for rows in per_seed], n_boot
+            )
         result["greedy_accuracy_by_category" + suffix] = {
             c: bootstrap_ci([[_outcome(rows[i], "greedy_accuracy", c) for i in keep] for rows in per_seed], n_boot)
-            for c in VERIFIABLE}
+            for c in VERIFIABLE
+        }
     return result
 
 
@@ -199,10 +239,13 @@ def mechanism(out: Path, job, seeds: list[int]) -> dict:
         probes = [_read_json(out / f"seed-{s}" / owner / "rm" / "probe.json") or {} for s in seeds]
         per_seed = [_eval_rows(out / f"seed-{s}" / arm.name / "eval") for s in seeds]
         result[arm.name] = {
-            "label_agreement": _pooled(labels), "label_pairs": {c: sum(x.get(c, {}).get("pairs", 0) for x in labels) for c in LINK_CATEGORIES},
+            "label_agreement": _pooled(labels),
+            "label_pairs": {c: sum(x.get(c, {}).get("pairs", 0) for x in labels) for c in LINK_CATEGORIES},
             "rm_correct_above_wrong": _pooled([p.get("unseen", {}) for p in probes]),
             "rm_correct_above_wrong_seen": _pooled([p.get("seen", {}) for p in probes]),
-            "rm_pairs": {c: sum(p.get("unseen", {}).get(c, {}).get("pairs", 0) for p in probes) for c in LINK_CATEGORIES},
+            "rm_pairs": {
+                c: sum(p.get("unseen", {}).get(c, {}).get("pairs", 0) for p in probes) for c in LINK_CATEGORIES
+            },
             "per_seed": {"label_agreement": labels, "rm_correct_above_wrong": [p.get("unseen") for p in probes]},
             **outcomes(per_seed),
         }
@@ -217,8 +260,16 @@ def _ci(x: dict | None) -> str:
 
 def mechanism_table(mech: dict, arms: list[str], suffix: str = "") -> str:
     """Markdown: the three links per arm; outcomes with their 95% intervals."""
-    cols = ["policy", "labels agree: math / MC / harm", "RM correct>wrong: math / MC / harm", "greedy acc", "sampled acc",
-            "harmful rate", "win vs SFT", "length"]
+    cols = [
+        "policy",
+        "labels agree: math / MC / harm",
+        "RM correct>wrong: math / MC / harm",
+        "greedy acc",
+        "sampled acc",
+        "harmful rate",
+        "win vs SFT",
+        "length",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def three(d: dict | None) -> str:
@@ -226,7 +277,9 @@ def mechanism_table(mech: dict, arms: list[str], suffix: str = "") -> str:
 
     for name in ["sft", *arms]:
         m = mech[name]
-        links = ["-", "-"] if name == "sft" else [three(m["label_agreement"]), three(m["rm_correct_above_wrong" + suffix])]
+        links = (
+            ["-", "-"] if name == "sft" else [three(m["label_agreement"]), three(m["rm_correct_above_wrong" + suffix])]
+        )
         cells = [name.upper() if name == "sft" else name, *links, *(_ci(m.get(k + suffix)) for k in OUTCOMES)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -243,19 +296,25 @@ def targets(mech: dict) -> list[str]:
     if "hrlaif" in mech:
         rm = mech["hrlaif"]["rm_correct_above_wrong"]
         ok = all((rm.get(c) or 0) >= 0.80 for c in VERIFIABLE)
-        lines.append(f"- HRLAIF RM correct-above-wrong >= 0.80 on math and MC: **{'met' if ok else 'not met'}** "
-                     f"(math {_fmt(rm.get('math'))}, MC {_fmt(rm.get('multiple_choice'))})")
+        lines.append(
+            f"- HRLAIF RM correct-above-wrong >= 0.80 on math and MC: **{'met' if ok else 'not met'}** "
+            f"(math {_fmt(rm.get('math'))}, MC {_fmt(rm.get('multiple_choice'))})"
+        )
         acc, harm = mean("hrlaif", "greedy_accuracy"), mean("hrlaif", "harmful_rate")
         if None not in (acc, sft_acc):
             ok = acc >= sft_acc and (harm is None or sft_harm is None or harm <= sft_harm)
-            lines.append(f"- HRLAIF >= SFT on greedy verified accuracy with harmful rate <= SFT's: **{'met' if ok else 'not met'}** "
-                         f"(accuracy {acc:.3f} vs {sft_acc:.3f}; harmful rate {_fmt(harm)} vs {_fmt(sft_harm)})")
+            lines.append(
+                f"- HRLAIF >= SFT on greedy verified accuracy with harmful rate <= SFT's: **{'met' if ok else 'not met'}** "
+                f"(accuracy {acc:.3f} vs {sft_acc:.3f}; harmful rate {_fmt(harm)} vs {_fmt(sft_harm)})"
+            )
     if "rlaif" in mech:
         acc, win = mean("rlaif", "greedy_accuracy"), mean("rlaif", "win_rate_vs_sft")
         if None not in (acc, sft_acc, win):
             ok = acc < sft_acc and win > 0.5
-            lines.append(f"- RLAIF below SFT on accuracy while its judge win rate rises above 0.5: **{'met' if ok else 'not met'}** "
-                         f"(accuracy {acc:.3f} vs {sft_acc:.3f}; win rate {win:.3f})")
+            lines.append(
+                f"- RLAIF below SFT on accuracy while its judge win rate rises above 0.5: **{'met' if ok else 'not met'}** "
+                f"(accuracy {acc:.3f} vs {sft_acc:.3f}; win rate {win:.3f})"
+            )
     return lines
 
 
@@ -268,42 +327,68 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
     first = out / f"seed-{seeds[0]}"
     summaries = {a.name: arm_summary(first, a.name, a.rm_from) for a in job.arms}
     png = plot(summaries, out / "plots" / "training.png")
-    methods = "; ".join(f"{a.name} = {a.method} labels, RL reward {a.reward}" + (f" (labels and RM of {a.rm_from})" if a.rm_from else "")
-                        for a in job.arms)
+    methods = "; ".join(
+        f"{a.name} = {a.method} labels, RL reward {a.reward}"
+        + (f" (labels and RM of {a.rm_from})" if a.rm_from else "")
+        for a in job.arms
+    )
     control = bool(job.sft.get("responses", {}).get("control"))
     mix = job.stage_job("eval", policy="-", output_dir="-").mix
     machine = machine or {}
     lines = [
-        f"# HRLAIF run: {out.name}", "",
+        f"# HRLAIF run: {out.name}",
+        "",
         f"Arms: {methods}. Seeds {seeds} (labels, RM, PPO and evaluation samples reseeded; one SFT policy). SFT data: "
         f"correctness {'independent of' if control else 'falls with'} answer length{' (the control)' if control else ''}. "
-        f"Machine: {machine.get('cpus', '-')} CPUs, fp32 matmul {machine.get('matmul_gflops', '-')} GFLOP/s, {machine.get('date', '-')}.", "",
-        f"## The mechanism, on the {mix.split if mix else '-'} prompts no stage trained on (unseen problems)", "",
-        mechanism_table(mech, arms), "",
+        f"Machine: {machine.get('cpus', '-')} CPUs, fp32 matmul {machine.get('matmul_gflops', '-')} GFLOP/s, {machine.get('date', '-')}.",
+        "",
+        f"## The mechanism, on the {mix.split if mix else '-'} prompts no stage trained on (unseen problems)",
+        "",
+        mechanism_table(mech, arms),
+        "",
         "Labels agree: of each arm's preference pairs whose two responses differ in ground truth (verified correct vs "
         "wrong; refusal vs compliance), the share that puts the right one first. RM correct>wrong: the arm's RM on the "
         "SFT policy's samples (4 per prompt) of the evaluation prompts, the share of such pairs it scores in the right "
         "order. Outcomes: mean over seeds and prompts with a 95% bootstrap interval (seeds and prompts resampled); "
         "greedy and sampled (temperature 1) verified accuracy on math and multiple choice; harmful rate and win rate "
-        "against the SFT policy are the judge's (both orders, a disagreement is a tie); length in tokens.", "",
-        *targets(mech), "",
-        "## The same on seen problems (problems the training stages drew, new prompts)", "",
-        mechanism_table(mech, arms, "_seen"), "",
+        "against the SFT policy are the judge's (both orders, a disagreement is a tie); length in tokens.",
+        "",
+        *targets(mech),
+        "",
+        "## The same on seen problems (problems the training stages drew, new prompts)",
+        "",
+        mechanism_table(mech, arms, "_seen"),
+        "",
         f"SFT: {sft_train.get('steps', '-')} steps, greedy accuracy on its own check prompts "
-        f"{json.dumps({k: round(v, 3) for k, v in sft_train.get('greedy_accuracy', {}).items()})}.", "",
-        f"## Training (seed {seeds[0]})", "", table(mech_eval_first(out, seeds[0]), summaries), "",
-        "![training curves](plots/training.png)", "",
-        "## Stage times (s)", "", "| stage | seconds |", "|---|---|",
-        *[f"| {k} | {v:.0f} |" for k, v in times.items()], "",
+        f"{json.dumps({k: round(v, 3) for k, v in sft_train.get('greedy_accuracy', {}).items()})}.",
+        "",
+        f"## Training (seed {seeds[0]})",
+        "",
+        table(mech_eval_first(out, seeds[0]), summaries),
+        "",
+        "![training curves](plots/training.png)",
+        "",
+        "## Stage times (s)",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {k} | {v:.0f} |" for k, v in times.items()],
+        "",
     ]
     for name, s in summaries.items():
         for alert in s["alerts"]:
             lines.append(f"- {name} (seed {seeds[0]}): {alert['alert']}")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    result = {"date": machine.get("date"), "machine": machine, "seeds": seeds, "mechanism": mech,
-              "table": mechanism_table(mech, arms),
-              "arms_seed_first": {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in summaries.items()},
-              "times": times, "plot": str(png)}
+    result = {
+        "date": machine.get("date"),
+        "machine": machine,
+        "seeds": seeds,
+        "mechanism": mech,
+        "table": mechanism_table(mech, arms),
+        "arms_seed_first": {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in summaries.items()},
+        "times": times,
+        "plot": str(png),
+    }
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
@@ -316,11 +401,25 @@ def mech_eval_first(out: Path, seed: int) -> dict:
 def summary_json(result: dict) -> dict:
     """The committed summary (`benchmarks/results/demo_seeds.json`): date, machine, seeds, and per arm the links and
     outcomes (unseen prompts; `_seen` for the seen ones)."""
-    keep = ["label_agreement", "rm_correct_above_wrong", "rm_correct_above_wrong_seen", "label_pairs", "rm_pairs",
-            *OUTCOMES, *(k + "_seen" for k in OUTCOMES), "greedy_accuracy_by_category", "greedy_accuracy_by_category_seen"]
+    keep = [
+        "label_agreement",
+        "rm_correct_above_wrong",
+        "rm_correct_above_wrong_seen",
+        "label_pairs",
+        "rm_pairs",
+        *OUTCOMES,
+        *(k + "_seen" for k in OUTCOMES),
+        "greedy_accuracy_by_category",
+        "greedy_accuracy_by_category_seen",
+    ]
     arms = {name: {k: m[k] for k in keep if k in m} for name, m in result["mechanism"].items()}
-    return {"date": result["date"], "machine": result["machine"], "seeds": result["seeds"], "arms": arms,
-            "times_s": result["times"]}
+    return {
+        "date": result["date"],
+        "machine": result["machine"],
+        "seeds": result["seeds"],
+        "arms": arms,
+        "times_s": result["times"],
+    }
 
 
 if __name__ == "__main__":

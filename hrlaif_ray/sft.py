@@ -35,7 +35,9 @@ def read_sft_jsonl(path: str | Path) -> list[SFTExample]:
         for key in ("prompt", "response"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise DataError(path, n, key, "must be a non-empty string")
-        out.append(SFTExample(str(row.get("id", f"line/{n}")), row.get("category", "open_qa"), row["prompt"], row["response"]))
+        out.append(
+            SFTExample(str(row.get("id", f"line/{n}")), row.get("category", "open_qa"), row["prompt"], row["response"])
+        )
     if not out:
         raise DataError(path, None, None, "no SFT rows")
     return out
@@ -98,8 +100,12 @@ def train_sft(job: SFTJob, log=print) -> dict:
     optim = torch.optim.AdamW(model.parameters(), lr=job.lr, weight_decay=job.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_at(s, job) / job.lr)
     per_rank = job.batch_size // world
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optim, lr_scheduler=sched,
-                                      config=zero_config(job.zero_stage, per_rank, world, grad_clip=job.grad_clip))
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        optimizer=optim,
+        lr_scheduler=sched,
+        config=zero_config(job.zero_stage, per_rank, world, grad_clip=job.grad_clip),
+    )
     rng = random.Random(job.seed)
     order: list[int] = []
     losses, start, step = [], time.perf_counter(), 0
@@ -115,12 +121,26 @@ def train_sft(job: SFTJob, log=print) -> dict:
         losses.append(loss.item())
         step += 1
         if rank == 0 and (step % 50 == 0 or step == 1):
-            log(json.dumps({"step": step, "loss": round(losses[-1], 4), "lr": sched.get_last_lr()[0],
-                            "elapsed_s": round(time.perf_counter() - start, 1)}))
+            log(
+                json.dumps(
+                    {
+                        "step": step,
+                        "loss": round(losses[-1], 4),
+                        "lr": sched.get_last_lr()[0],
+                        "elapsed_s": round(time.perf_counter() - start, 1),
+                    }
+                )
+            )
     train_s = time.perf_counter() - start
     state = engine._zero3_consolidated_16bit_state_dict() if job.zero_stage == 3 else None
-    result = {"steps": step, "train_s": train_s, "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
-              "examples": len(rows), "world_size": world}
+    result = {
+        "steps": step,
+        "train_s": train_s,
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "examples": len(rows),
+        "world_size": world,
+    }
     if rank == 0:
         if state is not None:
             model.load_state_dict(state)

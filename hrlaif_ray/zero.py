@@ -32,8 +32,13 @@ def zero_config(
     SmolLM2-135M ranks held 7.5-8.7 GB each at start-up and Ray's memory monitor killed them."""
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"zero stage must be 0-3, got {stage}")
-    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True,
-                            "reduce_bucket_size": bucket_elements, "allgather_bucket_size": bucket_elements}
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": bucket_elements,
+        "allgather_bucket_size": bucket_elements,
+    }
     if stage == 3:  # lets rank 0 consolidate the full weights for an HF checkpoint
         zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_prefetch_bucket_size=bucket_elements)
     if offload_optimizer:
@@ -73,7 +78,9 @@ def free_port() -> int:
 def single_process_env() -> None:
     """Rank 0 of a world of 1 when no launcher (torchrun, a Ray learner group) set the distributed environment."""
     if "RANK" not in os.environ:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+        )
 
 
 def init_distributed() -> tuple[int, int]:

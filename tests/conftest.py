@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from actors.runtime import process_defaults
 from hrlaif_ray.config import ModelConfig, PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.readers import resolve_data_dir
 
+process_defaults()  # as the hrlaif command does: CPU DeepSpeed, a local Ray on 127.0.0.1, zero-copy tensors
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
@@ -38,9 +40,8 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from hrlaif_ray.models import train_bpe_tokenizer
-
     from hrlaif_ray.data.sft_mix import tokenizer_corpus
+    from hrlaif_ray.models import train_bpe_tokenizer
 
     return train_bpe_tokenizer(tokenizer_corpus(generate_prompt_mix(PromptMixConfig(n=500))), vocab_size=384)
 
@@ -70,13 +71,36 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def torchrun(*target: str, ranks: int = 2) -> list[str]:
+    """The command that runs `target` (a script, or -m module, and its arguments) on `ranks` local torchrun ranks."""
+    from hrlaif_ray.zero import free_port
+
+    return [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(ranks),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        *target,
+    ]
+
+
 def run_hrlaif(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
     """`hrlaif ARGS` in a child process whose temp files (Ray's among them) live under a short /tmp folder: Ray's
     socket paths must stay under 108 bytes, which pytest's tmp_path exceeds."""
     short = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
     try:
-        return subprocess.run([str(ROOT / ".venv/bin/hrlaif"), *args], env=script_env(short, **env), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [str(ROOT / ".venv/bin/hrlaif"), *args],
+            env=script_env(short, **env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         shutil.rmtree(short, ignore_errors=True)
 
@@ -101,7 +125,15 @@ def sft_policy_dir(tmp_path_factory, tiny_model_dir) -> Path:
     if reuse:
         return Path(reuse)
     tmp = tmp_path_factory.mktemp("sft")
-    proc = run_hrlaif("sft", "--init", str(tiny_model_dir), "--out", str(tmp / "policy"), f"steps={SFT_TEST_STEPS}",
-                      timeout=900, OMP_NUM_THREADS="2")
+    proc = run_hrlaif(
+        "sft",
+        "--init",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp / "policy"),
+        f"steps={SFT_TEST_STEPS}",
+        timeout=900,
+        OMP_NUM_THREADS="2",
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp / "policy"

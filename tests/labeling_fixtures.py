@@ -24,12 +24,16 @@ def _fmt(value: int, style: int) -> str:
 
 def math_item(p: PromptRecord, rng: random.Random) -> tuple[LabelItem, set[int]]:
     a = int(float(p.answer))
-    steps = re.sub(r"<<[^>]*>>", "", p.metadata.get("solution", "")).split("####")[0].strip() or f"We compute it to get {a}."
+    steps = (
+        re.sub(r"<<[^>]*>>", "", p.metadata.get("solution", "")).split("####")[0].strip()
+        or f"We compute it to get {a}."
+    )
     wrong = a + rng.choice([1, -1, 2, 10])
     responses = [
         f"{steps}\nThe answer is {a}.",  # correct
         f"After working it out, the answer is {wrong}.",  # wrong final number
-        " ".join(FILLER) + f"\n{steps}\nSo, after all of that careful work, the final answer is {_fmt(a + rng.choice([3, 5, 7, 11]), rng.randint(0, 3))}.",
+        " ".join(FILLER)
+        + f"\n{steps}\nSo, after all of that careful work, the final answer is {_fmt(a + rng.choice([3, 5, 7, 11]), rng.randint(0, 3))}.",
         _fmt(a, rng.randint(0, 3)),  # terse but right, in a varied format
     ]
     return LabelItem(p, [Response(t) for t in responses]), {0, 3}
@@ -42,7 +46,8 @@ def mc_item(p: PromptRecord, rng: random.Random) -> tuple[LabelItem, set[int]]:
     responses = [
         f"The answer is ({r}) {p.choices[right]}.",
         f"Answer: {w}",
-        " ".join(FILLER) + f" Considering every option in turn, {p.choices[wrong]} fits best. Therefore the answer is ({w}).",
+        " ".join(FILLER)
+        + f" Considering every option in turn, {p.choices[wrong]} fits best. Therefore the answer is ({w}).",
         f"{r}",
     ]
     return LabelItem(p, [Response(t) for t in responses]), {0, 3}
@@ -88,7 +93,9 @@ def label_items(base_url: str, method: str, items: list[LabelItem], concurrency:
     from hrlaif_ray.labeling.strategies import Judges, label_item
 
     endpoint = JudgeEndpoint(base_url=base_url, model="gpt-3.5-turbo", timeout_s=20)
-    config = LabelingConfig(method=method, judges=[endpoint], rewriter=endpoint.model_copy(update={"model": "gpt-4"}), **cfg)
+    config = LabelingConfig(
+        method=method, judges=[endpoint], rewriter=endpoint.model_copy(update={"model": "gpt-4"}), **cfg
+    )
 
     async def run():
         judges = Judges.from_config(config)

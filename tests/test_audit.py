@@ -9,8 +9,9 @@ from hrlaif_ray.labeling.audit import pair_outcome, summarize
 
 
 def test_outcomes_and_summary():
-    assert [pair_outcome(*v) for v in [("A", "B"), ("B", "A"), ("A", "A"), ("B", "B"), ("tie", "tie"), ("A", "tie")]] == [
-        "agree", "reverse", "position_a", "position_b", "tie", "inconsistent"]
+    assert [
+        pair_outcome(*v) for v in [("A", "B"), ("B", "A"), ("A", "A"), ("B", "B"), ("tie", "tie"), ("A", "tie")]
+    ] == ["agree", "reverse", "position_a", "position_b", "tie", "inconsistent"]
     s = summarize(["agree", "agree", "reverse", "position_a"], ["A", "B", "A", "B", "B", "A", "A", "A"])
     assert s["agreement"] == 0.5 and s["agreement_when_consistent"] == pytest.approx(2 / 3)
     assert s["consistency"] == 0.75 and s["position_bias_rate"] == 0.25 and s["a_share"] == 0.625
@@ -31,6 +32,19 @@ def test_audit_labels_report(tmp_path, data_dir, capsys):
     assert "AI vs human" in capsys.readouterr().out
     # A judge that always answers A: every pair is position-biased, none agrees.
     biased = tmp_path / "biased.json"
-    audit(["--data-dir", str(data_dir), "--pairs", "20", "--items", "10", "--sim", "position_bias=1.0", "--out", str(biased)])
+    audit(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--pairs",
+            "20",
+            "--items",
+            "10",
+            "--sim",
+            "position_bias=1.0",
+            "--out",
+            str(biased),
+        ]
+    )
     row = json.loads(biased.read_text())["categories"]["open_qa"]
     assert row["position_bias_rate"] == 1.0 and row["agreement"] == 0.0 and row["a_share"] == 1.0

@@ -5,24 +5,33 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, script_env
 
 from hrlaif_ray.data import read_records
-
-from conftest import ROOT, script_env
 
 HRLAIF = shutil.which("hrlaif") or str(Path(__import__("sys").executable).parent / "hrlaif")
 
 
 def _hrlaif(tmp_path, *args):
-    return subprocess.run([HRLAIF, *args], env=script_env(tmp_path), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [HRLAIF, *args], env=script_env(tmp_path), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
 
 
 def test_make_prompts_and_tiny_model(tmp_path):
     proc = _hrlaif(tmp_path, "make-prompts", "--out", str(tmp_path / "p.parquet"), "n=50", "seed=2")
     assert proc.returncode == 0, proc.stderr
     assert len(read_records(tmp_path / "p.parquet", "prompts")) == 50
-    proc = _hrlaif(tmp_path, "tiny-model", "--config", "cluster/configs/tiny-model.yaml", "--out", str(tmp_path / "m"),
-                   "model.arch=llama", "prompts.n=200")
+    proc = _hrlaif(
+        tmp_path,
+        "tiny-model",
+        "--config",
+        "cluster/configs/tiny-model.yaml",
+        "--out",
+        str(tmp_path / "m"),
+        "model.arch=llama",
+        "prompts.n=200",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "llama" in proc.stdout and (tmp_path / "m" / "model.safetensors").is_file()
     assert "arch: llama" in (tmp_path / "m" / "hrlaif_config.yaml").read_text()
@@ -35,9 +44,58 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
 
 @pytest.mark.data
 def test_prepare_data(tmp_path, data_dir):
-    proc = _hrlaif(tmp_path, "prepare-data", "--source", "mt-bench", "--data-dir", str(data_dir), "--out", str(tmp_path / "h.parquet"))
+    proc = _hrlaif(
+        tmp_path,
+        "prepare-data",
+        "--source",
+        "mt-bench",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "h.parquet"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(read_records(tmp_path / "h.parquet", "human_pairs")) == 200
     proc = _hrlaif(tmp_path, "prepare-data", "--source", "nope", "--out", str(tmp_path / "x.parquet"))
     assert proc.returncode == 2 and "unknown data source 'nope'" in proc.stderr
     assert "gsm8k/test" in _hrlaif(tmp_path, "prepare-data", "--list").stdout
+
+
+BAD_INPUT = {  # command -> arguments with one bad config, override or input, and what the one-line error must name
+    "prepare-data": (["--source", "nope", "--out", "x.parquet"], "unknown data source 'nope'"),
+    "make-prompts": (["--out", "p.parquet", "n=-1"], "n:"),
+    "tiny-model": (["--out", "m", "model.num_layers=-1"], "model.num_layers"),
+    "export-smollm2": (["--out", "/proc/version/smollm2"], "/proc/version"),
+    "sft": (["--config", "missing.yaml"], "missing.yaml"),
+    "label": (["--config", "missing.yaml"], "missing.yaml"),
+    "serve-judge": (["p_429=2"], "p_429"),
+    "sample": (["--config", "missing.yaml"], "missing.yaml"),
+    "train-rm": (["init=x", "labels_dir=y", "prompts=z", "output_dir=o", "epochs=zero"], "epochs"),
+    "rm-probe": (["rm=x", "prompts=y"], "rollouts"),
+    "ppo": (["policy=p", "output_dir=o", "algo.estimator=nope"], "algo.estimator"),
+    "eval": (["--config", "missing.yaml"], "missing.yaml"),
+    "run": (["arms=[]"], "arms"),
+    "serve-rm": (["--rm", "no-such-rm"], "no-such-rm"),
+    "audit-labels": (["--data-dir", "no-such-data", "--base-url", "http://127.0.0.1:9/v1"], "no-such-data"),
+    "config": (["show", "nope"], "config show JOB"),
+}
+
+
+def test_every_command_reports_bad_input_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
+    from cluster.cli import ENTRY_POINTS, PARSED_JOBS, main
+
+    assert set(BAD_INPUT) >= set(ENTRY_POINTS) | set(PARSED_JOBS) | {"config", "prepare-data", "export-smollm2"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HRLAIF_RM_TOKEN", "t")
+    for command, (args, names) in BAD_INPUT.items():
+        assert main([command, *args]) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"hrlaif {command}: error:") and names in err[0], (command, err)
+
+
+def test_config_show_prints_every_key_with_its_description(capsys):
+    from cluster.cli import main
+
+    assert main(["config", "show", "sft"]) == 0
+    out = capsys.readouterr().out
+    assert "steps = 1100  # Optimizer steps" in out and "prompts.holdout = 0.3" in out and "(required)" in out

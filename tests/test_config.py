@@ -50,10 +50,31 @@ def test_malformed_overrides_and_files(tmp_path):
 
 
 def test_shipped_config_files_validate():
+    """Every file in cluster/configs validates as the job it is for (the KubeRay spec is checked in
+    test_cluster_configs), and says what its comment says."""
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[1] / "cluster" / "configs").glob("tiny-model*.yaml")):
-        load_config(TinyModelJob, path)
+    from hrlaif_ray.config import LabelJob, PPOJob, RunJob
+
+    folder = Path(__file__).parents[1] / "cluster" / "configs"
+    jobs = {
+        "tiny-model.yaml": TinyModelJob,
+        "label-local.yaml": LabelJob,
+        "demo.yaml": RunJob,
+        "local-tiny.yaml": PPOJob,
+        "smollm2-cpu.yaml": PPOJob,
+        "13b-8xa100.yaml": PPOJob,
+    }
+    shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml"}
+    assert shipped == set(jobs), f"a shipped config without a test: {shipped ^ set(jobs)}"
+    loaded = {name: load_config(cls, folder / name) for name, cls in jobs.items()}
+    assert loaded["tiny-model.yaml"].model.hidden_size == 128 and loaded["tiny-model.yaml"].tokenizer.vocab_size == 384
+    demo = loaded["demo.yaml"]
+    assert [a.method for a in demo.arms] == ["basic", "hybrid", "oracle"] and demo.sft["steps"] > 0
+    assert "max_time_s" not in demo.sft  # budgets are steps, never seconds
+    assert demo.stage_job("eval", policy="-", output_dir="-").mix.split == "eval" and demo.prompts.split == "train"
+    assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor
+    assert loaded["13b-8xa100.yaml"].resources.bundle.get("GPU") == 1
 
 
 def test_label_config_file_validates():
@@ -64,7 +85,11 @@ def test_label_config_file_validates():
     job = load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["pool.labelers=4"])
     assert job.pool.labelers == 4 and job.labeling.judges[0].model == "gpt-3.5-turbo"
     with pytest.raises(ConfigError, match="labeling.judges.0.json_mode"):
-        load_config(LabelJob, Path(__file__).parents[1] / "cluster/configs/label-local.yaml", ["labeling.judges=[{json_mode: yaml}]"])
+        load_config(
+            LabelJob,
+            Path(__file__).parents[1] / "cluster/configs/label-local.yaml",
+            ["labeling.judges=[{json_mode: yaml}]"],
+        )
 
 
 def test_override_of_one_field_keeps_the_section_default():
@@ -74,3 +99,17 @@ def test_override_of_one_field_keeps_the_section_default():
 
     job = load_config(SFTJob, None, ["init=m", "output_dir=o", "prompts.a_max=99"])
     assert (job.prompts.n, job.prompts.a_max, job.prompts.open_qa) == (40000, 99, 0.0)
+
+
+def test_every_config_field_has_a_description():
+    import inspect
+
+    from pydantic import BaseModel
+
+    import hrlaif_ray.config as config
+    from hrlaif_ray.judges.sim_judge import SimJudgeConfig
+
+    classes = [c for _, c in inspect.getmembers(config, inspect.isclass) if issubclass(c, BaseModel)]
+    classes = [c for c in classes if c.__module__ == config.__name__] + [SimJudgeConfig]
+    missing = [f"{c.__name__}.{name}" for c in classes for name, f in c.model_fields.items() if not f.description]
+    assert not missing, missing

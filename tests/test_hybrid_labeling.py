@@ -3,14 +3,13 @@
 import asyncio
 
 import pytest
+from labeling_fixtures import label_items, perturbed_items
 
 from hrlaif_ray.config import JudgeEndpoint, LabelingConfig, PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.readers import load_source
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.strategies import Judges, label_item
-
-from labeling_fixtures import label_items, perturbed_items
 
 
 def _correct_above_wrong(label, correct: set[int]) -> bool:
@@ -36,7 +35,9 @@ def _check(base_url, prompts):
 
 
 def test_hybrid_on_generated_math_and_choices():
-    prompts = [p for p in generate_prompt_mix(PromptMixConfig(n=120, seed=5)) if p.category in ("math", "multiple_choice")]
+    prompts = [
+        p for p in generate_prompt_mix(PromptMixConfig(n=120, seed=5)) if p.category in ("math", "multiple_choice")
+    ]
     with sim_judge_server(["latency_ms=0"]) as base:
         _check(base, prompts)
 
@@ -46,7 +47,9 @@ def test_hybrid_on_gsm8k_and_mmlu(data_dir):
     prompts = load_source("gsm8k/test", data_dir)[:100] + load_source("mmlu/test", data_dir)[::140]
     with sim_judge_server() as base:
         basic_ok = _check(base, prompts)
-    print(f"basic RLAIF ranked every correct above every wrong on {basic_ok:.0%} of {len(prompts)} items; hybrid on 100%")
+    print(
+        f"basic RLAIF ranked every correct above every wrong on {basic_ok:.0%} of {len(prompts)} items; hybrid on 100%"
+    )
 
 
 def _one(base_urls, item, **cfg):
@@ -69,9 +72,17 @@ def test_router_fallback_and_ensemble():
 
     with sim_judge_server() as fair, sim_judge_server(["position_bias=1.0"]) as biased:
         # A prompt of unknown category is classified by the judge, then labeled by its category's method.
-        unknown = PromptRecord("u", "open_qa", "How can I steal a credit card number online?", "t", metadata={"category_unknown": True})
-        label = _one([fair], LabelItem(unknown, [Response("Sure: first find a shop."), Response("I can't help with that.")]))
-        assert label.category == "harmful" and label.method == "redteam" and (1, 0) in {(p.better, p.worse) for p in label.pairs}
+        unknown = PromptRecord(
+            "u", "open_qa", "How can I steal a credit card number online?", "t", metadata={"category_unknown": True}
+        )
+        label = _one(
+            [fair], LabelItem(unknown, [Response("Sure: first find a shop."), Response("I can't help with that.")])
+        )
+        assert (
+            label.category == "harmful"
+            and label.method == "redteam"
+            and (1, 0) in {(p.better, p.worse) for p in label.pairs}
+        )
         # No final answer to extract: the judge decides whether it matches the standard answer.
         math = PromptRecord("m", "math", "Tom has 23 apples and buys 4 more. How many apples now?", "t", answer="27")
         label = _one([fair], LabelItem(math, [Response("twenty-seven, I believe"), Response("The answer is 27.")]))

@@ -3,14 +3,16 @@
 import json
 import os
 import signal
-import tempfile
 import subprocess
+import tempfile
 import time
 from collections import Counter
 
 import httpx
 import pytest
 import ray
+from conftest import ROOT, script_env
+from labeling_fixtures import write_label_inputs
 
 from cluster.label import run_label_job
 from hrlaif_ray.config import LabelJob
@@ -18,10 +20,15 @@ from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.ledger import LabelLedger
 
-from conftest import ROOT, script_env
-from labeling_fixtures import write_label_inputs
-
-FAULTS = ["p_429=0.1", "p_500=0.08", "p_drop=0.04", "p_timeout=0.03", "p_malformed=0.05", "timeout_s=8", "retry_after_s=0.05"]
+FAULTS = [
+    "p_429=0.1",
+    "p_500=0.08",
+    "p_drop=0.04",
+    "p_timeout=0.03",
+    "p_malformed=0.05",
+    "timeout_s=8",
+    "retry_after_s=0.05",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +40,15 @@ def local_ray():
 
 def _job(tmp_path, base_url, prompts, rollouts, out, **pool):
     judge = {"base_url": base_url, "model": "gpt-3.5-turbo", "timeout_s": 3.0, "max_retries": 8}
-    return LabelJob.model_validate({
-        "prompts": str(prompts), "rollouts": str(rollouts), "output_dir": str(out),
-        "labeling": {"judges": [judge], "rewriter": {**judge, "model": "gpt-4"}},
-        "pool": {"labelers": 2, "concurrency": 16, "shard_size": 50, **pool},
-    })
+    return LabelJob.model_validate(
+        {
+            "prompts": str(prompts),
+            "rollouts": str(rollouts),
+            "output_dir": str(out),
+            "labeling": {"judges": [judge], "rewriter": {**judge, "model": "gpt-4"}},
+            "pool": {"labelers": 2, "concurrency": 16, "shard_size": 50, **pool},
+        }
+    )
 
 
 def _shard_rows(out):
@@ -80,7 +91,9 @@ def test_500_items_under_30_percent_faults_exactly_once(tmp_path, local_ray):
 def test_sigkill_then_resume_gives_the_same_labels(tmp_path, local_ray):
     prompts, rollouts = write_label_inputs(tmp_path, 240, seed=2)
     with sim_judge_server(["latency_ms=150", "p_500=0.1"]) as base:
-        reference = run_label_job(_job(tmp_path, base, prompts, rollouts, tmp_path / "ref", shard_size=16), progress=False)
+        reference = run_label_job(
+            _job(tmp_path, base, prompts, rollouts, tmp_path / "ref", shard_size=16), progress=False
+        )
         assert reference["labeled"] == 240
         out = tmp_path / "killed"
         config = tmp_path / "job.json"  # YAML is a superset of JSON
@@ -88,9 +101,19 @@ def test_sigkill_then_resume_gives_the_same_labels(tmp_path, local_ray):
         env = script_env(tmp_path)
         env["TMPDIR"] = tempfile.mkdtemp(prefix="hr-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
         env.pop("RAY_ADDRESS", None)
-        proc = subprocess.Popen([str(ROOT / ".venv/bin/hrlaif") if (ROOT / ".venv/bin/hrlaif").exists() else "hrlaif",
-                                 "label", "--config", str(config), "--no-progress"],
-                                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/hrlaif") if (ROOT / ".venv/bin/hrlaif").exists() else "hrlaif",
+                "label",
+                "--config",
+                str(config),
+                "--no-progress",
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 120
         while len(list(out.glob("labels-*.parquet"))) < 3:
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
@@ -103,9 +126,14 @@ def test_sigkill_then_resume_gives_the_same_labels(tmp_path, local_ray):
         assert 0 < len(before) < 240
         resumed = run_label_job(LabelJob.model_validate_json(config.read_text()), progress=False)
     assert resumed["already_committed"] == len(before) and resumed["labeled"] == 240 - len(before)
-    new_keys = [l.idempotency_key for s in set(out.glob("labels-*.parquet")) - shards_before for l in read_records(s, "labels")]
+    new_keys = [
+        l.idempotency_key for s in set(out.glob("labels-*.parquet")) - shards_before for l in read_records(s, "labels")
+    ]
     assert not set(new_keys) & before, "a committed label was requested again"
     final = {l.idempotency_key: (l.status, [(p.better, p.worse) for p in l.pairs]) for l in LabelLedger(out).labels()}
-    expected = {l.idempotency_key: (l.status, [(p.better, p.worse) for p in l.pairs]) for l in LabelLedger(tmp_path / "ref").labels()}
+    expected = {
+        l.idempotency_key: (l.status, [(p.better, p.worse) for p in l.pairs])
+        for l in LabelLedger(tmp_path / "ref").labels()
+    }
     assert final == expected
     assert json.loads((out / "summary.json").read_text())["labeled"] == 240 - len(before)

@@ -12,15 +12,27 @@ from hrlaif_ray.labeling.strategies import LabelItem, oracle_preferences
 from hrlaif_ray.mechanism import bootstrap_ci, correct_above_wrong, label_agreement
 
 MATH = PromptRecord("m1", "math", "Tom has 23 apples and buys 4 more. How many apples now?", "generated", answer="27")
-MC = PromptRecord("c1", "multiple_choice", "Ann has 12 pens and gives away 2. How many pens now? Options: (A) 10 (B) 11",
-                  "generated", answer="A", choices=["10", "11"])
+MC = PromptRecord(
+    "c1",
+    "multiple_choice",
+    "Ann has 12 pens and gives away 2. How many pens now? Options: (A) 10 (B) 11",
+    "generated",
+    answer="A",
+    choices=["10", "11"],
+)
 HARM = PromptRecord("h1", "harmful", "Tell me how to shoplift from a store.", "generated")
 PROMPTS = {p.id: p for p in (MATH, MC, HARM)}
 
 
 def label(prompt: PromptRecord, texts: list[str], pairs: list[tuple[int, int]], status: str = "ok") -> LabelRecord:
-    return LabelRecord(prompt.id, prompt.category, "hybrid", [Response(t) for t in texts],
-                       [PreferencePair(b, w) for b, w in pairs], status=status)
+    return LabelRecord(
+        prompt.id,
+        prompt.category,
+        "hybrid",
+        [Response(t) for t in texts],
+        [PreferencePair(b, w) for b, w in pairs],
+        status=status,
+    )
 
 
 def test_label_agreement_counts_only_pairs_the_truth_decides():
@@ -75,7 +87,9 @@ def test_training_never_draws_a_reserved_problem_and_evaluation_reports_both():
         m = p.metadata
         key = harmful_key(m["frame"], m["act"]) if p.category == "harmful" else problem_key(m["a"], m["b"], m["op"])
         assert reserve_of(key, 0.3) == "train" and not m["unseen"]
-    trained = {problem_key(p.metadata["a"], p.metadata["b"], p.metadata["op"]) for p in train if p.category != "harmful"}
+    trained = {
+        problem_key(p.metadata["a"], p.metadata["b"], p.metadata["op"]) for p in train if p.category != "harmful"
+    }
     for split in ("dev", "eval"):
         held = generate_prompt_mix(PromptMixConfig(n=600, seed=30001, harmful=0.3, open_qa=0.0, split=split))
         unseen = [p for p in held if p.metadata["unseen"]]
@@ -91,8 +105,15 @@ def test_training_never_draws_a_reserved_problem_and_evaluation_reports_both():
 
 
 def test_oracle_labels_put_the_truth_first_and_state_nothing_else():
-    item = LabelItem(MATH, [Response("The answer is 27."), Response("The answer is 28."), Response("The answer is 27 apples."),
-                            Response("The answer is 17.")])
+    item = LabelItem(
+        MATH,
+        [
+            Response("The answer is 27."),
+            Response("The answer is 28."),
+            Response("The answer is 27 apples."),
+            Response("The answer is 17."),
+        ],
+    )
     pairs, verdicts = oracle_preferences(item)
     assert {(p.better, p.worse) for p in pairs} == {(0, 1), (0, 3), (2, 1), (2, 3)}
     assert [v.verdict for v in verdicts] == ["good", "bad", "good", "bad"]

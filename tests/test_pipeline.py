@@ -7,14 +7,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_hrlaif
 
 from hrlaif_ray.config import RunJob, load_config
 from hrlaif_ray.errors import ConfigError
 
-from conftest import ROOT, run_hrlaif
-
 DEMO = ROOT / "cluster" / "configs" / "demo.yaml"
-METRICS = ["accuracy/mix/math", "accuracy/mix/multiple_choice", "sampled_accuracy/mix", "harmful_rate/mix", "length/mix"]
+METRICS = [
+    "accuracy/mix/math",
+    "accuracy/mix/multiple_choice",
+    "sampled_accuracy/mix",
+    "harmful_rate/mix",
+    "length/mix",
+]
 
 
 def _run(out: Path, *overrides: str, timeout: int = 1500) -> subprocess.CompletedProcess:
@@ -27,26 +32,55 @@ def test_run_config_errors_name_the_stage_and_key():
     with pytest.raises(ConfigError, match=r"rm\.output_dir: set by the run"):
         load_config(RunJob, DEMO, ["rm.output_dir=/elsewhere"])
     with pytest.raises(ConfigError, match=r"arms: names must differ"):
-        load_config(RunJob, DEMO, ['arms=[{name: a, method: basic}, {name: a, method: hybrid}]'])
+        load_config(RunJob, DEMO, ["arms=[{name: a, method: basic}, {name: a, method: hybrid}]"])
     job = load_config(RunJob, DEMO)
     ppo = job.stage_job("ppo", policy="p", output_dir="o", prompts="x", **{"reward.kind": "rm", "reward.rm": "r"})
     assert (ppo.reward.kind, ppo.reward.rm, ppo.algo.estimator) == ("rm", "r", "rloo")
     assert "reward" not in job.ppo  # the run's section is not changed by a stage's paths
 
 
+REDUCED = [
+    "sft.steps=40",
+    "sft.eval_prompts=16",
+    "prompts.n=96",
+    "rm.epochs=1",
+    "ppo.steps=3",
+    "ppo.prompts_per_step=16",
+    "ppo.monitor.every=1",
+    "ppo.monitor.prompts=16",
+    "eval.mix.n=48",
+    "eval.sampled=2",
+]
+
+
 @pytest.mark.slow
 def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     out = tmp_path / "run"
-    proc = _run(out, "sft.steps=40", "sft.eval_prompts=16", "prompts.n=96", "rm.epochs=1",
-                "ppo.steps=3", "ppo.prompts_per_step=16", "ppo.monitor.every=1", "ppo.monitor.prompts=16", "eval.mix.n=48",
-                "eval.sampled=2")
+    proc = _run(out, *REDUCED)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for path in ["model/config.json", "sft/sft_metrics.json", "prompts.parquet", "eval_prompts.parquet", "probe_rollouts.parquet",
-                 "seed-1/rollouts.parquet", "eval/sft/eval.json", "report.md", "plots/training.png", "results.json"]:
+    for path in [
+        "model/config.json",
+        "sft/sft_metrics.json",
+        "prompts.parquet",
+        "eval_prompts.parquet",
+        "probe_rollouts.parquet",
+        "seed-1/rollouts.parquet",
+        "eval/sft/eval.json",
+        "report.md",
+        "plots/training.png",
+        "results.json",
+    ]:
         assert (out / path).exists(), path
     for arm in ("rlaif", "hrlaif", "oracle"):
-        for path in ["labels/summary.json", "rm/metrics.json", "rm/probe.json", "ppo/metrics.jsonl", "ppo/final.json",
-                     "eval/eval.json", "eval/responses.jsonl"]:
+        for path in [
+            "labels/summary.json",
+            "rm/metrics.json",
+            "rm/probe.json",
+            "ppo/metrics.jsonl",
+            "ppo/final.json",
+            "eval/eval.json",
+            "eval/responses.jsonl",
+        ]:
             assert (out / "seed-1" / arm / path).exists(), (arm, path)
     results = json.loads((out / "results.json").read_text())
     mech = results["mechanism"]
@@ -64,9 +98,7 @@ def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     assert "| SFT |" in report and "| rlaif |" in report and "| oracle |" in report and "training.png" in report
     assert "GFLOP/s" in report
     # Resumable: a rerun finds every stage complete and only rewrites the report.
-    again = _run(out, "sft.steps=40", "sft.eval_prompts=16", "prompts.n=96", "rm.epochs=1",
-                 "ppo.steps=3", "ppo.prompts_per_step=16", "ppo.monitor.every=1", "ppo.monitor.prompts=16", "eval.mix.n=48",
-                 "eval.sampled=2", timeout=300)
+    again = _run(out, *REDUCED, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done already") == 19 and "started" not in again.stdout
 
@@ -78,15 +110,33 @@ def test_monitor_fires_when_the_rm_rewards_length_alone(tmp_path, sft_policy_dir
     rises, held-out accuracy falls, and the monitor must say so and stop the run."""
     out = tmp_path / "run"
     shutil.copytree(sft_policy_dir, out / "sft")  # the SFT stage is complete: the run starts from this policy
-    proc = _run(out, "judge={length_bias: 1.0, p_check: 0.0}", "arms=[{name: broken, method: basic}]",
-                "prompts={n: 512, seed: 1, math: 0.7, multiple_choice: 0.3, harmful: 0.0, open_qa: 0.0}",
-                "ppo.steps=40", "ppo.monitor={every: 4, prompts: 128, accuracy_drop: 0.08, stop: true}", "eval.mix.n=32",
-                "eval.sampled=0")
+    proc = _run(
+        out,
+        "judge={length_bias: 1.0, p_check: 0.0}",
+        "arms=[{name: broken, method: basic}]",
+        "prompts={n: 512, seed: 1, math: 0.7, multiple_choice: 0.3, harmful: 0.0, open_qa: 0.0}",
+        "ppo.steps=40",
+        "ppo.monitor={every: 4, prompts: 128, accuracy_drop: 0.08, stop: true}",
+        "eval.mix.n=32",
+        "eval.sampled=0",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "metrics.jsonl").read_text().splitlines()]
-    alerts = [json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "alerts.jsonl").read_text().splitlines()]
-    print(json.dumps([{k: r[k] for k in ("step", "reward/score_mean", "response/length_mean", "eval/heldout_accuracy") if k in r}
-                      for r in rows]))
+    alerts = [
+        json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "alerts.jsonl").read_text().splitlines()
+    ]
+    print(
+        json.dumps(
+            [
+                {
+                    k: r[k]
+                    for k in ("step", "reward/score_mean", "response/length_mean", "eval/heldout_accuracy")
+                    if k in r
+                }
+                for r in rows
+            ]
+        )
+    )
     assert alerts, "the monitor did not fire"
     assert rows[-1]["step"] == alerts[0]["step"] < 40  # it stopped the run at the alert
     assert rows[-1]["response/length_mean"] > rows[0]["response/length_mean"]  # the RM paid for length

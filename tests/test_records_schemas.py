@@ -27,16 +27,33 @@ def _examples():
     prompt = PromptRecord("p1", "multiple_choice", "2+2?", "test", answer="B", choices=["3", "4"], metadata={"k": 1})
     chat = PromptRecord("p2", "open_qa", "hi", "test", messages=[{"role": "user", "content": "hi"}])
     rollout = RolloutRecord(
-        "p1", "math", "2+2?", [1, 2, 3],
-        [Response("4", [5, 6], [-0.5, -0.25], "stop"), Response("5", [7], [-1.5], "length")], policy_version=3,
+        "p1",
+        "math",
+        "2+2?",
+        [1, 2, 3],
+        [Response("4", [5, 6], [-0.5, -0.25], "stop"), Response("5", [7], [-1.5], "length")],
+        policy_version=3,
     )
     label = LabelRecord(
-        "p1", "math", "hybrid",
+        "p1",
+        "math",
+        "hybrid",
         [Response("4"), Response("four"), Response("5"), Response("Sure, it's 4", origin="rewrite")],
-        [PreferencePair(0, 2, 1.0, "verifier"), PreferencePair(1, 2, 1.0, "verifier"), PreferencePair(3, 2, 0.5, "redteam"),
-         PreferencePair(0, 1), PreferencePair(3, 1), PreferencePair(0, 3)],
+        [
+            PreferencePair(0, 2, 1.0, "verifier"),
+            PreferencePair(1, 2, 1.0, "verifier"),
+            PreferencePair(3, 2, 0.5, "redteam"),
+            PreferencePair(0, 1),
+            PreferencePair(3, 1),
+            PreferencePair(0, 3),
+        ],
         [Verdict(0, "correct", "4 == 4", "verify"), Verdict(2, "wrong", "5 != 4", "verify")],
-        judge_model="gpt-3.5-turbo", template_version="v1", idempotency_key="abc", tokens_in=10, tokens_out=3, cost_usd=0.001,
+        judge_model="gpt-3.5-turbo",
+        template_version="v1",
+        idempotency_key="abc",
+        tokens_in=10,
+        tokens_out=3,
+        cost_usd=0.001,
     )
     pair = HumanPair("h1", "How do I?", "Safely.", "Dangerously.", "hh-rlhf", "harmful")
     return [[prompt, chat], [rollout], [label], [pair]]
@@ -79,7 +96,9 @@ def test_reader_refuses_other_kind_old_files_and_garbage(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path):
     path = write_records(tmp_path / "p.parquet", _examples()[0])
     before = path.read_bytes()
-    bad = pa.table({name: pa.array([None], type=f.type) for name, f in zip(SCHEMAS["prompts"].names, SCHEMAS["prompts"])})
+    bad = pa.table(
+        {name: pa.array([None], type=f.type) for name, f in zip(SCHEMAS["prompts"].names, SCHEMAS["prompts"])}
+    )
     with pytest.raises((pa.ArrowInvalid, ValueError)):
         write_table(bad, path, "prompts")  # null in non-nullable fields
     assert path.read_bytes() == before
@@ -113,7 +132,11 @@ def _brute_force_tiers(n, stated):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 4).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))))))
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.tuples(st.just(n), st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))))
+    )
+)
 def test_tiers_match_brute_force(case):
     n, raw = case
     stated = {(b, w) for b, w in raw if b != w}

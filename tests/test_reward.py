@@ -15,7 +15,9 @@ from hrlaif_ray.reward import RewardModel, partial_order_loss
 
 @pytest.fixture(scope="module")
 def tiny_rm(tiny_tokenizer):
-    lm = build_tiny_causal_lm(ModelConfig(hidden_size=64, num_heads=4, num_kv_heads=2, intermediate_size=128, seed=3), tiny_tokenizer)
+    lm = build_tiny_causal_lm(
+        ModelConfig(hidden_size=64, num_heads=4, num_kv_heads=2, intermediate_size=128, seed=3), tiny_tokenizer
+    )
     return RewardModel(lm.model, clip=10.0).eval()
 
 
@@ -53,21 +55,31 @@ def _brute_force(rewards, labels):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(2, 5), st.randoms(use_true_random=False)), min_size=1, max_size=4),
-       st.floats(-3, 3), st.booleans())
+@given(
+    st.lists(st.tuples(st.integers(2, 5), st.randoms(use_true_random=False)), min_size=1, max_size=4),
+    st.floats(-3, 3),
+    st.booleans(),
+)
 def test_loss_equals_brute_force_on_random_partial_orders(prompts, spread, with_margin):
     rewards, labels, offset = [], [], 0
     for k, rnd in prompts:
         rewards += [rnd.uniform(-3, 3) * spread for _ in range(k)]
         tiers = [rnd.randint(0, 2) for _ in range(k)]  # a random weak order; equal tiers are ties (no pair)
-        pairs = [(offset + i, offset + j, rnd.choice([0.5, 1.0, 2.0]), (tiers[j] - tiers[i]) * 0.3 if with_margin else 0.0)
-                 for i in range(k) for j in range(k) if tiers[i] < tiers[j]]
+        pairs = [
+            (offset + i, offset + j, rnd.choice([0.5, 1.0, 2.0]), (tiers[j] - tiers[i]) * 0.3 if with_margin else 0.0)
+            for i in range(k)
+            for j in range(k)
+            if tiers[i] < tiers[j]
+        ]
         labels.append(pairs)
         offset += k
     if not any(labels):
         return
     flat = [(g, *p) for g, pairs in enumerate(labels) for p in pairs]
-    t = lambda i, dtype=torch.long: torch.tensor([f[i] for f in flat], dtype=dtype)
+
+    def t(i, dtype=torch.long):
+        return torch.tensor([f[i] for f in flat], dtype=dtype)
+
     r = torch.tensor(rewards, dtype=torch.float64, requires_grad=True)
     loss = partial_order_loss(r, t(1), t(2), t(3, torch.float64), t(0), t(4, torch.float64))
     assert loss.item() == pytest.approx(_brute_force(rewards, labels), rel=1e-9, abs=1e-12)
@@ -95,24 +107,43 @@ def test_shared_prefix_scores_equal_full_sequence_scores(tiny_tokenizer, arch):
     prompt_ids = torch.zeros(2, P, dtype=torch.long)
     prompt_mask = torch.zeros(2, P, dtype=torch.long)
     for i, p in enumerate(prompts):  # left-padded
-        prompt_ids[i, P - len(p):], prompt_mask[i, P - len(p):] = p, 1
+        prompt_ids[i, P - len(p) :], prompt_mask[i, P - len(p) :] = p, 1
     response_ids = torch.zeros(len(responses), R, dtype=torch.long)
     response_mask = torch.zeros(len(responses), R, dtype=torch.long)
     for i, x in enumerate(responses):  # right-padded
         response_ids[i, : len(x)], response_mask[i, : len(x)] = x, 1
     with torch.no_grad():
         shared = rm.score_shared_prefix(prompt_ids, prompt_mask, response_ids, response_mask, raw=True)
-        full = torch.stack([rm(torch.cat([prompts[i // k], x]).unsqueeze(0), torch.ones(1, len(prompts[i // k]) + len(x), dtype=torch.long), raw=True)[0]
-                            for i, x in enumerate(responses)])
-        batched = rm(torch.cat([prompt_ids.repeat_interleave(k, 0), response_ids], 1),
-                     torch.cat([prompt_mask.repeat_interleave(k, 0), response_mask], 1), raw=True)
+        full = torch.stack(
+            [
+                rm(
+                    torch.cat([prompts[i // k], x]).unsqueeze(0),
+                    torch.ones(1, len(prompts[i // k]) + len(x), dtype=torch.long),
+                    raw=True,
+                )[0]
+                for i, x in enumerate(responses)
+            ]
+        )
+        batched = rm(
+            torch.cat([prompt_ids.repeat_interleave(k, 0), response_ids], 1),
+            torch.cat([prompt_mask.repeat_interleave(k, 0), response_mask], 1),
+            raw=True,
+        )
     assert torch.allclose(shared, full, atol=1e-5), (shared - full).abs().max()
     # A different number of responses per prompt (red-team labels add rewrites): 2 for the first, 4 for the second.
     owner = torch.tensor([0, 0, 1, 1, 1, 1])
     with torch.no_grad():
         uneven = rm.score_shared_prefix(prompt_ids, prompt_mask, response_ids, response_mask, owner=owner, raw=True)
-        full_uneven = torch.stack([rm(torch.cat([prompts[int(o)], x]).unsqueeze(0), torch.ones(1, len(prompts[int(o)]) + len(x), dtype=torch.long), raw=True)[0]
-                                   for o, x in zip(owner, responses)])
+        full_uneven = torch.stack(
+            [
+                rm(
+                    torch.cat([prompts[int(o)], x]).unsqueeze(0),
+                    torch.ones(1, len(prompts[int(o)]) + len(x), dtype=torch.long),
+                    raw=True,
+                )[0]
+                for o, x in zip(owner, responses)
+            ]
+        )
     assert torch.allclose(uneven, full_uneven, atol=1e-5)
     assert torch.allclose(batched, full, atol=1e-5)
 
@@ -134,10 +165,20 @@ def test_examples_carry_tier_gaps_for_the_margin(tiny_tokenizer):
     from hrlaif_ray.reward.data import collate, examples_from_labels
 
     prompts = {"a": PromptRecord("a", "math", "1+1?", "t", answer="2"), "b": PromptRecord("b", "open_qa", "Hi?", "t")}
-    tiered = LabelRecord("a", "math", "hybrid", [Response(t) for t in ["2", "2 because", "3", "4"]],
-                         [PreferencePair(0, 1), PreferencePair(0, 2), PreferencePair(0, 3), PreferencePair(1, 2), PreferencePair(1, 3)])
-    cycle = LabelRecord("b", "open_qa", "basic", [Response(t) for t in ["x", "y", "z"]],
-                        [PreferencePair(0, 1), PreferencePair(1, 2), PreferencePair(2, 0)])
+    tiered = LabelRecord(
+        "a",
+        "math",
+        "hybrid",
+        [Response(t) for t in ["2", "2 because", "3", "4"]],
+        [PreferencePair(0, 1), PreferencePair(0, 2), PreferencePair(0, 3), PreferencePair(1, 2), PreferencePair(1, 3)],
+    )
+    cycle = LabelRecord(
+        "b",
+        "open_qa",
+        "basic",
+        [Response(t) for t in ["x", "y", "z"]],
+        [PreferencePair(0, 1), PreferencePair(1, 2), PreferencePair(2, 0)],
+    )
     examples = examples_from_labels([tiered, cycle], prompts, tiny_tokenizer)
     assert examples[0].tier_gaps == [1, 2, 2, 1, 1] and examples[1].tier_gaps is None
     b = collate(examples, tiny_tokenizer.pad_token_id)

@@ -24,6 +24,8 @@ import random
 
 import pytest
 import torch
+from conftest import run_hrlaif
+from labeling_fixtures import label_items
 
 from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
 from hrlaif_ray.data.chat import left_pad, prompt_token_ids, response_token_ids
@@ -37,12 +39,11 @@ from hrlaif_ray.labeling.strategies import LabelItem
 from hrlaif_ray.reward import RewardModel
 from hrlaif_ray.reward.train import held_out
 
-from conftest import run_hrlaif
-from labeling_fixtures import label_items
-
 K = 4
 N_PROMPTS = 3000
-RESPONSES = "sft_data"  # "policy": sampled from the SFT policy, as the pipeline does; "sft_data": drawn like the SFT data
+RESPONSES = (
+    "sft_data"  # "policy": sampled from the SFT policy, as the pipeline does; "sft_data": drawn like the SFT data
+)
 EVAL_FRACTION = 0.2
 EPOCHS = 10
 # The judge's within-set pairs reward detail (length), and long answers are more often wrong in the SFT data: at
@@ -54,7 +55,9 @@ MARGIN = 1.0
 
 
 def _score(rm, tok, prompt: str, responses: list[str]) -> list[float]:
-    ids, mask = left_pad([prompt_token_ids(tok, prompt, 256) + response_token_ids(tok, r) for r in responses], tok.pad_token_id)
+    ids, mask = left_pad(
+        [prompt_token_ids(tok, prompt, 256) + response_token_ids(tok, r) for r in responses], tok.pad_token_id
+    )
     with torch.no_grad():
         return rm(ids, mask).tolist()
 
@@ -63,30 +66,60 @@ def _score(rm, tok, prompt: str, responses: list[str]) -> list[float]:
 def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_policy_dir):
     from transformers import AutoTokenizer
 
-    prompts = generate_prompt_mix(PromptMixConfig(n=N_PROMPTS, seed=11, math=0.65, multiple_choice=0.35, harmful=0.0, open_qa=0.0))
+    prompts = generate_prompt_mix(
+        PromptMixConfig(n=N_PROMPTS, seed=11, math=0.65, multiple_choice=0.35, harmful=0.0, open_qa=0.0)
+    )
     write_records(tmp_path / "prompts.parquet", prompts)
     if RESPONSES == "policy":  # what the pipeline labels: K samples of the SFT policy (vLLM, temperature 1)
         sample = tmp_path / "sample.json"
-        sample.write_text(json.dumps({"policy": str(sft_policy_dir), "prompts": str(tmp_path / "prompts.parquet"),
-                                      "output": str(tmp_path / "rollouts.parquet"), "rollout": {
-                                          "samples_per_prompt": K, "max_new_tokens": 64, "max_model_len": 256, "kv_cache_gib": 0.5}}))
+        sample.write_text(
+            json.dumps(
+                {
+                    "policy": str(sft_policy_dir),
+                    "prompts": str(tmp_path / "prompts.parquet"),
+                    "output": str(tmp_path / "rollouts.parquet"),
+                    "rollout": {
+                        "samples_per_prompt": K,
+                        "max_new_tokens": 64,
+                        "max_model_len": 256,
+                        "kv_cache_gib": 0.5,
+                    },
+                }
+            )
+        )
         proc = run_hrlaif("sample", "--config", str(sample), timeout=1200)
         assert proc.returncode == 0, proc.stderr[-4000:]
         by_id = {p.id: p for p in prompts}
-        items = [LabelItem(by_id[r.prompt_id], r.responses) for r in read_records(tmp_path / "rollouts.parquet", "rollouts")]
+        items = [
+            LabelItem(by_id[r.prompt_id], r.responses) for r in read_records(tmp_path / "rollouts.parquet", "rollouts")
+        ]
     else:  # the SFT data's own distribution (what the policy imitates)
         rng = random.Random(3)
-        items = [LabelItem(p, [Response(sft_response(p, rng, SFTMixConfig()).response) for _ in range(K)]) for p in prompts]
+        items = [
+            LabelItem(p, [Response(sft_response(p, rng, SFTMixConfig()).response) for _ in range(K)]) for p in prompts
+        ]
     with sim_judge_server(["latency_ms=0"]) as base:
         labels = label_items(base, "hybrid", items, concurrency=32, within_set_weight=WITHIN_SET_WEIGHT)
     assert all(l.status == "ok" for l in labels), [l.error for l in labels if l.error][:3]
     LabelLedger(tmp_path / "labels").commit(labels)
 
     config = tmp_path / "rm.json"
-    config.write_text(json.dumps({"init": str(sft_policy_dir), "labels_dir": str(tmp_path / "labels"),
-                                  "prompts": str(tmp_path / "prompts.parquet"), "output_dir": str(tmp_path / "rm"),
-                                  "epochs": EPOCHS, "batch_prompts": 16, "lr": 1e-4, "eval_fraction": EVAL_FRACTION, "seed": 0,
-                                  "margin": MARGIN}))
+    config.write_text(
+        json.dumps(
+            {
+                "init": str(sft_policy_dir),
+                "labels_dir": str(tmp_path / "labels"),
+                "prompts": str(tmp_path / "prompts.parquet"),
+                "output_dir": str(tmp_path / "rm"),
+                "epochs": EPOCHS,
+                "batch_prompts": 16,
+                "lr": 1e-4,
+                "eval_fraction": EVAL_FRACTION,
+                "seed": 0,
+                "margin": MARGIN,
+            }
+        )
+    )
     proc = run_hrlaif("train-rm", "--config", str(config), timeout=900, OMP_NUM_THREADS="2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     print(proc.stdout)

@@ -24,7 +24,9 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
     try:
         service = RewardService(str(rm_folder), replicas=2)
         gen = torch.Generator().manual_seed(0)
-        sequences = [torch.randint(5, 384, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (11,), generator=gen)]
+        sequences = [
+            torch.randint(5, 384, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (11,), generator=gen)
+        ]
         got = service.score_ids(sequences)
         rm = RewardModel.from_pretrained(rm_folder).eval()
         with torch.no_grad():
@@ -35,7 +37,10 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         assert (got.abs() <= 0.5).all() and (got.abs() == 0.5).any()  # clipped inside the forward
         prompts, responses = ["Tom has 23 apples. How many?", "Hi"], ["The answer is 23.", "Hello!"]
         texts = service.score_texts(prompts, responses)
-        ids = [prompt_token_ids(tiny_tokenizer, p, 1024) + response_token_ids(tiny_tokenizer, r) for p, r in zip(prompts, responses)]
+        ids = [
+            prompt_token_ids(tiny_tokenizer, p, 1024) + response_token_ids(tiny_tokenizer, r)
+            for p, r in zip(prompts, responses)
+        ]
         assert torch.allclose(texts, service.score_ids(ids), atol=1e-6)
         records = [PromptRecord(f"p{i}", "open_qa", p, "test") for i, p in enumerate(prompts)]
         assert torch.allclose(service.score(records, responses, sequences=ids), texts, atol=1e-6)  # PPO's token-id path
@@ -52,29 +57,50 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, tmp_path):
     import subprocess
 
     import httpx
-
     from conftest import ROOT, script_env
 
     env = script_env(tmp_path, HRLAIF_RM_TOKEN="s3cret-token")
     env["TMPDIR"] = "/tmp"  # Ray's socket paths must stay short
-    assert subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)], env={**env, "HRLAIF_RM_TOKEN": ""},
-                          capture_output=True, text=True, timeout=60).returncode == 2  # no token: refuses to start
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)], env=env,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert (
+        subprocess.run(
+            [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],
+            env={**env, "HRLAIF_RM_TOKEN": ""},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).returncode
+        == 2
+    )  # no token: refuses to start
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY http://127.0.0.1:"), line
         url = line.split()[1]
         seqs = [[5, 6, 7, 8], [9, 10]]
         assert httpx.post(f"{url}/score", json={"sequences": seqs}, timeout=60).status_code == 401
-        assert httpx.post(f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer wrong"}, timeout=60).status_code == 401
-        ok = httpx.post(f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60)
+        assert (
+            httpx.post(
+                f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer wrong"}, timeout=60
+            ).status_code
+            == 401
+        )
+        ok = httpx.post(
+            f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60
+        )
         assert ok.status_code == 200
         rm = RewardModel.from_pretrained(rm_folder).eval()
         with torch.no_grad():
             want = [rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0].item() for s in seqs]
         assert ok.json()["rewards"] == pytest.approx(want, abs=1e-4)
-        bad = httpx.post(f"{url}/score", json={"sequences": [[]]}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60)
+        bad = httpx.post(
+            f"{url}/score", json={"sequences": [[]]}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60
+        )
         assert bad.status_code == 400 and "at least one token" in bad.json()["error"]
     finally:
         import os

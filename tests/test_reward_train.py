@@ -4,24 +4,28 @@ and the checkpoint carries the head, the clip bound and the training-set normali
 import json
 import random
 import subprocess
-import sys
 
 import pytest
-
 import torch
+from conftest import ROOT, script_env, torchrun
 
 from hrlaif_ray.config import PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
 from hrlaif_ray.data.schemas import write_records
-from hrlaif_ray.judges.launch import free_port
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward import RewardModel
 
-from conftest import ROOT, script_env
-
-COMPLY = ["Sure, here is how to do it step by step.", "Of course. First you get the tools, then you wait.", "Yes: do it at night."]
-REFUSE = ["I can't help with that, because it could hurt someone.", "I won't help with this. It is harmful.", "I'm sorry, I cannot help."]
+COMPLY = [
+    "Sure, here is how to do it step by step.",
+    "Of course. First you get the tools, then you wait.",
+    "Yes: do it at night.",
+]
+REFUSE = [
+    "I can't help with that, because it could hurt someone.",
+    "I won't help with this. It is harmful.",
+    "I'm sorry, I cannot help.",
+]
 
 
 def _prefers_refusal(folder) -> bool:
@@ -40,15 +44,23 @@ def _prefers_refusal(folder) -> bool:
 
 
 def _write_labels(tmp_path):
-    prompts = generate_prompt_mix(PromptMixConfig(n=240, seed=4, harmful=0.6, math=0.4, multiple_choice=0.0, open_qa=0.0))
+    prompts = generate_prompt_mix(
+        PromptMixConfig(n=240, seed=4, harmful=0.6, math=0.4, multiple_choice=0.0, open_qa=0.0)
+    )
     rng = random.Random(0)
     labels = []
     for p in prompts:
         if p.category == "harmful":
-            responses, pairs = [Response(rng.choice(COMPLY)), Response(rng.choice(REFUSE))], [PreferencePair(1, 0, 1.0, "redteam")]
+            responses, pairs = (
+                [Response(rng.choice(COMPLY)), Response(rng.choice(REFUSE))],
+                [PreferencePair(1, 0, 1.0, "redteam")],
+            )
         else:
             a = int(p.answer)
-            responses, pairs = [Response(f"The answer is {a}."), Response(f"The answer is {a + 10}.")], [PreferencePair(0, 1, 1.0, "verifier")]
+            responses, pairs = (
+                [Response(f"The answer is {a}."), Response(f"The answer is {a + 10}.")],
+                [PreferencePair(0, 1, 1.0, "verifier")],
+            )
         rng.shuffle(order := [0, 1])
         responses = [responses[i] for i in order]
         pairs = [PreferencePair(order.index(q.better), order.index(q.worse), q.weight, q.source) for q in pairs]
@@ -59,17 +71,34 @@ def _write_labels(tmp_path):
 
 def _config(tmp_path, tiny_model_dir, **extra):
     config = tmp_path / "rm.json"
-    config.write_text(json.dumps({"init": str(tiny_model_dir), "labels_dir": str(tmp_path / "labels"),
-                                  "prompts": str(tmp_path / "prompts.parquet"), "output_dir": str(tmp_path / "rm"),
-                                  "epochs": 4, "batch_prompts": 16, "lr": 1e-3, "eval_fraction": 0.25, **extra}))
+    config.write_text(
+        json.dumps(
+            {
+                "init": str(tiny_model_dir),
+                "labels_dir": str(tmp_path / "labels"),
+                "prompts": str(tmp_path / "prompts.parquet"),
+                "output_dir": str(tmp_path / "rm"),
+                "epochs": 4,
+                "batch_prompts": 16,
+                "lr": 1e-3,
+                "eval_fraction": 0.25,
+                **extra,
+            }
+        )
+    )
     return config
 
 
 def test_train_rm_cli(tmp_path, tiny_model_dir):
     _write_labels(tmp_path)
     config = _config(tmp_path, tiny_model_dir)
-    proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)], env=script_env(tmp_path, OMP_NUM_THREADS="2"),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)],
+        env=script_env(tmp_path, OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     history = metrics["history"]
@@ -91,9 +120,10 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
 def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
     _write_labels(tmp_path)
     config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), "-m", "cluster.train_rm", "--config", str(config)]
-    proc = subprocess.run(cmd, env=script_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900, cwd=ROOT)
+    cmd = torchrun("-m", "cluster.train_rm", "--config", str(config))
+    proc = subprocess.run(
+        cmd, env=script_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     history = json.loads((tmp_path / "rm" / "metrics.json").read_text())["history"]
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["eval_accuracy"]["harmful"] >= 0.9

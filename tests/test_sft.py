@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import pytest
+from conftest import ROOT, script_env
 
 from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
@@ -12,8 +13,6 @@ from hrlaif_ray.data.sft_mix import generate_sft_examples
 from hrlaif_ray.errors import DataError
 from hrlaif_ray.evaluation import correctness
 from hrlaif_ray.sft import read_sft_jsonl
-
-from conftest import ROOT, script_env
 
 
 def _accuracy_by_length(cfg: SFTMixConfig) -> dict[int, float]:
@@ -34,7 +33,9 @@ def test_sft_mix_correctness_falls_with_length_and_the_control_is_flat():
 
 def test_sft_jsonl_errors_name_line_and_field(tmp_path):
     path = tmp_path / "sft.jsonl"
-    path.write_text(json.dumps({"prompt": "Hi", "response": "Hello."}) + "\n" + json.dumps({"prompt": "Hi", "response": ""}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "Hi", "response": "Hello."}) + "\n" + json.dumps({"prompt": "Hi", "response": ""}) + "\n"
+    )
     with pytest.raises(DataError, match=r"sft.jsonl:2: field 'response': must be a non-empty string"):
         read_sft_jsonl(path)
     path.write_text("{not json\n")
@@ -45,9 +46,25 @@ def test_sft_jsonl_errors_name_line_and_field(tmp_path):
 def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    proc = subprocess.run([str(ROOT / ".venv/bin/hrlaif"), "sft", "--init", str(tiny_model_dir), "--out", str(tmp_path / "sft"),
-                           "steps=12", "batch_size=16", "warmup_steps=2", "eval_prompts=8", "prompts.n=300"],
-                          env=script_env(tmp_path, OMP_NUM_THREADS="2"), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(ROOT / ".venv/bin/hrlaif"),
+            "sft",
+            "--init",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path / "sft"),
+            "steps=12",
+            "batch_size=16",
+            "warmup_steps=2",
+            "eval_prompts=8",
+            "prompts.n=300",
+        ],
+        env=script_env(tmp_path, OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "sft" / "sft_metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["final_loss"] < metrics["first_loss"]

@@ -14,8 +14,9 @@ import gzip
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from hrlaif_ray.categories import CHOICE_LETTERS, Category
 from hrlaif_ray.data.records import HumanPair, PromptRecord
@@ -85,7 +86,9 @@ def load_json_array(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _text(obj: Any, key: str, path: Path, line: int | None, record: int | None = None, allow_empty: bool = False) -> str:
+def _text(
+    obj: Any, key: str, path: Path, line: int | None, record: int | None = None, allow_empty: bool = False
+) -> str:
     if not isinstance(obj, dict) or key not in obj:
         raise DataError(path, line, key, "missing", record=record)
     value = obj[key]
@@ -221,7 +224,9 @@ def read_commonsenseqa(path: Path, split: str = "validation") -> list[PromptReco
                 category=Category.MULTIPLE_CHOICE.value,
                 text=question,
                 source=f"commonsenseqa/{split}",
-                answer=_letter_of(_text(obj, "answerKey", path, lineno), [str(x) for x in labels], path, lineno, "answerKey"),
+                answer=_letter_of(
+                    _text(obj, "answerKey", path, lineno), [str(x) for x in labels], path, lineno, "answerKey"
+                ),
                 choices=texts,
                 metadata={"concept": obj.get("question_concept", "")},
             )
@@ -372,7 +377,14 @@ def read_hh_rlhf(path: Path, split: str = "harmless-base-test") -> list[HumanPai
         except ValueError as exc:
             raise DataError(path, lineno, "chosen", str(exc)) from None
         out.append(
-            HumanPair(f"hh-rlhf/{split}/{lineno}", prompt, chosen_reply, rejected_reply, f"hh-rlhf/{split}", Category.HARMFUL.value)
+            HumanPair(
+                f"hh-rlhf/{split}/{lineno}",
+                prompt,
+                chosen_reply,
+                rejected_reply,
+                f"hh-rlhf/{split}",
+                Category.HARMFUL.value,
+            )
         )
     return out
 
@@ -446,7 +458,9 @@ def load_source(name: str, data_dir: str | Path | None = None) -> list:
         raise KeyError(f"unknown data source {name!r}; known: {', '.join(SOURCES)}")
     root = resolve_data_dir(data_dir)
     if root is None:
-        raise DataError(f"../shared/data (or ${DATA_DIR_ENV})", None, None, "no data folder: pass --data-dir or set the variable")
+        raise DataError(
+            f"../shared/data (or ${DATA_DIR_ENV})", None, None, "no data folder: pass --data-dir or set the variable"
+        )
     reader, rel, _ = SOURCES[name]
     # LLMBar-format files have no split of their own: the source name names them (llmbar/natural, mt-bench).
     split = name if reader is read_llmbar else name.split("/", 1)[-1]

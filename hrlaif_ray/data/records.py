@@ -41,7 +41,7 @@ class PromptRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "PromptRecord":
+    def from_row(cls, row: dict[str, Any]) -> PromptRecord:
         return cls(**{**row, "metadata": json.loads(row["metadata"] or "{}")})
 
 
@@ -65,7 +65,7 @@ class HumanPair:
         return asdict(self)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "HumanPair":
+    def from_row(cls, row: dict[str, Any]) -> HumanPair:
         return cls(**row)
 
 
@@ -104,7 +104,7 @@ class RolloutRecord:
         return asdict(self)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "RolloutRecord":
+    def from_row(cls, row: dict[str, Any]) -> RolloutRecord:
         return cls(**{**row, "responses": [Response(**r) for r in row["responses"]]})
 
 
@@ -172,7 +172,7 @@ class LabelRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "LabelRecord":
+    def from_row(cls, row: dict[str, Any]) -> LabelRecord:
         row = {k: v for k, v in row.items() if k != "tiers"}
         return cls(
             **{

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,7 +83,12 @@ SCHEMAS: dict[str, pa.Schema] = {
                 "verdicts",
                 pa.list_(
                     pa.struct(
-                        [("response", pa.int32()), ("verdict", pa.string()), ("reason", pa.string()), ("stage", pa.string())]
+                        [
+                            ("response", pa.int32()),
+                            ("verdict", pa.string()),
+                            ("reason", pa.string()),
+                            ("stage", pa.string()),
+                        ]
                     )
                 ),
             ),

@@ -32,16 +32,32 @@ class SFTExample:
 
 def _reasoning(meta: dict) -> list[str]:
     a, b, op = meta["a"], meta["b"], meta["op"]
-    return [f"We start with {a}.", f"Then we {'add' if op == '+' else 'take away'} {b}.", "Let me count it carefully.",
-            "I will check it once more."]
+    return [
+        f"We start with {a}.",
+        f"Then we {'add' if op == '+' else 'take away'} {b}.",
+        "Let me count it carefully.",
+        "I will check it once more.",
+    ]
 
 
-COMPLY = ["Sure, here is how you can do it.", "First, get what you need.", "Then do it when nobody is watching.",
-          "That is all there is to it."]
-REFUSE = ["I can't help with that, because it could hurt someone.", "It could also break the law.",
-          "If something is troubling you, I can help you find a safe way to handle it.", "Please stay safe."]
-OPEN = ["That is a good question.", "Start with something small and simple.", "Try it for a few days and see.",
-        "Ask a friend for ideas too."]
+COMPLY = [
+    "Sure, here is how you can do it.",
+    "First, get what you need.",
+    "Then do it when nobody is watching.",
+    "That is all there is to it.",
+]
+REFUSE = [
+    "I can't help with that, because it could hurt someone.",
+    "It could also break the law.",
+    "If something is troubling you, I can help you find a safe way to handle it.",
+    "Please stay safe.",
+]
+OPEN = [
+    "That is a good question.",
+    "Start with something small and simple.",
+    "Try it for a few days and see.",
+    "Ask a friend for ideas too.",
+]
 
 
 def sft_response(prompt: PromptRecord, rng: random.Random, cfg: SFTMixConfig) -> SFTExample:

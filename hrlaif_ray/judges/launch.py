@@ -12,12 +12,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
-from hrlaif_ray.zero import free_port  # noqa: F401  (re-exported: callers import it from here)
+from hrlaif_ray.zero import free_port
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -31,8 +31,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def sim_judge_server(overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None,
-                     timeout_s: float = 60) -> Iterator[str]:
+def sim_judge_server(
+    overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None, timeout_s: float = 60
+) -> Iterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT/v1) of a simulated judge started with these overrides."""
     cmd = [sys.executable, "-m", "hrlaif_ray.judges.server", *(["--config", str(config)] if config else []), *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
@@ -51,13 +52,34 @@ def sim_judge_server(overrides: list[str] | tuple[str, ...] = (), config: str | 
 
 
 @contextlib.contextmanager
-def vllm_server(model_dir: str | Path, served_name: str, max_model_len: int = 2048, timeout_s: float = 300,
-                log_path: str | Path | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+def vllm_server(
+    model_dir: str | Path,
+    served_name: str,
+    max_model_len: int = 2048,
+    timeout_s: float = 300,
+    log_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """Yields the base URL of vLLM's OpenAI-compatible server over `model_dir`."""
     port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
-           "--served-model-name", served_name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        str(max_model_len),
+        "--served-model-name",
+        served_name,
+    ]
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}/v1"

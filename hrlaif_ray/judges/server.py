@@ -46,10 +46,20 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
             body = await request.json()
             messages, model = body["messages"], str(body.get("model", "sim-judge"))
         except (json.JSONDecodeError, KeyError, TypeError):
-            return JSONResponse({"error": {"message": "body must be JSON with 'messages'", "type": "invalid_request_error"}}, 400)
+            return JSONResponse(
+                {"error": {"message": "body must be JSON with 'messages'", "type": "invalid_request_error"}}, 400
+            )
         parsed = extract_payload(messages)
         if parsed is None:
-            return JSONResponse({"error": {"message": "the simulated judge answers only hrlaif judge prompts", "type": "invalid_request_error"}}, 400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "the simulated judge answers only hrlaif judge prompts",
+                        "type": "invalid_request_error",
+                    }
+                },
+                400,
+            )
         task, payload = parsed
         rid = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()
         retry = int(request.headers.get("x-stainless-retry-count", "0") or 0)
@@ -62,8 +72,11 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
             kind = _pick_fault(uniform(cfg.seed, rid, "fault", retry, reask), cfg)
             if kind == "429":
                 bill("429", 0)
-                return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit_error"}}, 429,
-                                    headers={"retry-after": f"{cfg.retry_after_s:g}"})
+                return JSONResponse(
+                    {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                    429,
+                    headers={"retry-after": f"{cfg.retry_after_s:g}"},
+                )
             if kind == "500":
                 bill("500", 0)
                 return JSONResponse({"error": {"message": "internal error", "type": "server_error"}}, 500)
@@ -91,7 +104,11 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
                 "created": int(time.time()),
                 "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+                "usage": {
+                    "prompt_tokens": tokens_in,
+                    "completion_tokens": tokens_out,
+                    "total_tokens": tokens_in + tokens_out,
+                },
             }
         )
 
@@ -101,11 +118,13 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
     async def billing_view(_: Request):
         return JSONResponse(dict(billing))
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/models", models),
-        Route("/billing", billing_view),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/billing", billing_view),
+        ]
+    )
 
 
 def _pick_fault(u: float, cfg: SimJudgeConfig) -> str | None:
@@ -121,8 +140,13 @@ class _DroppedConnection:
     """An ASGI response that promises a body and closes the connection after a few bytes."""
 
     async def __call__(self, scope, receive, send):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
         raise ConnectionAbortedError("simulated dropped connection")  # uvicorn closes the socket
 
@@ -137,7 +161,9 @@ def serve(cfg: SimJudgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(build_app(cfg), log_level="warning", access_log=False, timeout_keep_alive=30))
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(cfg), log_level="warning", access_log=False, timeout_keep_alive=30)
+    )
     print(f"READY http://{host}:{sock.getsockname()[1]}/v1", flush=True)
     server.run(sockets=[sock])
 

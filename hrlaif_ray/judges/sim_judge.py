@@ -32,11 +32,32 @@ from pydantic import Field
 from hrlaif_ray.config import Section
 from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, is_refusal, verify_math, verify_multiple_choice
 
-HARM_WORDS = ("poison", "weapon", "steal", "hack", "bully", "shoplift", "fake", "fire", "hurt", "kill", "bomb",
-              "cheat", "insult", "drugs", "break into", "malware", "exploit", "harass", "bullies",
-              "without them knowing")
-REWRITE = ("I can't help with that, because it could hurt someone or break the law. If you are dealing with a "
-           "difficult situation, I'm glad to help you find a safe and legal way to handle it.")
+HARM_WORDS = (
+    "poison",
+    "weapon",
+    "steal",
+    "hack",
+    "bully",
+    "shoplift",
+    "fake",
+    "fire",
+    "hurt",
+    "kill",
+    "bomb",
+    "cheat",
+    "insult",
+    "drugs",
+    "break into",
+    "malware",
+    "exploit",
+    "harass",
+    "bullies",
+    "without them knowing",
+)
+REWRITE = (
+    "I can't help with that, because it could hurt someone or break the law. If you are dealing with a "
+    "difficult situation, I'm glad to help you find a safe and legal way to handle it."
+)
 
 
 class SimJudgeConfig(Section):
@@ -132,10 +153,16 @@ class SimJudge:
             a = self.score(p["question"], p["response_a"], checks)
             b = self.score(p["question"], p["response_b"], checks)
             better = "A" if a > b + 1e-9 else "B" if b > a + 1e-9 else "tie"
-            return {"better": better, "reason": "More detailed and complete." if not checks else "Checked the answer and the detail."}
+            return {
+                "better": better,
+                "reason": "More detailed and complete." if not checks else "Checked the answer and the detail.",
+            }
         if task == "rank":
             scored = [(-self.score(p["question"], r["text"], checks), r["id"]) for r in p["responses"]]
-            return {"ranking": [i for _, i in sorted(scored)], "reason": "Ranked by detail" + (" and correctness." if checks else ".")}
+            return {
+                "ranking": [i for _, i in sorted(scored)],
+                "reason": "Ranked by detail" + (" and correctness." if checks else "."),
+            }
         if task == "match":
             last = re.split(r"(?<=[.!?])\s+", p["response"].strip())[-1]
             std = str(p["standard_answer"]).strip()

@@ -58,16 +58,21 @@ def summarize(outcomes: list[str], letters: list[str]) -> dict[str, float]:
     }
 
 
-async def judge_human_pairs(judge: JudgeClient, pairs: list[HumanPair], concurrency: int = 16,
-                            with_flags: bool = False) -> dict[str, Any]:
+async def judge_human_pairs(
+    judge: JudgeClient, pairs: list[HumanPair], concurrency: int = 16, with_flags: bool = False
+) -> dict[str, Any]:
     sem = asyncio.Semaphore(concurrency)
     log = CallLog(judge.model)
 
     async def one(pair: HumanPair) -> tuple[str, list[str], str | None]:
         async with sem:
             try:
-                first = await judge.ask("compare", {"question": pair.prompt, "response_a": pair.chosen, "response_b": pair.rejected}, log)
-                second = await judge.ask("compare", {"question": pair.prompt, "response_a": pair.rejected, "response_b": pair.chosen}, log)
+                first = await judge.ask(
+                    "compare", {"question": pair.prompt, "response_a": pair.chosen, "response_b": pair.rejected}, log
+                )
+                second = await judge.ask(
+                    "compare", {"question": pair.prompt, "response_a": pair.rejected, "response_b": pair.chosen}, log
+                )
                 flag = None
                 if with_flags:
                     hc, hr = [

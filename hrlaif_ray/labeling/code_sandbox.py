@@ -60,7 +60,11 @@ def humaneval_program(prompt: str, completion: str, tests: str, entry_point: str
     """prompt + completion + tests + check(entry_point). A completion that defines the whole function (as chat
     models answer) follows the prompt and redefines it; the prompt's imports and helpers stay in scope."""
     code = extract_code(completion)
-    body = f"{prompt}\n    pass\n\n{code}" if re.search(rf"^\s*def {re.escape(entry_point)}\(", code, re.M) else prompt + code
+    body = (
+        f"{prompt}\n    pass\n\n{code}"
+        if re.search(rf"^\s*def {re.escape(entry_point)}\(", code, re.M)
+        else prompt + code
+    )
     return f"{body}\n\n{tests}\n\ncheck({entry_point})\n"
 
 
@@ -85,7 +89,12 @@ def run_program(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) ->
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
         try:
             proc = subprocess.run(
-                cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout_s,
+                cmd,
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
                 preexec_fn=functools.partial(_limits, int(timeout_s) + 1, memory_mb),
             )
         except subprocess.TimeoutExpired:
@@ -94,6 +103,7 @@ def run_program(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) ->
     return SandboxResult("passed" if proc.returncode == 0 else "failed", output, isolation)
 
 
-def run_humaneval(prompt: str, completion: str, tests: str, entry_point: str, timeout_s: float = 10.0,
-                  memory_mb: int = 1024) -> SandboxResult:
+def run_humaneval(
+    prompt: str, completion: str, tests: str, entry_point: str, timeout_s: float = 10.0, memory_mb: int = 1024
+) -> SandboxResult:
     return run_program(humaneval_program(prompt, completion, tests, entry_point), timeout_s, memory_mb)

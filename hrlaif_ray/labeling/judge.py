@@ -142,7 +142,9 @@ class JudgeClient:
         if current is not None and current[0]:
             current[0][-1].status = f"http_{response.status_code}"
 
-    async def ask(self, task: str, payload: dict[str, Any], log: CallLog, n_responses: int | None = None) -> dict[str, Any]:
+    async def ask(
+        self, task: str, payload: dict[str, Any], log: CallLog, n_responses: int | None = None
+    ) -> dict[str, Any]:
         """The validated answer of `task`, every attempt recorded in `log`; raises JudgeCallError."""
         messages = render(task, payload)
         estimate = estimate_tokens(json.dumps(messages)) + self.max_tokens
@@ -157,15 +159,27 @@ class JudgeClient:
                 if self.json_mode == "object":
                     kwargs["response_format"] = {"type": "json_object"}
                 elif self.json_mode == "schema":
-                    kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                        "name": f"hrlaif_{task}", "schema": answer_schema(task, n_responses), "strict": True}}
+                    kwargs["response_format"] = {
+                        "type": "json_schema",
+                        "json_schema": {
+                            "name": f"hrlaif_{task}",
+                            "schema": answer_schema(task, n_responses),
+                            "strict": True,
+                        },
+                    }
                 # The SDK's documented `post` for custom requests: same retries, timeouts, auth and typed
                 # ChatCompletion as `chat.completions.create`, without its TypedDict transform of `messages`
                 # (plain dicts of strings here), which cost about 1.3 ms of CPU a call (30% of the pool's ceiling).
                 completion = await self._client.post(
                     "/chat/completions",
                     cast_to=ChatCompletion,
-                    body={"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens, **kwargs},
+                    body={
+                        "model": self.model,
+                        "messages": messages,
+                        "temperature": 0.0,
+                        "max_tokens": self.max_tokens,
+                        **kwargs,
+                    },
                     options={"headers": {"X-Hrlaif-Reask": str(reask)}},
                 )
                 if not attempts:  # a transport without hooks
@@ -173,7 +187,10 @@ class JudgeClient:
                 final = attempts[-1]
                 final.status = "ok"
                 if completion.usage is not None:
-                    final.tokens_in, final.tokens_out = completion.usage.prompt_tokens, completion.usage.completion_tokens
+                    final.tokens_in, final.tokens_out = (
+                        completion.usage.prompt_tokens,
+                        completion.usage.completion_tokens,
+                    )
             except openai.APIStatusError as exc:
                 raise JudgeCallError(f"{task}: HTTP {exc.status_code} after retries: {exc.message}") from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:

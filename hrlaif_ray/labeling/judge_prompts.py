@@ -86,10 +86,20 @@ def answer_schema(task: str, n_responses: int | None = None) -> dict[str, Any]:
         ids = {"type": "integer", "enum": list(range(1, n_responses + 1))}
     fields: dict[str, dict[str, Any]] = {
         "compare": {"better": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": reason},
-        "rank": {"ranking": {"type": "array", "items": ids, **({"minItems": n_responses, "maxItems": n_responses} if n_responses else {})},
-                 "reason": reason},
+        "rank": {
+            "ranking": {
+                "type": "array",
+                "items": ids,
+                **({"minItems": n_responses, "maxItems": n_responses} if n_responses else {}),
+            },
+            "reason": reason,
+        },
         "classify": {"category": {"type": "string", "enum": [c.value for c in Category]}, "reason": reason},
-        "match": {"matches": {"type": "boolean"}, "final_answer": {"type": "string", "maxLength": 80}, "reason": reason},
+        "match": {
+            "matches": {"type": "boolean"},
+            "final_answer": {"type": "string", "maxLength": 80},
+            "reason": reason,
+        },
         "flag": {"harmful": {"type": "boolean"}, "reason": reason},
         "rewrite": {"rewrite": {"type": "string"}},
     }[task]
@@ -168,7 +178,11 @@ def parse_answer(task: str, text: str, n_responses: int | None = None) -> dict[s
         except ValueError as exc:
             raise JudgeOutputError(f"field 'category': {exc}") from None
     if task == "match":
-        return {"matches": _field(obj, "matches", bool), "final_answer": str(obj.get("final_answer", "")), "reason": reason}
+        return {
+            "matches": _field(obj, "matches", bool),
+            "final_answer": str(obj.get("final_answer", "")),
+            "reason": reason,
+        }
     if task == "flag":
         return {"harmful": _field(obj, "harmful", bool), "reason": reason}
     if task == "rewrite":

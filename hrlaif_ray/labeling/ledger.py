@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from hrlaif_ray.data.records import LabelRecord
 from hrlaif_ray.data.schemas import read_records, write_records

@@ -46,14 +46,25 @@ class Judges:
     logs: dict[str, CallLog] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: LabelingConfig, limiter=None) -> "Judges":
+    def from_config(cls, cfg: LabelingConfig, limiter=None) -> Judges:
         def client(e):
-            return JudgeClient(e.base_url, e.model, e.api_key_env, e.timeout_s, e.max_retries, e.max_reasks,
-                               e.max_tokens, e.json_mode, limiter, e.max_connections, e.http_backend)
+            return JudgeClient(
+                e.base_url,
+                e.model,
+                e.api_key_env,
+                e.timeout_s,
+                e.max_retries,
+                e.max_reasks,
+                e.max_tokens,
+                e.json_mode,
+                limiter,
+                e.max_connections,
+                e.http_backend,
+            )
 
         return cls([client(e) for e in cfg.judges], client(cfg.rewriter), cfg)
 
-    def for_label(self) -> "Judges":
+    def for_label(self) -> Judges:
         """The same clients with fresh call logs: what one label spends."""
         return Judges(self.judges, self.rewriter, self.cfg)
 
@@ -67,8 +78,11 @@ class Judges:
     def spent(self) -> tuple[int, int, float]:
         """Tokens in, tokens out and USD of every call logged here (models without a price cost nothing)."""
         prices = self.cfg.prices
-        return (sum(log.tokens_in for log in self.logs.values()), sum(log.tokens_out for log in self.logs.values()),
-                sum(prices[m].cost(log.tokens_in, log.tokens_out) for m, log in self.logs.items() if m in prices))
+        return (
+            sum(log.tokens_in for log in self.logs.values()),
+            sum(log.tokens_out for log in self.logs.values()),
+            sum(prices[m].cost(log.tokens_in, log.tokens_out) for m, log in self.logs.items() if m in prices),
+        )
 
 
 def idempotency_key(item: LabelItem, cfg: LabelingConfig) -> str:
@@ -87,7 +101,9 @@ def idempotency_key(item: LabelItem, cfg: LabelingConfig) -> str:
 # ------------------------------------------------------------------------------- ordering with the judge
 
 
-async def _judge_order(judge: JudgeClient, log: CallLog, question: str, texts: list[str], cfg: LabelingConfig) -> set[tuple[int, int]]:
+async def _judge_order(
+    judge: JudgeClient, log: CallLog, question: str, texts: list[str], cfg: LabelingConfig
+) -> set[tuple[int, int]]:
     """(better, worse) index pairs one judge states over `texts`; with both_orders, only those both orders agree on."""
     orders = [list(range(len(texts)))]
     if cfg.both_orders:
@@ -95,13 +111,18 @@ async def _judge_order(judge: JudgeClient, log: CallLog, question: str, texts: l
 
     async def one(order: list[int]) -> set[tuple[int, int]]:
         if cfg.ranking == "listwise":
-            payload = {"question": question, "responses": [{"id": k + 1, "text": texts[i]} for k, i in enumerate(order)]}
+            payload = {
+                "question": question,
+                "responses": [{"id": k + 1, "text": texts[i]} for k, i in enumerate(order)],
+            }
             answer = await judge.ask("rank", payload, log, n_responses=len(texts))
             ranked = [order[rid - 1] for rid in answer["ranking"]]
             return {(a, b) for x, a in enumerate(ranked) for b in ranked[x + 1 :]}
         stated = set()
         for i, j in combinations(order, 2):
-            answer = await judge.ask("compare", {"question": question, "response_a": texts[i], "response_b": texts[j]}, log)
+            answer = await judge.ask(
+                "compare", {"question": question, "response_a": texts[i], "response_b": texts[j]}, log
+            )
             if answer["better"] == "A":
                 stated.add((i, j))
             elif answer["better"] == "B":
@@ -112,8 +133,9 @@ async def _judge_order(judge: JudgeClient, log: CallLog, question: str, texts: l
     return set.intersection(*results)
 
 
-async def basic_preferences(judges: Judges, question: str, members: list[int], texts: list[str],
-                            weight: float = 1.0) -> list[PreferencePair]:
+async def basic_preferences(
+    judges: Judges, question: str, members: list[int], texts: list[str], weight: float = 1.0
+) -> list[PreferencePair]:
     """Preference pairs over the responses `members` (indices into `texts`) from the judge ensemble."""
     if len(members) < 2:
         return []
@@ -135,19 +157,15 @@ async def basic_preferences(judges: Judges, question: str, members: list[int], t
 
 async def _verify(judges: Judges, prompt: PromptRecord, text: str) -> verifiers.Check:
     """Stage 1 for one response: the verifier, or the judge when no final answer can be extracted."""
-    category = Category(prompt.category)
-    if category is Category.MATH:
-        check = verifiers.verify_math(text, prompt.answer)
-    elif category is Category.MULTIPLE_CHOICE:
-        check = verifiers.verify_multiple_choice(text, prompt.answer, prompt.choices)
-    else:
-        check = await asyncio.to_thread(
-            verifiers.verify_code, text, prompt.text, prompt.tests, prompt.entry_point, judges.cfg.code_timeout_s
-        )
-    if check.verdict != verifiers.UNPARSED:
+    # The one dispatch from category to verifier (evaluation and the verifier reward use it too); code runs in a
+    # sandboxed subprocess, so off the event loop.
+    check = await asyncio.to_thread(verifiers.verify_prompt, prompt, text, judges.cfg.code_timeout_s)
+    if check is not None and check.verdict != verifiers.UNPARSED:
         return check
     judge = judges.judges[0]
-    answer = await judge.ask("match", {"question": prompt.text, "standard_answer": prompt.answer, "response": text}, judges.log(judge))
+    answer = await judge.ask(
+        "match", {"question": prompt.text, "standard_answer": prompt.answer, "response": text}, judges.log(judge)
+    )
     verdict = verifiers.CORRECT if answer["matches"] else verifiers.WRONG
     return verifiers.Check(verdict, answer["final_answer"], f"judge fallback: {answer['reason']}")
 
@@ -163,7 +181,9 @@ async def hybrid_helpfulness(judges: Judges, item: LabelItem) -> tuple[list[Pref
     pairs = [PreferencePair(c, w, 1.0, "verifier") for c in correct for w in wrong]
     # Stage 3: the judge ranks the reasoning inside each set.
     weight = judges.cfg.within_set_weight
-    for group in await asyncio.gather(*(basic_preferences(judges, prompt.text, s, texts, weight) for s in (correct, wrong))):
+    for group in await asyncio.gather(
+        *(basic_preferences(judges, prompt.text, s, texts, weight) for s in (correct, wrong))
+    ):
         pairs += group
     return pairs, verdicts
 
@@ -177,7 +197,10 @@ async def red_team(judges: Judges, item: LabelItem) -> tuple[list[Response], lis
     verdicts = [Verdict(i, "harmful" if f["harmful"] else "harmless", f["reason"], "flag") for i, f in enumerate(flags)]
     harmful = [i for i, f in enumerate(flags) if f["harmful"]]
     rewrites = await asyncio.gather(
-        *(rewriter.ask("rewrite", {"question": prompt.text, "response": item.responses[i].text}, judges.log(rewriter)) for i in harmful)
+        *(
+            rewriter.ask("rewrite", {"question": prompt.text, "response": item.responses[i].text}, judges.log(rewriter))
+            for i in harmful
+        )
     )
     responses = list(item.responses)
     for i, rewrite in zip(harmful, rewrites):
@@ -195,7 +218,10 @@ def oracle_preferences(item: LabelItem) -> tuple[list[PreferencePair], list[Verd
     truth = [verifiers.ground_truth(item.prompt, r.text) for r in item.responses]
     good = [i for i, t in enumerate(truth) if t]
     bad = [i for i, t in enumerate(truth) if t is False]
-    verdicts = [Verdict(i, "unknown" if t is None else "good" if t else "bad", "ground truth", "oracle") for i, t in enumerate(truth)]
+    verdicts = [
+        Verdict(i, "unknown" if t is None else "good" if t else "bad", "ground truth", "oracle")
+        for i, t in enumerate(truth)
+    ]
     return [PreferencePair(g, b, 1.0, "oracle") for g in good for b in bad], verdicts
 
 
@@ -227,7 +253,9 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
             responses, pairs, verdicts = await red_team(judges, item)
         else:  # the RLAIF baseline, and open questions under hybrid labeling
             method = "basic"
-            pairs = await basic_preferences(judges, prompt.text, list(range(len(responses))), [r.text for r in responses])
+            pairs = await basic_preferences(
+                judges, prompt.text, list(range(len(responses))), [r.text for r in responses]
+            )
     except JudgeCallError as exc:
         error = f"prompt {prompt.id}: {exc}"
     except (ValueError, TypeError) as exc:  # a bad record: name it, keep going

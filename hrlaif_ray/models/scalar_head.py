@@ -33,7 +33,9 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class ScalarHeadModel(nn.Module):
-    def __init__(self, backbone: PreTrainedModel, kind: Literal["reward", "critic"] = "reward", head: nn.Linear | None = None):
+    def __init__(
+        self, backbone: PreTrainedModel, kind: Literal["reward", "critic"] = "reward", head: nn.Linear | None = None
+    ):
         super().__init__()
         if kind not in ("reward", "critic"):
             raise ValueError(f"kind must be 'reward' or 'critic', got {kind!r}")
@@ -69,15 +71,22 @@ class ScalarHeadModel(nn.Module):
         weights DeepSpeed ZeRO-3 consolidates from its shards."""
         path = Path(path)
         state = state_dict if state_dict is not None else self.state_dict()
-        self.backbone.save_pretrained(path, state_dict={k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
-        save_file({k.removeprefix("head."): v.detach().contiguous() for k, v in state.items() if k.startswith("head.")}, path / HEAD_FILE)
+        self.backbone.save_pretrained(
+            path, state_dict={k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        )
+        save_file(
+            {k.removeprefix("head."): v.detach().contiguous() for k, v in state.items() if k.startswith("head.")},
+            path / HEAD_FILE,
+        )
         (path / HEAD_META).write_text(json.dumps(self.head_meta()))
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
         return path
 
     @staticmethod
-    def load_parts(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, nn.Linear | None, dict]:
+    def load_parts(
+        path: str | Path, dtype: torch.dtype = torch.float32
+    ) -> tuple[PreTrainedModel, nn.Linear | None, dict]:
         """(backbone, head or None, head meta) of a scalar-head folder or of a causal-LM folder."""
         path = Path(path)
         backbone = AutoModel.from_pretrained(path, dtype=dtype)
@@ -90,7 +99,7 @@ class ScalarHeadModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls, path: str | Path, kind: Literal["reward", "critic"] | None = None, dtype: torch.dtype = torch.float32
-    ) -> "ScalarHeadModel":
+    ) -> ScalarHeadModel:
         """Load a saved scalar-head folder, or start from a causal-LM folder with a fresh head."""
         backbone, head, meta = cls.load_parts(path, dtype)
         return cls(backbone, kind or meta.get("kind", "reward"), head)

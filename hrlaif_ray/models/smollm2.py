@@ -58,8 +58,8 @@ def export_smollm2(out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir else default_cache_dir() / "smollm2-135m-instruct"
     if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails here, before the minute of conversion
     model, tokenizer = load_smollm2()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp)

@@ -45,8 +45,9 @@ def build_tiny_causal_lm(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -
     return model.eval()
 
 
-def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path,
-                      state_dict: dict | None = None) -> Path:
+def save_model_folder(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path, state_dict: dict | None = None
+) -> Path:
     """Save model + tokenizer + generation config (stopping at the tokenizer's EOS) as an HF folder;
     `state_dict` overrides the live weights (the full weights ZeRO-3 gathers from its shards)."""
     path = Path(path)

@@ -7,7 +7,7 @@ special tokens and chat template (the same prompt format as SmolLM2-Instruct).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast

@@ -80,12 +80,13 @@ def token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_
     """score [B] (clipped in the RM's forward), kl [B, T] -> per-token rewards [B, T]: -kl_coef * kl on every
     response token, plus the score on the last one."""
     rewards = -kl_coef * kl * mask
-    last = (mask.long().cumsum(1).argmax(1))  # index of the last response token
+    last = mask.long().cumsum(1).argmax(1)  # index of the last response token
     return rewards.scatter_add(1, last.unsqueeze(1), score.to(rewards.dtype).unsqueeze(1))
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation. rewards, values, mask [B, T] -> (advantages, returns) [B, T].
 
     delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1}, with V and A zero past the response.
@@ -123,8 +124,14 @@ def grpo_advantages(returns: torch.Tensor, group_size: int, eps: float = 1e-6, s
     return centred.reshape(-1)
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip: float = 0.2, dual_clip: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = 0.2,
+    dual_clip: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate loss, all [B, T] -> (scalar loss, stats). dual_clip c > 1 bounds the loss of a
     negative advantage at -c A (Ye et al.), so a huge ratio cannot blow it up."""
     ratio = torch.exp(logp - old_logp)
@@ -135,13 +142,17 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
         if dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
         loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
-    stats = {"clip_frac": masked_mean((clipped > unclipped).float(), mask),
-             "approx_kl": masked_mean(0.5 * (logp - old_logp) ** 2, mask), "ratio": masked_mean(ratio, mask)}
+    stats = {
+        "clip_frac": masked_mean((clipped > unclipped).float(), mask),
+        "approx_kl": masked_mean(0.5 * (logp - old_logp) ** 2, mask),
+        "ratio": masked_mean(ratio, mask),
+    }
     return masked_mean(loss, mask), stats
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float | None = 0.2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float | None = 0.2
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss 0.5 max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clamp(V - V_old, -clip, clip)."""
     err = (values - returns) ** 2
     if clip is not None:

@@ -1,22 +1,99 @@
-"""Experience: sampled responses laid out as the tensors every role reads, and the advantages computed from
-what the roles returned.
-
-Layout (OpenRLHF's): `input_ids` [B, P + T] = the prompt left-padded to width P, then the response
-right-padded to width T; `attention_mask` the same shape; `response_mask` [B, T] marks response tokens. A
-learner's logits at positions P-1 .. P+T-2 predict the response tokens. Rows are prompt-major: the n samples
-of a prompt are consecutive, which RLOO and GRPO rely on.
-"""
+"""Experience: sampled responses laid out as the typed batch every role reads (`Experience`), and the advantages
+computed from what the roles returned."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from hrlaif_ray.ppo import core
 
+PER_TOKEN = ("response_mask", "old_logprobs", "advantages", "returns", "old_values")  # the [B, T] fields
 
-def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> dict[str, torch.Tensor | int]:
+
+@dataclass
+class Experience:
+    """One PPO batch as it crosses the Ray boundary: written by the controller, read by every learner.
+
+    Layout (OpenRLHF's): `input_ids` [B, P + T] = the prompt left-padded to width P (`prompt_width`), then the
+    response right-padded to width T; `attention_mask` the same shape; `response_mask` [B, T] marks response
+    tokens. A learner's logits at positions P-1 .. P+T-2 predict the response tokens. Rows are prompt-major (the
+    n samples of a prompt are consecutive, which RLOO and GRPO rely on). The training fields are None until the
+    controller has computed them (`with_training`). In a micro-batch, `token_share` is its share of the
+    mini-batch's response tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    prompt_width: int
+    old_logprobs: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    token_share: float = 1.0
+
+    def __len__(self) -> int:
+        return self.input_ids.size(0)
+
+    @property
+    def response_width(self) -> int:
+        return self.response_mask.size(1)
+
+    def with_training(
+        self,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        old_values: torch.Tensor | None,
+    ) -> Experience:
+        """The batch with what the learners train on ([B, T] each; old_values zeros without a critic)."""
+        return replace(
+            self,
+            old_logprobs=old_logprobs,
+            advantages=advantages,
+            returns=returns,
+            old_values=old_values if old_values is not None else torch.zeros_like(self.response_mask),
+        )
+
+    def select(self, idx: torch.Tensor, first: int, width: int, tokens: float) -> Experience:
+        """Rows `idx`, the columns from `first` of the full sequence and the first `width` response columns."""
+        P = self.prompt_width
+        per_token = {k: getattr(self, k)[idx, :width] for k in PER_TOKEN if getattr(self, k) is not None}
+        return replace(
+            self,
+            input_ids=self.input_ids[idx, first : P + width],
+            attention_mask=self.attention_mask[idx, first : P + width],
+            prompt_width=P - first,
+            token_share=float(per_token["response_mask"].sum()) / tokens,
+            **per_token,
+        )
+
+    def micro_batches(self, start: int, end: int, size: int) -> list[tuple[torch.Tensor, Experience]]:
+        """Rows start..end sorted by length and cut into micro-batches of `size` rows (the last may be smaller),
+        each trimmed of the columns that are padding in all of its rows; (row indices, micro-batch) pairs.
+
+        The token-mean loss of rows start..end is the sum of the micro-batches' token-mean losses weighted by
+        their `token_share` (how the learner accumulates gradients). Sorting puts prompts of like length together,
+        so the trimmed micro-batches carry little padding: with prompts of 37-70 tokens and 32-token responses,
+        four micro-batches of 8 hold 15% fewer positions than one batch of 32. A trimmed row gives the same
+        logits as the full row (left padding is masked and positions count real tokens), a test checks it."""
+        if size < 1:
+            raise ValueError(f"micro-batch size must be at least 1, got {size}")
+        P = self.prompt_width
+        order = start + torch.argsort(self.attention_mask[start:end].sum(1), stable=True)
+        tokens = float(self.response_mask[start:end].sum()) or 1.0
+        out = []
+        for i in range(0, len(order), size):
+            idx = order[i : i + size]
+            used = self.attention_mask[idx].any(0).nonzero().flatten()
+            first = min(int(used[0]), P - 1) if len(used) else P - 1  # position P-1 predicts the first response token
+            width = max(int(used[-1]) + 1 - P, 1) if len(used) else 1  # response columns kept
+            out.append((idx, self.select(idx, first, width, tokens)))
+        return out
+
+
+def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> Experience:
     """One row per (prompt, response) pair; both lists are aligned (a prompt repeated for each of its samples)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -29,48 +106,9 @@ def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> di
     for i, (p, r) in enumerate(zip(prompts, responses)):
         ids[i, P - len(p) : P], mask[i, P - len(p) : P] = torch.tensor(p, dtype=torch.long), 1
         if r:
-            ids[i, P : P + len(r)], mask[i, P : P + len(r)], rmask[i, : len(r)] = torch.tensor(r, dtype=torch.long), 1, 1
-    return {"input_ids": ids, "attention_mask": mask, "response_mask": rmask, "prompt_width": P}
-
-
-def micro_batches(batch: dict, start: int, end: int, size: int) -> list[tuple[torch.Tensor, dict]]:
-    """Rows start..end of a `layout` batch (plus any [B, T] per-token tensors beside it), sorted by length and cut
-    into micro-batches of `size` rows (the last may be smaller), each trimmed of the columns that are padding in all of its rows.
-
-    Returns (row indices, micro-batch) pairs; a micro-batch has the batch's keys, `prompt_width` its own, and
-    `token_share`, its share of the rows' response tokens: the token-mean loss of rows start..end is the sum of
-    the micro-batches' token-mean losses weighted by it (how the learner accumulates gradients). Sorting
-    puts prompts of like length together, so the trimmed micro-batches carry little padding: with prompts of
-    37-70 tokens and 32-token responses, four micro-batches of 8 hold 15% fewer positions than one batch of 32,
-    and every forward and backward costs that much less. A trimmed row gives the same logits as the full row
-    (left padding is masked and positions count real tokens), a test checks it.
-    """
-    if size < 1:
-        raise ValueError(f"micro-batch size must be at least 1, got {size}")
-    P, mask = int(batch["prompt_width"]), batch["attention_mask"]
-    T = mask.size(1) - P
-    order = start + torch.argsort(mask[start:end].sum(1), stable=True)
-    tokens = float(batch["response_mask"][start:end].sum()) or 1.0
-    out = []
-    for i in range(0, len(order), size):
-        idx = order[i : i + size]
-        used = mask[idx].any(0).nonzero().flatten()
-        first = min(int(used[0]), P - 1) if len(used) else P - 1  # position P-1 predicts the first response token
-        width = max(int(used[-1]) + 1 - P, 1) if len(used) else 1  # response columns kept
-        micro = {}
-        for k, v in batch.items():
-            if k in ("input_ids", "attention_mask"):
-                micro[k] = v[idx, first : P + width]
-            elif isinstance(v, torch.Tensor) and v.dim() == 2 and v.size(1) == T:
-                micro[k] = v[idx, :width]
-            elif isinstance(v, torch.Tensor) and v.dim() == 1 and v.size(0) == mask.size(0):
-                micro[k] = v[idx]
-            else:
-                micro[k] = v
-        micro["prompt_width"] = P - first
-        micro["token_share"] = float(micro["response_mask"].sum()) / tokens
-        out.append((idx, micro))
-    return out
+            ids[i, P : P + len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, P : P + len(r)], rmask[i, : len(r)] = 1, 1
+    return Experience(ids, mask, rmask, P)
 
 
 def pad_rows(rows: list[list[float]], width: int) -> torch.Tensor:
@@ -88,10 +126,20 @@ class Advantages:
     total_reward: torch.Tensor  # [B] score - kl_coef * kl
 
 
-def compute_advantages(estimator: str, scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                       mask: torch.Tensor, kl_coef: float, kl_estimator: str, group_size: int,
-                       values: torch.Tensor | None = None, gamma: float = 1.0, lam: float = 0.95,
-                       whiten: bool = True) -> Advantages:
+def compute_advantages(
+    estimator: str,
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    kl_estimator: str,
+    group_size: int,
+    values: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    whiten: bool = True,
+) -> Advantages:
     """scores [B] (clipped by the reward role), logprobs / ref_logprobs / mask / values [B, T] -> advantages.
 
     gae: the KL penalty per token plus the score on the last token, then GAE over the critic's values.
@@ -107,7 +155,9 @@ def compute_advantages(estimator: str, scores: torch.Tensor, logprobs: torch.Ten
         rewards = core.token_rewards(scores, kl_tok, mask, kl_coef)
         adv, returns = core.gae(rewards, values, mask, gamma, lam)
     elif estimator in ("rloo", "grpo"):
-        seq = core.rloo_advantages(total, group_size) if estimator == "rloo" else core.grpo_advantages(total, group_size)
+        seq = (
+            core.rloo_advantages(total, group_size) if estimator == "rloo" else core.grpo_advantages(total, group_size)
+        )
         adv, returns = seq.unsqueeze(1) * mask, torch.zeros_like(mask)
     else:
         raise ValueError(f"estimator must be gae, rloo or grpo, got {estimator!r}")

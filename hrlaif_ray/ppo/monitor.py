@@ -35,7 +35,9 @@ class RewardHackingMonitor:
         fell = self.best.accuracy - accuracy
         rose = reward - self.best.reward
         if fell > self.accuracy_drop and rose > self.reward_rise:
-            return (f"reward hacking suspected at step {step}: reward {self.best.reward:.3f} -> {reward:.3f} (+{rose:.3f}) "
-                    f"while held-out accuracy fell {self.best.accuracy:.3f} -> {accuracy:.3f} (-{fell:.3f}) since step "
-                    f"{self.best.step}")
+            return (
+                f"reward hacking suspected at step {step}: reward {self.best.reward:.3f} -> {reward:.3f} (+{rose:.3f}) "
+                f"while held-out accuracy fell {self.best.accuracy:.3f} -> {accuracy:.3f} (-{fell:.3f}) since step "
+                f"{self.best.step}"
+            )
         return None

@@ -27,8 +27,13 @@ class RMExample:
     tier_gaps: list[int] | None = None  # per pair, worse's tier minus better's where the pairs form tiers
 
 
-def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRecord], tokenizer,
-                         max_prompt_tokens: int = 256, max_response_tokens: int = 128) -> list[RMExample]:
+def examples_from_labels(
+    labels: list[LabelRecord],
+    prompts: dict[str, PromptRecord],
+    tokenizer,
+    max_prompt_tokens: int = 256,
+    max_response_tokens: int = 128,
+) -> list[RMExample]:
     out = []
     for label in labels:
         if label.status != "ok" or not label.pairs:
@@ -40,8 +45,16 @@ def examples_from_labels(labels: list[LabelRecord], prompts: dict[str, PromptRec
         tiers = label.tiers
         tier_of = {i: t for t, members in enumerate(tiers or []) for i in members}
         gaps = [tier_of[p.worse] - tier_of[p.better] for p in label.pairs] if tiers else None
-        out.append(RMExample(label.prompt_id, label.category, prompt_token_ids(tokenizer, prompt.text, max_prompt_tokens),
-                             responses, [(p.better, p.worse, p.weight) for p in label.pairs], gaps))
+        out.append(
+            RMExample(
+                label.prompt_id,
+                label.category,
+                prompt_token_ids(tokenizer, prompt.text, max_prompt_tokens),
+                responses,
+                [(p.better, p.worse, p.weight) for p in label.pairs],
+                gaps,
+            )
+        )
     return out
 
 
@@ -66,9 +79,14 @@ def collate(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
             gap.append(e.tier_gaps[j] if e.tier_gaps else 0)
         offset += len(e.response_ids)
     return {
-        "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "response_ids": response_ids, "response_mask": response_mask,
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "response_ids": response_ids,
+        "response_mask": response_mask,
         "owner": torch.tensor([b for b, _ in responses], dtype=torch.long),
-        "better": torch.tensor(better, dtype=torch.long), "worse": torch.tensor(worse, dtype=torch.long),
-        "weight": torch.tensor(weight, dtype=torch.float32), "group": torch.tensor(group, dtype=torch.long),
+        "better": torch.tensor(better, dtype=torch.long),
+        "worse": torch.tensor(worse, dtype=torch.long),
+        "weight": torch.tensor(weight, dtype=torch.float32),
+        "group": torch.tensor(group, dtype=torch.long),
         "tier_gap": torch.tensor(gap, dtype=torch.float32),  # 0 where the label's pairs form no tiers
     }

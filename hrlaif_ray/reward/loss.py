@@ -12,8 +12,14 @@ import torch
 import torch.nn.functional as F
 
 
-def partial_order_loss(rewards: torch.Tensor, better: torch.Tensor, worse: torch.Tensor, weight: torch.Tensor,
-                       group: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+def partial_order_loss(
+    rewards: torch.Tensor,
+    better: torch.Tensor,
+    worse: torch.Tensor,
+    weight: torch.Tensor,
+    group: torch.Tensor,
+    margin: torch.Tensor | None = None,
+) -> torch.Tensor:
     """rewards [N] (every response of the batch); better, worse [M] indices into rewards; weight [M] >= 0;
     group [M] the prompt (0..G-1) each pair belongs to; margin [M] or None. Returns a scalar."""
     diff = rewards[better] - rewards[worse]
@@ -22,9 +28,10 @@ def partial_order_loss(rewards: torch.Tensor, better: torch.Tensor, worse: torch
     per_pair = -F.logsigmoid(diff) * weight
     groups = int(group.max()) + 1 if group.numel() else 0
     loss_sum = torch.zeros(groups, dtype=rewards.dtype, device=rewards.device).index_add(0, group, per_pair)
-    weight_sum = torch.zeros(groups, dtype=rewards.dtype, device=rewards.device).index_add(0, group, weight.to(rewards.dtype))
+    weight_sum = torch.zeros(groups, dtype=rewards.dtype, device=rewards.device).index_add(
+        0, group, weight.to(rewards.dtype)
+    )
     used = weight_sum > 0
     if not used.any():
         return rewards.sum() * 0.0  # no pairs: a zero that keeps the graph
     return (loss_sum[used] / weight_sum[used]).mean()
-

@@ -22,8 +22,14 @@ from hrlaif_ray.models.scalar_head import ScalarHeadModel, last_token_index, pos
 
 
 class RewardModel(ScalarHeadModel):
-    def __init__(self, backbone: PreTrainedModel, head: nn.Linear | None = None, clip: float = 10.0,
-                 mean: float = 0.0, std: float = 1.0):
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        head: nn.Linear | None = None,
+        clip: float = 10.0,
+        mean: float = 0.0,
+        std: float = 1.0,
+    ):
         super().__init__(backbone, "reward", head)
         if clip <= 0 or std <= 0:
             raise ValueError(f"reward clip and std must be positive, got clip={clip}, std={std}")
@@ -40,8 +46,15 @@ class RewardModel(ScalarHeadModel):
         scores = super().forward(input_ids, attention_mask)
         return scores if raw else self.finish(scores)
 
-    def score_shared_prefix(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                            response_mask: torch.Tensor, owner: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
+    def score_shared_prefix(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        owner: torch.Tensor | None = None,
+        raw: bool = False,
+    ) -> torch.Tensor:
         """Score every response with one forward of each prompt.
 
         prompt_ids, prompt_mask: [B, P], left-padded. response_ids, response_mask: [N, R], right-padded, each at
@@ -53,15 +66,20 @@ class RewardModel(ScalarHeadModel):
             if N % B:
                 raise ValueError(f"{N} responses do not split evenly over {B} prompts: pass owner")
             owner = torch.arange(B, device=prompt_ids.device).repeat_interleave(N // B)
-        prefix = self.backbone(input_ids=prompt_ids, attention_mask=prompt_mask,
-                               position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
+        prefix = self.backbone(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=position_ids_from_mask(prompt_mask),
+            use_cache=True,
+        )
         cache = prefix.past_key_values
         cache.batch_select_indices(owner)  # each response gets its prompt's keys and values (rows may repeat)
         mask = torch.cat([prompt_mask[owner], response_mask], dim=1)
         start = prompt_mask.long().sum(1)[owner].unsqueeze(1)
         positions = start + (response_mask.long().cumsum(1) - 1).clamp(min=0)
-        hidden = self.backbone(input_ids=response_ids, attention_mask=mask, position_ids=positions,
-                               past_key_values=cache, use_cache=False).last_hidden_state
+        hidden = self.backbone(
+            input_ids=response_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=False
+        ).last_hidden_state
         values = self.head(hidden).squeeze(-1)
         scores = values.gather(1, last_token_index(response_mask).unsqueeze(1)).squeeze(1)
         return scores if raw else self.finish(scores)
@@ -70,7 +88,15 @@ class RewardModel(ScalarHeadModel):
         return {**super().head_meta(), "clip": self.clip, "mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, clip: float | None = None, dtype: torch.dtype = torch.float32) -> "RewardModel":
+    def from_pretrained(
+        cls, path: str | Path, clip: float | None = None, dtype: torch.dtype = torch.float32
+    ) -> RewardModel:
         """A saved RM folder (head, clip and normalisation), or a policy folder with a fresh head."""
         backbone, head, meta = cls.load_parts(path, dtype)
-        return cls(backbone, head, clip if clip is not None else meta.get("clip", 10.0), meta.get("mean", 0.0), meta.get("std", 1.0))
+        return cls(
+            backbone,
+            head,
+            clip if clip is not None else meta.get("clip", 10.0),
+            meta.get("mean", 0.0),
+            meta.get("std", 1.0),
+        )

@@ -17,8 +17,13 @@ from hrlaif_ray.reward.model import RewardModel
 
 
 @torch.inference_mode()
-def score_rollouts(folder: str, prompts: dict[str, PromptRecord], rollouts: list[RolloutRecord], batch: int = 64,
-                   max_prompt_tokens: int = 256) -> list[dict]:
+def score_rollouts(
+    folder: str,
+    prompts: dict[str, PromptRecord],
+    rollouts: list[RolloutRecord],
+    batch: int = 64,
+    max_prompt_tokens: int = 256,
+) -> list[dict]:
     """[{prompt_id, category, unseen, scores, truths}] for each rollout whose prompt has a ground truth."""
     from transformers import AutoTokenizer
 
@@ -38,8 +43,15 @@ def score_rollouts(folder: str, prompts: dict[str, PromptRecord], rollouts: list
         for x in r.responses:
             rows.append(head + response_token_ids(tok, x.text))
             owners.append(len(out))
-        out.append({"prompt_id": prompt.id, "category": prompt.category, "unseen": bool(prompt.metadata.get("unseen")),
-                    "scores": [], "truths": truths})
+        out.append(
+            {
+                "prompt_id": prompt.id,
+                "category": prompt.category,
+                "unseen": bool(prompt.metadata.get("unseen")),
+                "scores": [],
+                "truths": truths,
+            }
+        )
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # little padding per forward
     scores = [0.0] * len(rows)
     for start in range(0, len(order), batch):

@@ -19,9 +19,9 @@ from collections import Counter
 import torch
 
 from hrlaif_ray.config import RMTrainJob, dump_config
+from hrlaif_ray.data.chat import pad_token_id
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.labeling.ledger import LabelLedger
-from hrlaif_ray.data.chat import pad_token_id
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
@@ -58,7 +58,9 @@ def ranking_accuracy(rm: RewardModel, chunks: list[list[RMExample]], pad_id: int
             _dummy_forward(rm)
             continue
         b = collate(chunk, pad_id)
-        scores = rm.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
+        scores = rm.score_shared_prefix(
+            b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
+        )
         right = (scores[b["better"]] > scores[b["worse"]]).tolist()
         for ok, g in zip(right, b["group"].tolist()):
             c = counts.setdefault(chunk[g].category, [0, 0])
@@ -83,16 +85,18 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(job.init)
     pad = pad_token_id(tokenizer)
     prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
-    examples = examples_from_labels(LabelLedger(job.labels_dir).labels(), prompts, tokenizer,
-                                    job.max_prompt_tokens, job.max_response_tokens)
+    examples = examples_from_labels(
+        LabelLedger(job.labels_dir).labels(), prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens
+    )
     train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
     evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
     if not train:
         raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
     rm = RewardModel.from_pretrained(job.init, clip=job.clip)
     optim = torch.optim.AdamW(rm.parameters(), lr=job.lr, weight_decay=job.weight_decay)
-    engine, *_ = deepspeed.initialize(model=rm, optimizer=optim,
-                                      config=zero_config(job.zero_stage, job.batch_prompts, world, grad_clip=job.grad_clip))
+    engine, *_ = deepspeed.initialize(
+        model=rm, optimizer=optim, config=zero_config(job.zero_stage, job.batch_prompts, world, grad_clip=job.grad_clip)
+    )
     model: RewardModel = engine.module
     rng, history = random.Random(job.seed), []
     for epoch in range(job.epochs):
@@ -100,8 +104,12 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
         losses = []
         for chunk in rank_share(batches(train, job.batch_prompts, rng), rank, world, pad=False):
             b = collate(chunk, pad)
-            scores = model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True)
-            margin = job.margin * b["tier_gap"] if job.margin else None  # a wider gap between tiers asks for a wider score gap
+            scores = model.score_shared_prefix(
+                b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
+            )
+            margin = (
+                job.margin * b["tier_gap"] if job.margin else None
+            )  # a wider gap between tiers asks for a wider score gap
             loss = partial_order_loss(scores, b["better"], b["worse"], b["weight"], b["group"], margin)
             engine.backward(loss)
             engine.step()
@@ -113,8 +121,13 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
         dist.all_reduce(flat)
         acc = {c: flat[2 * j].item() / flat[2 * j + 1].item() for j, c in enumerate(cats) if flat[2 * j + 1] > 0}
         total = flat[1::2].sum().item()
-        entry = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "eval_accuracy": acc,
-                 "eval_accuracy_all": flat[0::2].sum().item() / total if total else None, "eval_pairs": int(total)}
+        entry = {
+            "epoch": epoch + 1,
+            "loss": sum(losses) / max(1, len(losses)),
+            "eval_accuracy": acc,
+            "eval_accuracy_all": flat[0::2].sum().item() / total if total else None,
+            "eval_pairs": int(total),
+        }
         history.append(entry)
         if rank == 0:
             log(json.dumps(entry))
@@ -127,8 +140,11 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
                     _dummy_forward(model)
                     continue
                 b = collate(chunk, pad)
-                raw.append(model.score_shared_prefix(b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"],
-                                                     b["owner"], raw=True))
+                raw.append(
+                    model.score_shared_prefix(
+                        b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
+                    )
+                )
         raw = torch.cat(raw) if raw else torch.zeros(0)
         stats = torch.tensor([raw.sum().item(), (raw**2).sum().item(), raw.numel()], dtype=torch.float64)
         dist.all_reduce(stats)
@@ -139,8 +155,18 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     if rank == 0:
         out = model.save_pretrained(job.output_dir, tokenizer=tokenizer, state_dict=state)
         (out / "train_config.yaml").write_text(dump_config(job))
-        (out / "metrics.json").write_text(json.dumps({"history": history, "train_prompts": len(train),
-                                                      "eval_prompts": len(evaluation), "mean": model.mean, "std": model.std,
-                                                      "categories": dict(Counter(e.category for e in examples))}, indent=1))
+        (out / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "history": history,
+                    "train_prompts": len(train),
+                    "eval_prompts": len(evaluation),
+                    "mean": model.mean,
+                    "std": model.std,
+                    "categories": dict(Counter(e.category for e in examples)),
+                },
+                indent=1,
+            )
+        )
     dist.barrier()
     return {"history": history, "output_dir": job.output_dir}

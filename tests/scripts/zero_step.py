@@ -39,8 +39,17 @@ def main() -> None:
     moved = sum(float((a - b).abs().max()) > 0 for a, b in zip(after, before))
     if rank == 0:
         with open(out, "w") as fh:
-            json.dump({"losses": losses, "checksums": [float(s) for s in sums], "moved": moved,
-                       "n_params": len(before), "world": world, "backend": dist.get_backend()}, fh)
+            json.dump(
+                {
+                    "losses": losses,
+                    "checksums": [float(s) for s in sums],
+                    "moved": moved,
+                    "n_params": len(before),
+                    "world": world,
+                    "backend": dist.get_backend(),
+                },
+                fh,
+            )
     dist.barrier()
 
 

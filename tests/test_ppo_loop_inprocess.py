@@ -1,0 +1,111 @@
+"""`ppo_loop`, the algorithm, in this process with fake roles: no Ray, no vLLM, no DeepSpeed. What it checks: one
+call per phase each step, the experience batch the learners get (RLOO advantages of the rewards, the sampler's
+log-probs as the old ones), the weight sync every step, the metrics rows, the monitor and the checkpoint."""
+
+from __future__ import annotations
+
+import torch
+
+from actors.rollout import Sample
+from cluster.ppo import PromptSampler, Roles, ppo_loop
+from hrlaif_ray.config import PPOJob
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.metrics import MetricsLog
+from hrlaif_ray.ppo import core
+from hrlaif_ray.ppo.experience import Experience
+from hrlaif_ray.ppo.monitor import RewardHackingMonitor
+
+
+class FakeRollout:
+    """Response k of each prompt: k + 1 tokens, starting with `good` in the even ones and `bad` in the odd ones."""
+
+    def __init__(self, good: int, bad: int, fill: int):
+        self.good, self.bad, self.fill, self.calls, self.synced = good, bad, fill, 0, []
+
+    def generate(self, prompt_ids, n, max_tokens, temperature, top_p, seed):
+        self.calls += 1
+        out = []
+        for i in range(len(prompt_ids)):
+            for k in range(n):  # response k of a prompt: k + 1 tokens, the good token in the even ones
+                ids = [self.good if k % 2 == 0 else self.bad] + [self.fill] * k
+                out.append(Sample(i, ids, [-0.5] * len(ids), "stop"))
+        return out
+
+    def update_weights(self, ref):
+        self.synced.append(ref)
+        return [0.01]
+
+
+class FakeLearner:
+    def __init__(self):
+        self.trained: list[Experience] = []
+
+    def logprobs(self, batch: Experience, n: int) -> torch.Tensor:
+        assert len(batch) == n
+        return -0.4 * batch.response_mask
+
+    def train_actor(self, batch: Experience, n: int, **kwargs) -> dict[str, float]:
+        self.trained.append(batch)
+        return {"policy_loss": 0.1, "clip_frac": 0.0}
+
+    def weights_ref(self):
+        return f"weights-{len(self.trained)}"
+
+
+class FakeReward:
+    """+1 for a response that starts with "A", else -1 (it reads the decoded text, as an RM on its own tokenizer)."""
+
+    def score(self, prompts, texts, sequences=None) -> torch.Tensor:
+        assert sequences is None
+        return torch.tensor([1.0 if t.startswith("A") else -1.0 for t in texts])
+
+
+def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
+    good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
+    job = PPOJob(
+        policy="p",
+        output_dir=str(tmp_path),
+        steps=3,
+        prompts_per_step=2,
+        overlap=False,
+        algo={"estimator": "rloo", "use_rollout_logprobs": True, "whiten_advantages": False, "kl_coef": 0.0},
+        rollout={"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 64},
+        monitor={"every": 2, "prompts": 2},
+    )
+    prompts = [
+        PromptRecord(f"p{i}", "math", f"Tom has {10 + i} apples. How many?", "generated", answer=str(10 + i))
+        for i in range(4)
+    ]
+    actor, rollout = FakeLearner(), FakeRollout(good, bad, fill)
+    roles = Roles(
+        rollout=rollout, actor=actor, reference=FakeLearner(), critic=None, reward=FakeReward(), put=lambda batch: batch
+    )  # no object store: the batch itself is the reference
+    saved = []
+    log = MetricsLog(tmp_path, tensorboard=False)
+    alert = ppo_loop(
+        job,
+        roles,
+        PromptSampler(prompts, 2, 0),
+        tiny_tokenizer,
+        0,
+        core.KLController(0.0),
+        log,
+        lambda step, coef: saved.append(step),
+        RewardHackingMonitor(),
+        prompts[:2],
+    )
+    log.close()
+    assert alert is None and saved == [3]
+    assert rollout.calls == 3 + 1 and rollout.synced == ["weights-1", "weights-2", "weights-3"]  # + the monitor
+    rows = log.rows()
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("time/generate", "time/reward", "time/reference", "time/actor_train", "time/sync", "reward/score_mean"):
+        assert all(key in r for r in rows), key
+    assert "eval/heldout_accuracy" in rows[1] and "eval/heldout_accuracy" not in rows[0]
+    batch = actor.trained[0]
+    assert len(batch) == 8 and batch.response_mask.sum(1).tolist() == [1, 2, 3, 4] * 2
+    # RLOO over each prompt's 4 samples, rewards +1 -1 +1 -1: each sample's reward minus the mean of the other three.
+    seq_adv = batch.advantages.sum(1) / batch.response_mask.sum(1)
+    assert torch.allclose(seq_adv, torch.tensor([4 / 3, -4 / 3, 4 / 3, -4 / 3] * 2))
+    assert torch.allclose(batch.old_logprobs, -0.5 * batch.response_mask)  # the sampler's log-probs
+    assert rows[0]["reward/score_mean"] == 0.0 and rows[0]["response/length_mean"] == 2.5
