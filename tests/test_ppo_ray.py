@@ -36,7 +36,7 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
 
     from actors.learner import LearnerGroup
     from actors.rollout import RolloutActor, RolloutGroup, rollout_env
-    from cluster.ppo import learner_env
+    from actors.runtime import actor_env
     from cluster.topology import Topology
     from hrlaif_ray.ppo.experience import layout, pad_rows
 
@@ -45,7 +45,7 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
     try:
         tok = AutoTokenizer.from_pretrained(tiny_model_dir)
         folder = str(tiny_model_dir)
-        options = [{**o, "runtime_env": learner_env(1, 0)} for o in topo.options("actor")]
+        options = [{**o, "runtime_env": actor_env(1, 0)} for o in topo.options("actor")]
         actor = LearnerGroup(
             "actor", folder, options, zero_stage=2, lr=1e-2, micro_batch=2, grad_accum=2, threads=1, temperature=0.8
         )

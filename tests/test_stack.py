@@ -15,6 +15,7 @@ def _run(cmd, env, timeout):
     return proc
 
 
+@pytest.mark.slow  # make test keeps its kind: tests/test_ppo_ray.py's weight sync matches vLLM's log-probs to ours
 def test_vllm_cpu_generates_from_our_folder_matching_hf(tmp_path, tiny_model_dir, tiny_tokenizer):
     out = tmp_path / "vllm.json"
     prompts = ["Tom has 23 apples and buys 4 more. How many apples now?", "Hi"]
@@ -34,7 +35,8 @@ def test_vllm_cpu_generates_from_our_folder_matching_hf(tmp_path, tiny_model_dir
         assert torch.all(logp.max(-1).values - hf < 1e-4)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+# ZeRO-2 on 2 ranks also runs in make test's `ray job submit` test; stage 2 here is for make test-all.
+@pytest.mark.parametrize("stage", [pytest.param(2, marks=pytest.mark.slow), 3])
 def test_deepspeed_zero_step_on_two_gloo_ranks(tmp_path, tiny_model_dir, stage):
     out = tmp_path / "zero.json"
     cmd = torchrun(
