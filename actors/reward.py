@@ -19,7 +19,7 @@ import ray
 import torch
 
 from actors.runtime import actor_env
-from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness
 from hrlaif_ray.reward.model import RewardModel
@@ -45,16 +45,9 @@ class RewardReplica:
     def verify(self, prompts: list[PromptRecord], responses: list[str]) -> torch.Tensor:
         return verifier_scores(prompts, responses)
 
-    @torch.inference_mode()
     def score(self, sequences: list[list[int]], micro_batch: int | None = None) -> torch.Tensor:
-        """Rewards [len(sequences)] (clipped in the RM's forward); the sequences come sorted by length and are
-        left-padded `micro_batch` at a time (all at once when None), so each forward carries little padding."""
-        size = micro_batch or max(1, len(sequences))
-        out = []
-        for i in range(0, len(sequences), size):
-            ids, mask = left_pad(sequences[i : i + size], self.pad)
-            out.append(self.rm(ids.to(self.device), mask.to(self.device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+        """Rewards [len(sequences)] (clipped in the RM's forward), `micro_batch` rows a forward in length order."""
+        return self.rm.score_sequences(sequences, self.pad, micro_batch)
 
     def encode(self, prompts: list[str], responses: list[str], max_prompt_tokens: int = 1024) -> list[list[int]]:
         return [

@@ -364,7 +364,7 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         "",
         f"## Training (seed {seeds[0]})",
         "",
-        table(mech_eval_first(out, seeds[0]), summaries),
+        table((_read_json(out / "eval" / "sft" / "eval.json") or {}).get("metrics", {}), summaries),
         "",
         "![training curves](plots/training.png)",
         "",
@@ -391,11 +391,6 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
     }
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     return result
-
-
-def mech_eval_first(out: Path, seed: int) -> dict:
-    """The SFT policy's eval metrics (the training table's first row)."""
-    return (_read_json(out / "eval" / "sft" / "eval.json") or {}).get("metrics", {})
 
 
 def summary_json(result: dict) -> dict:

@@ -46,6 +46,23 @@ class RewardModel(ScalarHeadModel):
         scores = super().forward(input_ids, attention_mask)
         return scores if raw else self.finish(scores)
 
+    @torch.inference_mode()
+    def score_sequences(self, sequences: list[list[int]], pad: int, micro_batch: int | None = None) -> torch.Tensor:
+        """Rewards [len(sequences)] of whole token sequences (prompt + response, ending where the reward is read),
+        in their order; scored `micro_batch` at a time (all at once when None) in length order, left-padded, so
+        each forward carries little padding."""
+        from hrlaif_ray.data.chat import left_pad
+
+        device = next(self.parameters()).device
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # stable: sorted input keeps its order
+        size = micro_batch or max(1, len(sequences))
+        out = torch.zeros(len(sequences))
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            ids, mask = left_pad([sequences[i] for i in idx], pad)
+            out[idx] = self(ids.to(device), mask.to(device)).float().cpu()
+        return out
+
     def score_shared_prefix(
         self,
         prompt_ids: torch.Tensor,

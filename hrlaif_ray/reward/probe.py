@@ -8,15 +8,12 @@ the share of (correct, wrong) and (refusal, compliance) pairs the RM orders righ
 
 from __future__ import annotations
 
-import torch
-
-from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids, response_token_ids
+from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord, RolloutRecord
 from hrlaif_ray.labeling.verifiers import ground_truth
 from hrlaif_ray.reward.model import RewardModel
 
 
-@torch.inference_mode()
 def score_rollouts(
     folder: str,
     prompts: dict[str, PromptRecord],
@@ -52,13 +49,7 @@ def score_rollouts(
                 "truths": truths,
             }
         )
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # little padding per forward
-    scores = [0.0] * len(rows)
-    for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        ids, mask = left_pad([rows[i] for i in idx], pad)
-        for i, s in zip(idx, rm(ids, mask).float().tolist()):
-            scores[i] = s
+    scores = rm.score_sequences(rows, pad, batch).tolist()
     for i, s in enumerate(scores):
         out[owners[i]]["scores"].append(s)
     return out
