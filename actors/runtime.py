@@ -4,7 +4,8 @@
   DeepSpeed's accelerator (cpu where there is no CUDA), a local Ray cluster on 127.0.0.1, zero-copy tensors
   through the object store. Values already in the environment win.
 - `actor_env(...)`: a Ray actor's `runtime_env` (learners, reward replicas, rollout engines): its thread count,
-  zero-copy tensors, DeepSpeed's accelerator, and for vLLM engines in-process mode and caches in the run folder.
+  zero-copy tensors, DeepSpeed's accelerator, and for vLLM engines in-process mode and compile caches (where
+  VLLM_CACHE_ROOT / TORCHINDUCTOR_CACHE_DIR say, else in the run folder).
 - `stage_env(threads, extra)`: the environment of one pipeline stage's child process.
 """
 
@@ -43,8 +44,12 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
     if vllm:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in the actor's own process
         env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if _accelerator(num_gpus) == "cuda" else "nobind"
-    if cache_dir:
-        env.update(VLLM_CACHE_ROOT=f"{cache_dir}/vllm", TORCHINDUCTOR_CACHE_DIR=f"{cache_dir}/inductor")
+        # compile caches where the environment says (one cache shared by many runs compiles once: about 30 s of
+        # CPU kernels per engine start here), else in the run folder
+        for key, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+            value = os.environ.get(key) or (f"{cache_dir}/{sub}" if cache_dir else None)
+            if value:
+                env[key] = value
     return {"env_vars": env}
 
 

@@ -75,7 +75,13 @@ class Stage:
 class Run:
     def __init__(self, job: RunJob):
         self.job, self.out = job, Path(job.output_dir).resolve()
-        self.env: dict[str, str] = {}  # what every stage's process gets: RAY_ADDRESS
+        # what every stage's process gets: RAY_ADDRESS, and one compile cache for all the run's vLLM engines (each
+        # start would compile the same CPU kernels again) unless the environment names one
+        self.env: dict[str, str] = {
+            key: str(self.out / "cache" / sub)
+            for key, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"))
+            if not os.environ.get(key)
+        }
         self.judge_url: str | None = None
         self.sft_evaluated = threading.Event()
         self.probe_sampled = threading.Event()

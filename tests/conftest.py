@@ -18,6 +18,11 @@ from hrlaif_ray.data.readers import resolve_data_dir
 
 process_defaults()  # as the hrlaif command does: CPU DeepSpeed, a local Ray on 127.0.0.1, zero-copy tensors
 ROOT = Path(__file__).resolve().parents[1]
+# One compile cache for every test's vLLM engines and TorchInductor kernels (each engine start compiled the same
+# CPU kernels again, about 10 s each); keyed by content, so sharing it across tests and sessions is safe.
+COMPILE_CACHE = Path(tempfile.gettempdir()) / f"hrlaif-test-compile-cache-{os.getuid()}"
+os.environ.setdefault("VLLM_CACHE_ROOT", str(COMPILE_CACHE / "vllm"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(COMPILE_CACHE / "inductor"))
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
@@ -54,13 +59,33 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return save_model_folder(model, tiny_tokenizer, tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray cluster for one test module (8 logical CPUs), the project on its workers' path."""
+    import ray
+
+    tmp = tmp_path_factory.mktemp("ray")
+    os.environ.update(
+        DS_ACCELERATOR="cpu", RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"
+    )
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(tmp),
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    yield tmp
+    ray.shutdown()
+
+
 def script_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment for a child process: caches and sockets under `tmp`, CPU DeepSpeed, both cores."""
+    """Environment for a child process: temp files and sockets under `tmp` (the compile cache shared), CPU
+    DeepSpeed, both cores."""
     env = dict(os.environ)
     env.update(
         TMPDIR=str(tmp),
-        VLLM_CACHE_ROOT=str(tmp / "vllm-cache"),
-        TORCHINDUCTOR_CACHE_DIR=str(tmp / "inductor"),
         DS_ACCELERATOR="cpu",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
         **extra,
