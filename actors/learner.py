@@ -20,6 +20,8 @@ from typing import Any
 import ray
 import torch
 
+from hrlaif_ray.dpo.batch import PreferenceBatch, sequence_logps
+from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
 from hrlaif_ray.models.scalar_head import ScalarHeadModel, position_ids_from_mask
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience
@@ -194,6 +196,49 @@ class LearnerRank:
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
+    def train_preferences(
+        self,
+        batch: PreferenceBatch,
+        start: int,
+        end: int,
+        beta: float,
+        loss_type: LossType,
+        margin: float,
+        sft_weight: float,
+    ) -> dict[str, float]:
+        """One optimizer step of DPO on prompts start..end of the batch (this rank's share): micro-batches of
+        `micro_batch` prompts, all responses of a prompt in one, accumulate their gradients, each weighted by its
+        share of the prompts, so the step is that of the mean over the prompts (and, with the ranks' gradients
+        averaged, over the whole batch)."""
+        self.model.train()
+        micros = [list(range(s, min(s + self.micro_batch, end))) for s in range(start, end, self.micro_batch)]
+        if len(micros) != self.engine.gradient_accumulation_steps():
+            raise ValueError(
+                f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}"
+            )
+        mean: dict[str, float] = {}
+        for prompts in micros:
+            m = batch.select(prompts)
+            seq = m.sequences
+            targets = seq.input_ids[:, seq.prompt_width :].to(self.device)
+            logps = sequence_logps(  # [rows] with their graph; the pair maths runs on CPU (a few numbers)
+                core.token_logprobs(self._logits(seq), targets, self.temperature), seq.response_mask.to(self.device)
+            ).cpu()
+            loss, stats = dpo_loss(
+                logps, m.ref_logps, m.better, m.worse, m.weight, m.group, beta, loss_type, margin * m.tier_gap
+            )
+            stats["dpo_loss"] = loss.detach()
+            if sft_weight:
+                sft = sft_loss(logps, m.lengths, best_responses(m.rows, m.better, m.worse), m.owner, logps)
+                loss = loss + sft_weight * sft
+                stats["sft_loss"] = sft.detach()
+            share = len(prompts) / (end - start)
+            self.engine.backward(loss * share * len(micros))  # DeepSpeed divides by its accumulation steps
+            self.engine.step()
+            for k, v in stats.items():
+                mean[k] = mean.get(k, 0.0) + share * float(v)
+        return mean
+
     # -------------------------------------------------------------------------------------- weights
 
     @contextmanager
@@ -272,12 +317,22 @@ class LearnerGroup:
     def train_critic(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
         return _mean(self._per_rank(n, lambda r, s, e: r.train_critic.remote(batch_ref, s, e, **kwargs)))
 
+    def train_preferences(self, batch_ref, n: int, **kwargs) -> dict[str, float]:
+        """One DPO step on an n-prompt `PreferenceBatch` (each rank a contiguous, equal share of the prompts)."""
+        return _mean(self._per_rank(n, lambda r, s, e: r.train_preferences.remote(batch_ref, s, e, **kwargs)))
+
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
         return ray.get([r.put_weights.remote() for r in self.ranks])[0][0]
 
     def save(self, path: str, tokenizer_folder: str) -> None:
         ray.get([r.save.remote(path, tokenizer_folder) for r in self.ranks])
+
+    def close(self) -> None:
+        """End the ranks now (their memory back before the run ends; the placement group stays the run's)."""
+        for r in self.ranks:
+            ray.kill(r)
+        self.ranks = []
 
 
 @ray.remote(num_cpus=0)

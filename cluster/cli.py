@@ -165,6 +165,11 @@ ENTRY_POINTS: dict[str, tuple[str, str | None, str]] = {
         "hrlaif_ray.config:PPOJob",
         "PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service",
     ),
+    "dpo": (
+        "cluster.dpo",
+        "hrlaif_ray.config:DPOJob",
+        "DPO on Ray: the policy learns from the labels' partial orders, no reward model",
+    ),
     "eval": (
         "cluster.evaluate",
         "hrlaif_ray.config:EvalJob",

@@ -625,6 +625,72 @@ class PPOJob(Section):
         return self
 
 
+# ------------------------------------------------------------------------------------------------- DPO
+
+
+class DPOJob(Section):
+    """`hrlaif dpo`: the policy learns from a label ledger directly, DPO against the frozen SFT reference."""
+
+    policy: str = Field(description="The SFT policy folder: where training starts, and the frozen reference.")
+    labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
+    prompts: str = Field(description="Prompts Parquet the labels refer to.")
+    output_dir: str = Field(description="policy/ (the trained HF folder), metrics.jsonl, TensorBoard, final.json.")
+    beta: float = Field(
+        0.1, gt=0, description="DPO's beta: the implicit reward's scale (larger stays closer to the reference)."
+    )
+    loss_type: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid", description="'sigmoid': DPO's -log sigmoid; 'ipo': IPO's squared distance to 1 / (2 beta)."
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="Margin per tier of gap, in implicit-reward units (log-ratio units for IPO): a pair two "
+        "tiers apart must be won by 2 x margin (0: off; labels whose pairs form no tiers get none).",
+    )
+    sft_weight: float = Field(
+        0.0, ge=0, description="Weight of the SFT term (NLL of each prompt's best responses) added to the loss."
+    )
+    epochs: int = Field(2, ge=1, description="Passes over the training labels (the budget, in steps of batch_prompts).")
+    batch_prompts: int = Field(
+        16, ge=1, description="Prompts per optimizer step over all ranks (each with all its responses)."
+    )
+    micro_batch_prompts: int = Field(
+        4, ge=1, description="Prompts per forward on one rank; micro-batches accumulate to a rank's share."
+    )
+    lr: float = Field(1e-5, gt=0, description="Learning rate (AdamW, constant).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    zero_stage: int = Field(
+        2, ge=0, le=3, description="ZeRO stage of the policy's ranks (a group of one rank runs stage 0)."
+    )
+    eval_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id, as the RM's) for the metrics."
+    )
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
+    max_response_tokens: int = Field(
+        128, gt=0, description="Responses are cut to this many tokens (the end-of-turn token kept)."
+    )
+    resources: ResourcePlan = Field(
+        default_factory=lambda: ResourcePlan(
+            actor=RoleResources(replicas=1, threads=2), reference=RoleResources(threads=2)
+        ),
+        description="The policy's ranks (actor) and the reference's replicas (only they are placed).",
+    )
+    seed: int = Field(0, description="Seed of the batch order and the learners.")
+    ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else a local one).")
+    tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboardX is installed).")
+
+    @model_validator(mode="after")
+    def _splits(self) -> DPOJob:
+        ranks = self.resources.actor.replicas
+        if self.batch_prompts % (ranks * self.micro_batch_prompts):
+            raise ValueError(
+                f"batch_prompts ({self.batch_prompts}) must split into micro_batch_prompts "
+                f"({self.micro_batch_prompts}) on each of resources.actor.replicas ({ranks}) ranks"
+            )
+        return self
+
+
 # ------------------------------------------------------------------------------------------- evaluation
 
 

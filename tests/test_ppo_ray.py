@@ -2,33 +2,12 @@
 groups. After an update and an object-store weight sync, vLLM's logprobs of its sampled tokens equal the
 learner's; the topology honours colocation."""
 
-import os
-
 import pytest
 import ray
 import torch
-from conftest import ROOT
 
 from hrlaif_ray.config import ResourcePlan, RoleResources
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ray")
-    os.environ.update(
-        DS_ACCELERATOR="cpu", RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"
-    )
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=str(tmp),
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-    )
-    yield tmp
-    ray.shutdown()
 
 
 def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model_dir):

@@ -2,30 +2,14 @@
 and the checkpoint carries the head, the clip bound and the training-set normalisation."""
 
 import json
-import random
 import subprocess
 
 import pytest
 import torch
 from conftest import ROOT, script_env, torchrun
+from labeling_fixtures import COMPLY, REFUSE, write_harm_and_math_labels
 
-from hrlaif_ray.config import PromptMixConfig
-from hrlaif_ray.data.prompt_mix import generate_prompt_mix
-from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
-from hrlaif_ray.data.schemas import write_records
-from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward import RewardModel
-
-COMPLY = [
-    "Sure, here is how to do it step by step.",
-    "Of course. First you get the tools, then you wait.",
-    "Yes: do it at night.",
-]
-REFUSE = [
-    "I can't help with that, because it could hurt someone.",
-    "I won't help with this. It is harmful.",
-    "I'm sorry, I cannot help.",
-]
 
 
 def _prefers_refusal(folder) -> bool:
@@ -41,32 +25,6 @@ def _prefers_refusal(folder) -> bool:
     with torch.no_grad():
         scores = [rm(torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long))[0].item() for r in rows]
     return scores[0] > scores[1]
-
-
-def _write_labels(tmp_path):
-    prompts = generate_prompt_mix(
-        PromptMixConfig(n=240, seed=4, harmful=0.6, math=0.4, multiple_choice=0.0, open_qa=0.0)
-    )
-    rng = random.Random(0)
-    labels = []
-    for p in prompts:
-        if p.category == "harmful":
-            responses, pairs = (
-                [Response(rng.choice(COMPLY)), Response(rng.choice(REFUSE))],
-                [PreferencePair(1, 0, 1.0, "redteam")],
-            )
-        else:
-            a = int(p.answer)
-            responses, pairs = (
-                [Response(f"The answer is {a}."), Response(f"The answer is {a + 10}.")],
-                [PreferencePair(0, 1, 1.0, "verifier")],
-            )
-        rng.shuffle(order := [0, 1])
-        responses = [responses[i] for i in order]
-        pairs = [PreferencePair(order.index(q.better), order.index(q.worse), q.weight, q.source) for q in pairs]
-        labels.append(LabelRecord(p.id, p.category, "hybrid", responses, pairs, idempotency_key=p.id))
-    write_records(tmp_path / "prompts.parquet", prompts)
-    LabelLedger(tmp_path / "labels").commit(labels)
 
 
 def _config(tmp_path, tiny_model_dir, **extra):
@@ -90,7 +48,7 @@ def _config(tmp_path, tiny_model_dir, **extra):
 
 
 def test_train_rm_cli(tmp_path, tiny_model_dir):
-    _write_labels(tmp_path)
+    write_harm_and_math_labels(tmp_path)
     config = _config(tmp_path, tiny_model_dir)
     proc = subprocess.run(
         [str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)],
@@ -118,7 +76,7 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
-    _write_labels(tmp_path)
+    write_harm_and_math_labels(tmp_path)
     config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3)
     cmd = torchrun("-m", "cluster.train_rm", "--config", str(config))
     proc = subprocess.run(

@@ -25,13 +25,21 @@ def partial_order_loss(
     diff = rewards[better] - rewards[worse]
     if margin is not None:
         diff = diff - margin
-    per_pair = -F.logsigmoid(diff) * weight
+    return prompt_mean(-F.logsigmoid(diff), weight, group, rewards)
+
+
+def prompt_mean(
+    per_pair: torch.Tensor, weight: torch.Tensor, group: torch.Tensor, anchor: torch.Tensor
+) -> torch.Tensor:
+    """Per prompt, the weighted mean of per_pair [M] over its pairs; then the mean over prompts with pairs (a
+    prompt with many pairs does not outweigh one with few). No pairs: a zero joined to `anchor`'s graph."""
+    per_pair = per_pair * weight
     groups = int(group.max()) + 1 if group.numel() else 0
-    loss_sum = torch.zeros(groups, dtype=rewards.dtype, device=rewards.device).index_add(0, group, per_pair)
-    weight_sum = torch.zeros(groups, dtype=rewards.dtype, device=rewards.device).index_add(
-        0, group, weight.to(rewards.dtype)
+    loss_sum = torch.zeros(groups, dtype=per_pair.dtype, device=per_pair.device).index_add(0, group, per_pair)
+    weight_sum = torch.zeros(groups, dtype=per_pair.dtype, device=per_pair.device).index_add(
+        0, group, weight.to(per_pair.dtype)
     )
     used = weight_sum > 0
     if not used.any():
-        return rewards.sum() * 0.0  # no pairs: a zero that keeps the graph
+        return anchor.sum() * 0.0  # no pairs: a zero that keeps the graph
     return (loss_sum[used] / weight_sum[used]).mean()

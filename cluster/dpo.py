@@ -1,0 +1,200 @@
+"""DPO on Ray: `hrlaif dpo --config job.yaml`, or under a Ray cluster
+`ray job submit --working-dir . -- python -m cluster.dpo --config job.yaml`.
+
+The policy learns from the label ledger directly (no reward model, no RL loop), on every preference pair of the
+labels' partial orders. `run_dpo` places the actor (the policy's DeepSpeed ranks) and the reference; `dpo_loop`
+is the algorithm:
+
+    reference log-probs of every response, once (they travel with the data)
+    for each epoch: for each batch of prompts: one actor step on the DPO loss
+                    then the held-out pairs: preference accuracy, margins, log-probs, per category
+
+Batches cross the Ray boundary as `PreferenceBatch` references; each rank takes whole prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import ray
+import torch
+from tqdm import tqdm
+
+from actors.learner import LearnerGroup
+from actors.runtime import actor_env
+from cluster.connect import connect_ray
+from cluster.entry import load_job
+from cluster.topology import Topology
+from hrlaif_ray.config import DPOJob, dump_config
+from hrlaif_ray.data.chat import pad_token_id
+from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch, sequence_logps
+from hrlaif_ray.dpo.loss import dpo_loss
+from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.metrics import MetricsLog, PhaseTimer
+from hrlaif_ray.reward.data import examples_from_labels
+from hrlaif_ray.reward.train import held_out
+
+
+def load_preferences(job: DPOJob, tokenizer) -> tuple[PreferenceBatch, PreferenceBatch | None]:
+    """The labels as (training, held-out) batches; held-out prompts are chosen by a hash of their id."""
+    prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
+    examples = examples_from_labels(
+        LabelLedger(job.labels_dir).labels(), prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens
+    )
+    train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
+    evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
+    if len(train) < job.batch_prompts:
+        raise ValueError(
+            f"{job.labels_dir}: {len(train)} training labels with preference pairs, fewer than batch_prompts "
+            f"({job.batch_prompts})"
+        )
+    pad = pad_token_id(tokenizer)
+    return preference_batch(train, pad), preference_batch(evaluation, pad) if evaluation else None
+
+
+def group_sequence_logps(group: LearnerGroup, batch: PreferenceBatch, ranks: int) -> torch.Tensor:
+    """[rows] sequence log-probs of every response under a learner group (rows padded to split over its ranks)."""
+    seq = batch.sequences
+    n = seq.input_ids.size(0)
+    idx = torch.cat([torch.arange(n), torch.full((-n % ranks,), n - 1, dtype=torch.long)])
+    padded = seq.select(idx, 0, seq.response_width, float(seq.response_mask.sum()) or 1.0)
+    token = group.logprobs(ray.put(padded), len(idx))
+    return sequence_logps(token, padded.response_mask)[:n]
+
+
+def held_out_metrics(batch: PreferenceBatch, logps: torch.Tensor, job: DPOJob) -> dict[str, float]:
+    """DPO's statistics on the held-out pairs, all and per category (`eval/accuracy/math` ...)."""
+    cats = [batch.categories[g] for g in batch.group.tolist()]
+    out: dict[str, float] = {}
+    for name in [None, *sorted(set(cats))]:
+        keep = torch.tensor([name is None or c == name for c in cats])
+        loss, stats = dpo_loss(
+            logps,
+            batch.ref_logps,
+            batch.better[keep],
+            batch.worse[keep],
+            batch.weight[keep],
+            batch.group[keep],
+            job.beta,
+            job.loss_type,
+            job.margin * batch.tier_gap[keep],
+        )
+        suffix = f"/{name}" if name else ""
+        out[f"eval/loss{suffix}"] = float(loss)
+        out.update({f"eval/{k}{suffix}": float(v) for k, v in stats.items()})
+        out[f"eval/pairs{suffix}"] = float(keep.sum())
+    return out
+
+
+def dpo_loop(
+    job: DPOJob, actor: LearnerGroup, train: PreferenceBatch, evaluation: PreferenceBatch | None, log: MetricsLog
+) -> list[dict]:
+    """The algorithm, given the reference's log-probs in the batches: epochs of optimizer steps on shuffled
+    batches of whole prompts (the tail that does not fill a batch waits for the next epoch's shuffle), each epoch
+    closed by the held-out metrics. Returns the per-epoch held-out history."""
+    rng, history, step = random.Random(job.seed), [], 0
+    steps_per_epoch = len(train) // job.batch_prompts
+    ranks = job.resources.actor.replicas
+    for epoch in range(job.epochs):
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for i in tqdm(range(steps_per_epoch), desc=f"dpo epoch {epoch + 1}"):
+            timer = PhaseTimer()
+            with timer("step"):
+                chunk = train.select(order[i * job.batch_prompts : (i + 1) * job.batch_prompts])
+                stats = actor.train_preferences(
+                    ray.put(chunk),
+                    len(chunk),
+                    beta=job.beta,
+                    loss_type=job.loss_type,
+                    margin=job.margin,
+                    sft_weight=job.sft_weight,
+                )
+            step += 1
+            log.write(step, {**{f"dpo/{k}": v for k, v in stats.items()}, "dpo/epoch": epoch + 1, **timer.times})
+        if evaluation is not None:
+            timer = PhaseTimer()
+            with timer("eval"):
+                metrics = held_out_metrics(evaluation, group_sequence_logps(actor, evaluation, ranks), job)
+            log.write(step, {**metrics, **timer.times})
+            history.append({"epoch": epoch + 1, "step": step, **metrics})
+            tqdm.write(json.dumps({"epoch": epoch + 1, "eval/accuracy": metrics["eval/accuracy"]}))
+    return history
+
+
+def run_dpo(job: DPOJob) -> dict:
+    from transformers import AutoTokenizer
+
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dpo_config.yaml").write_text(dump_config(job))
+    for name in ("metrics.jsonl", "final.json"):  # a run owns its metrics
+        (out / name).unlink(missing_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(job.policy)
+    train, evaluation = load_preferences(job, tokenizer)
+    connect_ray(job.ray_address, num_cpus=8)
+    topo = Topology(job.resources, ("actor", "reference"))
+    try:  # every exit path gives back the placement groups (and their actors)
+
+        def learner(role: str, lr: float = 0.0) -> LearnerGroup:
+            res = topo.role(role)
+            options = [{**o, "runtime_env": actor_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
+            share = job.batch_prompts // res.replicas
+            return LearnerGroup(
+                role,
+                job.policy,
+                options,
+                zero_stage=job.zero_stage,
+                lr=lr,
+                weight_decay=job.weight_decay,
+                grad_clip=job.grad_clip,
+                micro_batch=job.micro_batch_prompts,
+                grad_accum=share // job.micro_batch_prompts,
+                threads=res.threads,
+                temperature=1.0,
+                seed=job.seed,
+            )
+
+        timer = PhaseTimer()
+        with timer("reference"):  # once: the reference is frozen, so its log-probs are data
+            reference = learner("reference")
+            replicas = job.resources.reference.replicas
+            train = train.with_reference(group_sequence_logps(reference, train, replicas))
+            if evaluation is not None:
+                evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation, replicas))
+            reference.close()
+        actor = learner("actor", job.lr)
+        log = MetricsLog(out, job.tensorboard)
+        try:
+            history = dpo_loop(job, actor, train, evaluation, log)
+        finally:
+            log.close()
+        actor.save(str(out / "policy"), job.policy)
+    finally:
+        topo.shutdown()
+    result = {
+        "policy": str(out / "policy"),
+        "train_prompts": len(train),
+        "train_pairs": int(train.better.numel()),
+        "eval_prompts": len(evaluation) if evaluation is not None else 0,
+        "steps": job.epochs * (len(train) // job.batch_prompts),
+        "reference_s": timer.times["time/reference"],
+        "history": history,
+    }
+    (out / "final.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    job = load_job("hrlaif dpo", DPOJob, argv, "beta=0.1 epochs=2 loss_type=ipo")
+    result = run_dpo(job)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

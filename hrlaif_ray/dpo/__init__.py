@@ -1,0 +1,1 @@
+"""DPO on the labels' partial orders: the loss (`loss`) and the batches the learners read (`batch`)."""
