@@ -73,6 +73,7 @@ BAD_INPUT = {  # command -> arguments with one bad config, override or input, an
     "train-rm": (["init=x", "labels_dir=y", "prompts=z", "output_dir=o", "epochs=zero"], "epochs"),
     "rm-probe": (["rm=x", "prompts=y"], "rollouts"),
     "ppo": (["policy=p", "output_dir=o", "algo.estimator=nope"], "algo.estimator"),
+    "dpo": (["policy=p", "labels_dir=l", "prompts=q", "output_dir=o", "batch_prompts=6"], "batch_prompts"),
     "eval": (["--config", "missing.yaml"], "missing.yaml"),
     "run": (["arms=[]"], "arms"),
     "serve-rm": (["--rm", "no-such-rm"], "no-such-rm"),
