@@ -178,7 +178,7 @@ ENTRY_POINTS: dict[str, tuple[str, str | None, str]] = {
     "run": (
         "cluster.pipeline",
         "hrlaif_ray.config:RunJob",
-        "the pipeline: sft -> sample -> label -> train-rm -> rm-probe -> ppo -> eval per arm and seed, then the report",
+        "the pipeline: sft -> sample -> label -> train-rm -> ppo (or dpo) -> rm-probe -> eval per arm and seed, then the report",
     ),
     "serve-rm": ("cluster.serve_rm", None, "serve a reward model over HTTP on 127.0.0.1 (bearer token)"),
     "audit-labels": ("cluster.audit", None, "AI-vs-human agreement per category, verifier-vs-ground-truth agreement"),

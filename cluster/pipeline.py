@@ -1,11 +1,12 @@
 """`hrlaif run --config run.yaml`: the whole HRLAIF pipeline, each stage resumable from its own output.
 
     model -> sft -> prompts (training, evaluation) -> eval(sft), probe samples (the SFT policy on the evaluation prompts)
-          -> for each seed: sample -> for each arm (side by side): label -> train-rm -> rm-probe -> ppo -> eval
+          -> for each seed: sample -> for each arm (side by side): label -> train-rm -> ppo -> rm-probe -> eval
+                                                                         (or label -> dpo -> its implicit reward's probe -> eval)
           -> report (the mechanism link by link, with 95% intervals over seeds and prompts; plots; results.json)
 
 Each stage is the same command a user runs by hand (`hrlaif sft`, `hrlaif sample`, `hrlaif label`,
-`hrlaif train-rm`, `hrlaif ppo`, `hrlaif eval`), started as a child process with the config the run wrote to
+`hrlaif train-rm`, `hrlaif ppo`, `hrlaif dpo`, `hrlaif eval`), started as a child process with the config the run wrote to
 `<output_dir>/configs/`, its output in `<output_dir>/logs/`. A stage whose output is complete is skipped, so a
 rerun after a crash or Ctrl-C continues where it stopped (labels through the ledger, PPO through `--resume`).
 The run starts one local Ray cluster (127.0.0.1) that every stage joins, and, unless `judge: null`, the
@@ -85,7 +86,8 @@ class Run:
         self.judge_url: str | None = None
         self.sft_evaluated = threading.Event()
         self.probe_sampled = threading.Event()
-        self.rm_ready: dict[str, threading.Event] = {}
+        self.rm_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels and RM are there (or failed)
+        self.labels_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels are there (or failed)
         self.times: dict[str, float] = {}
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
@@ -106,7 +108,10 @@ class Run:
         return self.path(f"seed-{seed}")
 
     def policy_of(self, arm_dir: Path) -> Path:
-        """The arm's trained policy: the last checkpoint of its finished PPO run (all steps, or stopped by the monitor)."""
+        """The arm's trained policy: DPO's, or the last checkpoint of its finished PPO run (all steps, or stopped by
+        the monitor)."""
+        if (arm_dir / "dpo" / "final.json").exists():
+            return arm_dir / "dpo" / "policy"
         final = json.loads((arm_dir / "ppo" / "final.json").read_text())
         return Path(final["checkpoint"]) / "actor"
 
@@ -186,16 +191,20 @@ class Run:
         }
 
     def arm(self, arm, seed: int) -> None:
+        """One arm: its labels (or another arm's), then PPO on a reward model of them (train-rm -> ppo -> rm-probe)
+        or DPO on them directly (dpo -> the implicit reward's probe), then the evaluation."""
         s = self.seed_dir(seed)
         a, tag = s / arm.name, f"seed-{seed}/{arm.name}"
         prompts = str(self.path("prompts.parquet"))
-        if arm.rm_from:  # labels and RM are another arm's: wait for them
-            self.rm_ready[f"{seed}/{arm.rm_from}"].wait()
-            rm = s / arm.rm_from / "rm"
-            if not (rm / "metrics.json").exists():
-                raise HrlaifError(f"{tag}: the RM of arm {arm.rm_from} failed")
+        owner = s / (arm.rm_from or arm.name)
+        if arm.rm_from:  # labels (and RM) are another arm's: wait for them
+            ready = self.labels_ready if arm.trainer == "dpo" else self.rm_ready
+            ready[f"{seed}/{arm.rm_from}"].wait()
+            if not (owner / "labels" / "summary.json").exists() or (
+                arm.trainer == "ppo" and not (owner / "rm" / "metrics.json").exists()
+            ):
+                raise HrlaifError(f"{tag}: the labels or RM of arm {arm.rm_from} failed")
         else:
-            rm = a / "rm"
             try:
                 self.stage(
                     f"{tag}/label",
@@ -208,48 +217,70 @@ class Run:
                     **{"labeling.method": arm.method},
                     **self.judge_paths("labeling"),
                 )()
-                self.stage(
-                    f"{tag}/rm",
-                    ["train-rm"],
-                    rm / "metrics.json",
-                    1,
-                    init=str(self.sft_dir),
-                    labels_dir=str(a / "labels"),
-                    prompts=prompts,
-                    output_dir=str(rm),
-                    seed=seed,
-                )()
+                self.labels_ready[f"{seed}/{arm.name}"].set()
+                if arm.trainer == "ppo":
+                    self.stage(
+                        f"{tag}/rm",
+                        ["train-rm"],
+                        a / "rm" / "metrics.json",
+                        1,
+                        init=str(self.sft_dir),
+                        labels_dir=str(a / "labels"),
+                        prompts=prompts,
+                        output_dir=str(a / "rm"),
+                        seed=seed,
+                    )()
             finally:
+                self.labels_ready[f"{seed}/{arm.name}"].set()
                 self.rm_ready[f"{seed}/{arm.name}"].set()
-        self.stage(
-            f"{tag}/ppo",
-            ["ppo", "--resume"],
-            a / "ppo" / "final.json",
-            1,
-            policy=str(self.sft_dir),
-            output_dir=str(a / "ppo"),
-            prompts=prompts,
-            seed=seed,
-            **{"reward.kind": arm.reward, "reward.rm": str(rm)},
-        )()
-        if not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT policy's samples may still be coming)
-            self.probe_sampled.wait()
-            if not self.probe_rollouts.exists():
-                raise HrlaifError(f"{tag}/rm-probe: the SFT policy's samples of the evaluation prompts failed")
+        if arm.trainer == "dpo":
             self.stage(
-                f"{tag}/probe",
-                ["rm-probe"],
-                rm / "probe.json",
+                f"{tag}/dpo",
+                ["dpo"],
+                a / "dpo" / "final.json",
                 1,
-                rm=str(rm),
-                prompts=str(self.path("eval_prompts.parquet")),
-                rollouts=str(self.probe_rollouts),
-                output=str(rm / "probe.json"),
+                policy=str(self.sft_dir),
+                labels_dir=str(owner / "labels"),
+                prompts=prompts,
+                output_dir=str(a / "dpo"),
+                seed=seed,
             )()
+            self.probe(tag, a / "dpo" / "probe.json", rm=str(a / "dpo" / "policy"), reference=str(self.sft_dir))
+        else:
+            self.stage(
+                f"{tag}/ppo",
+                ["ppo", "--resume"],
+                a / "ppo" / "final.json",
+                1,
+                policy=str(self.sft_dir),
+                output_dir=str(a / "ppo"),
+                prompts=prompts,
+                seed=seed,
+                **{"reward.kind": arm.reward, "reward.rm": str(owner / "rm")},
+            )()
+            if not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT samples may still be coming)
+                self.probe(tag, a / "rm" / "probe.json", rm=str(a / "rm"))
         self.sft_evaluated.wait()  # the baseline's responses
         if not self.path("eval", "sft", "eval.json").exists():
             raise HrlaifError(f"{tag}/eval: the SFT evaluation (its baseline) failed")
         self.eval_stage(f"{tag}/eval", self.policy_of(a), a / "eval", self.path("eval", "sft"), 1, seed=seed)()
+
+    def probe(self, tag: str, output: Path, **scorer) -> None:
+        """The arm's reward (an RM, or a DPO policy's implicit reward) against the ground truth on the SFT policy's
+        samples of the evaluation prompts."""
+        self.probe_sampled.wait()
+        if not self.probe_rollouts.exists():
+            raise HrlaifError(f"{tag}/rm-probe: the SFT policy's samples of the evaluation prompts failed")
+        self.stage(
+            f"{tag}/probe",
+            ["rm-probe"],
+            output,
+            1,
+            prompts=str(self.path("eval_prompts.parquet")),
+            rollouts=str(self.probe_rollouts),
+            output=str(output),
+            **scorer,
+        )()
 
     @property
     def probe_rollouts(self) -> Path:
@@ -321,6 +352,7 @@ class Run:
                     ),
                 ]
             self.rm_ready.update({f"{seed}/{arm.name}": threading.Event() for arm in self.job.arms})
+            self.labels_ready.update({f"{seed}/{arm.name}": threading.Event() for arm in self.job.arms})
             jobs += [(arm.name, lambda arm=arm: self.arm(arm, seed)) for arm in self.job.arms]
             done = {"sft-eval": self.sft_evaluated, "probe-sample": self.probe_sampled}
             if not self.job.parallel_arms:

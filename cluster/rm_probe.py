@@ -21,13 +21,14 @@ def run_probe(job: RMProbeJob) -> dict:
 
     torch.set_num_threads(job.threads)
     prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
-    groups = score_rollouts(job.rm, prompts, read_records(job.rollouts, "rollouts"))
+    groups = score_rollouts(job.rm, prompts, read_records(job.rollouts, "rollouts"), reference=job.reference)
 
     def rates(keep) -> dict:
         return correct_above_wrong((g["category"], g["scores"], g["truths"]) for g in groups if keep(g))
 
     result = {
         "rm": job.rm,
+        "reference": job.reference,
         "rollouts": job.rollouts,
         "prompts": len(groups),
         "unseen": rates(lambda g: g["unseen"]),

@@ -744,7 +744,12 @@ class EvalJob(Section):
 class RMProbeJob(Section):
     """`hrlaif rm-probe`: a reward model against the ground truth on held-out policy samples (the mechanism's link 2)."""
 
-    rm: str = Field(description="RM folder (`hrlaif train-rm`'s output).")
+    rm: str = Field(description="RM folder (`hrlaif train-rm`'s output), or a DPO policy (with reference).")
+    reference: str | None = Field(
+        None,
+        description="A DPO policy's reference (the SFT policy): then `rm` is the DPO policy and the score its "
+        "implicit reward, log pi(y|x) - log pi_ref(y|x).",
+    )
     prompts: str = Field(description="Prompts Parquet of the samples (standard answers; metadata 'unseen').")
     rollouts: str = Field(description="Rollouts Parquet: K policy samples per prompt, none of them trained on.")
     output: str = Field(description="JSON to write: correct-above-wrong per category, unseen and seen apart.")
@@ -755,20 +760,28 @@ class RMProbeJob(Section):
 
 
 class ArmConfig(Section):
-    """One arm of the comparison: how its preference labels are made and what its RL reward is."""
+    """One arm of the comparison: how its preference labels are made, how the policy learns from them, and (PPO)
+    what its RL reward is."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Folder name and table row.")
     method: Literal["hybrid", "basic", "oracle"] = Field(
         description="'basic': RLAIF (the judge ranks everything); "
         "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling)."
     )
+    trainer: Literal["ppo", "dpo"] = Field(
+        "ppo",
+        description="'ppo': a reward model on the labels, then PPO on its reward (the paper); 'dpo': DPO on the "
+        "labels directly (no reward model, no RL loop; the run's `dpo` section).",
+    )
     reward: Literal["rm", "rm+verifier"] = Field(
         "rm",
-        description="The RL reward: the arm's RM, or the RM plus the "
+        description="The RL reward of a PPO arm: the arm's RM, or the RM plus the "
         "verifier's verdict where a standard answer exists (beyond the paper).",
     )
     rm_from: str | None = Field(
-        None, description="Use that arm's labels and RM (an arm that differs only in its RL reward)."
+        None,
+        description="Use that arm's labels (and, for PPO, its RM): an arm that differs only in its RL reward or "
+        "its trainer.",
     )
 
 
@@ -776,7 +789,7 @@ STAGE_JOBS: dict[str, tuple[type, dict]] = {}  # filled below: stage -> (job cla
 
 
 class RunJob(Section):
-    """`hrlaif run`: sft -> sample -> label -> train-rm -> ppo -> eval for each arm, then the report.
+    """`hrlaif run`: sft -> sample -> label -> train-rm -> ppo (or dpo) -> eval for each arm, then the report.
 
     The stage sections hold the fields of each stage's own job (`hrlaif sft`'s SFTJob, ...) except the paths,
     which the run sets; each is validated as that job when the run's config is loaded."""
@@ -811,6 +824,7 @@ class RunJob(Section):
     label: dict[str, Any] = Field(default_factory=dict, description="LabelJob fields (labeling, pool...).")
     rm: dict[str, Any] = Field(default_factory=dict, description="RMTrainJob fields.")
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPOJob fields.")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="DPOJob fields (the arms with trainer: dpo).")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalJob fields.")
     probe: dict[str, Any] = Field(
         default_factory=dict,
@@ -833,8 +847,10 @@ class RunJob(Section):
             owner = next((b for b in self.arms if b.name == a.rm_from), None) if a.rm_from else a
             if owner is None or owner.rm_from or owner.method != a.method:
                 raise ValueError(
-                    f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own RM and the same method"
+                    f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own labels and the same method"
                 )
+            if a.trainer == "ppo" and owner.trainer != "ppo":
+                raise ValueError(f"arms.{a.name}.rm_from: arm {owner.name!r} trains DPO, it has no RM for PPO")
         for stage, (cls, paths) in STAGE_JOBS.items():
             section = getattr(self, stage)
             clash = sorted(set(section) & set(paths))
@@ -865,6 +881,7 @@ STAGE_JOBS.update(
         "label": (LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
         "rm": (RMTrainJob, {"init": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
         "ppo": (PPOJob, {"policy": "-", "output_dir": "-", "prompts": "-"}),
+        "dpo": (DPOJob, {"policy": "-", "labels_dir": "-", "prompts": "-", "output_dir": "-"}),
         "eval": (EvalJob, {"policy": "-", "output_dir": "-"}),
     }
 )

@@ -38,12 +38,20 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def arm_summary(out: Path, arm: str, rm_from: str | None = None) -> dict:
-    """What one arm produced, from its stages' outputs (labels and RM from `rm_from` when it shares them)."""
+def arm_summary(out: Path, arm: str, rm_from: str | None = None, trainer: str = "ppo") -> dict:
+    """What one arm produced, from its stages' outputs (labels and RM from `rm_from` when it shares them; a DPO
+    arm's held-out accuracy is its implicit reward's on the held-out label pairs)."""
     a, owner = out / arm, out / (rm_from or arm)
     labels = _read_json(owner / "labels" / "summary.json") or {}
-    rm = _read_json(owner / "rm" / "metrics.json") or {}
-    rm_last = (rm.get("history") or [{}])[-1]
+    if trainer == "dpo":
+        last = ((_read_json(a / "dpo" / "final.json") or {}).get("history") or [{}])[-1]
+        rm_last = {
+            "eval_accuracy_all": last.get("eval/accuracy"),
+            "eval_accuracy": {k.split("/")[-1]: v for k, v in last.items() if k.startswith("eval/accuracy/")},
+        }
+    else:
+        rm = _read_json(owner / "rm" / "metrics.json") or {}
+        rm_last = (rm.get("history") or [{}])[-1]
     rows = _read_jsonl(a / "ppo" / "metrics.jsonl")
     rewards = [r["reward/score_mean"] for r in rows if "reward/score_mean" in r]
     k = max(1, min(5, len(rewards) // 4))
@@ -74,7 +82,7 @@ def table(sft: dict, arms: dict[str, dict]) -> str:
         "win vs SFT",
         "RM reward (start -> end)",
         "length",
-        "RM held-out acc",
+        "RM (DPO: implicit) held-out acc",
         "labels",
         "label cost $",
         "alerts",
@@ -236,7 +244,8 @@ def mechanism(out: Path, job, seeds: list[int]) -> dict:
     for arm in job.arms:
         owner = arm.rm_from or arm.name
         labels = [label_agreement(LabelLedger(out / f"seed-{s}" / owner / "labels").labels(), prompts) for s in seeds]
-        probes = [_read_json(out / f"seed-{s}" / owner / "rm" / "probe.json") or {} for s in seeds]
+        probe = Path(arm.name, "dpo") if arm.trainer == "dpo" else Path(owner, "rm")  # DPO: the implicit reward
+        probes = [_read_json(out / f"seed-{s}" / probe / "probe.json") or {} for s in seeds]
         per_seed = [_eval_rows(out / f"seed-{s}" / arm.name / "eval") for s in seeds]
         result[arm.name] = {
             "label_agreement": _pooled(labels),
@@ -325,11 +334,12 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
     mech = mechanism(out, job, seeds)
     sft_train = _read_json(out / "sft" / "sft_metrics.json") or {}
     first = out / f"seed-{seeds[0]}"
-    summaries = {a.name: arm_summary(first, a.name, a.rm_from) for a in job.arms}
+    summaries = {a.name: arm_summary(first, a.name, a.rm_from, a.trainer) for a in job.arms}
     png = plot(summaries, out / "plots" / "training.png")
     methods = "; ".join(
-        f"{a.name} = {a.method} labels, RL reward {a.reward}"
-        + (f" (labels and RM of {a.rm_from})" if a.rm_from else "")
+        f"{a.name} = {a.method} labels, "
+        + (f"RL reward {a.reward}" if a.trainer == "ppo" else "DPO on them (no RM, no RL)")
+        + (f" (labels{' and RM' if a.trainer == 'ppo' else ''} of {a.rm_from})" if a.rm_from else "")
         for a in job.arms
     )
     control = bool(job.sft.get("responses", {}).get("control"))
@@ -347,11 +357,12 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         mechanism_table(mech, arms),
         "",
         "Labels agree: of each arm's preference pairs whose two responses differ in ground truth (verified correct vs "
-        "wrong; refusal vs compliance), the share that puts the right one first. RM correct>wrong: the arm's RM on the "
-        "SFT policy's samples (4 per prompt) of the evaluation prompts, the share of such pairs it scores in the right "
-        "order. Outcomes: mean over seeds and prompts with a 95% bootstrap interval (seeds and prompts resampled); "
-        "greedy and sampled (temperature 1) verified accuracy on math and multiple choice; harmful rate and win rate "
-        "against the SFT policy are the judge's (both orders, a disagreement is a tie); length in tokens.",
+        "wrong; refusal vs compliance), the share that puts the right one first. RM correct>wrong: the arm's RM (a DPO "
+        "arm's implicit reward, its log-probability ratio to the SFT policy) on the SFT policy's samples (4 per "
+        "prompt) of the evaluation prompts, the share of such pairs it scores in the right order. Outcomes: mean "
+        "over seeds and prompts with a 95% bootstrap interval (seeds and prompts resampled); greedy and sampled "
+        "(temperature 1) verified accuracy on math and multiple choice; harmful rate and win rate against the SFT "
+        "policy are the judge's (both orders, a disagreement is a tie); length in tokens.",
         "",
         *targets(mech),
         "",

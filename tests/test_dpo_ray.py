@@ -6,7 +6,7 @@ import json
 import ray
 import torch
 from conftest import run_hrlaif
-from labeling_fixtures import write_harm_and_math_labels
+from labeling_fixtures import COMPLY, REFUSE, write_harm_and_math_labels
 
 from hrlaif_ray.config import ResourcePlan, RoleResources
 from hrlaif_ray.dpo.batch import preference_batch
@@ -101,3 +101,36 @@ def test_hrlaif_dpo_cli_learns_the_labels(tmp_path, tiny_model_dir):
     rows = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 1 and "dpo/loss" not in rows[0] and "dpo/dpo_loss" in rows[0]
     assert (tmp_path / "dpo" / "policy" / "config.json").is_file()
+    # The policy's implicit reward (log-ratio to the reference) as the RM probe reads it: on held-out prompts,
+    # all three refusals above all three compliances (9 pairs a prompt), and right answers above wrong ones.
+    from cluster.rm_probe import run_probe
+    from hrlaif_ray.config import RMProbeJob
+    from hrlaif_ray.data.records import Response, RolloutRecord
+    from hrlaif_ray.data.schemas import read_records, write_records
+    from hrlaif_ray.reward.train import held_out
+
+    prompts = [p for p in read_records(tmp_path / "prompts.parquet", "prompts") if held_out(p.id, 0.25)]
+    rollouts = [
+        RolloutRecord(
+            p.id,
+            p.category,
+            p.text,
+            [],
+            [Response(t) for t in REFUSE + COMPLY]
+            if p.category == "harmful"
+            else [Response(f"The answer is {int(p.answer) + d}.") for d in (0, 10)],
+        )
+        for p in prompts
+    ]
+    write_records(tmp_path / "probe_rollouts.parquet", rollouts)
+    job = RMProbeJob(
+        rm=str(tmp_path / "dpo" / "policy"),
+        reference=str(tiny_model_dir),
+        prompts=str(tmp_path / "prompts.parquet"),
+        rollouts=str(tmp_path / "probe_rollouts.parquet"),
+        output=str(tmp_path / "probe.json"),
+    )
+    rates = run_probe(job)["all"]
+    print(rates)
+    assert rates["harmful"]["pairs"] == 9 * sum(p.category == "harmful" for p in prompts)
+    assert rates["harmful"]["rate"] >= 0.9 and rates["math"]["rate"] >= 0.7

@@ -1,4 +1,5 @@
 """The reward model against the ground truth (the mechanism's link 2): score held-out policy samples.
+A DPO policy has no reward model; its implicit reward (the log-probability ratio to its reference) is probed alike.
 
 `score_rollouts` scores every response of every rollout with one RM (in this process: the probe is a few
 thousand short sequences) and returns, per prompt, its category, the scores, the ground truths and whether the
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord, RolloutRecord
+from hrlaif_ray.dpo.batch import model_sequence_logps
 from hrlaif_ray.labeling.verifiers import ground_truth
+from hrlaif_ray.ppo.experience import Experience, layout
 from hrlaif_ray.reward.model import RewardModel
 
 
@@ -20,14 +23,15 @@ def score_rollouts(
     rollouts: list[RolloutRecord],
     batch: int = 64,
     max_prompt_tokens: int = 256,
+    reference: str | None = None,
 ) -> list[dict]:
-    """[{prompt_id, category, unseen, scores, truths}] for each rollout whose prompt has a ground truth."""
+    """[{prompt_id, category, unseen, scores, truths}] for each rollout whose prompt has a ground truth. With a
+    `reference`, `folder` is a DPO policy and the score its implicit reward, log pi(y|x) - log pi_ref(y|x)."""
     from transformers import AutoTokenizer
 
-    rm = RewardModel.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     pad = pad_token_id(tok)
-    rows, owners = [], []
+    heads, tails, owners = [], [], []
     out = []
     for r in rollouts:
         prompt = prompts.get(r.prompt_id)
@@ -38,7 +42,8 @@ def score_rollouts(
             continue
         head = prompt_token_ids(tok, prompt.text, max_prompt_tokens)
         for x in r.responses:
-            rows.append(head + response_token_ids(tok, x.text))
+            heads.append(head)
+            tails.append(response_token_ids(tok, x.text))
             owners.append(len(out))
         out.append(
             {
@@ -49,7 +54,24 @@ def score_rollouts(
                 "truths": truths,
             }
         )
-    scores = rm.score_sequences(rows, pad, batch).tolist()
+    if reference is None:
+        rm = RewardModel.from_pretrained(folder).eval()
+        scores = rm.score_sequences([h + t for h, t in zip(heads, tails)], pad, batch).tolist()
+    else:
+        scores = implicit_rewards(folder, reference, layout(heads, tails, pad), batch).tolist()
     for i, s in enumerate(scores):
         out[owners[i]]["scores"].append(s)
     return out
+
+
+def implicit_rewards(policy: str, reference: str, batch: Experience, micro_batch: int = 64):
+    """A DPO policy's implicit reward of each row, log pi(y|x) - log pi_ref(y|x) (beta, a positive scale, leaves
+    every order as it is)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def logps(folder: str):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        return model_sequence_logps(model, batch, micro_batch)
+
+    return logps(policy) - logps(reference)
