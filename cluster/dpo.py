@@ -9,7 +9,9 @@ is the algorithm:
     for each epoch: for each batch of prompts: one actor step on the DPO loss
                     then the held-out pairs: preference accuracy, margins, log-probs, per category
 
-Batches cross the Ray boundary as `PreferenceBatch` references; each rank takes whole prompts.
+Batches cross the Ray boundary as `PreferenceBatch` references; each rank takes whole prompts. With `iterative`,
+`run_iterative_dpo` repeats it in rounds: sample (vLLM actors) -> label (the labeler pool) -> DPO from the last
+round's policy, each round resumable.
 """
 
 from __future__ import annotations
@@ -140,13 +142,13 @@ def run_dpo(job: DPOJob) -> dict:
     topo = Topology(job.resources, ("actor", "reference"))
     try:  # every exit path gives back the placement groups (and their actors)
 
-        def learner(role: str, lr: float = 0.0) -> LearnerGroup:
+        def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
             res = topo.role(role)
             options = [{**o, "runtime_env": actor_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
             share = job.batch_prompts // res.replicas
             return LearnerGroup(
                 role,
-                job.policy,
+                folder,
                 options,
                 zero_stage=job.zero_stage,
                 lr=lr,
@@ -161,13 +163,13 @@ def run_dpo(job: DPOJob) -> dict:
 
         timer = PhaseTimer()
         with timer("reference"):  # once: the reference is frozen, so its log-probs are data
-            reference = learner("reference")
+            reference = learner("reference", job.reference or job.policy)
             replicas = job.resources.reference.replicas
             train = train.with_reference(group_sequence_logps(reference, train, replicas))
             if evaluation is not None:
                 evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation, replicas))
             reference.close()
-        actor = learner("actor", job.lr)
+        actor = learner("actor", job.policy, job.lr)
         log = MetricsLog(out, job.tensorboard)
         try:
             history = dpo_loop(job, actor, train, evaluation, log)
@@ -189,9 +191,58 @@ def run_dpo(job: DPOJob) -> dict:
     return result
 
 
+def run_iterative_dpo(job: DPOJob) -> dict:
+    """Iterative (online) DPO: round 0 trains on labels_dir; round r draws `prompts_per_round` prompts afresh,
+    samples them with the last round's policy (vLLM actors), labels the samples (the labeler pool) and trains from
+    that policy, each in output_dir/round-N. A round whose dpo/final.json exists is done and skipped on a rerun; a
+    round cut short resumes its samples (`hrlaif sample`) and labels (the ledger) and retrains."""
+    from cluster.label import run_label_job
+    from cluster.sample import run_sample
+    from hrlaif_ray.config import LabelJob, SampleJob
+    from hrlaif_ray.data.schemas import write_records
+
+    it, out = job.iterative, Path(job.output_dir)
+    everything = read_records(job.prompts, "prompts")
+    policy, initial_reference, rounds = job.policy, job.reference or job.policy, []
+    for r in range(it.rounds + 1):
+        folder = out / f"round-{r}"
+        labels, prompts = job.labels_dir, job.prompts
+        if r > 0:
+            prompts, rollouts, labels = (str(folder / n) for n in ("prompts.parquet", "rollouts.parquet", "labels"))
+            if not Path(prompts).exists():  # the round's draw, written once (a rerun keeps it)
+                k = min(it.prompts_per_round, len(everything))
+                write_records(prompts, random.Random(f"{job.seed}/{r}").sample(everything, k), "prompts")
+            sample = {"seed": job.seed + r, **it.sample, "policy": policy, "prompts": prompts, "output": rollouts}
+            run_sample(SampleJob.model_validate(sample), log=lambda line: None)
+            run_label_job(
+                LabelJob.model_validate({**it.label, "prompts": prompts, "rollouts": rollouts, "output_dir": labels}),
+                progress=False,
+            )
+        final = folder / "dpo" / "final.json"
+        if not final.exists():
+            reference = initial_reference if r == 0 or it.reference == "initial" else policy
+            update = dict(policy=policy, reference=reference, labels_dir=labels, prompts=prompts, iterative=None)
+            run_dpo(job.model_copy(update={**update, "output_dir": str(folder / "dpo"), "seed": job.seed + r}))
+        result = json.loads(final.read_text())
+        last = result["history"][-1] if result["history"] else {}
+        rounds.append(
+            {
+                "round": r,
+                "policy": result["policy"],
+                "steps": result["steps"],
+                "eval/accuracy": last.get("eval/accuracy"),
+            }
+        )
+        tqdm.write(json.dumps(rounds[-1]))
+        policy = result["policy"]
+    summary = {**result, "rounds": rounds}  # the last round's result (its policy and history), and every round's
+    (out / "final.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     job = load_job("hrlaif dpo", DPOJob, argv, "beta=0.1 epochs=2 loss_type=ipo")
-    result = run_dpo(job)
+    result = run_iterative_dpo(job) if job.iterative else run_dpo(job)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 0
 

@@ -110,8 +110,8 @@ class Run:
     def policy_of(self, arm_dir: Path) -> Path:
         """The arm's trained policy: DPO's, or the last checkpoint of its finished PPO run (all steps, or stopped by
         the monitor)."""
-        if (arm_dir / "dpo" / "final.json").exists():
-            return arm_dir / "dpo" / "policy"
+        if (arm_dir / "dpo" / "final.json").exists():  # the last round's, when DPO is iterative
+            return Path(json.loads((arm_dir / "dpo" / "final.json").read_text())["policy"])
         final = json.loads((arm_dir / "ppo" / "final.json").read_text())
         return Path(final["checkpoint"]) / "actor"
 
@@ -234,6 +234,9 @@ class Run:
                 self.labels_ready[f"{seed}/{arm.name}"].set()
                 self.rm_ready[f"{seed}/{arm.name}"].set()
         if arm.trainer == "dpo":
+            rounds = {}  # iterative DPO labels its own samples each round: with the arm's method and the run's judge
+            if self.job.dpo.get("iterative") is not None:
+                rounds = {"iterative.label.labeling.method": arm.method, **self.judge_paths("iterative.label.labeling")}
             self.stage(
                 f"{tag}/dpo",
                 ["dpo"],
@@ -244,6 +247,7 @@ class Run:
                 prompts=prompts,
                 output_dir=str(a / "dpo"),
                 seed=seed,
+                **rounds,
             )()
             self.probe(tag, a / "dpo" / "probe.json", rm=str(a / "dpo" / "policy"), reference=str(self.sft_dir))
         else:

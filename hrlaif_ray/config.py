@@ -628,10 +628,32 @@ class PPOJob(Section):
 # ------------------------------------------------------------------------------------------------- DPO
 
 
+class IterativeDPOConfig(Section):
+    """Iterative (online) DPO: after training on the given labels, rounds of sample -> label -> DPO, each round on
+    fresh samples of the last round's policy."""
+
+    rounds: int = Field(1, ge=1, description="Rounds after the first (the first trains on labels_dir).")
+    prompts_per_round: int = Field(
+        256, ge=1, description="Prompts of the prompts file sampled for each round (a different draw each round)."
+    )
+    reference: Literal["last", "initial"] = Field(
+        "last",
+        description="A round's frozen reference: 'last' the policy it starts from (the previous round's, as "
+        "iterative DPO and self-rewarding LMs do), 'initial' the job's reference throughout.",
+    )
+    sample: dict[str, Any] = Field(
+        default_factory=dict, description="SampleJob fields (rollout, engines...; the paths are the round's)."
+    )
+    label: dict[str, Any] = Field(
+        default_factory=dict, description="LabelJob fields (labeling: method, judges...; pool; the paths the round's)."
+    )
+
+
 class DPOJob(Section):
     """`hrlaif dpo`: the policy learns from a label ledger directly, DPO against the frozen SFT reference."""
 
-    policy: str = Field(description="The SFT policy folder: where training starts, and the frozen reference.")
+    policy: str = Field(description="The SFT policy folder: where training starts (and the reference, by default).")
+    reference: str | None = Field(None, description="The frozen reference's folder (None: the policy).")
     labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
     prompts: str = Field(description="Prompts Parquet the labels refer to.")
     output_dir: str = Field(description="policy/ (the trained HF folder), metrics.jsonl, TensorBoard, final.json.")
@@ -679,9 +701,29 @@ class DPOJob(Section):
     seed: int = Field(0, description="Seed of the batch order and the learners.")
     ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else a local one).")
     tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboardX is installed).")
+    iterative: IterativeDPOConfig | None = Field(
+        None,
+        description="Iterative DPO: rounds of sample (vLLM) -> label (the pool) -> DPO after the first, each in "
+        "output_dir/round-N, resumable (None: one round on labels_dir).",
+    )
 
     @model_validator(mode="after")
     def _splits(self) -> DPOJob:
+        if self.iterative is not None:  # the rounds' stage sections, validated as their own jobs now
+            for name, cls, paths in (
+                ("sample", SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
+                ("label", LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
+            ):
+                section = getattr(self.iterative, name)
+                clash = sorted(set(section) & set(paths))
+                if clash:
+                    raise ValueError(f"iterative.{name}.{clash[0]}: set by the round, not by the config")
+                try:
+                    cls.model_validate({**paths, **section})
+                except ValidationError as exc:
+                    raise ValueError(
+                        "; ".join(f"iterative.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    ) from None
         ranks = self.resources.actor.replicas
         if self.batch_prompts % (ranks * self.micro_batch_prompts):
             raise ValueError(

@@ -70,7 +70,13 @@ def test_shipped_config_files_validate():
     loaded = {name: load_config(cls, folder / name) for name, cls in jobs.items()}
     assert loaded["tiny-model.yaml"].model.hidden_size == 128 and loaded["tiny-model.yaml"].tokenizer.vocab_size == 384
     demo = loaded["demo.yaml"]
-    assert [a.method for a in demo.arms] == ["basic", "hybrid", "oracle"] and demo.sft["steps"] > 0
+    assert [(a.method, a.trainer) for a in demo.arms] == [
+        ("basic", "ppo"),
+        ("hybrid", "ppo"),
+        ("oracle", "ppo"),
+        ("hybrid", "dpo"),
+    ]
+    assert demo.sft["steps"] > 0 and demo.stage_job("dpo", policy="-", labels_dir="-", prompts="-", output_dir="-")
     assert "max_time_s" not in demo.sft  # budgets are steps, never seconds
     assert demo.stage_job("eval", policy="-", output_dir="-").mix.split == "eval" and demo.prompts.split == "train"
     assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor

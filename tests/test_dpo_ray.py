@@ -1,11 +1,12 @@
 """DPO on the Ray learners: one optimizer step on 2 ranks equals one step on 1 rank with the same batch, and
-`hrlaif dpo` end to end on committed labels (held-out pairs come to be ordered as labeled)."""
+`hrlaif dpo`'s run end to end on committed labels (held-out pairs come to be ordered as labeled, and the
+policy's implicit reward orders held-out responses by their ground truth)."""
 
 import json
 
+import pytest
 import ray
 import torch
-from conftest import run_hrlaif
 from labeling_fixtures import COMPLY, REFUSE, write_harm_and_math_labels
 
 from hrlaif_ray.config import ResourcePlan, RoleResources
@@ -69,11 +70,14 @@ def test_one_dpo_step_on_two_ranks_equals_one_on_one(local_ray, tiny_model_dir):
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
 
 
-def test_hrlaif_dpo_cli_learns_the_labels(tmp_path, tiny_model_dir):
+def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
+    """`hrlaif dpo`'s run (its command-line parsing is test_cli's) on the module's Ray cluster."""
+    from cluster.dpo import run_dpo
+    from hrlaif_ray.config import DPOJob
+
     write_harm_and_math_labels(tmp_path)
-    config = tmp_path / "dpo.json"
-    config.write_text(
-        json.dumps(
+    final = run_dpo(
+        DPOJob.model_validate(
             {
                 "policy": str(tiny_model_dir),
                 "labels_dir": str(tmp_path / "labels"),
@@ -87,12 +91,11 @@ def test_hrlaif_dpo_cli_learns_the_labels(tmp_path, tiny_model_dir):
                 "eval_fraction": 0.25,
                 "sft_weight": 0.1,
                 "resources": {"actor": {"replicas": 2}, "reference": {"threads": 2}},
+                "tensorboard": False,
             }
         )
     )
-    proc = run_hrlaif("dpo", "--config", str(config), timeout=600, OMP_NUM_THREADS="1")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    final = json.loads((tmp_path / "dpo" / "final.json").read_text())
+    assert final == json.loads((tmp_path / "dpo" / "final.json").read_text())
     history = final["history"]
     print(json.dumps(history[-1], indent=1))
     assert final["steps"] == 2 * (final["train_prompts"] // 16)
@@ -134,3 +137,57 @@ def test_hrlaif_dpo_cli_learns_the_labels(tmp_path, tiny_model_dir):
     print(rates)
     assert rates["harmful"]["pairs"] == 9 * sum(p.category == "harmful" for p in prompts)
     assert rates["harmful"]["rate"] >= 0.9 and rates["math"]["rate"] >= 0.7
+
+
+@pytest.mark.slow
+def test_iterative_dpo_rounds_sample_label_train_and_resume(local_ray, tmp_path, tiny_model_dir):
+    """Round 0 on committed labels, then a round of samples from its policy (vLLM), labeled through the pool by the
+    simulated judge, trained from that policy; a rerun skips finished rounds, and a round cut short after its labels
+    retrains without asking the judge again."""
+    import shutil
+
+    from cluster.dpo import run_iterative_dpo
+    from hrlaif_ray.config import DPOJob
+    from hrlaif_ray.judges.launch import sim_judge_server
+
+    write_harm_and_math_labels(tmp_path)
+    with sim_judge_server(["latency_ms=0", f"answer_key={tmp_path / 'prompts.parquet'}"]) as base:
+        judge = {"base_url": base, "model": "gpt-3.5-turbo"}
+        job = DPOJob.model_validate(
+            {
+                "policy": str(tiny_model_dir),
+                "labels_dir": str(tmp_path / "labels"),
+                "prompts": str(tmp_path / "prompts.parquet"),
+                "output_dir": str(tmp_path / "dpo"),
+                "epochs": 1,
+                "batch_prompts": 8,
+                "micro_batch_prompts": 8,
+                "lr": 1e-3,
+                "eval_fraction": 0.25,
+                "tensorboard": False,
+                "iterative": {
+                    "rounds": 1,
+                    "prompts_per_round": 24,
+                    "sample": {"rollout": {"samples_per_prompt": 3, "max_new_tokens": 8, "max_model_len": 256}},
+                    "label": {
+                        "labeling": {"method": "hybrid", "judges": [judge], "rewriter": {**judge, "model": "gpt-4"}},
+                        "pool": {"labelers": 1, "concurrency": 8},
+                    },
+                },
+            }
+        )
+        first = run_iterative_dpo(job)
+        out = tmp_path / "dpo"
+        assert [r["round"] for r in first["rounds"]] == [0, 1]
+        assert first["policy"] == str(out / "round-1" / "dpo" / "policy")
+        summary = json.loads((out / "round-1" / "labels" / "summary.json").read_text())
+        assert summary["items"] == 24 and summary["labeled"] == 24
+        config = (out / "round-1" / "dpo" / "dpo_config.yaml").read_text()
+        assert f"reference: {out / 'round-0' / 'dpo' / 'policy'}" in config  # the last round's policy
+        again = run_iterative_dpo(job)  # everything done: nothing retrained
+        assert again == first
+        shutil.rmtree(out / "round-1" / "dpo")  # cut short after its labels
+        third = run_iterative_dpo(job)
+    summary = json.loads((out / "round-1" / "labels" / "summary.json").read_text())
+    assert summary["already_committed"] == 24 and summary["labeled"] == 0
+    assert third["rounds"][1]["steps"] == first["rounds"][1]["steps"]
