@@ -196,6 +196,21 @@ class LearnerRank:
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
+    def _sequence_logps(self, seq: Experience, forward_rows: int) -> torch.Tensor:
+        """[rows] sequence log-probs with their graph, from forwards of `forward_rows` length-sorted rows trimmed of
+        their padding (a prompt's responses differ in length: one forward of them all pads each to the longest);
+        one backward later takes them all."""
+        parts = []
+        for idx, sub in seq.micro_batches(0, len(seq), forward_rows):
+            targets = sub.input_ids[:, sub.prompt_width :].to(self.device)
+            logits = self._logits(sub)
+            lp = sequence_logps(
+                core.token_logprobs(logits, targets, self.temperature), sub.response_mask.to(self.device)
+            )
+            parts.append((idx, lp.cpu()))  # the pair maths runs on CPU (a few numbers)
+        order = torch.cat([idx for idx, _ in parts])
+        return torch.cat([lp for _, lp in parts])[torch.argsort(order)]
+
     def train_preferences(
         self,
         batch: PreferenceBatch,
@@ -205,11 +220,12 @@ class LearnerRank:
         loss_type: LossType,
         margin: float,
         sft_weight: float,
+        forward_rows: int = 8,
     ) -> dict[str, float]:
         """One optimizer step of DPO on prompts start..end of the batch (this rank's share): micro-batches of
         `micro_batch` prompts, all responses of a prompt in one, accumulate their gradients, each weighted by its
         share of the prompts, so the step is that of the mean over the prompts (and, with the ranks' gradients
-        averaged, over the whole batch)."""
+        averaged, over the whole batch). Inside a micro-batch the responses run `forward_rows` at a time."""
         self.model.train()
         micros = [list(range(s, min(s + self.micro_batch, end))) for s in range(start, end, self.micro_batch)]
         if len(micros) != self.engine.gradient_accumulation_steps():
@@ -219,11 +235,7 @@ class LearnerRank:
         mean: dict[str, float] = {}
         for prompts in micros:
             m = batch.select(prompts)
-            seq = m.sequences
-            targets = seq.input_ids[:, seq.prompt_width :].to(self.device)
-            logps = sequence_logps(  # [rows] with their graph; the pair maths runs on CPU (a few numbers)
-                core.token_logprobs(self._logits(seq), targets, self.temperature), seq.response_mask.to(self.device)
-            ).cpu()
+            logps = self._sequence_logps(m.sequences, forward_rows)
             loss, stats = dpo_loss(
                 logps, m.ref_logps, m.better, m.worse, m.weight, m.group, beta, loss_type, margin * m.tier_gap
             )

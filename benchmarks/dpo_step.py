@@ -2,8 +2,9 @@
 the step's compute floor, side by side in one run.
 
 Settings (matched): 16 prompts of the generated mix, two responses each (one pair a prompt, TRL's format: the
-chosen and the rejected answer, 20-45 tokens), fp32, one optimizer step of all 32 sequences (one micro-batch in
-both), AdamW, beta 0.1, the sigmoid loss, the reference's log-probs computed before the steps in both (ours:
+chosen and the rejected answer), fp32, one optimizer step of all 32 sequences (one micro-batch of 16 prompts in
+both; ours runs its 32 responses as 4 length-sorted, padding-trimmed forwards of 8, `forward_rows`, and one
+backward; TRL pads chosen and rejected to the longest), AdamW, beta 0.1, the sigmoid loss, the reference's log-probs computed before the steps in both (ours:
 `hrlaif dpo` computes them once; TRL: `precompute_ref_log_probs=True`), so a step is the policy's forward and
 backward. Ours: `LearnerGroup.train_preferences` on one Ray learner rank (DeepSpeed, 2 threads), timed at the
 controller (object-store put and the call included); TRL: its trainer in this process with 2 threads, timed from
@@ -36,6 +37,7 @@ from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 
 PROMPTS = 16
+FORWARD_ROWS = 8
 BETA = 0.1
 FILLER = "First I read the question again, then I work through it one step at a time and check each step."
 
@@ -44,7 +46,8 @@ def pairs() -> list[tuple[str, str, str]]:
     """(prompt, chosen, rejected) texts: the right answer with some reasoning against a wrong one."""
     rng = random.Random(0)
     out = []
-    for p in generate_prompt_mix(PromptMixConfig(n=64, seed=7, math=1.0, multiple_choice=0.0, harmful=0.0))[:PROMPTS]:
+    mix = PromptMixConfig(n=64, seed=7, math=1.0, multiple_choice=0.0, harmful=0.0, open_qa=0.0)
+    for p in [p for p in generate_prompt_mix(mix) if p.category == "math"][:PROMPTS]:
         a = int(p.answer)
         words = FILLER.split()[: rng.randint(4, len(FILLER.split()))]
         out.append((p.text, f"{' '.join(words)} The answer is {a}.", f"The answer is {a + rng.randint(1, 9)}."))
@@ -119,7 +122,13 @@ def ours(folder: str, steps: int) -> list[float]:
         for _ in range(steps):
             t = time.perf_counter()
             group.train_preferences(
-                ray.put(batch), len(batch), beta=BETA, loss_type="sigmoid", margin=0.0, sft_weight=0.0
+                ray.put(batch),
+                len(batch),
+                beta=BETA,
+                loss_type="sigmoid",
+                margin=0.0,
+                sft_weight=0.0,
+                forward_rows=FORWARD_ROWS,
             )
             times.append(time.perf_counter() - t)
         return times
@@ -223,7 +232,14 @@ def main() -> None:
         args.out,
         rows,
         matmul_gflops=rate / 1e9,
-        settings={"prompts": PROMPTS, "pairs_per_prompt": 1, "beta": BETA, "dtype": "float32", "threads": 2},
+        settings={
+            "prompts": PROMPTS,
+            "forward_rows": FORWARD_ROWS,
+            "pairs_per_prompt": 1,
+            "beta": BETA,
+            "dtype": "float32",
+            "threads": 2,
+        },
         targets={"ratio_vs_trl": "<= 0.9", "step_vs_floor": "<= 1.5"},
     )
     print(f"wrote {path}")

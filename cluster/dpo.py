@@ -115,6 +115,7 @@ def dpo_loop(
                     loss_type=job.loss_type,
                     margin=job.margin,
                     sft_weight=job.sft_weight,
+                    forward_rows=job.forward_rows,
                 )
             step += 1
             log.write(step, {**{f"dpo/{k}": v for k, v in stats.items()}, "dpo/epoch": epoch + 1, **timer.times})

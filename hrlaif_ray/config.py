@@ -679,6 +679,12 @@ class DPOJob(Section):
     micro_batch_prompts: int = Field(
         4, ge=1, description="Prompts per forward on one rank; micro-batches accumulate to a rank's share."
     )
+    forward_rows: int = Field(
+        8,
+        ge=1,
+        description="Responses per forward inside a micro-batch, sorted by length and trimmed of padding (a "
+        "prompt's responses differ in length); the micro-batch's one backward takes them all.",
+    )
     lr: float = Field(1e-5, gt=0, description="Learning rate (AdamW, constant).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
