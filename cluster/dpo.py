@@ -26,7 +26,6 @@ import torch
 from tqdm import tqdm
 
 from actors.learner import LearnerGroup
-from actors.runtime import actor_env
 from cluster.connect import connect_ray
 from cluster.entry import load_job
 from cluster.topology import Topology
@@ -145,12 +144,11 @@ def run_dpo(job: DPOJob) -> dict:
 
         def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
             res = topo.role(role)
-            options = [{**o, "runtime_env": actor_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
             share = job.batch_prompts // res.replicas
             return LearnerGroup(
                 role,
                 folder,
-                options,
+                topo.learner_options(role),
                 zero_stage=job.zero_stage,
                 lr=lr,
                 weight_decay=job.weight_decay,

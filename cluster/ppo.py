@@ -35,7 +35,6 @@ from tqdm import tqdm
 from actors.learner import LearnerGroup
 from actors.reward import RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
-from actors.runtime import actor_env
 from cluster.connect import connect_ray
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob, dump_config, load_config
@@ -85,13 +84,12 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
 
     def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
         res = topo.role(role)
-        options = [{**o, "runtime_env": actor_env(res.threads, o["num_gpus"])} for o in topo.options(role)]
         rows = batch // (res.replicas * algo.mini_batches)  # one rank's mini-batch
         micro = algo.micro_batch_size or rows
         return LearnerGroup(
             role,
             folder,
-            options,
+            topo.learner_options(role),
             zero_stage=job.zero_stage,
             lr=lr,
             weight_decay=algo.weight_decay,

@@ -15,6 +15,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors.runtime import actor_env
 from hrlaif_ray.config import ResourcePlan, RoleResources
 
 ROLES = ("actor", "critic", "reference", "reward", "rollout")
@@ -68,6 +69,12 @@ class Topology:
             }
             for i in range(role.replicas)
         ]
+
+    def learner_options(self, name: str) -> list[dict[str, Any]]:
+        """`options(name)` with each actor's runtime environment (its threads, DeepSpeed's accelerator): what a
+        learner group or a reward replica is started with."""
+        threads = self.role(name).threads
+        return [{**o, "runtime_env": actor_env(threads, o["num_gpus"])} for o in self.options(name)]
 
     def shutdown(self) -> None:
         for g in self.groups.values():

@@ -625,6 +625,20 @@ class PPOJob(Section):
         return self
 
 
+def validate_section(prefix: str, cls: type[BaseModel], paths: dict, section: dict, owner: str) -> None:
+    """A section holding another job's fields (its paths set by `owner`): validated as that job now, errors named
+    `prefix.key`."""
+    clash = sorted(set(section) & set(paths))
+    if clash:
+        raise ValueError(f"{prefix}.{clash[0]}: set by {owner}, not by the config")
+    try:
+        cls.model_validate({**paths, **section})
+    except ValidationError as exc:
+        raise ValueError(
+            "; ".join(f"{prefix}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
+
+
 # ------------------------------------------------------------------------------------------------- DPO
 
 
@@ -720,16 +734,7 @@ class DPOJob(Section):
                 ("sample", SampleJob, {"policy": "-", "prompts": "-", "output": "-"}),
                 ("label", LabelJob, {"prompts": "-", "rollouts": "-", "output_dir": "-"}),
             ):
-                section = getattr(self.iterative, name)
-                clash = sorted(set(section) & set(paths))
-                if clash:
-                    raise ValueError(f"iterative.{name}.{clash[0]}: set by the round, not by the config")
-                try:
-                    cls.model_validate({**paths, **section})
-                except ValidationError as exc:
-                    raise ValueError(
-                        "; ".join(f"iterative.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                    ) from None
+                validate_section(f"iterative.{name}", cls, paths, getattr(self.iterative, name), "the round")
         ranks = self.resources.actor.replicas
         if self.batch_prompts % (ranks * self.micro_batch_prompts):
             raise ValueError(
@@ -900,16 +905,7 @@ class RunJob(Section):
             if a.trainer == "ppo" and owner.trainer != "ppo":
                 raise ValueError(f"arms.{a.name}.rm_from: arm {owner.name!r} trains DPO, it has no RM for PPO")
         for stage, (cls, paths) in STAGE_JOBS.items():
-            section = getattr(self, stage)
-            clash = sorted(set(section) & set(paths))
-            if clash:
-                raise ValueError(f"{stage}.{clash[0]}: set by the run, not by the config")
-            try:
-                cls.model_validate({**paths, **section})
-            except ValidationError as exc:
-                raise ValueError(
-                    "; ".join(f"{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                ) from None
+            validate_section(stage, cls, paths, getattr(self, stage), "the run")
         return self
 
     def stage_job(self, stage: str, **paths: Any):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from hrlaif_ray.ppo.experience import Experience, layout
-from hrlaif_ray.reward.data import RMExample
+from hrlaif_ray.reward.data import RMExample, flat_pairs
 
 
 @dataclass
@@ -85,28 +85,13 @@ class PreferenceBatch:
 def preference_batch(examples: list[RMExample], pad_id: int) -> PreferenceBatch:
     if not examples:
         raise ValueError("no labels with preference pairs to train on")
-    prompts, responses, starts = [], [], [0]
-    better, worse, weight, group, gap = [], [], [], [], []
-    for g, e in enumerate(examples):
-        offset = starts[-1]
-        for r in e.response_ids:
-            prompts.append(e.prompt_ids)
-            responses.append(r)
-        starts.append(offset + len(e.response_ids))
-        for j, (b, w, wt) in enumerate(e.pairs):
-            better.append(offset + b)
-            worse.append(offset + w)
-            weight.append(wt)
-            group.append(g)
-            gap.append(e.tier_gaps[j] if e.tier_gaps else 0)
+    prompts = [e.prompt_ids for e in examples for _ in e.response_ids]
+    responses = [r for e in examples for r in e.response_ids]
+    sizes = torch.tensor([len(e.response_ids) for e in examples], dtype=torch.long)
     return PreferenceBatch(
         sequences=layout(prompts, responses, pad_id),
-        starts=torch.tensor(starts, dtype=torch.long),
-        better=torch.tensor(better, dtype=torch.long),
-        worse=torch.tensor(worse, dtype=torch.long),
-        weight=torch.tensor(weight, dtype=torch.float32),
-        group=torch.tensor(group, dtype=torch.long),
-        tier_gap=torch.tensor(gap, dtype=torch.float32),
+        starts=torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]),
+        **flat_pairs(examples),
         categories=[e.category for e in examples],
         prompt_ids=[e.prompt_id for e in examples],
     )

@@ -69,6 +69,19 @@ def collate(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
     for i, (_, r) in enumerate(responses):
         response_ids[i, : len(r)] = torch.tensor(r)
         response_mask[i, : len(r)] = 1
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "response_ids": response_ids,
+        "response_mask": response_mask,
+        "owner": torch.tensor([b for b, _ in responses], dtype=torch.long),
+        **flat_pairs(examples),
+    }
+
+
+def flat_pairs(examples: list[RMExample]) -> dict[str, torch.Tensor]:
+    """Every example's pairs as flat indices into all the examples' responses (in order), with their weight, their
+    prompt (`group`) and their tier gap (0 where the label's pairs form no tiers)."""
     better, worse, weight, group, gap, offset = [], [], [], [], [], 0
     for b, e in enumerate(examples):
         for j, (bi, wi, w) in enumerate(e.pairs):
@@ -79,14 +92,9 @@ def collate(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
             gap.append(e.tier_gaps[j] if e.tier_gaps else 0)
         offset += len(e.response_ids)
     return {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": prompt_mask,
-        "response_ids": response_ids,
-        "response_mask": response_mask,
-        "owner": torch.tensor([b for b, _ in responses], dtype=torch.long),
         "better": torch.tensor(better, dtype=torch.long),
         "worse": torch.tensor(worse, dtype=torch.long),
         "weight": torch.tensor(weight, dtype=torch.float32),
         "group": torch.tensor(group, dtype=torch.long),
-        "tier_gap": torch.tensor(gap, dtype=torch.float32),  # 0 where the label's pairs form no tiers
+        "tier_gap": torch.tensor(gap, dtype=torch.float32),
     }
