@@ -33,6 +33,15 @@ def test_run_config_errors_name_the_stage_and_key():
         load_config(RunJob, DEMO, ["rm.output_dir=/elsewhere"])
     with pytest.raises(ConfigError, match=r"arms: names must differ"):
         load_config(RunJob, DEMO, ["arms=[{name: a, method: basic}, {name: a, method: hybrid}]"])
+    # DPO arms: a PPO arm cannot take its RM from a DPO arm (it has none); iterative rounds' sections are jobs too
+    with pytest.raises(ConfigError, match=r"arms\.p\.rm_from: arm 'd' trains DPO"):
+        load_config(
+            RunJob, DEMO, ["arms=[{name: d, method: hybrid, trainer: dpo}, {name: p, method: hybrid, rm_from: d}]"]
+        )
+    with pytest.raises(ConfigError, match=r"iterative\.sample\.rollout\.samples_per_prompt"):
+        load_config(RunJob, DEMO, ["dpo.iterative.sample.rollout.samples_per_prompt=0"])
+    with pytest.raises(ConfigError, match=r"iterative\.label\.output_dir: set by the round"):
+        load_config(RunJob, DEMO, ["dpo.iterative.label.output_dir=x"])
     job = load_config(RunJob, DEMO)
     ppo = job.stage_job("ppo", policy="p", output_dir="o", prompts="x", **{"reward.kind": "rm", "reward.rm": "r"})
     assert (ppo.reward.kind, ppo.reward.rm, ppo.algo.estimator) == ("rm", "r", "rloo")
