@@ -196,13 +196,17 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def _fields(model: type[BaseModel], prefix: str = ""):
-    """(dotted key, field info, default) of every field, sections expanded."""
+def _fields(model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None):
+    """(dotted key, field info, default) of every field, sections expanded; a section's defaults are those of the
+    instance its parent gives it (`SFTJob.prompts` is a PromptMixConfig of n=40000), not its class's."""
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
-        default = field.get_default(call_default_factory=True) if not field.is_required() else None
+        if defaults is not None:
+            default = getattr(defaults, name)
+        else:
+            default = field.get_default(call_default_factory=True) if not field.is_required() else None
         if isinstance(default, BaseModel):
-            yield from _fields(type(default), key + ".")
+            yield from _fields(type(default), key + ".", default)
             continue
         ann = field.annotation
         if field.is_required() and isinstance(ann, type) and issubclass(ann, BaseModel):

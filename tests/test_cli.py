@@ -100,3 +100,4 @@ def test_config_show_prints_every_key_with_its_description(capsys):
     assert main(["config", "show", "sft"]) == 0
     out = capsys.readouterr().out
     assert "steps = 1100  # Optimizer steps" in out and "prompts.holdout = 0.3" in out and "(required)" in out
+    assert "prompts.n = 40000" in out  # the section's default is the job's instance, not its class's (n=1000)
