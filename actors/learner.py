@@ -20,11 +20,11 @@ from typing import Any
 import ray
 import torch
 
-from hrlaif_ray.dpo.batch import PreferenceBatch, sequence_logps
+from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
-from hrlaif_ray.models.scalar_head import ScalarHeadModel, position_ids_from_mask
+from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
-from hrlaif_ray.ppo.experience import Experience
+from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
 from hrlaif_ray.zero import init_distributed, stage_for_world, zero_config
 
 TRAINED_ROLES = ("actor", "critic")
@@ -86,16 +86,7 @@ class LearnerRank:
     # ------------------------------------------------------------------------------------- forwards
 
     def _logits(self, m: Experience) -> torch.Tensor:
-        """The logits that predict each response token of micro-batch m: the LM head runs on positions P-1..end
-        only (`logits_to_keep`), not on the prompt's (on SmolLM2 the head is a fifth of the forward's FLOPs)."""
-        ids, mask, P = m.input_ids.to(self.device), m.attention_mask.to(self.device), m.prompt_width
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            logits_to_keep=ids.size(1) - P + 1,
-        )
-        return out.logits[:, :-1]
+        return response_logits(self.model, m, self.device)
 
     def _values(self, m: Experience) -> torch.Tensor:
         """The critic's value of the state before each response token of micro-batch m."""
@@ -127,6 +118,13 @@ class LearnerRank:
 
     # -------------------------------------------------------------------------------------- updates
 
+    def _check_accumulation(self, micros: int) -> None:
+        """An optimizer step is DeepSpeed's accumulation steps of micro-batches: the split must agree with it."""
+        if micros != self.engine.gradient_accumulation_steps():
+            raise ValueError(
+                f"{micros} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}"
+            )
+
     def _update(
         self, batch: Experience, start: int, end: int, epochs: int, mini_batches: int, loss_fn
     ) -> dict[str, float]:
@@ -140,10 +138,7 @@ class LearnerRank:
         for _ in range(epochs):
             for s in range(start, start + size * mini_batches, size):
                 micros = batch.micro_batches(s, s + size, self.micro_batch)
-                if len(micros) != self.engine.gradient_accumulation_steps():
-                    raise ValueError(
-                        f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}"
-                    )
+                self._check_accumulation(len(micros))
                 mean: dict[str, float] = {}
                 for _, m in micros:
                     share = m.token_share
@@ -196,21 +191,6 @@ class LearnerRank:
 
         return self._update(batch, start, end, epochs, mini_batches, loss_fn)
 
-    def _sequence_logps(self, seq: Experience, forward_rows: int) -> torch.Tensor:
-        """[rows] sequence log-probs with their graph, from forwards of `forward_rows` length-sorted rows trimmed of
-        their padding (a prompt's responses differ in length: one forward of them all pads each to the longest);
-        one backward later takes them all."""
-        parts = []
-        for idx, sub in seq.micro_batches(0, len(seq), forward_rows):
-            targets = sub.input_ids[:, sub.prompt_width :].to(self.device)
-            logits = self._logits(sub)
-            lp = sequence_logps(
-                core.token_logprobs(logits, targets, self.temperature), sub.response_mask.to(self.device)
-            )
-            parts.append((idx, lp.cpu()))  # the pair maths runs on CPU (a few numbers)
-        order = torch.cat([idx for idx, _ in parts])
-        return torch.cat([lp for _, lp in parts])[torch.argsort(order)]
-
     def train_preferences(
         self,
         batch: PreferenceBatch,
@@ -228,14 +208,12 @@ class LearnerRank:
         averaged, over the whole batch). Inside a micro-batch the responses run `forward_rows` at a time."""
         self.model.train()
         micros = [list(range(s, min(s + self.micro_batch, end))) for s in range(start, end, self.micro_batch)]
-        if len(micros) != self.engine.gradient_accumulation_steps():
-            raise ValueError(
-                f"{len(micros)} micro-batches, but DeepSpeed accumulates {self.engine.gradient_accumulation_steps()}"
-            )
+        self._check_accumulation(len(micros))
         mean: dict[str, float] = {}
         for prompts in micros:
             m = batch.select(prompts)
-            logps = self._sequence_logps(m.sequences, forward_rows)
+            # [rows] with their graph, `forward_rows` a forward; one backward below takes them all
+            logps = sequence_logprobs(self.model, m.sequences, forward_rows, self.device, self.temperature)
             loss, stats = dpo_loss(
                 logps, m.ref_logps, m.better, m.worse, m.weight, m.group, beta, loss_type, margin * m.tier_gap
             )

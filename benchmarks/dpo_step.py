@@ -117,7 +117,7 @@ def ours(folder: str, steps: int) -> list[float]:
             grad_accum=1,
             threads=2,
         )
-        batch = batch.with_reference(group_sequence_logps(group, batch, 1))
+        batch = batch.with_reference(group_sequence_logps(group, batch))
         times = []
         for _ in range(steps):
             t = time.perf_counter()

@@ -32,10 +32,11 @@ from cluster.topology import Topology
 from hrlaif_ray.config import DPOJob, dump_config
 from hrlaif_ray.data.chat import pad_token_id
 from hrlaif_ray.data.schemas import read_records
-from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch, sequence_logps
+from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch
 from hrlaif_ray.dpo.loss import dpo_loss
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
+from hrlaif_ray.ppo.experience import sequence_logps
 from hrlaif_ray.reward.data import examples_from_labels
 from hrlaif_ray.reward.train import held_out
 
@@ -57,9 +58,9 @@ def load_preferences(job: DPOJob, tokenizer) -> tuple[PreferenceBatch, Preferenc
     return preference_batch(train, pad), preference_batch(evaluation, pad) if evaluation else None
 
 
-def group_sequence_logps(group: LearnerGroup, batch: PreferenceBatch, ranks: int) -> torch.Tensor:
+def group_sequence_logps(group: LearnerGroup, batch: PreferenceBatch) -> torch.Tensor:
     """[rows] sequence log-probs of every response under a learner group (rows padded to split over its ranks)."""
-    seq = batch.sequences
+    seq, ranks = batch.sequences, len(group.ranks)
     n = seq.input_ids.size(0)
     idx = torch.cat([torch.arange(n), torch.full((-n % ranks,), n - 1, dtype=torch.long)])
     padded = seq.select(idx, 0, seq.response_width, float(seq.response_mask.sum()) or 1.0)
@@ -99,7 +100,6 @@ def dpo_loop(
     closed by the held-out metrics. Returns the per-epoch held-out history."""
     rng, history, step = random.Random(job.seed), [], 0
     steps_per_epoch = len(train) // job.batch_prompts
-    ranks = job.resources.actor.replicas
     for epoch in range(job.epochs):
         order = list(range(len(train)))
         rng.shuffle(order)
@@ -121,7 +121,7 @@ def dpo_loop(
         if evaluation is not None:
             timer = PhaseTimer()
             with timer("eval"):
-                metrics = held_out_metrics(evaluation, group_sequence_logps(actor, evaluation, ranks), job)
+                metrics = held_out_metrics(evaluation, group_sequence_logps(actor, evaluation), job)
             log.write(step, {**metrics, **timer.times})
             history.append({"epoch": epoch + 1, "step": step, **metrics})
             tqdm.write(json.dumps({"epoch": epoch + 1, "eval/accuracy": metrics["eval/accuracy"]}))
@@ -163,10 +163,9 @@ def run_dpo(job: DPOJob) -> dict:
         timer = PhaseTimer()
         with timer("reference"):  # once: the reference is frozen, so its log-probs are data
             reference = learner("reference", job.reference or job.policy)
-            replicas = job.resources.reference.replicas
-            train = train.with_reference(group_sequence_logps(reference, train, replicas))
+            train = train.with_reference(group_sequence_logps(reference, train))
             if evaluation is not None:
-                evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation, replicas))
+                evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation))
             reference.close()
         actor = learner("actor", job.policy, job.lr)
         log = MetricsLog(out, job.tensorboard)

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from hrlaif_ray.dpo.batch import preference_batch, sequence_logps
+from hrlaif_ray.dpo.batch import preference_batch
 from hrlaif_ray.dpo.loss import best_responses, dpo_loss, sft_loss
+from hrlaif_ray.ppo.experience import sequence_logps
 from hrlaif_ray.reward.data import RMExample
 
 # Two prompts: rows 0-2 are prompt 0's responses, rows 3-4 prompt 1's.

@@ -49,11 +49,11 @@ def test_one_dpo_step_on_two_ranks_equals_one_on_one(local_ray, tiny_model_dir):
             group = LearnerGroup(
                 "actor", str(tiny_model_dir), opts, zero_stage=2, lr=1e-3, micro_batch=1, grad_accum=4 // ranks
             )
-            before = group_sequence_logps(group, batch, ranks)
+            before = group_sequence_logps(group, batch)
             # the reference: the start, perturbed so that the pairs' log-ratios are not all zero
             ref = batch.with_reference(before + torch.linspace(-0.5, 0.5, batch.rows))
             stats = group.train_preferences(ray.put(ref), len(ref), **kw)
-            after = group_sequence_logps(group, batch, ranks)
+            after = group_sequence_logps(group, batch)
             weights = ray.get(group.weights_ref())
             results[ranks] = (stats, before, after, weights)
         finally:

@@ -63,13 +63,9 @@ class PreferenceBatch:
         new_group[prompts] = torch.arange(len(prompts))
         keep = new_group[self.group] >= 0
         seq = self.sequences
-        used = seq.attention_mask[rows].any(0).nonzero().flatten()
-        P = seq.prompt_width
-        first = min(int(used[0]), P - 1)
-        width = max(int(used[-1]) + 1 - P, 1)
         sizes = self.starts.diff()[prompts]
         return PreferenceBatch(
-            sequences=seq.select(rows, first, width, float(seq.response_mask[rows].sum()) or 1.0),
+            sequences=seq.take(rows, float(seq.response_mask[rows].sum()) or 1.0),
             starts=torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]),
             better=new_row[self.better[keep]],
             worse=new_row[self.worse[keep]],
@@ -95,28 +91,3 @@ def preference_batch(examples: list[RMExample], pad_id: int) -> PreferenceBatch:
         categories=[e.category for e in examples],
         prompt_ids=[e.prompt_id for e in examples],
     )
-
-
-def sequence_logps(token_logps: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """[N, T] per-token log-probs (zero beyond the response) -> [N] sequence log-probs."""
-    return (token_logps * response_mask).sum(1)
-
-
-@torch.no_grad()
-def model_sequence_logps(model, batch: Experience, micro_batch: int = 32) -> torch.Tensor:
-    """[rows] sequence log-probs of the batch's responses under an HF causal LM (temperature 1), in length-sorted,
-    padding-trimmed micro-batches."""
-    from hrlaif_ray.models.scalar_head import position_ids_from_mask
-    from hrlaif_ray.ppo.core import token_logprobs
-
-    out = torch.zeros(len(batch))
-    for idx, m in batch.micro_batches(0, len(batch), micro_batch):
-        P = m.prompt_width
-        logits = model(
-            input_ids=m.input_ids,
-            attention_mask=m.attention_mask,
-            position_ids=position_ids_from_mask(m.attention_mask),
-            logits_to_keep=m.input_ids.size(1) - P + 1,
-        ).logits[:, :-1]
-        out[idx] = sequence_logps(token_logprobs(logits, m.input_ids[:, P:]), m.response_mask).float()
-    return out

@@ -80,17 +80,53 @@ class Experience:
         logits as the full row (left padding is masked and positions count real tokens), a test checks it."""
         if size < 1:
             raise ValueError(f"micro-batch size must be at least 1, got {size}")
-        P = self.prompt_width
         order = start + torch.argsort(self.attention_mask[start:end].sum(1), stable=True)
         tokens = float(self.response_mask[start:end].sum()) or 1.0
-        out = []
-        for i in range(0, len(order), size):
-            idx = order[i : i + size]
-            used = self.attention_mask[idx].any(0).nonzero().flatten()
-            first = min(int(used[0]), P - 1) if len(used) else P - 1  # position P-1 predicts the first response token
-            width = max(int(used[-1]) + 1 - P, 1) if len(used) else 1  # response columns kept
-            out.append((idx, self.select(idx, first, width, tokens)))
-        return out
+        return [(order[i : i + size], self.take(order[i : i + size], tokens)) for i in range(0, len(order), size)]
+
+    def take(self, idx: torch.Tensor, tokens: float) -> Experience:
+        """Rows `idx` trimmed of the columns that are padding in all of them (`tokens`: the response tokens their
+        `token_share` is a share of)."""
+        P = self.prompt_width
+        used = self.attention_mask[idx].any(0).nonzero().flatten()
+        first = min(int(used[0]), P - 1) if len(used) else P - 1  # position P-1 predicts the first response token
+        width = max(int(used[-1]) + 1 - P, 1) if len(used) else 1  # response columns kept
+        return self.select(idx, first, width, tokens)
+
+
+def response_logits(model, m: Experience, device="cpu") -> torch.Tensor:
+    """The logits that predict each response token of batch m under an HF causal LM: the LM head runs on positions
+    P-1..end only (`logits_to_keep`), not on the prompt's (on SmolLM2 the head is a fifth of the forward's FLOPs)."""
+    from hrlaif_ray.models.scalar_head import position_ids_from_mask
+
+    ids, mask = m.input_ids.to(device), m.attention_mask.to(device)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),
+        logits_to_keep=ids.size(1) - m.prompt_width + 1,
+    )
+    return out.logits[:, :-1]
+
+
+def sequence_logps(token_logps: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """[N, T] per-token log-probs (zero beyond the response) -> [N] sequence log-probs."""
+    return (token_logps * response_mask).sum(1)
+
+
+def sequence_logprobs(
+    model, batch: Experience, rows_per_forward: int, device="cpu", temperature: float = 1.0
+) -> torch.Tensor:
+    """[rows] sequence log-probs of the batch's responses (on CPU, with their graph unless called under no_grad),
+    from forwards of `rows_per_forward` length-sorted rows trimmed of their padding (a prompt's responses differ in
+    length: one forward of them all would pad each to the longest)."""
+    parts = []
+    for idx, m in batch.micro_batches(0, len(batch), rows_per_forward):
+        targets = m.input_ids[:, m.prompt_width :].to(device)
+        tok = core.token_logprobs(response_logits(model, m, device), targets, temperature)
+        parts.append((idx, sequence_logps(tok, m.response_mask.to(device)).cpu()))
+    order = torch.cat([idx for idx, _ in parts])
+    return torch.cat([lp for _, lp in parts])[torch.argsort(order)]
 
 
 def layout(prompts: list[list[int]], responses: list[list[int]], pad: int) -> Experience:

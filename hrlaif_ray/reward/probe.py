@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord, RolloutRecord
-from hrlaif_ray.dpo.batch import model_sequence_logps
 from hrlaif_ray.labeling.verifiers import ground_truth
-from hrlaif_ray.ppo.experience import Experience, layout
+from hrlaif_ray.ppo.experience import Experience, layout, sequence_logprobs
 from hrlaif_ray.reward.model import RewardModel
 
 
@@ -72,6 +71,7 @@ def implicit_rewards(policy: str, reference: str, batch: Experience, micro_batch
 
     def logps(folder: str):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        return model_sequence_logps(model, batch, micro_batch)
+        with torch.no_grad():
+            return sequence_logprobs(model, batch, micro_batch)
 
     return logps(policy) - logps(reference)
