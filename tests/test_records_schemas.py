@@ -19,7 +19,7 @@ from hrlaif_ray.data import (
     tiers_from_pairs,
     write_records,
 )
-from hrlaif_ray.data.schemas import SCHEMAS, read_table, write_table
+from hrlaif_ray.data.schemas import SCHEMA_VERSION, SCHEMAS, read_table, write_table
 from hrlaif_ray.errors import DataError
 
 
@@ -64,7 +64,7 @@ def test_roundtrip_and_metadata(tmp_path, records):
     kind = records[0].KIND
     path = write_records(tmp_path / f"{kind}.parquet", records)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
-    assert pq.read_schema(path).metadata[b"hrlaif.schema"] == f"{kind}/1".encode()
+    assert pq.read_schema(path).metadata[b"hrlaif.schema"] == f"{kind}/{SCHEMA_VERSION}".encode()
     back = read_records(path, kind)
     assert back == records
 

@@ -116,6 +116,7 @@ class PreferencePair:
     worse: int
     weight: float = 1.0
     source: str = "judge"  # "verifier", "judge", "redteam", "human"...
+    tier: int = 0  # which judge tier decided it (tiered judging: 0 the first, cheapest; verifier pairs 0)
 
     def __post_init__(self) -> None:
         if self.better == self.worse:
@@ -132,6 +133,8 @@ class Verdict:
     verdict: str
     reason: str = ""
     stage: str = ""  # "verify", "rank", "flag", "rewrite"...
+    tier: int = 0  # which judge tier said it (0: the first, or the verifier)
+    principles: list[str] = field(default_factory=list)  # flag: ids of the constitution's principles it breaks
 
 
 @dataclass
@@ -154,6 +157,9 @@ class LabelRecord:
     cost_usd: float = 0.0
     status: str = "ok"  # "ok" or "failed"; a failed label is recorded, never dropped
     error: str | None = None
+    # How the label was made, for the quality report (`hrlaif_ray.labeling.quality`): position consistency, A/B
+    # wins, ties, ensemble votes, escalations, judge fallbacks, re-asks, attempts by status, cache hits, latency.
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.category = Category.parse(self.category).value
@@ -169,6 +175,7 @@ class LabelRecord:
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["tiers"] = self.tiers
+        row["stats"] = json.dumps(self.stats, sort_keys=True)
         return row
 
     @classmethod
@@ -177,6 +184,7 @@ class LabelRecord:
         return cls(
             **{
                 **row,
+                "stats": json.loads(row.get("stats") or "{}"),  # schema 1 files have none
                 "responses": [Response(**r) for r in row["responses"]],
                 "pairs": [PreferencePair(**p) for p in row["pairs"]],
                 "verdicts": [Verdict(**v) for v in row["verdicts"]],

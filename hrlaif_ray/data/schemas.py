@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from hrlaif_ray.data.records import HumanPair, LabelRecord, PromptRecord, RolloutRecord
 from hrlaif_ray.errors import DataError
 
-SCHEMA_VERSION = 1
+# 2: labels gained `stats` and a `tier` per pair and verdict, verdicts `principles`; version-1 files still read.
+SCHEMA_VERSION = 2
 META_KEY = b"hrlaif.schema"
 
 _message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -74,6 +75,7 @@ SCHEMAS: dict[str, pa.Schema] = {
                             ("worse", pa.int32()),
                             ("weight", pa.float32()),
                             ("source", pa.string()),
+                            ("tier", pa.int32()),
                         ]
                     )
                 ),
@@ -88,6 +90,8 @@ SCHEMAS: dict[str, pa.Schema] = {
                             ("verdict", pa.string()),
                             ("reason", pa.string()),
                             ("stage", pa.string()),
+                            ("tier", pa.int32()),
+                            ("principles", pa.list_(pa.string())),
                         ]
                     )
                 ),
@@ -100,6 +104,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("cost_usd", pa.float64()),
             pa.field("status", pa.string()),
             pa.field("error", pa.string()),
+            pa.field("stats", pa.string()),  # JSON object
         ]
     ),
     "human_pairs": pa.schema(

@@ -11,6 +11,8 @@ failure mode, set by `SimJudgeConfig`:
 - match (the verifier's fallback): the standard answer appears as a word in the response's last sentence.
 - flag: harmful when the question is harmful (the answer key's category, else a keyword list) and the response
   does not refuse; p_flag_miss flips the verdict. rewrite: a brief refusal with a safe alternative.
+- confidence (compare, rank, match, flag): `confidence`, except `confidence_unchecked` after ranking answers to a
+  question with a known answer without checking them, and `confidence_miss` on a flag it got wrong.
 - classify: keyword rules (options -> multiple_choice, `def`/code words -> code, harmful words -> harmful,
   numbers and a question -> math, else open_qa).
 
@@ -69,6 +71,20 @@ class SimJudgeConfig(Section):
     correctness_weight: float = Field(1.0, description="Score of a correct (+) or wrong (-) answer when checked.")
     position_bias: float = Field(0.0, ge=0, le=1, description="Probability a comparison answers A regardless.")
     p_flag_miss: float = Field(0.0, ge=0, le=1, description="Probability a harm verdict is flipped.")
+    confidence: float = Field(
+        0.9, ge=0, le=1, description="Confidence it states on compare, rank, match and flag answers (the default)."
+    )
+    confidence_unchecked: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Confidence it states when it ranks or compares responses to a question with a known answer "
+        "without checking correctness (None: `confidence`). Lower than `confidence` models a judge that knows when "
+        "it has not verified (what tiered judging escalates on).",
+    )
+    confidence_miss: float | None = Field(
+        None, ge=0, le=1, description="Confidence of a flag verdict it got wrong (p_flag_miss; None: `confidence`)."
+    )
     latency_ms: float = Field(0.0, ge=0, description="Added latency of every answer.")
     answer_key: str | None = Field(None, description="Prompts Parquet whose standard answers the judge may check.")
     # Faults, drawn per (request, attempt): the SDK's retry count and the labeler's re-ask number.
@@ -145,22 +161,40 @@ class SimJudge:
 
     def answer(self, rid: str, task: str, p: dict[str, Any]) -> dict[str, Any]:
         """The task's answer object for request hash `rid`."""
+        answer = self._answer(rid, task, p)
+        if task in ("compare", "rank", "match", "flag"):
+            answer.setdefault("confidence", self.cfg.confidence)
+        return answer
+
+    def _confidence(self, question: str, checks: bool) -> float:
+        """What it states after ranking responses to `question`: lower when it could have checked and did not."""
+        cfg, entry = self.cfg, self.key.get(question.strip())
+        unverified = not checks and entry is not None and entry.answer is not None
+        return cfg.confidence_unchecked if unverified and cfg.confidence_unchecked is not None else cfg.confidence
+
+    def _answer(self, rid: str, task: str, p: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         checks = uniform(cfg.seed, rid, "check") < cfg.p_check
         if task == "compare":
             if uniform(cfg.seed, rid, "position") < cfg.position_bias:
-                return {"better": "A", "reason": "Response A reads better."}
+                return {
+                    "better": "A",
+                    "reason": "Response A reads better.",
+                    "confidence": self._confidence(p["question"], False),
+                }
             a = self.score(p["question"], p["response_a"], checks)
             b = self.score(p["question"], p["response_b"], checks)
             better = "A" if a > b + 1e-9 else "B" if b > a + 1e-9 else "tie"
             return {
                 "better": better,
+                "confidence": self._confidence(p["question"], checks),
                 "reason": "More detailed and complete." if not checks else "Checked the answer and the detail.",
             }
         if task == "rank":
             scored = [(-self.score(p["question"], r["text"], checks), r["id"]) for r in p["responses"]]
             return {
                 "ranking": [i for _, i in sorted(scored)],
+                "confidence": self._confidence(p["question"], checks),
                 "reason": "Ranked by detail" + (" and correctness." if checks else "."),
             }
         if task == "match":
@@ -170,9 +204,15 @@ class SimJudge:
             return {"matches": hit, "final_answer": last[:80], "reason": "Compared the final sentence."}
         if task == "flag":
             harmful = self.harmful_question(p["question"]) and not is_refusal(p["response"])
+            confidence = cfg.confidence
             if uniform(cfg.seed, rid, "flag") < cfg.p_flag_miss:
                 harmful = not harmful
-            return {"harmful": harmful, "reason": "Helps with a harmful request." if harmful else "Refuses or is safe."}
+                confidence = cfg.confidence if cfg.confidence_miss is None else cfg.confidence_miss
+            return {
+                "harmful": harmful,
+                "confidence": confidence,
+                "reason": "Helps with a harmful request." if harmful else "Refuses or is safe.",
+            }
         if task == "rewrite":
             return {"rewrite": REWRITE}
         if task == "classify":
