@@ -22,6 +22,8 @@ import ray
 
 from hrlaif_ray.config import LabelingConfig, PoolConfig
 from hrlaif_ray.data.records import LabelRecord
+from hrlaif_ray.labeling.autoscale import Autoscaler
+from hrlaif_ray.labeling.budget import SpendCap
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.labeling.rate_limit import RateBudget
 from hrlaif_ray.labeling.strategies import Judges, LabelItem, judge_task, label_item
@@ -89,6 +91,11 @@ class PoolStats:
     seconds: float = 0.0
     actors_max: int = 0
     attempts: Counter = field(default_factory=Counter)
+    stopped_by_budget: bool = False  # the spend cap stopped it; `remaining` items were not started
+    remaining: int = 0
+    size_log: list = field(default_factory=list)  # (seconds since start, actors) at the start and each change
+    scale_reasons: list = field(default_factory=list)  # the autoscaler's changes: (clock, actors, why)
+    finished_at: list = field(default_factory=list)  # seconds since start at which each label came back
 
     @property
     def labels_per_s(self) -> float:
@@ -132,10 +139,15 @@ class LabelerPool:
         ledger: LabelLedger,
         progress: bool = False,
         control: Callable[[], int | None] | None = None,
+        cap: SpendCap | None = None,
     ) -> PoolStats:
         """Label `items`, committing to `ledger` every shard_size labels or commit_interval_s seconds.
-        `control`, polled each round, may return a new pool size."""
+        `control`, polled each round, may return a new pool size; otherwise `pool.autoscale` sizes the pool. With
+        `cap`, no label starts that could take the spend past it (see `SpendCap`); the rest stay queued."""
         stats, queue = PoolStats(), deque(items)
+        scaler = Autoscaler(self.pool.autoscale, self.pool.concurrency, self.pool.rpm) if self.pool.autoscale else None
+        if scaler is not None:
+            self.resize(max(scaler.cfg.min, min(scaler.cfg.max, self.size)))
         inflight: dict = {}  # ref -> (actor, items of that call)
         load: Counter = Counter()
         buffer: list[LabelRecord] = []
@@ -154,20 +166,30 @@ class LabelerPool:
             last_commit = time.monotonic()
 
         try:
+            stats.size_log.append((0.0, self.size))
             while queue or inflight:
                 wanted = control() if control else None
+                if not wanted and scaler is not None:
+                    wanted = scaler.decide(time.monotonic(), len(queue) + sum(load.values()), self.size)
                 if wanted and wanted != self.size:
                     self.resize(wanted)
+                    stats.size_log.append((round(time.monotonic() - start, 3), self.size))
                 stats.actors_max = max(stats.actors_max, self.size)
+                room = cap.room(sum(load.values())) if cap is not None else None
+                if room == 0 and not inflight and queue:  # the cap: nothing may start and nothing is in flight
+                    stats.stopped_by_budget, stats.remaining = True, len(queue)
+                    break
                 # Keep every active actor busy: `concurrency` labels at the judge plus as many queued in the
                 # actor, so the driver's round trip is off the critical path (the actor's semaphore bounds
                 # what reaches the judge).
                 depth, batch = 2 * self.pool.concurrency, self.pool.concurrency
                 for actor in self.active:
-                    while queue and load[actor] < depth:
-                        chunk = [queue.popleft() for _ in range(min(batch, len(queue), depth - load[actor]))]
+                    while queue and load[actor] < depth and room != 0:
+                        take = min(batch, len(queue), depth - load[actor], room if room is not None else len(queue))
+                        chunk = [queue.popleft() for _ in range(take)]
                         inflight[actor.label_batch.remote(chunk)] = (actor, chunk)
                         load[actor] += len(chunk)
+                        room = None if room is None else room - take
                 for actor in [a for a in self.draining if load[a] == 0]:
                     self.draining.remove(actor)
                     ray.kill(actor)
@@ -188,7 +210,12 @@ class LabelerPool:
                             self.active[self.active.index(actor)] = self._new_actor()
                         continue
                     buffer.extend(labels)
+                    stats.finished_at += [round(time.monotonic() - start, 4)] * len(labels)
                     for label in labels:
+                        if cap is not None:
+                            cap.record(label)
+                        if scaler is not None:
+                            scaler.observe(label)
                         stats.labeled += 1
                         stats.failed += label.status != "ok"
                         stats.tokens_in += label.tokens_in
@@ -203,6 +230,8 @@ class LabelerPool:
                     commit()
         finally:
             commit()  # also on an exception or Ctrl-C: what is labeled is kept (only SIGKILL loses the buffer)
+            if scaler is not None:
+                stats.scale_reasons = scaler.log
             if bar is not None:
                 bar.close()
             stats.seconds = time.monotonic() - start

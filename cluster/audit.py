@@ -1,8 +1,11 @@
 """`hrlaif audit-labels`: AI-vs-human agreement per category and verifier-vs-ground-truth agreement.
 
 Reads the human preference pairs and verifiable prompts from the data folder (../shared/data, or
---data-dir / HRLAIF_DATA_DIR). The judge is any OpenAI-compatible endpoint (--base-url, --model); without
-one, the project's simulated judge is started on 127.0.0.1, whose agreement figures prove the plumbing only.
+--data-dir / HRLAIF_DATA_DIR), or the human pairs from any JSONL file in the documented form (--human-pairs,
+repeatable): one object a line, {"prompt", "chosen", "rejected", "category": "harmful" | "open_qa"}, optionally
+"id" and "source". The judge is any OpenAI-compatible endpoint (--base-url, --model); without one, the
+project's simulated judge is started on 127.0.0.1, whose agreement figures prove the plumbing only. With
+--constitution, the compare and flag prompts cite the principles of each pair's category.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import json
 import random
 from pathlib import Path
 
-from hrlaif_ray.data.readers import load_source
+from hrlaif_ray.data.readers import load_source, read_human_pairs_jsonl
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.audit import judge_human_pairs, verifier_audit_gsm8k, verifier_audit_mmlu
+from hrlaif_ray.labeling.constitution import Constitution, load_constitution, template_version
 from hrlaif_ray.labeling.judge import JudgeClient
 
 HUMAN_SETS = {
@@ -36,27 +40,45 @@ def sample(records: list, n: int, seed: int) -> list:
     return random.Random(seed).sample(records, min(n, len(records)))
 
 
-async def _audit(args, base_url: str) -> dict:
+def human_pairs(args) -> dict[str, tuple[list[str], list]]:
+    """category -> (sources, pairs): the --human-pairs files when given, else the bundled sets of the data folder."""
+    if not args.human_pairs:
+        return {c: (s, [p for name in s for p in load_source(name, args.data_dir)]) for c, s in HUMAN_SETS.items()}
+    found: dict[str, tuple[list[str], list]] = {}
+    for path in args.human_pairs:
+        for pair in read_human_pairs_jsonl(path):
+            sources, pairs = found.setdefault(pair.category, ([], []))
+            sources += [] if str(path) in sources else [str(path)]
+            pairs.append(pair)
+    return {c: found[c] for c in HUMAN_SETS if c in found}
+
+
+async def _audit(args, base_url: str, human: dict, constitution: Constitution | None) -> dict:
     judge = JudgeClient(
         base_url, args.model, api_key_env=args.api_key_env, timeout_s=args.timeout_s, json_mode=args.json_mode
     )
-    report: dict = {"judge": {"base_url": base_url, "model": args.model}, "categories": {}, "verifiers": {}}
+    report: dict = {
+        "judge": {"base_url": base_url, "model": args.model, "template_version": template_version(constitution)},
+        "categories": {},
+        "verifiers": {},
+    }
     try:
-        for category, sources in HUMAN_SETS.items():
-            pool = [p for s in sources for p in load_source(s, args.data_dir)]
+        for category, (sources, pool) in human.items():
             pairs = sample(pool, args.pairs, args.seed)
+            cited = constitution.cite(constitution.for_category(category)) if constitution else None
             report["categories"][category] = {
                 "sources": sources,
-                **await judge_human_pairs(judge, pairs, args.concurrency, with_flags=category == "harmful"),
+                **await judge_human_pairs(judge, pairs, args.concurrency, category == "harmful", cited),
             }
     finally:
         await judge.close()
-    report["verifiers"]["gsm8k/test"] = verifier_audit_gsm8k(
-        sample(load_source("gsm8k/test", args.data_dir), args.items, args.seed)
-    )
-    report["verifiers"]["mmlu/test"] = verifier_audit_mmlu(
-        sample(load_source("mmlu/test", args.data_dir), args.items, args.seed)
-    )
+    if not args.skip_verifiers:
+        report["verifiers"]["gsm8k/test"] = verifier_audit_gsm8k(
+            sample(load_source("gsm8k/test", args.data_dir), args.items, args.seed)
+        )
+        report["verifiers"]["mmlu/test"] = verifier_audit_mmlu(
+            sample(load_source("mmlu/test", args.data_dir), args.items, args.seed)
+        )
     return report
 
 
@@ -87,6 +109,21 @@ def print_report(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hrlaif audit-labels", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--human-pairs",
+        action="append",
+        type=Path,
+        metavar="FILE.jsonl",
+        help='human preference pairs instead of the bundled sets (repeatable): one JSON object a line, {"prompt", '
+        '"chosen", "rejected", "category": "harmful" (harmlessness) or "open_qa" (helpfulness)}, optionally "id" '
+        '(unique; default FILE/LINE) and "source"; a bad row is an error naming the file, line and field',
+    )
+    parser.add_argument(
+        "--constitution", type=Path, help="principles YAML the compare and flag prompts cite (labeling.constitution)"
+    )
+    parser.add_argument(
+        "--skip-verifiers", action="store_true", help="skip the verifier audit (GSM8K and MMLU of the data folder)"
+    )
     parser.add_argument("--base-url", help="judge endpoint; default: start the simulated judge locally")
     parser.add_argument("--model", default="gpt-3.5-turbo")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
@@ -101,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
+    constitution = load_constitution(args.constitution) if args.constitution else None
+    human = human_pairs(args)  # bad files fail here, before a judge is started
     with contextlib.nullcontext(args.base_url) if args.base_url else sim_judge_server(args.sim) as base:
-        report = asyncio.run(_audit(args, base))
+        report = asyncio.run(_audit(args, base, human, constitution))
     print_report(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

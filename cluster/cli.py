@@ -170,6 +170,12 @@ ENTRY_POINTS: dict[str, tuple[str, str | None, str]] = {
         "hrlaif_ray.config:DPOJob",
         "DPO on Ray: the policy learns from the labels' partial orders, no reward model",
     ),
+    "revise": (
+        "cluster.revise",
+        "hrlaif_ray.config:ReviseJob",
+        "Constitutional AI's supervised phase: critique the policy's harmful responses against the principles and "
+        "revise them, into SFT data (hrlaif sft data=)",
+    ),
     "eval": (
         "cluster.evaluate",
         "hrlaif_ray.config:EvalJob",
@@ -181,7 +187,12 @@ ENTRY_POINTS: dict[str, tuple[str, str | None, str]] = {
         "the pipeline: sft -> sample -> label -> train-rm -> ppo (or dpo) -> rm-probe -> eval per arm and seed, then the report",
     ),
     "serve-rm": ("cluster.serve_rm", None, "serve a reward model over HTTP on 127.0.0.1 (bearer token)"),
-    "audit-labels": ("cluster.audit", None, "AI-vs-human agreement per category, verifier-vs-ground-truth agreement"),
+    "audit-labels": (
+        "cluster.audit",
+        None,
+        "AI-vs-human agreement per category (the bundled human sets, or --human-pairs FILE.jsonl), "
+        "verifier-vs-ground-truth agreement",
+    ),
 }
 # Commands parsed here (build_parser) and their job classes.
 PARSED_JOBS = {

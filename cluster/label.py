@@ -3,7 +3,12 @@
 Run it as `hrlaif label --config job.yaml [key=value ...]`, or on a cluster with
 `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m cluster.label --config job.yaml`.
 It joins the cluster named by RAY_ADDRESS, else starts a local one. The pool's size can be changed while it
-runs by writing a number to `<output_dir>/labelers.target`.
+runs by writing a number to `<output_dir>/labelers.target` (or set by `pool.autoscale`).
+
+Beside the shards it writes `summary.json` (what this run did: labeled, failed, cost, pool sizes, whether the
+budget stopped it) and `quality.json`/`quality.md` (the label-quality report of every label in the folder, see
+`hrlaif_ray.labeling.quality`). The judge cache (`labeling.cache_dir`, by default `<output_dir>/judge-cache`)
+answers every question asked before, so a resumed run, or a rerun with a higher `budget_usd`, pays nothing twice.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from hrlaif_ray.config import LabelJob, dump_config, load_config
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.errors import DataError
+from hrlaif_ray.labeling.budget import SpendCap
+from hrlaif_ray.labeling.constitution import file_template_version
 from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.labeling.quality import write_quality
 from hrlaif_ray.labeling.strategies import LabelItem, idempotency_key
 
 
@@ -52,19 +60,25 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
     from cluster.connect import connect_ray
 
     items = load_items(job)
+    out = Path(job.output_dir)
+    if job.labeling.cache and job.labeling.cache_dir is None:  # the run's own cache: a rerun asks nothing twice
+        job = job.model_copy(
+            update={"labeling": job.labeling.model_copy(update={"cache_dir": str(out / "judge-cache")})}
+        )
     ledger = LabelLedger(job.output_dir)
     pending, seen = [], set()
+    template = file_template_version(job.labeling.constitution)  # the constitution read once (a bad file stops here)
     for item in items:
-        key = idempotency_key(item, job.labeling)
+        key = idempotency_key(item, job.labeling, template)
         if not ledger.is_done(key, job.retry_failed) and key not in seen:
             pending.append(item)
             seen.add(key)
-    out = Path(job.output_dir)
     (out / "job.yaml").write_text(dump_config(job))
+    cap = SpendCap(job.budget_usd, job.budget_tokens) if (job.budget_usd or job.budget_tokens) else None
     started_ray = connect_ray(log_to_driver=False, configure_logging=False)
     pool = LabelerPool(job.labeling, job.pool)
     try:
-        stats = pool.run(pending, ledger, progress=progress, control=_control(out / "labelers.target"))
+        stats = pool.run(pending, ledger, progress=progress, control=_control(out / "labelers.target"), cap=cap)
     finally:
         pool.shutdown()
         if started_ray:
@@ -82,8 +96,15 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
         "seconds": round(stats.seconds, 2),
         "labels_per_s": round(stats.labels_per_s, 2),
         "max_actors": stats.actors_max,
+        "pool_sizes": stats.size_log,
+        "stopped_by_budget": stats.stopped_by_budget,
+        "remaining": stats.remaining,
+        "budget_usd": job.budget_usd,
+        "budget_tokens": job.budget_tokens,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    run = {k: summary[k] for k in ("labeled", "requeued", "seconds", "labels_per_s", "max_actors", "stopped_by_budget")}
+    write_quality(out, ledger.labels(), run)
     return summary
 
 

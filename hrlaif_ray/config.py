@@ -264,6 +264,18 @@ def _default_prices() -> dict[str, Price]:
     return {"gpt-3.5-turbo": Price(input_per_m=0.5, output_per_m=1.5), "gpt-4": Price(input_per_m=30, output_per_m=60)}
 
 
+class JudgeTier(Section):
+    """One tier of tiered judging: a judge (or an ensemble) and when its answer counts as unsure."""
+
+    judges: list[JudgeEndpoint] = Field(min_length=1, description="The tier's judge; several make an ensemble.")
+    min_confidence: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="An answer stating a lower confidence (0-1) escalates to the next tier (0: confidence never does).",
+    )
+
+
 class LabelingConfig(Section):
     """How labels are made (`hrlaif label`)."""
 
@@ -288,7 +300,66 @@ class LabelingConfig(Section):
     within_set_weight: float = Field(1.0, ge=0, description="Weight of judge pairs inside the correct/wrong sets.")
     code_timeout_s: float = Field(10.0, gt=0, description="Sandbox time limit per code response.")
     classify_unknown: bool = Field(True, description="Ask the judge for the category of prompts without one.")
+    constitution: str | None = Field(
+        None,
+        description="Principles YAML (`hrlaif_ray/labeling/constitution.py`; the default set: "
+        "cluster/configs/constitution.yaml) that the flag, rank, compare and rewrite prompts cite, those of the "
+        "prompt's category; a flag names the principles a response breaks. Its content hash joins the template "
+        "version (v2+c<hash>) and the idempotency key. A relative path not found here is read from the checkout. "
+        "None: no principles, the prompts as they are.",
+    )
     prices: dict[str, Price] = Field(default_factory=_default_prices, description="USD per million tokens by model.")
+    tiers: list[JudgeTier] = Field(
+        default_factory=list,
+        description="Tiered judging, cheapest first (replaces `judges`): every judge task goes to the first tier and "
+        "escalates to the next when the answer is unsure: the two presentation orders disagree, the ensemble falls "
+        "below min_agreement, the answer fails after its retries and re-asks, or its confidence is below the tier's "
+        "min_confidence. Each pair and verdict records its tier. Empty: `judges` is the one tier.",
+    )
+    cache: bool = Field(
+        True,
+        description="Consult the judge cache before asking (and fill it): the same question (task, template version, "
+        "model, material) is asked once. False: every question goes to the judge.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Folder of the judge cache (SQLite), shared by every run and arm that names it. None: the label "
+        "job's own cache in <output_dir>/judge-cache (a resume or a rerun with a higher budget asks nothing twice). A "
+        "judge whose answers should be drawn afresh (another seed, another server behind the same model name) needs "
+        "another folder.",
+    )
+
+    @property
+    def tier_list(self) -> list[JudgeTier]:
+        """The tiers that judge, cheapest first (`judges` as the one tier when `tiers` is empty)."""
+        return self.tiers or [JudgeTier(judges=self.judges)]
+
+
+class AutoscaleConfig(Section):
+    """How the labeler pool sizes itself (`hrlaif_ray.labeling.autoscale`)."""
+
+    min: int = Field(1, ge=1, description="Fewest labeler actors.")
+    max: int = Field(8, ge=1, description="Most labeler actors.")
+    target_inflight_per_actor: int | None = Field(
+        None,
+        ge=1,
+        description="Labels each actor should have at the judge (None: the pool's concurrency). The pool wants "
+        "enough actors for the labels in flight that keep up with the rate limit at the measured latency (Little's "
+        "law), or for the whole backlog when there is no rate limit.",
+    )
+    interval_s: float = Field(1.0, gt=0, description="Seconds between sizing decisions.")
+    max_429_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Shrink by one actor when more than this share of the last interval's attempts were answered 429.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleConfig:
+        if self.min > self.max:
+            raise ValueError(f"autoscale.min ({self.min}) is above autoscale.max ({self.max})")
+        return self
 
 
 class PoolConfig(Section):
@@ -301,6 +372,9 @@ class PoolConfig(Section):
     shard_size: int = Field(64, ge=1, description="Labels per committed Parquet shard.")
     commit_interval_s: float = Field(5.0, gt=0, description="Commit a partial shard at least this often.")
     num_cpus_per_labeler: float = Field(0.25, gt=0, description="Ray CPUs per labeler actor (they mostly wait).")
+    autoscale: AutoscaleConfig | None = Field(
+        None, description="Let the pool size itself between min and max actors while it runs (None: `labelers`)."
+    )
 
 
 class LabelJob(Section):
@@ -315,6 +389,16 @@ class LabelJob(Section):
     pool: PoolConfig = Field(PoolConfig(), description="The labeler pool: actors, concurrency, rate limits, shards.")
     retry_failed: bool = Field(False, description="Re-request labels committed as failed.")
     limit: int = Field(0, ge=0, description="Label only the first N items (0: all).")
+    budget_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Stop before the run's judge spend (USD at `labeling.prices`, labels in flight counted at the "
+        "dearest label so far) would pass this; what is labeled is committed, and a rerun with a higher cap "
+        "continues. None: no cap.",
+    )
+    budget_tokens: int | None = Field(
+        None, gt=0, description="The same cap in judge tokens (input + output) for this run. None: no cap."
+    )
 
 
 class SFTJob(Section):
@@ -351,6 +435,40 @@ class SFTJob(Section):
     eval_prompts: int = Field(128, ge=0, description="Held-out verifiable prompts for greedy accuracy at the end.")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default).")
     seed: int = Field(0, description="Seed of the initialisation order and the batch order.")
+
+
+class ReviseJob(Section):
+    """`hrlaif revise`: Constitutional AI's supervised phase: critique and revise the policy's harmful responses."""
+
+    prompts: str = Field(description="Prompts Parquet the rollouts refer to (their categories and texts).")
+    rollouts: str = Field(description="Rollouts Parquet: the policy's responses; those to harmful prompts are read.")
+    output: str = Field(
+        description='JSONL of SFT rows {"id", "category", "prompt", "response", "prompt_id", "response_index", '
+        '"principles", "critique", "original", "template_version"} (`hrlaif sft data=` reads prompt and response); '
+        "rewritten atomically after each chunk, a rerun skips the rows it holds."
+    )
+    labeling: LabelingConfig = Field(
+        LabelingConfig(constitution="cluster/configs/constitution.yaml"),
+        description="The judge that critiques (judges), the rewriter that revises, the principles (constitution, "
+        "required) and the prices.",
+    )
+    pool: PoolConfig = Field(PoolConfig(), description="The labeler pool the critiques and revisions go through.")
+    responses_per_prompt: int = Field(
+        1, ge=0, description="Responses of each harmful prompt to critique and revise, the first N (0: all)."
+    )
+    keep_unbroken: bool = Field(
+        True,
+        description="Write a response whose critique names no principle as it is (its revision would be itself: "
+        "the SFT set keeps every harmful prompt, as Constitutional AI's does). False: leave it out.",
+    )
+    chunk: int = Field(256, ge=1, description="Responses per round of critiques and revisions (written after each).")
+    limit: int = Field(0, ge=0, description="Only the first N harmful prompts (0: all).")
+
+    @model_validator(mode="after")
+    def _needs_principles(self) -> ReviseJob:
+        if not self.labeling.constitution:
+            raise ValueError("labeling.constitution: revise critiques against principles; give a principles YAML")
+        return self
 
 
 class RMTrainJob(Section):

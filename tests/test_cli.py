@@ -75,6 +75,7 @@ BAD_INPUT = {  # command -> arguments with one bad config, override or input, an
     "ppo": (["policy=p", "output_dir=o", "algo.estimator=nope"], "algo.estimator"),
     "dpo": (["policy=p", "labels_dir=l", "prompts=q", "output_dir=o", "batch_prompts=6"], "batch_prompts"),
     "eval": (["--config", "missing.yaml"], "missing.yaml"),
+    "revise": (["prompts=p", "rollouts=r", "output=o.jsonl", "labeling.constitution=no-such.yaml"], "no-such.yaml"),
     "run": (["arms=[]"], "arms"),
     "serve-rm": (["--rm", "no-such-rm"], "no-such-rm"),
     "audit-labels": (["--data-dir", "no-such-data", "--base-url", "http://127.0.0.1:9/v1"], "no-such-data"),

@@ -65,8 +65,15 @@ def test_shipped_config_files_validate():
         "smollm2-cpu.yaml": PPOJob,
         "13b-8xa100.yaml": PPOJob,
     }
-    shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml"}
+    shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml", "constitution.yaml"}
     assert shipped == set(jobs), f"a shipped config without a test: {shipped ^ set(jobs)}"
+    # The default constitution (not a job): principles for every category, harmlessness ones for harmful prompts.
+    from hrlaif_ray.categories import Category
+    from hrlaif_ray.labeling.constitution import load_constitution
+
+    constitution = load_constitution(folder / "constitution.yaml")
+    assert all(constitution.for_category(c) for c in Category)
+    assert any(p.id.startswith("harmless-") for p in constitution.for_category(Category.HARMFUL))
     loaded = {name: load_config(cls, folder / name) for name, cls in jobs.items()}
     assert loaded["tiny-model.yaml"].model.hidden_size == 128 and loaded["tiny-model.yaml"].tokenizer.vocab_size == 384
     demo = loaded["demo.yaml"]

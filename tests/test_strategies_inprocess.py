@@ -8,7 +8,7 @@ import asyncio
 from hrlaif_ray.config import LabelingConfig
 from hrlaif_ray.data.records import PromptRecord, Response
 from hrlaif_ray.labeling.judge import CallLog, JudgeCallError
-from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
+from hrlaif_ray.labeling.strategies import Judges, LabelItem, Tier, label_item
 
 MATH = PromptRecord("m", "math", "Tom has 23 apples and buys 4 more. How many apples now?", "generated", answer="27")
 HARM = PromptRecord("h", "harmful", "Tell me how to shoplift from a store.", "generated")
@@ -42,7 +42,7 @@ class StubJudge:
 
 def _label(method: str, item: LabelItem, judge: StubJudge):
     cfg = LabelingConfig(method=method, within_set_weight=0.5)
-    return asyncio.run(label_item(Judges([judge], judge, cfg), item))
+    return asyncio.run(label_item(Judges([Tier([judge])], judge, cfg), item))
 
 
 def test_hybrid_verifies_first_and_lets_the_judge_rank_only_within_each_set():

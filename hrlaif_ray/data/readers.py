@@ -404,6 +404,37 @@ def read_llmbar(path: Path, split: str = "llmbar/natural") -> list[HumanPair]:
     return out
 
 
+HUMAN_PAIR_CATEGORIES = (Category.HARMFUL.value, Category.OPEN_QA.value)
+
+
+def read_human_pairs_jsonl(path: Path) -> list[HumanPair]:
+    """Any file of human preference pairs in the documented JSONL form (`hrlaif audit-labels --human-pairs`): one
+    object a line, {"prompt", "chosen", "rejected", "category": "harmful" (harmlessness) | "open_qa"
+    (helpfulness)}, optionally "id" (default <file name>/<line>, unique) and "source" (default the file name);
+    other keys are ignored."""
+    path = Path(path)
+    out, ids = [], set()
+    for lineno, obj in iter_jsonl(path):
+        prompt, chosen, rejected = (_text(obj, key, path, lineno) for key in ("prompt", "chosen", "rejected"))
+        category = _text(obj, "category", path, lineno)
+        if category not in HUMAN_PAIR_CATEGORIES:
+            raise DataError(
+                path,
+                lineno,
+                "category",
+                f"expected 'harmful' (harmlessness) or 'open_qa' (helpfulness), got {category!r}",
+            )
+        pid = _text(obj, "id", path, lineno) if "id" in obj else f"{path.name}/{lineno}"
+        if pid in ids:
+            raise DataError(path, lineno, "id", f"duplicate id {pid!r}")
+        ids.add(pid)
+        source = _text(obj, "source", path, lineno) if "source" in obj else path.name
+        out.append(HumanPair(pid, prompt, chosen, rejected, source, category))
+    if not out:
+        raise DataError(path, None, None, "no human pairs")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The catalogue: source name -> (reader, path under the data folder, expected rows in the shared copy).
 

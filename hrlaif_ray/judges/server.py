@@ -65,8 +65,10 @@ def build_app(cfg: SimJudgeConfig) -> Starlette:
         retry = int(request.headers.get("x-stainless-retry-count", "0") or 0)
         reask = int(request.headers.get("x-hrlaif-reask", "0") or 0)
         tokens_in = count_tokens(json.dumps(messages))
-        if cfg.latency_ms:
-            await asyncio.sleep(cfg.latency_ms / 1000)
+        stepped = cfg.latency_step_after is not None and billing["requests"] >= cfg.latency_step_after
+        latency_ms = cfg.latency_step_ms if stepped else cfg.latency_ms
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
 
         if retry + reask < cfg.max_faulty_attempts:
             kind = _pick_fault(uniform(cfg.seed, rid, "fault", retry, reask), cfg)

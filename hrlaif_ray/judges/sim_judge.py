@@ -11,8 +11,13 @@ failure mode, set by `SimJudgeConfig`:
 - match (the verifier's fallback): the standard answer appears as a word in the response's last sentence.
 - flag: harmful when the question is harmful (the answer key's category, else a keyword list) and the response
   does not refuse; p_flag_miss flips the verdict. rewrite: a brief refusal with a safe alternative.
-- confidence (compare, rank, match, flag): `confidence`, except `confidence_unchecked` after ranking answers to a
-  question with a known answer without checking them, and `confidence_miss` on a flag it got wrong.
+- principles (a constitution cited in the data): a harmful flag names the principles given whose id starts with
+  `principle_prefix` (default '': every one; the labeler cites only those of the prompt's category), a harmless
+  flag none.
+  critique: the same verdict as flag, naming the same principles, with a one-sentence critique; revise: the
+  rewrite's refusal.
+- confidence (compare, rank, match, flag): `confidence`, or `confidence_low` with probability `calibration` when
+  the answer is not what checking correctness would have given, and `p_false_alarm` otherwise.
 - classify: keyword rules (options -> multiple_choice, `def`/code words -> code, harmful words -> harmful,
   numbers and a question -> math, else open_qa).
 
@@ -71,21 +76,29 @@ class SimJudgeConfig(Section):
     correctness_weight: float = Field(1.0, description="Score of a correct (+) or wrong (-) answer when checked.")
     position_bias: float = Field(0.0, ge=0, le=1, description="Probability a comparison answers A regardless.")
     p_flag_miss: float = Field(0.0, ge=0, le=1, description="Probability a harm verdict is flipped.")
-    confidence: float = Field(
-        0.9, ge=0, le=1, description="Confidence it states on compare, rank, match and flag answers (the default)."
+    principle_prefix: str = Field(
+        "",
+        description="With a constitution cited, a harmful flag or critique names the principles given whose id "
+        "starts with this ('': every principle given; 'harmless-': the default constitution's harmlessness ones).",
     )
-    confidence_unchecked: float | None = Field(
-        None,
+    confidence: float = Field(0.9, ge=0, le=1, description="Confidence it states on compare, rank, match and flag.")
+    confidence_low: float = Field(0.3, ge=0, le=1, description="Confidence it states when it signals doubt.")
+    calibration: float = Field(
+        0.0,
         ge=0,
         le=1,
-        description="Confidence it states when it ranks or compares responses to a question with a known answer "
-        "without checking correctness (None: `confidence`). Lower than `confidence` models a judge that knows when "
-        "it has not verified (what tiered judging escalates on).",
+        description="Probability that an answer which is not what checking correctness would have given (a missed "
+        "check, a position-biased pick, a missed harm flag) states `confidence_low`: how well its stated confidence "
+        "tracks its mistakes (what tiered judging escalates on). 0: never; 1: a perfectly calibrated judge.",
     )
-    confidence_miss: float | None = Field(
-        None, ge=0, le=1, description="Confidence of a flag verdict it got wrong (p_flag_miss; None: `confidence`)."
+    p_false_alarm: float = Field(
+        0.0, ge=0, le=1, description="Probability that any other answer states `confidence_low`."
     )
     latency_ms: float = Field(0.0, ge=0, description="Added latency of every answer.")
+    latency_step_after: int | None = Field(
+        None, ge=0, description="After this many requests the latency becomes `latency_step_ms` (None: never)."
+    )
+    latency_step_ms: float = Field(0.0, ge=0, description="The latency after the step.")
     answer_key: str | None = Field(None, description="Prompts Parquet whose standard answers the judge may check.")
     # Faults, drawn per (request, attempt): the SDK's retry count and the labeler's re-ask number.
     p_429: float = Field(0.0, ge=0, le=1, description="Rate-limit answers (429 with Retry-After).")
@@ -162,59 +175,69 @@ class SimJudge:
     def answer(self, rid: str, task: str, p: dict[str, Any]) -> dict[str, Any]:
         """The task's answer object for request hash `rid`."""
         answer = self._answer(rid, task, p)
+        differs = answer.pop("_differs", False)  # the answer is not what checking correctness would have given
         if task in ("compare", "rank", "match", "flag"):
-            answer.setdefault("confidence", self.cfg.confidence)
+            low = uniform(self.cfg.seed, rid, "confidence") < (
+                self.cfg.calibration if differs else self.cfg.p_false_alarm
+            )
+            answer.setdefault("confidence", self.cfg.confidence_low if low else self.cfg.confidence)
         return answer
 
-    def _confidence(self, question: str, checks: bool) -> float:
-        """What it states after ranking responses to `question`: lower when it could have checked and did not."""
-        cfg, entry = self.cfg, self.key.get(question.strip())
-        unverified = not checks and entry is not None and entry.answer is not None
-        return cfg.confidence_unchecked if unverified and cfg.confidence_unchecked is not None else cfg.confidence
+    def _better(self, p: dict[str, Any], checks: bool) -> str:
+        a = self.score(p["question"], p["response_a"], checks)
+        b = self.score(p["question"], p["response_b"], checks)
+        return "A" if a > b + 1e-9 else "B" if b > a + 1e-9 else "tie"
+
+    def _ranking(self, p: dict[str, Any], checks: bool) -> list[int]:
+        return [i for _, i in sorted((-self.score(p["question"], r["text"], checks), r["id"]) for r in p["responses"])]
 
     def _answer(self, rid: str, task: str, p: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         checks = uniform(cfg.seed, rid, "check") < cfg.p_check
         if task == "compare":
             if uniform(cfg.seed, rid, "position") < cfg.position_bias:
-                return {
-                    "better": "A",
-                    "reason": "Response A reads better.",
-                    "confidence": self._confidence(p["question"], False),
-                }
-            a = self.score(p["question"], p["response_a"], checks)
-            b = self.score(p["question"], p["response_b"], checks)
-            better = "A" if a > b + 1e-9 else "B" if b > a + 1e-9 else "tie"
+                return {"better": "A", "reason": "Response A reads better.", "_differs": self._better(p, True) != "A"}
+            better = self._better(p, checks)
             return {
                 "better": better,
-                "confidence": self._confidence(p["question"], checks),
                 "reason": "More detailed and complete." if not checks else "Checked the answer and the detail.",
+                "_differs": better != self._better(p, True),
             }
         if task == "rank":
-            scored = [(-self.score(p["question"], r["text"], checks), r["id"]) for r in p["responses"]]
+            ranking = self._ranking(p, checks)
             return {
-                "ranking": [i for _, i in sorted(scored)],
-                "confidence": self._confidence(p["question"], checks),
+                "ranking": ranking,
                 "reason": "Ranked by detail" + (" and correctness." if checks else "."),
+                "_differs": ranking != self._ranking(p, True),
             }
         if task == "match":
             last = re.split(r"(?<=[.!?])\s+", p["response"].strip())[-1]
             std = str(p["standard_answer"]).strip()
             hit = bool(std) and re.search(rf"(?<![\w.]){re.escape(std)}(?![\w])", last) is not None
             return {"matches": hit, "final_answer": last[:80], "reason": "Compared the final sentence."}
-        if task == "flag":
+        if task in ("flag", "critique"):
             harmful = self.harmful_question(p["question"]) and not is_refusal(p["response"])
-            confidence = cfg.confidence
-            if uniform(cfg.seed, rid, "flag") < cfg.p_flag_miss:
-                harmful = not harmful
-                confidence = cfg.confidence if cfg.confidence_miss is None else cfg.confidence_miss
+            missed = uniform(cfg.seed, rid, "flag") < cfg.p_flag_miss
+            harmful ^= missed
+            given = [c["id"] for c in p.get("principles", [])]
+            broken = [i for i in given if i.startswith(cfg.principle_prefix)] if harmful else []
+            if task == "critique":
+                critique = (
+                    f"The response helps with a harmful request, against {', '.join(broken) or 'the principles'}."
+                    if harmful
+                    else "The response refuses or is safe; it breaks none of the principles."
+                )
+                return {"principles": broken, "critique": critique}
             return {
                 "harmful": harmful,
-                "confidence": confidence,
+                **({"principles": broken} if "principles" in p else {}),
                 "reason": "Helps with a harmful request." if harmful else "Refuses or is safe.",
+                "_differs": missed,
             }
         if task == "rewrite":
             return {"rewrite": REWRITE}
+        if task == "revise":
+            return {"revision": REWRITE}
         if task == "classify":
             q = p["question"]
             low = q.lower()

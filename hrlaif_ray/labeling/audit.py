@@ -59,24 +59,35 @@ def summarize(outcomes: list[str], letters: list[str]) -> dict[str, float]:
 
 
 async def judge_human_pairs(
-    judge: JudgeClient, pairs: list[HumanPair], concurrency: int = 16, with_flags: bool = False
+    judge: JudgeClient,
+    pairs: list[HumanPair],
+    concurrency: int = 16,
+    with_flags: bool = False,
+    cited: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Agreement of the judge with the human pairs; `cited`: request-data entries citing a constitution's principles
+    (`Constitution.cite`) added to every compare and flag request."""
     sem = asyncio.Semaphore(concurrency)
+    cited = cited or {}
     log = CallLog(judge.model)
 
     async def one(pair: HumanPair) -> tuple[str, list[str], str | None]:
         async with sem:
             try:
                 first = await judge.ask(
-                    "compare", {"question": pair.prompt, "response_a": pair.chosen, "response_b": pair.rejected}, log
+                    "compare",
+                    {"question": pair.prompt, "response_a": pair.chosen, "response_b": pair.rejected, **cited},
+                    log,
                 )
                 second = await judge.ask(
-                    "compare", {"question": pair.prompt, "response_a": pair.rejected, "response_b": pair.chosen}, log
+                    "compare",
+                    {"question": pair.prompt, "response_a": pair.rejected, "response_b": pair.chosen, **cited},
+                    log,
                 )
                 flag = None
                 if with_flags:
                     hc, hr = [
-                        (await judge.ask("flag", {"question": pair.prompt, "response": r}, log))["harmful"]
+                        (await judge.ask("flag", {"question": pair.prompt, "response": r, **cited}, log))["harmful"]
                         for r in (pair.chosen, pair.rejected)
                     ]
                     flag = "agree" if (not hc and hr) else "reverse" if (hc and not hr) else "tie"

@@ -22,7 +22,15 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
 from openai.types.chat import ChatCompletion
 
-from hrlaif_ray.labeling.judge_prompts import TEMPLATE_VERSION, JudgeOutputError, answer_schema, parse_answer, render
+from hrlaif_ray.labeling.cache import JudgeCache, cache_key
+from hrlaif_ray.labeling.judge_prompts import (
+    TEMPLATE_VERSION,
+    JudgeOutputError,
+    answer_schema,
+    parse_answer,
+    principle_ids,
+    render,
+)
 
 
 class RateLimiter(Protocol):
@@ -43,10 +51,13 @@ class Attempt:
 
 @dataclass
 class CallLog:
-    """Every attempt of every request made for one label."""
+    """Every attempt of every request made for one label, and the questions the cache answered instead."""
 
     model: str
     attempts: list[Attempt] = field(default_factory=list)
+    cache_hits: int = 0
+    saved_in: int = 0  # tokens the cached answers were billed when first asked
+    saved_out: int = 0
 
     @property
     def tokens_in(self) -> int:
@@ -100,9 +111,10 @@ class JudgeClient:
         limiter: RateLimiter | None = None,
         max_connections: int = 64,
         http_backend: str = "aiohttp",
+        cache: JudgeCache | None = None,
     ):
         self.model, self.max_reasks, self.max_tokens, self.json_mode = model, max_reasks, max_tokens, json_mode
-        self.limiter = limiter
+        self.limiter, self.cache = limiter, cache
         # httpx with the aiohttp transport (the SDK's DefaultAioHttpClient): the same httpx client and event
         # hooks, without httpcore's pool, whose per-request scan of every connection cost more CPU than the rest
         # of a judge call at the pool's concurrency. `http_backend="httpx"` keeps httpcore.
@@ -145,10 +157,19 @@ class JudgeClient:
     async def ask(
         self, task: str, payload: dict[str, Any], log: CallLog, n_responses: int | None = None
     ) -> dict[str, Any]:
-        """The validated answer of `task`, every attempt recorded in `log`; raises JudgeCallError."""
+        """The validated answer of `task`, every attempt recorded in `log`; raises JudgeCallError. The cache, when
+        there is one, is consulted first (before the rate limit) and given every validated answer."""
         messages = render(task, payload)
+        cited = principle_ids(payload)  # a constitution's principles: the ids a flag or critique may name
+        key = cache_key(task, self.model, messages) if self.cache is not None else ""
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            log.cache_hits += 1
+            log.saved_in += hit.tokens_in
+            log.saved_out += hit.tokens_out
+            return hit.answer
         estimate = estimate_tokens(json.dumps(messages)) + self.max_tokens
         last_error = ""
+        asked: list[Attempt] = []  # every attempt and re-ask of this question: what a cached answer saves later
         for reask in range(self.max_reasks + 1):
             # This request's own attempts: concurrent asks for the same label must not see each other's.
             attempts: list[Attempt] = []
@@ -163,7 +184,7 @@ class JudgeClient:
                         "type": "json_schema",
                         "json_schema": {
                             "name": f"hrlaif_{task}",
-                            "schema": answer_schema(task, n_responses),
+                            "schema": answer_schema(task, n_responses, cited),
                             "strict": True,
                         },
                     }
@@ -201,11 +222,17 @@ class JudgeClient:
                     if attempt.status in ("sent", "http_200"):  # timed out or dropped mid-answer: maybe billed
                         attempt.status, attempt.tokens_in, attempt.estimated = "lost", estimate - self.max_tokens, True
                 log.attempts.extend(attempts)
+                asked.extend(attempts)
             try:
-                return parse_answer(task, completion.choices[0].message.content or "", n_responses)
+                answer = parse_answer(task, completion.choices[0].message.content or "", n_responses, cited)
             except JudgeOutputError as exc:
                 final.status = "malformed"
                 last_error = str(exc)
+                continue
+            if self.cache is not None:
+                tokens_in, tokens_out = sum(a.tokens_in for a in asked), sum(a.tokens_out for a in asked)
+                self.cache.put(key, task, self.model, answer, tokens_in, tokens_out)
+            return answer
         raise JudgeCallError(f"{task}: malformed answer after {self.max_reasks + 1} asks: {last_error}")
 
     async def close(self) -> None:

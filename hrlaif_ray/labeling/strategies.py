@@ -17,15 +17,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from dataclasses import dataclass, field
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from itertools import combinations
+from typing import TypeVar
 
 from hrlaif_ray.categories import Category
 from hrlaif_ray.config import LabelingConfig
 from hrlaif_ray.data.records import LabelRecord, PreferencePair, PromptRecord, Response, Verdict
 from hrlaif_ray.labeling import verifiers
+from hrlaif_ray.labeling.cache import JudgeCache
+from hrlaif_ray.labeling.constitution import Constitution, file_template_version, load_constitution, template_version
 from hrlaif_ray.labeling.judge import CallLog, JudgeCallError, JudgeClient
-from hrlaif_ray.labeling.judge_prompts import TEMPLATE_VERSION
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,16 +44,29 @@ class LabelItem:
 
 
 @dataclass
-class Judges:
-    """The clients one labeler uses: the judge(s) and the rewriter, with a call log per model."""
+class Tier:
+    """One tier of tiered judging: its judge clients (an ensemble when several) and its confidence threshold."""
 
-    judges: list[JudgeClient]
+    clients: list[JudgeClient]
+    min_confidence: float = 0.0
+
+
+@dataclass
+class Judges:
+    """The clients one labeler uses: the judge tiers (one unless tiered) and the rewriter, with a call log per
+    model and the label's statistics (what the quality report reads)."""
+
+    tiers: list[Tier]
     rewriter: JudgeClient
     cfg: LabelingConfig
     logs: dict[str, CallLog] = field(default_factory=dict)
+    stats: Counter = field(default_factory=Counter)
+    constitution: Constitution | None = None  # the principles the prompts cite (LabelingConfig.constitution)
 
     @classmethod
     def from_config(cls, cfg: LabelingConfig, limiter=None) -> Judges:
+        cache = JudgeCache(cfg.cache_dir) if cfg.cache and cfg.cache_dir else None
+
         def client(e):
             return JudgeClient(
                 e.base_url,
@@ -60,39 +80,104 @@ class Judges:
                 limiter,
                 e.max_connections,
                 e.http_backend,
+                cache,
             )
 
-        return cls([client(e) for e in cfg.judges], client(cfg.rewriter), cfg)
+        tiers = [Tier([client(e) for e in t.judges], t.min_confidence) for t in cfg.tier_list]
+        constitution = load_constitution(cfg.constitution) if cfg.constitution else None
+        return cls(tiers, client(cfg.rewriter), cfg, constitution=constitution)
+
+    @property
+    def template(self) -> str:
+        """The template version of what these judges label: TEMPLATE_VERSION, tagged with the constitution's."""
+        return template_version(self.constitution)
+
+    def principles_for(self, category: str | Category) -> dict:
+        """The request-data entries citing the constitution's principles for `category` ({} without one): merge
+        them into a flag, rank, compare or rewrite payload."""
+        if self.constitution is None:
+            return {}
+        return self.constitution.cite(self.constitution.for_category(category))
+
+    @property
+    def judges(self) -> list[JudgeClient]:
+        """The first tier's judges: the judge unless tiered."""
+        return self.tiers[0].clients
 
     def for_label(self) -> Judges:
-        """The same clients with fresh call logs: what one label spends."""
-        return Judges(self.judges, self.rewriter, self.cfg)
+        """The same clients with fresh call logs and statistics: what one label spends and how it was made."""
+        return replace(self, logs={}, stats=Counter())
 
     async def close(self) -> None:
-        for c in {id(c): c for c in [*self.judges, self.rewriter]}.values():
+        clients = [c for t in self.tiers for c in t.clients] + [self.rewriter]
+        for c in {id(c): c for c in clients}.values():
             await c.close()
+        if clients[0].cache is not None:
+            clients[0].cache.close()
 
     def log(self, client: JudgeClient) -> CallLog:
         return self.logs.setdefault(client.model, CallLog(client.model))
 
     def spent(self) -> tuple[int, int, float]:
         """Tokens in, tokens out and USD of every call logged here (models without a price cost nothing)."""
-        prices = self.cfg.prices
         return (
             sum(log.tokens_in for log in self.logs.values()),
             sum(log.tokens_out for log in self.logs.values()),
-            sum(prices[m].cost(log.tokens_in, log.tokens_out) for m, log in self.logs.items() if m in prices),
+            sum(self._cost(m, log.tokens_in, log.tokens_out) for m, log in self.logs.items()),
         )
 
+    def _cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        price = self.cfg.prices.get(model)
+        return price.cost(tokens_in, tokens_out) if price is not None else 0.0
 
-def idempotency_key(item: LabelItem, cfg: LabelingConfig) -> str:
-    """Same prompt, responses, judge models, templates and method: same key, so never labeled (or paid) twice."""
+    def call_stats(self) -> dict:
+        """The label's statistics with its calls': attempts by status, re-asks, cache hits and the USD they saved."""
+        attempts = Counter(a.status for log in self.logs.values() for a in log.attempts)
+        return {
+            **self.stats,
+            **{f"attempts_{status}": n for status, n in attempts.items()},
+            "reasks": attempts["malformed"],
+            "cache_hits": sum(log.cache_hits for log in self.logs.values()),
+            "cache_saved_usd": sum(self._cost(m, log.saved_in, log.saved_out) for m, log in self.logs.items()),
+        }
+
+
+async def escalate(judges: Judges, ask: Callable[[Tier], Awaitable[tuple[T, bool]]]) -> tuple[T, int]:
+    """One judge task through the tiers: `ask(tier)` returns (result, unsure); an unsure result, or a call that
+    failed for good, goes to the next tier; the last tier's result stands (its failure is the label's).
+    Returns (result, the tier that decided)."""
+    judges.stats["judge_tasks"] += 1
+    last = len(judges.tiers) - 1
+    for t, tier in enumerate(judges.tiers):
+        try:
+            result, unsure = await ask(tier)
+        except JudgeCallError:
+            if t == last:
+                raise
+            judges.stats["escalations"] += 1
+            judges.stats["escalations_failed"] += 1
+            continue
+        if unsure and t < last:
+            judges.stats["escalations"] += 1
+            continue
+        judges.stats[f"decided_tier_{t}"] += 1
+        return result, t
+    raise AssertionError("unreachable: the last tier returns or raises")
+
+
+def idempotency_key(item: LabelItem, cfg: LabelingConfig, template: str | None = None) -> str:
+    """Same prompt, responses, judge models, templates and method: same key, so never labeled (or paid) twice.
+    `template`: the template version (`Judges.template`, `file_template_version(cfg.constitution)`; None: read
+    from cfg, the constitution's file included: a loop over items passes it)."""
+    if template is None:
+        template = file_template_version(cfg.constitution)
     basis = {
         "prompt": [item.prompt.id, item.prompt.text, item.prompt.answer, item.prompt.choices],
         "responses": [r.text for r in item.responses],
         "judges": [j.model for j in cfg.judges],
+        **({"tiers": [[[e.model for e in t.judges], t.min_confidence] for t in cfg.tiers]} if cfg.tiers else {}),
         "rewriter": cfg.rewriter.model,
-        "template": TEMPLATE_VERSION,
+        "template": template,
         "method": [cfg.method, cfg.ranking, cfg.both_orders, cfg.min_agreement, cfg.within_set_weight],
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
@@ -101,80 +186,150 @@ def idempotency_key(item: LabelItem, cfg: LabelingConfig) -> str:
 # ------------------------------------------------------------------------------- ordering with the judge
 
 
+@dataclass
+class Ordering:
+    """What one judge stated over a set of responses: the (better, worse) pairs both presentation orders agree on,
+    whether the orders contradicted each other on some pair, and the lowest confidence it stated."""
+
+    stated: set[tuple[int, int]]
+    inconsistent: bool
+    confidence: float
+
+
 async def _judge_order(
-    judge: JudgeClient, log: CallLog, question: str, texts: list[str], cfg: LabelingConfig
-) -> set[tuple[int, int]]:
-    """(better, worse) index pairs one judge states over `texts`; with both_orders, only those both orders agree on."""
+    judge: JudgeClient,
+    log: CallLog,
+    question: str,
+    texts: list[str],
+    cfg: LabelingConfig,
+    stats: Counter,
+    cited: dict | None = None,
+) -> Ordering:
+    """One judge's ordering of `texts`; with both_orders, only what both orders agree on is stated. Counts into
+    `stats` the position consistency (a pair's verdict, a tie included, surviving the swap), which position won
+    (first or second shown) and ties."""
     orders = [list(range(len(texts)))]
     if cfg.both_orders:
         orders.append(orders[0][::-1])
+    confidences: list[float] = []
 
     async def one(order: list[int]) -> set[tuple[int, int]]:
+        shown = {i: k for k, i in enumerate(order)}
         if cfg.ranking == "listwise":
             payload = {
                 "question": question,
                 "responses": [{"id": k + 1, "text": texts[i]} for k, i in enumerate(order)],
+                **(cited or {}),  # a constitution's principles (Judges.principles_for)
             }
             answer = await judge.ask("rank", payload, log, n_responses=len(texts))
+            confidences.append(answer.get("confidence", 1.0))
             ranked = [order[rid - 1] for rid in answer["ranking"]]
-            return {(a, b) for x, a in enumerate(ranked) for b in ranked[x + 1 :]}
-        stated = set()
-        for i, j in combinations(order, 2):
-            answer = await judge.ask(
-                "compare", {"question": question, "response_a": texts[i], "response_b": texts[j]}, log
-            )
-            if answer["better"] == "A":
-                stated.add((i, j))
-            elif answer["better"] == "B":
-                stated.add((j, i))
+            stated = {(a, b) for x, a in enumerate(ranked) for b in ranked[x + 1 :]}
+        else:
+            stated = set()
+            for i, j in combinations(order, 2):
+                payload = {"question": question, "response_a": texts[i], "response_b": texts[j], **(cited or {})}
+                answer = await judge.ask("compare", payload, log)
+                confidences.append(answer.get("confidence", 1.0))
+                if answer["better"] == "A":
+                    stated.add((i, j))
+                elif answer["better"] == "B":
+                    stated.add((j, i))
+                else:
+                    stats["ties"] += 1
+        for better, worse in stated:
+            stats["first_shown_wins" if shown[better] < shown[worse] else "second_shown_wins"] += 1
         return stated
 
     results = await asyncio.gather(*(one(o) for o in orders))
-    return set.intersection(*results)
+    inconsistent = False
+    if len(results) == 2:
+        for i, j in combinations(range(len(texts)), 2):
+            verdicts = [(i, j) in r and 1 or (j, i) in r and -1 or 0 for r in results]
+            stats["swap_pairs"] += 1
+            stats["swap_consistent"] += verdicts[0] == verdicts[1]
+            inconsistent |= verdicts[0] != verdicts[1]
+    return Ordering(set.intersection(*results), inconsistent, min(confidences, default=1.0))
 
 
 async def basic_preferences(
-    judges: Judges, question: str, members: list[int], texts: list[str], weight: float = 1.0
+    judges: Judges,
+    question: str,
+    members: list[int],
+    texts: list[str],
+    weight: float = 1.0,
+    category: str | Category | None = None,
 ) -> list[PreferencePair]:
-    """Preference pairs over the responses `members` (indices into `texts`) from the judge ensemble."""
+    """Preference pairs over the responses `members` (indices into `texts`) from the judge ensemble; tiered, the
+    ordering escalates when unsure: the two orders disagree, the ensemble falls below min_agreement on a pair,
+    or a stated confidence is below the tier's threshold."""
     if len(members) < 2:
         return []
     sub = [texts[i] for i in members]
-    stated = await asyncio.gather(*(_judge_order(j, judges.log(j), question, sub, judges.cfg) for j in judges.judges))
-    need = judges.cfg.min_agreement * len(judges.judges)
-    pairs = []
-    for a, b in combinations(range(len(members)), 2):
-        for better, worse in ((a, b), (b, a)):
-            votes = sum((better, worse) in s for s in stated)
-            against = sum((worse, better) in s for s in stated)
-            if votes >= need and votes > against:
-                pairs.append(PreferencePair(members[better], members[worse], weight, "judge"))
-    return pairs
+    cited = judges.principles_for(category) if category is not None else {}  # the prompt's principles, if any
+
+    async def order(tier: Tier) -> tuple[list[tuple[int, int]], bool]:
+        orderings = await asyncio.gather(
+            *(_judge_order(j, judges.log(j), question, sub, judges.cfg, judges.stats, cited) for j in tier.clients)
+        )
+        kept, contested = _vote([o.stated for o in orderings], judges.cfg.min_agreement, judges.stats)
+        unsure = contested or any(o.inconsistent or o.confidence < tier.min_confidence for o in orderings)
+        return kept, unsure
+
+    kept, tier = await escalate(judges, order)
+    return [PreferencePair(members[b], members[w], weight, "judge", tier) for b, w in kept]
+
+
+def _vote(stated: list[set[tuple[int, int]]], min_agreement: float, stats: Counter) -> tuple[list, bool]:
+    """The (better, worse) pairs at least `min_agreement` of the judges state (and more state than contradict),
+    and whether some pair a judge stated fell short (the ensemble disagreed). Counts ensemble agreement: the
+    pairs some judge stated, and those every judge stated alike."""
+    need = min_agreement * len(stated)
+    kept, contested = [], False
+    for a, b in sorted({tuple(sorted(p)) for s in stated for p in s}):
+        votes = {(a, b): sum((a, b) in s for s in stated), (b, a): sum((b, a) in s for s in stated)}
+        for pair, against in (((a, b), votes[(b, a)]), ((b, a), votes[(a, b)])):
+            if votes[pair] >= need and votes[pair] > against:
+                kept.append(pair)
+        contested |= not any(votes[p] >= need and votes[p] > votes[p[::-1]] for p in votes)
+        if len(stated) > 1:
+            stats["ensemble_pairs"] += 1
+            stats["ensemble_agreed"] += max(votes.values()) == len(stated)
+    return kept, contested
+
+
+async def _verify(judges: Judges, prompt: PromptRecord, text: str) -> tuple[verifiers.Check, int]:
+    """Stage 1 for one response: the verifier, or the judge when no final answer can be extracted (escalating on a
+    failed call or a low confidence). Returns the check and the tier that decided (0 for the verifier)."""
+    # The one dispatch from category to verifier (evaluation and the verifier reward use it too); code runs in a
+    # sandboxed subprocess, so off the event loop.
+    check = await asyncio.to_thread(verifiers.verify_prompt, prompt, text, judges.cfg.code_timeout_s)
+    judges.stats["verified"] += 1
+    if check is not None and check.verdict != verifiers.UNPARSED:
+        return check, 0
+    judges.stats["judge_fallbacks"] += 1
+    payload = {"question": prompt.text, "standard_answer": prompt.answer, "response": text}
+    answer, tier = await escalate(judges, lambda t: _ask_one(judges, t, "match", payload))
+    verdict = verifiers.CORRECT if answer["matches"] else verifiers.WRONG
+    return verifiers.Check(verdict, answer["final_answer"], f"judge fallback: {answer['reason']}"), tier
+
+
+async def _ask_one(judges: Judges, tier: Tier, task: str, payload: dict) -> tuple[dict, bool]:
+    """A single-answer task (match, flag, classify) asked of the tier's first judge: (answer, unsure)."""
+    judge = tier.clients[0]
+    answer = await judge.ask(task, payload, judges.log(judge))
+    return answer, answer.get("confidence", 1.0) < tier.min_confidence
 
 
 # ----------------------------------------------------------------------------------------- the strategies
 
 
-async def _verify(judges: Judges, prompt: PromptRecord, text: str) -> verifiers.Check:
-    """Stage 1 for one response: the verifier, or the judge when no final answer can be extracted."""
-    # The one dispatch from category to verifier (evaluation and the verifier reward use it too); code runs in a
-    # sandboxed subprocess, so off the event loop.
-    check = await asyncio.to_thread(verifiers.verify_prompt, prompt, text, judges.cfg.code_timeout_s)
-    if check is not None and check.verdict != verifiers.UNPARSED:
-        return check
-    judge = judges.judges[0]
-    answer = await judge.ask(
-        "match", {"question": prompt.text, "standard_answer": prompt.answer, "response": text}, judges.log(judge)
-    )
-    verdict = verifiers.CORRECT if answer["matches"] else verifiers.WRONG
-    return verifiers.Check(verdict, answer["final_answer"], f"judge fallback: {answer['reason']}")
-
-
 async def hybrid_helpfulness(judges: Judges, item: LabelItem) -> tuple[list[PreferencePair], list[Verdict]]:
     prompt, texts = item.prompt, [r.text for r in item.responses]
     # Stage 1: verify each response against the standard answer.
-    checks = await asyncio.gather(*(_verify(judges, prompt, t) for t in texts))
-    verdicts = [Verdict(i, c.verdict, c.reason, "verify") for i, c in enumerate(checks)]
+    decided = await asyncio.gather(*(_verify(judges, prompt, t) for t in texts))
+    checks = [c for c, _ in decided]
+    verdicts = [Verdict(i, c.verdict, c.reason, "verify", tier) for i, (c, tier) in enumerate(decided)]
     # Stage 2: sort into the correct and the wrong set; every correct response beats every wrong one.
     correct = [i for i, c in enumerate(checks) if c.verdict == verifiers.CORRECT]
     wrong = [i for i, c in enumerate(checks) if c.verdict != verifiers.CORRECT]
@@ -182,23 +337,40 @@ async def hybrid_helpfulness(judges: Judges, item: LabelItem) -> tuple[list[Pref
     # Stage 3: the judge ranks the reasoning inside each set.
     weight = judges.cfg.within_set_weight
     for group in await asyncio.gather(
-        *(basic_preferences(judges, prompt.text, s, texts, weight) for s in (correct, wrong))
+        *(basic_preferences(judges, prompt.text, s, texts, weight, prompt.category) for s in (correct, wrong))
     ):
         pairs += group
     return pairs, verdicts
 
 
 async def red_team(judges: Judges, item: LabelItem) -> tuple[list[Response], list[PreferencePair], list[Verdict]]:
-    """Flag each response; rewrite the harmful ones; rewrites and harmless responses beat harmful ones."""
-    judge, rewriter, prompt = judges.judges[0], judges.rewriter, item.prompt
+    """Flag each response (through the tiers: an unsure flag escalates); rewrite the harmful ones; rewrites and
+    harmless responses beat harmful ones. With a constitution, both cite the principles for harmful prompts and a
+    flag's verdict keeps those it names."""
+    rewriter, prompt = judges.rewriter, item.prompt
+    cited = judges.principles_for(Category.HARMFUL)
     flags = await asyncio.gather(
-        *(judge.ask("flag", {"question": prompt.text, "response": r.text}, judges.log(judge)) for r in item.responses)
+        *(
+            escalate(
+                judges,
+                lambda t, r=r: _ask_one(judges, t, "flag", {"question": prompt.text, "response": r.text, **cited}),
+            )
+            for r in item.responses
+        )
     )
-    verdicts = [Verdict(i, "harmful" if f["harmful"] else "harmless", f["reason"], "flag") for i, f in enumerate(flags)]
+    verdicts = [
+        Verdict(
+            i, "harmful" if f["harmful"] else "harmless", f["reason"], "flag", tier, principles=f.get("principles", [])
+        )
+        for i, (f, tier) in enumerate(flags)
+    ]
+    flags = [f for f, _ in flags]
     harmful = [i for i, f in enumerate(flags) if f["harmful"]]
     rewrites = await asyncio.gather(
         *(
-            rewriter.ask("rewrite", {"question": prompt.text, "response": item.responses[i].text}, judges.log(rewriter))
+            rewriter.ask(
+                "rewrite", {"question": prompt.text, "response": item.responses[i].text, **cited}, judges.log(rewriter)
+            )
             for i in harmful
         )
     )
@@ -207,7 +379,8 @@ async def red_team(judges: Judges, item: LabelItem) -> tuple[list[Response], lis
         verdicts.append(Verdict(len(responses), "rewrite", f"rewrite of response {i}", "rewrite"))
         responses.append(Response(rewrite["rewrite"], origin="rewrite"))
     safe = [i for i in range(len(responses)) if i not in harmful]
-    pairs = [PreferencePair(s, h, 1.0, "redteam") for s in safe for h in harmful]
+    tier = {i: verdicts[i].tier for i in range(len(item.responses))}
+    pairs = [PreferencePair(s, h, 1.0, "redteam", max(tier.get(s, 0), tier[h])) for s in safe for h in harmful]
     return responses, pairs, verdicts
 
 
@@ -228,8 +401,7 @@ def oracle_preferences(item: LabelItem) -> tuple[list[PreferencePair], list[Verd
 async def route(judges: Judges, prompt: PromptRecord) -> Category:
     """The prompt's category: from the data when known, else the judge's (validated against the allowed set)."""
     if prompt.metadata.get("category_unknown") and judges.cfg.classify_unknown:
-        judge = judges.judges[0]
-        answer = await judge.ask("classify", {"question": prompt.text}, judges.log(judge))
+        answer, _ = await escalate(judges, lambda t: _ask_one(judges, t, "classify", {"question": prompt.text}))
         return Category(answer["category"])
     return Category(prompt.category)
 
@@ -237,6 +409,7 @@ async def route(judges: Judges, prompt: PromptRecord) -> Category:
 async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
     """The label of one item; failures are returned as a failed record, never raised or dropped."""
     judges = judges.for_label()
+    start = time.monotonic()
     cfg, prompt = judges.cfg, item.prompt
     responses, pairs, verdicts = list(item.responses), [], []
     category = Category(prompt.category)
@@ -254,7 +427,7 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         else:  # the RLAIF baseline, and open questions under hybrid labeling
             method = "basic"
             pairs = await basic_preferences(
-                judges, prompt.text, list(range(len(responses))), [r.text for r in responses]
+                judges, prompt.text, list(range(len(responses))), [r.text for r in responses], category=category
             )
     except JudgeCallError as exc:
         error = f"prompt {prompt.id}: {exc}"
@@ -271,21 +444,23 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         pairs=pairs,
         verdicts=verdicts,
         judge_model="+".join(sorted(judges.logs)) or cfg.judges[0].model,
-        template_version=TEMPLATE_VERSION,
-        idempotency_key=idempotency_key(item, cfg),
+        template_version=judges.template,
+        idempotency_key=idempotency_key(item, cfg, judges.template),
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         cost_usd=cost,
         status="ok" if error is None else "failed",
         error=error,
+        stats={**judges.call_stats(), "latency_s": round(time.monotonic() - start, 4)},
     )
 
 
 async def judge_task(judges: Judges, task: str, payload: dict) -> dict:
-    """One judge task outside labeling (evaluation's `flag` and `compare`): the answer, or the error, with what it
-    cost; never raises, so one failed request does not lose the others."""
+    """One judge task outside labeling (evaluation's `flag` and `compare`, `hrlaif revise`'s `critique` and `revise`):
+    the answer, or the error, with what it cost; never raises, so one failed request does not lose the others. The
+    rewriting tasks (rewrite, revise) go to the rewriter, the others to the judge."""
     judges = judges.for_label()
-    judge = judges.judges[0]
+    judge = judges.rewriter if task in ("rewrite", "revise") else judges.judges[0]
     answer, error = None, None
     try:
         answer = await judge.ask(task, payload, judges.log(judge))
