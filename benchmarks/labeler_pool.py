@@ -80,7 +80,7 @@ def autoscaling(labeling, ceiling: float, seconds: float) -> tuple[list[dict], l
         with sim_judge_server(["latency_ms=200", f"latency_step_after={warm + n}", "latency_step_ms=1000"]) as base:
             pool = LabelerPool(labeling(base), pool_cfg)
             with tempfile.TemporaryDirectory() as out:
-                pool.run(items(warm, "warm"), LabelLedger(out))
+                pool.run(items(warm, "warm"), LabelLedger(out), control=lambda: fixed)  # starts its actors
             with tempfile.TemporaryDirectory() as out:
                 stats = pool.run(items(2 * n, f"step{autoscale}"), LabelLedger(out))
             pool.shutdown()

@@ -69,24 +69,25 @@ def test_spend_cap_admits_labels_at_the_dearest_so_far():
     assert tokens.room(0) == 7
 
 
-def test_autoscaler_grows_under_headroom_holds_at_the_limit_and_backs_off_on_429():
-    scaler = Autoscaler(AutoscaleConfig(min=1, max=10, interval_s=1.0), concurrency=8, rpm=6000)  # 100 requests/s
+def test_autoscaler_sizes_by_littles_law_and_backs_off_on_429():
+    scaler = Autoscaler(AutoscaleConfig(min=1, max=20, interval_s=1.0), concurrency=8, rpm=6000)  # 100 requests/s
     assert scaler.decide(0.0, 1000, 2) is None  # the first call starts the clock
+    assert scaler.decide(1.0, 1000, 2) is None  # nothing answered yet: no latency to size by
     for _ in range(40):
-        scaler.observe(_label(attempts_ok=1))
-    assert scaler.decide(1.0, 1000, 2) == 4  # 40 of 100 requests/s: at most doubling
-    assert scaler.decide(2.0, 1000, 4) is None  # cooling down after a change
-    for _ in range(95):
-        scaler.observe(_label(attempts_ok=1))
-    assert scaler.decide(3.0, 1000, 4) == 4  # at the limit: hold
+        scaler.observe(_label(attempts_ok=1, judge_s=0.2, judge_answers=1))
+    assert scaler.decide(2.0, 1000, 2) == 3  # 100/s x 0.2 s x 1.1 = 22 in flight, 8 an actor
     for _ in range(10):
-        scaler.observe(_label(attempts_ok=1, attempts_http_429=1))
-    assert scaler.decide(4.0, 1000, 4) == 3  # half the attempts were 429: one fewer
-    scaler.cooling = False
-    assert scaler.decide(5.0, 10, 3) == 2  # the backlog fills only 2 actors of 8
+        scaler.observe(_label(attempts_ok=1, judge_s=1.0, judge_answers=1))
+    assert scaler.decide(3.0, 1000, 3) == 14  # the last interval at 1 s (above the 0.6 s average): 110 in flight
+    assert scaler.decide(3.5, 1000, 14) is None  # not an interval yet
+    for _ in range(10):
+        scaler.observe(_label(attempts_ok=1, attempts_http_429=1, judge_s=1.0, judge_answers=1))
+    assert scaler.decide(4.0, 1000, 14) == 13  # half the attempts were 429: one fewer
+    assert scaler.decide(5.0, 10, 13) == 2  # the backlog fills only 2 actors of 8
+    assert [size for _, size, _ in scaler.log] == [3, 14, 13, 2]
     free = Autoscaler(AutoscaleConfig(min=2, max=6, interval_s=1.0), concurrency=4)
     free.decide(0.0, 100, 2)
-    assert free.decide(1.0, 100, 2) == 6 and [size for _, size, _ in free.log] == [6]
+    assert free.decide(1.0, 100, 2) == 6 and free.decide(2.0, 0, 6) == 2  # no limit: the backlog sets it
 
 
 def test_a_corrupt_or_foreign_cache_file_is_an_error_naming_it(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +48,8 @@ class Attempt:
     tokens_in: int = 0
     tokens_out: int = 0
     estimated: bool = False
+    started: float = 0.0  # when it left, after the rate limit (time.monotonic)
+    seconds: float | None = None  # until the response's headers came back (None: none came)
 
 
 @dataclass
@@ -147,12 +150,13 @@ class JudgeClient:
         attempts, tokens = current
         if self.limiter is not None:
             await self.limiter.acquire(tokens)
-        attempts.append(Attempt("sent"))
+        attempts.append(Attempt("sent", started=time.monotonic()))
 
     async def _on_response(self, response: httpx.Response) -> None:
         current = _current_log.get()
         if current is not None and current[0]:
-            current[0][-1].status = f"http_{response.status_code}"
+            attempt = current[0][-1]
+            attempt.status, attempt.seconds = f"http_{response.status_code}", time.monotonic() - attempt.started
 
     async def ask(
         self, task: str, payload: dict[str, Any], log: CallLog, n_responses: int | None = None

@@ -133,7 +133,10 @@ class Judges:
     def call_stats(self) -> dict:
         """The label's statistics with its calls': attempts by status, re-asks, cache hits and the USD they saved."""
         attempts = Counter(a.status for log in self.logs.values() for a in log.attempts)
+        timed = [a.seconds for log in self.logs.values() for a in log.attempts if a.seconds is not None]
         return {
+            "judge_s": round(sum(timed), 4),  # the judge's own time on its answered attempts (no rate-limit wait)
+            "judge_answers": len(timed),
             **self.stats,
             **{f"attempts_{status}": n for status, n in attempts.items()},
             "reasks": attempts["malformed"],
