@@ -108,7 +108,11 @@ class LabelerPool:
         self.limiter = RateLimiterActor.remote(pool.rpm, pool.tpm) if (pool.rpm or pool.tpm) else None
         self.active: list = []
         self.draining: list = []
+        self.idle: list = []  # started actors without work: the autoscaler's standby
         self.resize(pool.labelers)
+        if pool.autoscale is not None:  # warm standby: started now, so growing later does not wait for processes
+            room = max(0, pool.autoscale.max - len(self.active))
+            self.idle = [self._new_actor() for _ in range(min(pool.autoscale.standby, room))]
 
     def _new_actor(self):
         return LabelerActor.options(
@@ -121,13 +125,19 @@ class LabelerPool:
         ray.get([a.set_concurrency.remote(concurrency) for a in self.active])
 
     def resize(self, n: int) -> None:
-        """Grow or shrink to n actors; removed actors finish what they hold, then are stopped."""
+        """Grow or shrink to n actors; removed actors finish what they hold, then are stopped (or kept idle as the
+        autoscaler's standby). Growing takes a draining actor first, then an idle one, then starts one."""
         if n < 1:
             raise ValueError(f"a labeler pool needs at least 1 actor, got {n}")
         while len(self.active) < n:
-            self.active.append(self.draining.pop() if self.draining else self._new_actor())
+            reuse = self.draining or self.idle
+            self.active.append(reuse.pop() if reuse else self._new_actor())
         while len(self.active) > n:
             self.draining.append(self.active.pop())
+
+    def ready(self) -> None:
+        """Wait until every started actor (active and standby) has finished starting."""
+        ray.get([a.set_concurrency.remote(self.pool.concurrency) for a in [*self.active, *self.idle]])
 
     @property
     def size(self) -> int:
@@ -190,9 +200,13 @@ class LabelerPool:
                         inflight[actor.label_batch.remote(chunk)] = (actor, chunk)
                         load[actor] += len(chunk)
                         room = None if room is None else room - take
+                standby = self.pool.autoscale.standby if self.pool.autoscale else 0
                 for actor in [a for a in self.draining if load[a] == 0]:
                     self.draining.remove(actor)
-                    ray.kill(actor)
+                    if len(self.idle) < standby:
+                        self.idle.append(actor)
+                    else:
+                        ray.kill(actor)
                 if not inflight:
                     continue
                 # Collect what finishes within 50 ms in one batch: the actors hold a backlog, so waiting a
@@ -250,8 +264,8 @@ class LabelerPool:
         return [answer for chunk in ray.get(refs) for answer in chunk]
 
     def shutdown(self) -> None:
-        for actor in [*self.active, *self.draining]:
+        for actor in [*self.active, *self.draining, *self.idle]:
             ray.kill(actor)
         if self.limiter is not None:
             ray.kill(self.limiter)
-        self.active, self.draining = [], []
+        self.active, self.draining, self.idle = [], [], []

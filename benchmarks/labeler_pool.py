@@ -67,22 +67,23 @@ def autoscaling(labeling, ceiling: float, seconds: float) -> tuple[list[dict], l
     limit = rpm / 60
     n = int(limit * seconds)  # labels per phase at the ideal rate
     rows, timeline = [], []
-    for autoscale in (False, True):
+    for autoscale, standby in ((False, 0), (True, 0), (True, 12)):
         pool_cfg = PoolConfig(
             labelers=fixed,
             concurrency=conc,
             rpm=rpm,
             shard_size=512,
             commit_interval_s=30,
-            autoscale=AutoscaleConfig(min=1, max=16, interval_s=0.5) if autoscale else None,
+            autoscale=AutoscaleConfig(min=1, max=16, interval_s=0.5, standby=standby) if autoscale else None,
         )
         warm = 2 * fixed
         with sim_judge_server(["latency_ms=200", f"latency_step_after={warm + n}", "latency_step_ms=1000"]) as base:
             pool = LabelerPool(labeling(base), pool_cfg)
             with tempfile.TemporaryDirectory() as out:
-                pool.run(items(warm, "warm"), LabelLedger(out), control=lambda: fixed)  # starts its actors
+                pool.run(items(warm, "warm"), LabelLedger(out), control=lambda: fixed)
+            pool.ready()  # every actor started (the standby too) before the clock runs
             with tempfile.TemporaryDirectory() as out:
-                stats = pool.run(items(2 * n, f"step{autoscale}"), LabelLedger(out))
+                stats = pool.run(items(2 * n, f"step{autoscale}{standby}"), LabelLedger(out))
             pool.shutdown()
         assert stats.labeled == 2 * n and stats.failed == 0, stats
         done = sorted(stats.finished_at)
@@ -96,6 +97,7 @@ def autoscaling(labeling, ceiling: float, seconds: float) -> tuple[list[dict], l
                 {
                     "part": "autoscale",
                     "autoscale": autoscale,
+                    "standby": standby,
                     "phase": phase,
                     "latency_ms": latency_ms,
                     "actors": f"{min(sizes)}-{max(sizes)}" if autoscale else str(fixed),
@@ -109,6 +111,7 @@ def autoscaling(labeling, ceiling: float, seconds: float) -> tuple[list[dict], l
             )
             print_table(rows[-1:], list(rows[-1]))
         if autoscale:
+            timeline.append({"standby": standby, "points": []})
             for t in range(0, int(done[-1]) + 2, 2):
                 size = [s for at, s in stats.size_log if at <= t][-1]
                 timeline.append({"t_s": t, "labels_per_s": sum(t <= d < t + 2 for d in done) / 2, "actors": size})

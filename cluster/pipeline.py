@@ -214,7 +214,7 @@ class Run:
                     prompts=prompts,
                     rollouts=str(s / "rollouts.parquet"),
                     output_dir=str(a / "labels"),
-                    **{"labeling.method": arm.method},
+                    **{"labeling.method": arm.method, "labeling.cache_dir": str(s / "judge-cache")},
                     **self.judge_paths("labeling"),
                 )()
                 self.labels_ready[f"{seed}/{arm.name}"].set()

@@ -348,6 +348,13 @@ class AutoscaleConfig(Section):
         "law), or for the whole backlog when there is no rate limit.",
     )
     interval_s: float = Field(1.0, gt=0, description="Seconds between sizing decisions.")
+    standby: int = Field(
+        0,
+        ge=0,
+        description="Actors kept started and idle beyond the active ones (within max), so the pool grows without "
+        "waiting for processes to start (about a second of CPU each on a small machine); each costs an idle "
+        "process's memory.",
+    )
     max_429_share: float = Field(
         0.05,
         ge=0,

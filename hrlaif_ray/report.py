@@ -327,6 +327,22 @@ def targets(mech: dict) -> list[str]:
     return lines
 
 
+def quality_table(out: Path, job, seeds: list[int]) -> tuple[str, dict]:
+    """Markdown: the label-quality figures of every arm that labels (all its seeds' labels together), and them."""
+    from hrlaif_ray.labeling.ledger import LabelLedger
+    from hrlaif_ray.labeling.quality import COLUMNS, cell, summarize
+
+    figures = {}
+    for arm in job.arms:
+        if arm.rm_from:
+            continue
+        labels = [l for s in seeds for l in LabelLedger(out / f"seed-{s}" / arm.name / "labels").labels()]
+        figures[arm.name] = summarize(labels)
+    lines = ["| arm | " + " | ".join(h for _, h in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(f[k]) for k, _ in COLUMNS) + " |" for name, f in figures.items()]
+    return "\n".join(lines), figures
+
+
 def write_report(out: Path, job, times: dict[str, float], machine: dict | None = None) -> dict:
     out = Path(out)
     seeds = list(job.seeds)
@@ -336,6 +352,7 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
     first = out / f"seed-{seeds[0]}"
     summaries = {a.name: arm_summary(first, a.name, a.rm_from, a.trainer) for a in job.arms}
     png = plot(summaries, out / "plots" / "training.png")
+    quality, quality_figures = quality_table(out, job, seeds)
     methods = "; ".join(
         f"{a.name} = {a.method} labels, "
         + (f"RL reward {a.reward}" if a.trainer == "ppo" else "DPO on them (no RM, no RL)")
@@ -373,6 +390,15 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         f"SFT: {sft_train.get('steps', '-')} steps, greedy accuracy on its own check prompts "
         f"{json.dumps({k: round(v, 3) for k, v in sft_train.get('greedy_accuracy', {}).items()})}.",
         "",
+        f"## Label quality (seeds {seeds}; per category: `seed-N/ARM/labels/quality.md`)",
+        "",
+        quality,
+        "",
+        "Position consistency: the share of response pairs whose verdict survives swapping the presentation order; "
+        "first shown wins: of the preferences stated, the share won by the response shown first (0.5 is balanced); "
+        "unparsed: responses whose final answer the verifier could not find (the judge decided); cache hits: "
+        "questions answered by the seed's judge cache (shared by the arms) instead of the judge, and the USD saved.",
+        "",
         f"## Training (seed {seeds[0]})",
         "",
         table((_read_json(out / "eval" / "sft" / "eval.json") or {}).get("metrics", {}), summaries),
@@ -396,6 +422,7 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         "seeds": seeds,
         "mechanism": mech,
         "table": mechanism_table(mech, arms),
+        "label_quality": quality_figures,
         "arms_seed_first": {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in summaries.items()},
         "times": times,
         "plot": str(png),
@@ -424,6 +451,7 @@ def summary_json(result: dict) -> dict:
         "machine": result["machine"],
         "seeds": result["seeds"],
         "arms": arms,
+        "label_quality": result.get("label_quality", {}),
         "times_s": result["times"],
     }
 

@@ -106,6 +106,12 @@ def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     report = (out / "report.md").read_text()
     assert "| SFT |" in report and "| rlaif |" in report and "| oracle |" in report and "training.png" in report
     assert "GFLOP/s" in report
+    # Each labeling arm's quality report (every seed's labels), the judge cache's savings among them.
+    assert "## Label quality" in report and set(results["label_quality"]) == {"rlaif", "hrlaif", "oracle"}
+    for arm in ("rlaif", "hrlaif"):
+        quality = results["label_quality"][arm]
+        assert quality["labels"] > 0 and quality["cost_per_label_usd"] > 0 and quality["cache_hits"] >= 0
+        assert (out / "seed-1" / arm / "labels" / "quality.md").exists()
     # Resumable: a rerun finds every stage complete and only rewrites the report.
     again = _run(out, *REDUCED, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]

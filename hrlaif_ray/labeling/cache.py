@@ -43,7 +43,7 @@ def cache_key(task: str, model: str, messages: list[dict[str, str]]) -> str:
 
 class JudgeCache:
     def __init__(self, folder: str | Path):
-        self.path = Path(folder) / FILE_NAME
+        self.path = Path(folder).expanduser() / FILE_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)

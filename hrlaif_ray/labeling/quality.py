@@ -97,7 +97,7 @@ COLUMNS = [
 ]
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -111,7 +111,7 @@ def markdown(report: dict, title: str = "Label quality") -> str:
     lines.append("|---" * (len(COLUMNS) + 1) + "|")
     rows = [*report["categories"].items(), ("all", report["all"])]
     for name, row in rows:
-        lines.append(f"| {name} | " + " | ".join(_cell(row[k]) for k, _ in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(row[k]) for k, _ in COLUMNS) + " |")
     everything = report["all"]
     lines += ["", f"HTTP retries by status: {everything['http_retries'] or 'none'}."]
     if everything["decided_by_tier"]:
