@@ -96,6 +96,7 @@ class PoolStats:
     size_log: list = field(default_factory=list)  # (seconds since start, actors) at the start and each change
     scale_reasons: list = field(default_factory=list)  # the autoscaler's changes: (clock, actors, why)
     finished_at: list = field(default_factory=list)  # seconds since start at which each label came back
+    labels: list = field(default_factory=list)  # the labels themselves, when `run(keep=True)`
 
     @property
     def labels_per_s(self) -> float:
@@ -150,10 +151,12 @@ class LabelerPool:
         progress: bool = False,
         control: Callable[[], int | None] | None = None,
         cap: SpendCap | None = None,
+        keep: bool = False,
     ) -> PoolStats:
         """Label `items`, committing to `ledger` every shard_size labels or commit_interval_s seconds.
         `control`, polled each round, may return a new pool size; otherwise `pool.autoscale` sizes the pool. With
-        `cap`, no label starts that could take the spend past it (see `SpendCap`); the rest stay queued."""
+        `cap`, no label starts that could take the spend past it (see `SpendCap`); the rest stay queued. With `keep`,
+        the stats hold the labels too."""
         stats, queue = PoolStats(), deque(items)
         scaler = Autoscaler(self.pool.autoscale, self.pool.concurrency, self.pool.rpm) if self.pool.autoscale else None
         if scaler is not None:
@@ -224,6 +227,8 @@ class LabelerPool:
                             self.active[self.active.index(actor)] = self._new_actor()
                         continue
                     buffer.extend(labels)
+                    if keep:
+                        stats.labels.extend(labels)
                     stats.finished_at += [round(time.monotonic() - start, 4)] * len(labels)
                     for label in labels:
                         if cap is not None:

@@ -204,6 +204,9 @@ class Run:
                 arm.trainer == "ppo" and not (owner / "rm" / "metrics.json").exists()
             ):
                 raise HrlaifError(f"{tag}: the labels or RM of arm {arm.rm_from} failed")
+        elif arm.trainer == "online":  # labels its own samples in the loop: no offline labels, no RM
+            self.labels_ready[f"{seed}/{arm.name}"].set()
+            self.rm_ready[f"{seed}/{arm.name}"].set()
         else:
             try:
                 self.stage(
@@ -250,6 +253,25 @@ class Run:
                 **rounds,
             )()
             self.probe(tag, a / "dpo" / "probe.json", rm=str(a / "dpo" / "policy"), reference=str(self.sft_dir))
+        elif arm.trainer == "online":
+            online = {
+                "reward.kind": "online",
+                "reward.labels_dir": str(a / "labels"),  # where the report's first link reads labels
+                "reward.labeling.method": arm.method,
+                "reward.labeling.cache_dir": str(s / "judge-cache"),
+                **self.judge_paths("reward.labeling"),
+            }
+            self.stage(
+                f"{tag}/ppo",
+                ["ppo", "--resume"],
+                a / "ppo" / "final.json",
+                1,
+                policy=str(self.sft_dir),
+                output_dir=str(a / "ppo"),
+                prompts=prompts,
+                seed=seed,
+                **online,
+            )()
         else:
             self.stage(
                 f"{tag}/ppo",

@@ -24,7 +24,8 @@ import random
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from actors.learner import LearnerGroup
-from actors.reward import RewardService
+from actors.reward import OnlineReward, RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
 from cluster.connect import connect_ray
 from cluster.topology import Topology
@@ -47,6 +48,7 @@ from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, compute_advantages, layout, pad_rows
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
+from hrlaif_ray.reward.group import has_signal
 
 
 @dataclass
@@ -57,9 +59,10 @@ class Roles:
     actor: LearnerGroup
     reference: LearnerGroup
     critic: LearnerGroup | None
-    reward: RewardService
+    reward: RewardService | None  # None: the reward is the online judge's alone
     rm_reads_policy_tokens: bool = False  # the RM's tokenizer is the policy's: it scores the sampled token ids
     put: Callable[[Any], Any] = ray.put  # shares a batch with every learner rank (the object store)
+    online: OnlineReward | None = None  # the labeler pool labeling each group during the step (online kinds)
 
 
 class PromptSampler:
@@ -76,6 +79,12 @@ class PromptSampler:
         order = list(range(len(self.prompts)))
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return [self.prompts[i] for i in order[k * self.size : (k + 1) * self.size]]
+
+    def extra(self, step: int, round: int) -> list[PromptRecord]:
+        """More prompts for step `step`'s generation round `round` >= 1 (dynamic sampling): a shuffle of their own."""
+        order = list(range(len(self.prompts)))
+        random.Random((self.seed * 1_000_003 + step) * 1_009 + round).shuffle(order)
+        return [self.prompts[i] for i in order[: self.size]]
 
 
 def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | None) -> Roles:
@@ -116,21 +125,27 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         )
         for i, o in enumerate(topo.options("rollout"))
     ]
-    reward_opts = topo.options("reward")
+    reward, online = None, None
+    if job.reward.kind != "online":
+        reward = RewardService(
+            job.reward.rm,
+            kind="rm" if job.reward.kind == "online+rm" else job.reward.kind,
+            verifier_weight=job.reward.verifier_weight,
+            threads=plan.reward.threads,
+            options=topo.options("reward"),
+            micro_batch=algo.micro_batch_size,
+        )
+    if job.reward.online:
+        folder = job.reward.labels_dir or str(Path(job.output_dir) / "online-labels")
+        online = OnlineReward(job.reward.labeling, job.reward.pool, folder)
     return Roles(
         rollout=RolloutGroup(engines),
         actor=learner("actor", policy, algo.actor_lr),
         reference=learner("reference", job.policy),
         critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
-        reward=RewardService(
-            job.reward.rm,
-            kind=job.reward.kind,
-            verifier_weight=job.reward.verifier_weight,
-            threads=plan.reward.threads,
-            options=reward_opts,
-            micro_batch=algo.micro_batch_size,
-        ),
-        rm_reads_policy_tokens=job.reward.kind != "verifier" and same_tokenizer(job.policy, job.reward.rm),
+        reward=reward,
+        rm_reads_policy_tokens=job.reward.uses_rm and same_tokenizer(job.policy, job.reward.rm),
+        online=online,
     )
 
 
@@ -167,13 +182,31 @@ def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
 
 @dataclass
 class Rollouts:
-    """What one step sampled: the prompt of each row, the responses (engine samples and text), the batch."""
+    """What one step trains on: the prompt of each row, the responses (engine samples and text), the batch; the
+    reward when it was computed with the samples (online labels, dynamic sampling), what making them measured,
+    the sampler step whose prompts they answer and the weights' version (updates done) that sampled them."""
 
     prompts: list[PromptRecord]
     samples: list
     texts: list[str]
     batch: Experience
     sequences: list[list[int]] | None  # prompt + response ids ending in the end-of-turn token, when the RM reads them
+    scores: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+    step: int = 0
+    version: int = 0
+
+
+@dataclass
+class Group:
+    """One prompt's n samples as they come from the engines, with their rewards once known."""
+
+    prompt: PromptRecord
+    prompt_ids: list[int]
+    samples: list
+    texts: list[str]
+    sequences: list[list[int]] | None
+    scores: list[float] | None = None
 
 
 @dataclass
@@ -188,42 +221,122 @@ class Scored:
     values: torch.Tensor | None
 
 
-def make_experience(job: PPOJob, roles: Roles, tokenizer, prompts: list[PromptRecord], step: int) -> Rollouts:
-    """Sample n responses per prompt with the rollout engines and lay them out as one batch."""
+def behaviour_logprobs(job: PPOJob) -> bool:
+    """Whether the PPO ratio takes the engines' log-probs: by choice, and always when the samples are a step stale."""
+    return job.algo.use_rollout_logprobs or job.async_.max_staleness > 0
+
+
+def sample_groups(job: PPOJob, roles: Roles, tokenizer, prompts: list[PromptRecord], seed: int) -> list[Group]:
+    """n samples of every prompt from the rollout engines, grouped by prompt (in prompt order)."""
     r = job.rollout
-    pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
     prompt_ids = [prompt_token_ids(tokenizer, p.text, r.max_model_len - r.max_new_tokens) for p in prompts]
-    samples = roles.rollout.generate(
-        prompt_ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, job.seed * 100_003 + step
-    )
+    samples = roles.rollout.generate(prompt_ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, seed)
     texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
-    batch = layout([prompt_ids[s.prompt_index] for s in samples], [s.token_ids for s in samples], pad)
-    sequences = None
-    if roles.rm_reads_policy_tokens:  # each response ends in the end-of-turn token, where the RM reads
-        sequences = [
-            prompt_ids[s.prompt_index] + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos]) for s in samples
-        ]
-    return Rollouts([prompts[s.prompt_index] for s in samples], samples, texts, batch, sequences)
+    groups = [
+        Group(p, ids, [], [], [] if roles.rm_reads_policy_tokens else None) for p, ids in zip(prompts, prompt_ids)
+    ]
+    for sample, text in zip(samples, texts):
+        group = groups[sample.prompt_index]
+        group.samples.append(sample)
+        group.texts.append(text)
+        if group.sequences is not None:  # each response ends in the end-of-turn token, where the RM reads
+            group.sequences.append(
+                group.prompt_ids + sample.token_ids + ([] if sample.token_ids[-1:] == [eos] else [eos])
+            )
+    return groups
+
+
+def reward_groups(job: PPOJob, roles: Roles, groups: list[Group], info: dict) -> None:
+    """The reward of every sample, with the samples: the online judge's group rewards (labeled through the pool)
+    and/or the reward service's scores, clipped; what labeling measured is added to `info`."""
+    total = None
+    if roles.reward is not None:
+        prompts = [g.prompt for g in groups for _ in g.texts]
+        sequences = [s for g in groups for s in g.sequences] if roles.rm_reads_policy_tokens else None
+        total = roles.reward.score(prompts, [t for g in groups for t in g.texts], sequences)
+    if roles.online is not None:
+        rewards, measured = roles.online.rewards([(g.prompt, g.texts) for g in groups])
+        for key, value in measured.items():
+            info[key] = info.get(key, 0) + value
+        online = torch.tensor([r for group in rewards for r in group])
+        total = online if total is None else total + job.reward.online_weight * online
+    total = total.clamp(-job.algo.reward_clip, job.algo.reward_clip).tolist()
+    k = 0
+    for g in groups:
+        g.scores, k = total[k : k + len(g.texts)], k + len(g.texts)
+
+
+def make_experience(job: PPOJob, roles: Roles, tokenizer, sampler: PromptSampler, step: int, version: int) -> Rollouts:
+    """Step `step`'s experience from the engines (holding the weights after `version` updates): its prompts' n
+    samples, with their rewards when those come with the samples (an online reward; dynamic sampling, which keeps
+    the groups whose rewards differ and samples more prompts, up to max_generation_rounds, until the step is full)."""
+    algo, size = job.algo, job.prompts_per_step
+    info: dict = {}
+    kept, dropped, rounds = [], [], 0
+    while True:
+        prompts = sampler.batch(step) if rounds == 0 else sampler.extra(step, rounds)
+        groups = sample_groups(job, roles, tokenizer, prompts, job.seed * 100_003 + step + 7_919 * rounds)
+        if roles.online is not None or algo.dynamic_sampling:
+            reward_groups(job, roles, groups, info)
+        rounds += 1
+        if not algo.dynamic_sampling:
+            kept = groups
+            break
+        for g in groups:
+            (kept if has_signal(g.scores) else dropped).append(g)
+        if len(kept) >= size or rounds >= algo.max_generation_rounds:
+            break
+    if algo.dynamic_sampling:
+        info.update(
+            {
+                "dynamic/kept_fraction": len(kept) / (len(kept) + len(dropped)),
+                "dynamic/rounds": rounds,
+                "dynamic/filled": max(0, size - len(kept)),  # groups without signal that fill a short batch
+            }
+        )
+        kept = (kept + dropped)[:size]
+    return assemble(kept, pad_token_id(tokenizer), info, step, version)
+
+
+def assemble(groups: list[Group], pad: int, info: dict, step: int, version: int) -> Rollouts:
+    """The groups as one prompt-major batch (the layout every learner reads)."""
+    rows = [(g, s, t) for g in groups for s, t in zip(g.samples, g.texts)]
+    batch = layout([g.prompt_ids for g, _, _ in rows], [s.token_ids for _, s, _ in rows], pad)
+    sequences = [q for g in groups for q in g.sequences] if groups and groups[0].sequences is not None else None
+    scores = torch.tensor([x for g in groups for x in g.scores]) if all(g.scores is not None for g in groups) else None
+    return Rollouts(
+        [g.prompt for g, _, _ in rows],
+        [s for _, s, _ in rows],
+        [t for _, _, t in rows],
+        batch,
+        sequences,
+        scores,
+        info,
+        step,
+        version,
+    )
 
 
 def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: PhaseTimer) -> Scored:
-    """The forwards that depend on the samples alone, one phase each, at once (job.overlap): the reward, the
-    reference log-probs, the critic's values, and the actor's log-probs unless the sampler's are used."""
+    """The forwards that depend on the samples alone, one phase each, at once (job.overlap): the reward (unless it
+    came with the samples), the reference log-probs, the critic's values, and the actor's log-probs unless the
+    sampler's are used."""
     algo, B = job.algo, len(rollouts.batch)
-    phases = {
-        "reward": lambda: roles.reward.score(rollouts.prompts, rollouts.texts, rollouts.sequences).clamp(
+    phases = {"reference": lambda: roles.reference.logprobs(batch_ref, B)}
+    if rollouts.scores is None:
+        phases["reward"] = lambda: roles.reward.score(rollouts.prompts, rollouts.texts, rollouts.sequences).clamp(
             -algo.reward_clip, algo.reward_clip
-        ),
-        "reference": lambda: roles.reference.logprobs(batch_ref, B),
-    }
-    if not algo.use_rollout_logprobs:
+        )
+    if not behaviour_logprobs(job):
         phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
     if roles.critic is not None:
         phases["critic"] = lambda: roles.critic.values(batch_ref, B)
     out = run_phases(timer, job.overlap, phases)
     rollout_logp = pad_rows([s.logprobs for s in rollouts.samples], rollouts.batch.response_width)
-    old_logp = rollout_logp if algo.use_rollout_logprobs else out["actor_logprobs"]
-    return Scored(out["reward"], out["reference"], old_logp, rollout_logp, out.get("critic"))
+    old_logp = rollout_logp if behaviour_logprobs(job) else out["actor_logprobs"]
+    scores = rollouts.scores if rollouts.scores is not None else out["reward"]
+    return Scored(scores, out["reference"], old_logp, rollout_logp, out.get("critic"))
 
 
 def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> tuple[dict, dict]:
@@ -280,7 +393,8 @@ def step_metrics(
         **timer.times,
         "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
     }
-    if not job.algo.use_rollout_logprobs:
+    metrics.update(rollouts.info)
+    if not behaviour_logprobs(job):
         metrics["rollout/logprob_max_abs_diff"] = ((scored.rollout_logprobs - scored.old_logprobs).abs() * mask).max()
     if verdicts:
         metrics["eval/batch_accuracy"] = sum(verdicts) / len(verdicts)
@@ -332,44 +446,76 @@ def ppo_loop(
     save,
     monitor: RewardHackingMonitor,
     held_out: list[PromptRecord],
+    buffered: Rollouts | None = None,
 ) -> str | None:
-    """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run."""
+    """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run.
+
+    Asynchronous (`async.max_staleness: 1`): step t+1's experience is made in the background (by the weights before
+    step t's update) while step t scores and trains; the engines finish it before they reload the new weights. A
+    checkpoint holds that buffered batch (`save(..., buffer=)`), and `buffered` resumes from it."""
     algo, watch = job.algo, Watch(job, monitor, held_out)
-    for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
-        timer = PhaseTimer()
-        with timer("step"):
-            with timer("generate"):
-                rollouts = make_experience(job, roles, tokenizer, sampler.batch(step), step)
-            batch = rollouts.batch
-            scored = score(job, roles, rollouts, roles.put(batch), timer)
-            adv = compute_advantages(
-                algo.estimator,
-                scored.scores,
-                scored.old_logprobs,
-                scored.ref_logprobs,
-                batch.response_mask,
-                kl_ctl.coef,
-                algo.kl_estimator,
-                job.rollout.samples_per_prompt,
-                scored.values,
-                algo.gamma,
-                algo.lam,
-                algo.whiten_advantages,
-            )
-            train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
-            stats = update(job, roles, roles.put(train), len(batch), timer)
-            with timer("sync"):
-                reload_s = sync_weights(roles)
-        metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
-        kl_ctl.update(float(adv.kl.mean()), len(batch))
-        alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
-        log.write(step + 1, metrics)
-        stopping = alert is not None and job.monitor.stop
-        if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or step + 1 == job.steps or stopping:
-            save(step + 1, kl_ctl.coef)
-        if stopping:
-            return alert
+    ahead = job.async_.max_staleness > 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="experience") as background:
+
+        def experience(step: int, version: int) -> Future:
+            return background.submit(make_experience, job, roles, tokenizer, sampler, step, version)
+
+        pending = None
+        if ahead:
+            pending = experience(start_step, start_step) if buffered is None else _done(buffered)
+        for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
+            timer = PhaseTimer()
+            more = step + 1 < job.steps
+            with timer("step"):
+                with timer("generate"):  # asynchronous: only the wait for what the background has not finished
+                    rollouts = (
+                        pending.result() if ahead else make_experience(job, roles, tokenizer, sampler, step, step)
+                    )
+                if ahead and more:  # the engines still hold the weights that sampled this step's batch
+                    pending = experience(step + 1, step)
+                batch = rollouts.batch
+                scored = score(job, roles, rollouts, roles.put(batch), timer)
+                adv = compute_advantages(
+                    algo.estimator,
+                    scored.scores,
+                    scored.old_logprobs,
+                    scored.ref_logprobs,
+                    batch.response_mask,
+                    kl_ctl.coef,
+                    algo.kl_estimator,
+                    job.rollout.samples_per_prompt,
+                    scored.values,
+                    algo.gamma,
+                    algo.lam,
+                    algo.whiten_advantages,
+                )
+                train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
+                stats = update(job, roles, roles.put(train), len(batch), timer)
+                if ahead and more:
+                    with timer("generate_wait"):  # the next batch done before the engines reload
+                        pending.result()
+                with timer("sync"):
+                    reload_s = sync_weights(roles)
+            metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
+            metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
+            kl_ctl.update(float(adv.kl.mean()), len(batch))
+            alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
+            log.write(step + 1, metrics)
+            stopping = alert is not None and job.monitor.stop
+            if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or not more or stopping:
+                save(step + 1, kl_ctl.coef, buffer=pending.result() if ahead and more else None)
+            if stopping:
+                return alert
     return None
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+BUFFER = "buffer.pt"  # in an asynchronous run's checkpoint: the next step's batch, already made
 
 
 def last_checkpoint(out: Path) -> Path | None:
@@ -391,17 +537,21 @@ def run_ppo(job: PPOJob) -> dict:
     critic_init = None
     if job.algo.estimator == "gae":
         critic_init = job.critic_init or job.reward.rm or job.policy
-    policy, start_step, kl_coef = job.policy, 0, job.algo.kl_coef
+    policy, start_step, kl_coef, buffered = job.policy, 0, job.algo.kl_coef, None
     resume_from = last_checkpoint(out) if job.resume else None
     if resume_from is not None:
         state = json.loads((resume_from / "state.json").read_text())
         policy, start_step, kl_coef = str(resume_from / "actor"), state["step"], state["kl_coef"]
         critic_init = str(resume_from / "critic") if critic_init else None
+        if job.async_.max_staleness and (resume_from / BUFFER).is_file():  # the batch it had made for this step
+            buffered = torch.load(resume_from / BUFFER, weights_only=False)
+            buffered = buffered if buffered.step == start_step else None
     else:  # a fresh run owns its metrics, alerts and final state
         for name in ("metrics.jsonl", "alerts.jsonl", "final.json"):
             (out / name).unlink(missing_ok=True)
-    roles_used = ("actor", "reference", "reward", "rollout") + (("critic",) if critic_init else ())
-    topo = Topology(job.resources, roles_used)
+    roles_used = ("actor", "reference", "rollout") + (("reward",) if job.reward.kind != "online" else ())
+    topo = Topology(job.resources, roles_used + (("critic",) if critic_init else ()))
+    roles = None
     try:  # every exit path, a role that fails to start included, gives back the placement groups (and their actors)
         tokenizer = AutoTokenizer.from_pretrained(job.policy)
         prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
@@ -412,23 +562,28 @@ def run_ppo(job: PPOJob) -> dict:
         kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
         monitor = RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
 
-        def save(step: int, coef: float) -> None:
+        def save(step: int, coef: float, buffer: Rollouts | None = None) -> None:
             folder = out / "checkpoints" / f"step_{step}"
             tmp = folder.with_name(folder.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             roles.actor.save(str(tmp / "actor"), job.policy)
             if roles.critic is not None:
                 roles.critic.save(str(tmp / "critic"), job.policy)
+            if buffer is not None:  # asynchronous: the next step's batch, made by the weights before this update
+                torch.save(buffer, tmp / BUFFER)
             (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)  # a checkpoint exists whole or not at all
 
         log = MetricsLog(out, job.tensorboard)
+        log.truncate(start_step)  # steps logged after the checkpoint are redone from it: each step once
         try:
-            alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out)
+            alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out, buffered)
         finally:
             log.close()
     finally:
+        if roles is not None and roles.online is not None:
+            roles.online.shutdown()
         topo.shutdown()
     rows = log.rows()
     result = {

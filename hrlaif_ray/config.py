@@ -130,7 +130,8 @@ C = TypeVar("C", bound=BaseModel)
 def _section_default(model: type[BaseModel] | None, name: str) -> tuple[dict, type[BaseModel] | None]:
     """The default of section `name` of `model` as data (its default_factory's value, not an empty section), and the
     section's own model; ({}, None) where that is not known."""
-    field = model.model_fields.get(name) if model is not None else None
+    fields = model.model_fields if model is not None else {}
+    field = fields.get(name) or next((f for f in fields.values() if f.alias == name), None)  # `async` is `async_`
     if field is None:
         return {}, None
     default = field.get_default(call_default_factory=True)
@@ -200,7 +201,7 @@ def _fields(model: type[BaseModel], prefix: str = "", defaults: BaseModel | None
     """(dotted key, field info, default) of every field, sections expanded; a section's defaults are those of the
     instance its parent gives it (`SFTJob.prompts` is a PromptMixConfig of n=40000), not its class's."""
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"  # the key a config writes (`async`, the field `async_`)
         if defaults is not None:
             default = getattr(defaults, name)
         else:
@@ -637,24 +638,74 @@ class PPOAlgoConfig(Section):
     reward_clip: float = Field(
         10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward)."
     )
+    dynamic_sampling: bool = Field(
+        False,
+        description="DAPO's dynamic sampling: groups whose rewards are all equal (no signal for a group baseline) "
+        "are dropped and more prompts sampled until the step has prompts_per_step groups with signal, or "
+        "max_generation_rounds is reached (then dropped groups fill the batch: under RLOO/GRPO they add no gradient).",
+    )
+    max_generation_rounds: int = Field(
+        3, ge=1, description="Dynamic sampling: most generation rounds per step (the first included)."
+    )
 
 
 class RewardRoleConfig(Section):
-    """The reward role: one interface (prompt and response in, score out) for the RM and the verifiers."""
+    """The reward role: one interface (prompt and response in, score out) for the RM, the verifiers and the judge."""
 
-    kind: Literal["rm", "verifier", "rm+verifier"] = Field(
-        "rm", description="The reward model, the programmatic verifier (+1 correct / -1 wrong), or their sum."
+    kind: Literal["rm", "verifier", "rm+verifier", "online", "online+rm"] = Field(
+        "rm",
+        description="The reward model, the programmatic verifier (+1 correct / -1 wrong), or their sum; 'online': "
+        "each prompt's group of samples labeled during the step by the labeler pool (hybrid: verify, then the judge "
+        "within the correct and the wrong set; red teaming; basic for open questions) and its partial order turned "
+        "into rewards in [-1, 1] (hrlaif_ray/reward/group.py); 'online+rm': the RM plus online_weight x that.",
     )
     rm: str | None = Field(
-        None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm and rm+verifier."
+        None, description="Reward-model folder (`hrlaif train-rm`'s output) for kind rm, rm+verifier and online+rm."
     )
     verifier_weight: float = Field(1.0, ge=0, description="Weight of the verifier's +-1 in rm+verifier.")
+    online_weight: float = Field(1.0, ge=0, description="Weight of the online group reward in online+rm.")
+    labeling: LabelingConfig = Field(
+        LabelingConfig(),
+        description="Online kinds: how each group is labeled (method, judges or tiers, rewriter, cache), as in "
+        "`hrlaif label`.",
+    )
+    pool: PoolConfig = Field(
+        default_factory=lambda: PoolConfig(labelers=2, concurrency=8, commit_interval_s=1.0),
+        description="Online kinds: the labeler pool the loop labels through (actors, concurrency, rate limits).",
+    )
+    labels_dir: str | None = Field(
+        None,
+        description="Online kinds: the ledger of the loop's labels (None: <output_dir>/online-labels); its judge "
+        "cache is <labels_dir>/judge-cache unless labeling.cache_dir names one.",
+    )
+
+    @property
+    def online(self) -> bool:
+        return self.kind.startswith("online")
+
+    @property
+    def uses_rm(self) -> bool:
+        return self.kind in ("rm", "rm+verifier", "online+rm")
 
     @model_validator(mode="after")
     def _rm_given(self) -> RewardRoleConfig:
-        if self.kind != "verifier" and not self.rm:
+        if self.uses_rm and not self.rm:
             raise ValueError(f"rm: a reward-model folder is required for kind {self.kind!r}")
         return self
+
+
+class AsyncConfig(Section):
+    """Asynchronous rollouts: the engines generate the next step's samples while the learners train."""
+
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        le=1,
+        description="0: the synchronous loop (generate, then train, then sync). 1: one-step off-policy: step t+1's "
+        "samples (and, with an online reward, their labels) are made by the weights before step t's update while "
+        "the learners train on step t; the PPO ratio uses the engines' log-probs (the behaviour policy's), and a "
+        "checkpoint keeps the buffered batch so a resume neither loses nor repeats it.",
+    )
 
 
 class MonitorConfig(Section):
@@ -686,6 +737,8 @@ class SampleJob(Section):
 
 class PPOJob(Section):
     """`hrlaif ppo` / `python -m cluster.ppo`: PPO on Ray."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, serialize_by_alias=True)
 
     policy: str = Field(description="The SFT policy folder (actor, reference and rollout start from it).")
     critic_init: str | None = Field(None, description="Critic's starting folder (default: the RM, else the policy).")
@@ -728,6 +781,12 @@ class PPOJob(Section):
         True,
         description="Run independent phases at once: the reward, reference, actor log-prob "
         "and critic forwards; the actor and critic updates. Off: one after another.",
+    )
+    async_: AsyncConfig = Field(
+        AsyncConfig(),
+        alias="async",
+        description="Asynchronous rollouts (key `async`): max_staleness 1 overlaps the next step's generation (and "
+        "online labels) with this step's training.",
     )
 
     @model_validator(mode="after")
@@ -950,10 +1009,11 @@ class ArmConfig(Section):
         description="'basic': RLAIF (the judge ranks everything); "
         "'hybrid': HRLAIF; 'oracle': ground-truth labels (the ceiling)."
     )
-    trainer: Literal["ppo", "dpo"] = Field(
+    trainer: Literal["ppo", "dpo", "online"] = Field(
         "ppo",
         description="'ppo': a reward model on the labels, then PPO on its reward (the paper); 'dpo': DPO on the "
-        "labels directly (no reward model, no RL loop; the run's `dpo` section).",
+        "labels directly (no reward model, no RL loop; the run's `dpo` section); 'online': PPO whose reward is the "
+        "judge's labels of each step's samples, made in the loop with the arm's method (no offline labels, no RM).",
     )
     reward: Literal["rm", "rm+verifier"] = Field(
         "rm",
@@ -1032,7 +1092,9 @@ class RunJob(Section):
                     f"arms.{a.name}.rm_from: {a.rm_from!r} is not an arm with its own labels and the same method"
                 )
             if a.trainer == "ppo" and owner.trainer != "ppo":
-                raise ValueError(f"arms.{a.name}.rm_from: arm {owner.name!r} trains DPO, it has no RM for PPO")
+                raise ValueError(f"arms.{a.name}.rm_from: arm {owner.name!r} trains {owner.trainer}, it has no RM")
+            if a.rm_from and "online" in (a.trainer, owner.trainer):
+                raise ValueError(f"arms.{a.name}.rm_from: an online arm labels its own samples; it shares no labels")
         for stage, (cls, paths) in STAGE_JOBS.items():
             validate_section(stage, cls, paths, getattr(self, stage), "the run")
         return self

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,17 @@ class MetricsLog:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, float(v), step)
             self.writer.flush()
+
+    def truncate(self, last_step: int) -> int:
+        """Drop the rows after `last_step` (a resume redoes those steps from its checkpoint, so each step is logged
+        once); returns how many were dropped. Rewritten atomically."""
+        rows = self.rows()
+        keep = [r for r in rows if r["step"] <= last_step]
+        if len(keep) < len(rows):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(tmp, self.path)
+        return len(rows) - len(keep)
 
     def rows(self) -> list[dict]:
         if not self.path.is_file():

@@ -90,7 +90,7 @@ def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
         0,
         core.KLController(0.0),
         log,
-        lambda step, coef: saved.append(step),
+        lambda step, coef, buffer=None: saved.append(step),
         RewardHackingMonitor(),
         prompts[:2],
     )
@@ -109,3 +109,117 @@ def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
     assert torch.allclose(seq_adv, torch.tensor([4 / 3, -4 / 3, 4 / 3, -4 / 3] * 2))
     assert torch.allclose(batch.old_logprobs, -0.5 * batch.response_mask)  # the sampler's log-probs
     assert rows[0]["reward/score_mean"] == 0.0 and rows[0]["response/length_mean"] == 2.5
+
+
+class FakeOnline:
+    """The online judge's group rewards: +1 for the samples starting with "A", -1 for the others, except prompts
+    whose id is in `flat` (every sample 0: a group without signal); records the groups it was asked about."""
+
+    def __init__(self, flat: set[str] = frozenset()):
+        self.flat, self.asked = flat, []
+
+    def rewards(self, groups):
+        self.asked.append([p.id for p, _ in groups])
+        out = [
+            [0.0] * len(t) if p.id in self.flat else [1.0 if x.startswith("A") else -1.0 for x in t] for p, t in groups
+        ]
+        return out, {"online/labels": len(groups), "online/judge_cost_usd": 0.001 * len(groups)}
+
+
+def _loop(tmp_path, tiny_tokenizer, steps, start=0, buffered=None, online=None, reward_role=None, **job):
+    good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
+    job = PPOJob(
+        policy="p",
+        output_dir=str(tmp_path),
+        steps=steps,
+        prompts_per_step=2,
+        overlap=False,
+        algo={"estimator": "rloo", "whiten_advantages": False, "kl_coef": 0.0, **job.pop("algo", {})},
+        rollout={"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 64},
+        **job,
+    )
+    prompts = [
+        PromptRecord(f"p{i}", "math", f"Tom has {10 + i} apples. How many?", "generated", answer=str(10 + i))
+        for i in range(8)
+    ]
+    actor, rollout = FakeLearner(), FakeRollout(good, bad, fill)
+    roles = Roles(
+        rollout=rollout,
+        actor=actor,
+        reference=FakeLearner(),
+        critic=None,
+        reward=reward_role,
+        put=lambda batch: batch,
+        online=online,
+    )
+    saved = {}
+    log = MetricsLog(tmp_path, tensorboard=False)
+    log.truncate(start)
+    ppo_loop(
+        job,
+        roles,
+        PromptSampler(prompts, 2, 0),
+        tiny_tokenizer,
+        start,
+        core.KLController(0.0),
+        log,
+        lambda step, coef, buffer=None: saved.update({step: buffer}),
+        RewardHackingMonitor(),
+        prompts[:2],
+        buffered,
+    )
+    log.close()
+    return log.rows(), saved, rollout, actor
+
+
+def test_async_loop_trains_on_a_one_step_stale_batch_and_resumes_from_the_buffered_one(tmp_path, tiny_tokenizer):
+    rows, saved, rollout, actor = _loop(
+        tmp_path, tiny_tokenizer, 4, reward_role=FakeReward(), checkpoint_every=2, **{"async": {"max_staleness": 1}}
+    )
+    assert [r["async/staleness"] for r in rows] == [0, 1, 1, 1]  # step 1's batch came before any update
+    assert [r["data/batch_step"] for r in rows] == [0, 1, 2, 3]
+    assert rollout.calls == 4 and len(rollout.synced) == 4 and "time/generate_wait" in rows[1]
+    assert torch.allclose(actor.trained[0].old_logprobs, -0.5 * actor.trained[0].response_mask)  # the engines'
+    assert saved[2] is not None and saved[2].step == 2 and saved[2].version == 1 and saved[4] is None
+    # A crash after the checkpoint at step 2 (steps 3 and 4 logged, no checkpoint): the resume drops their rows and
+    # trains step 3 on the batch the checkpoint buffered (made by the weights after 1 update), then makes step 4's.
+    rows2, _, rollout2, actor2 = _loop(
+        tmp_path,
+        tiny_tokenizer,
+        4,
+        start=2,
+        buffered=saved[2],
+        reward_role=FakeReward(),
+        **{"async": {"max_staleness": 1}},
+    )
+    assert [r["step"] for r in rows2] == [1, 2, 3, 4] and [r["data/batch_step"] for r in rows2] == [0, 1, 2, 3]
+    assert rows2[2]["async/staleness"] == 1 and rollout2.calls == 1  # only step 4's batch was generated
+    assert torch.equal(actor2.trained[0].input_ids, saved[2].batch.input_ids)
+
+
+def test_synchronous_loop_is_unchanged_by_the_async_machinery(tmp_path, tiny_tokenizer):
+    rows, _, rollout, _ = _loop(tmp_path, tiny_tokenizer, 2, reward_role=FakeReward())
+    assert [r["async/staleness"] for r in rows] == [0, 0] and rollout.calls == 2
+    assert "time/generate_wait" not in rows[0] and "time/reward" in rows[0]  # the reward scored beside the forwards
+
+
+def test_online_reward_comes_with_the_samples_and_dynamic_sampling_keeps_groups_with_signal(tmp_path, tiny_tokenizer):
+    online = FakeOnline(flat={"p0", "p3", "p5"})
+    rows, _, rollout, actor = _loop(
+        tmp_path,
+        tiny_tokenizer,
+        2,
+        online=online,
+        reward={"kind": "online"},
+        algo={"dynamic_sampling": True, "max_generation_rounds": 4},
+    )
+    trained = [p for batch in actor.trained for p in batch.input_ids.tolist()]
+    assert len(actor.trained[0]) == 8 and "time/reward" not in rows[0]  # rewarded with the samples
+    assert all(0.0 < r["dynamic/kept_fraction"] <= 1.0 for r in rows) and trained
+    asked = [pid for call in online.asked for pid in call]
+    for row, batch in zip(rows, actor.trained):
+        advantages = batch.advantages.sum(1)
+        assert (advantages != 0).all(), "a group without signal was trained on although others were left"
+        assert row["online/labels"] >= 2 and row["reward/score_mean"] == 0.0
+    assert {"p0", "p3", "p5"} & set(asked)  # flat groups were drawn, labeled and dropped
+    assert rollout.calls > 2  # extra generation rounds filled the steps
