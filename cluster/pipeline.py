@@ -192,7 +192,8 @@ class Run:
 
     def arm(self, arm, seed: int) -> None:
         """One arm: its labels (or another arm's), then PPO on a reward model of them (train-rm -> ppo -> rm-probe)
-        or DPO on them directly (dpo -> the implicit reward's probe), then the evaluation."""
+        or DPO on them directly (dpo -> the implicit reward's probe); or PPO on the judge's labels of its own samples
+        made in the loop (online: no label or RM stage); then the evaluation."""
         s = self.seed_dir(seed)
         a, tag = s / arm.name, f"seed-{seed}/{arm.name}"
         prompts = str(self.path("prompts.parquet"))
@@ -253,26 +254,17 @@ class Run:
                 **rounds,
             )()
             self.probe(tag, a / "dpo" / "probe.json", rm=str(a / "dpo" / "policy"), reference=str(self.sft_dir))
-        elif arm.trainer == "online":
-            online = {
-                "reward.kind": "online",
-                "reward.labels_dir": str(a / "labels"),  # where the report's first link reads labels
-                "reward.labeling.method": arm.method,
-                "reward.labeling.cache_dir": str(s / "judge-cache"),
-                **self.judge_paths("reward.labeling"),
-            }
-            self.stage(
-                f"{tag}/ppo",
-                ["ppo", "--resume"],
-                a / "ppo" / "final.json",
-                1,
-                policy=str(self.sft_dir),
-                output_dir=str(a / "ppo"),
-                prompts=prompts,
-                seed=seed,
-                **online,
-            )()
         else:
+            if arm.trainer == "online":  # the judge labels each step's samples: the arm's method, the seed's cache
+                reward = {
+                    "reward.kind": "online",
+                    "reward.labels_dir": str(a / "labels"),  # where the report's first link reads labels
+                    "reward.labeling.method": arm.method,
+                    "reward.labeling.cache_dir": str(s / "judge-cache"),
+                    **self.judge_paths("reward.labeling"),
+                }
+            else:
+                reward = {"reward.kind": arm.reward, "reward.rm": str(owner / "rm")}
             self.stage(
                 f"{tag}/ppo",
                 ["ppo", "--resume"],
@@ -282,9 +274,10 @@ class Run:
                 output_dir=str(a / "ppo"),
                 prompts=prompts,
                 seed=seed,
-                **{"reward.kind": arm.reward, "reward.rm": str(owner / "rm")},
+                **reward,
             )()
-            if not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT samples may still be coming)
+            if arm.trainer == "ppo" and not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT
+                # samples may still be coming)
                 self.probe(tag, a / "rm" / "probe.json", rm=str(a / "rm"))
         self.sft_evaluated.wait()  # the baseline's responses
         if not self.path("eval", "sft", "eval.json").exists():

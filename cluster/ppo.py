@@ -247,29 +247,44 @@ def sample_groups(job: PPOJob, roles: Roles, tokenizer, prompts: list[PromptReco
     return groups
 
 
-def reward_groups(job: PPOJob, roles: Roles, groups: list[Group], info: dict) -> None:
-    """The reward of every sample, with the samples: the online judge's group rewards (labeled through the pool)
-    and/or the reward service's scores, clipped; what labeling measured is added to `info`."""
-    total = None
-    if roles.reward is not None:
-        prompts = [g.prompt for g in groups for _ in g.texts]
-        sequences = [s for g in groups for s in g.sequences] if roles.rm_reads_policy_tokens else None
-        total = roles.reward.score(prompts, [t for g in groups for t in g.texts], sequences)
+def rewards(
+    job: PPOJob, roles: Roles, prompts: list[PromptRecord], texts: list[str], sequences, info: dict
+) -> torch.Tensor:
+    """The reward of every row (prompt-major, n samples a prompt): the reward service's scores and/or the online
+    judge's group rewards (each prompt's n samples labeled together through the pool), clipped; what labeling
+    measured is added to `info`."""
+    total = roles.reward.score(prompts, texts, sequences) if roles.reward is not None else None
     if roles.online is not None:
-        rewards, measured = roles.online.rewards([(g.prompt, g.texts) for g in groups])
+        n = job.rollout.samples_per_prompt
+        groups, measured = roles.online.rewards([(prompts[i], texts[i : i + n]) for i in range(0, len(texts), n)])
         for key, value in measured.items():
             info[key] = info.get(key, 0) + value
-        online = torch.tensor([r for group in rewards for r in group])
+        online = torch.tensor([r for group in groups for r in group])
         total = online if total is None else total + job.reward.online_weight * online
-    total = total.clamp(-job.algo.reward_clip, job.algo.reward_clip).tolist()
+    return total.clamp(-job.algo.reward_clip, job.algo.reward_clip)
+
+
+def reward_groups(job: PPOJob, roles: Roles, groups: list[Group], info: dict) -> None:
+    """`rewards` of the groups, set on each group."""
+    sequences = [q for g in groups for q in g.sequences] if roles.rm_reads_policy_tokens else None
+    flat = rewards(
+        job, roles, [g.prompt for g in groups for _ in g.texts], [t for g in groups for t in g.texts], sequences, info
+    )
     k = 0
     for g in groups:
-        g.scores, k = total[k : k + len(g.texts)], k + len(g.texts)
+        g.scores, k = flat[k : k + len(g.texts)].tolist(), k + len(g.texts)
+
+
+def rewarded_with_samples(job: PPOJob) -> bool:
+    """Whether the reward is computed with the samples, by `make_experience` (dynamic sampling needs it to choose),
+    rather than beside the reference forward (synchronous) or in the background once the samples are there
+    (asynchronous online labels)."""
+    return job.algo.dynamic_sampling
 
 
 def make_experience(job: PPOJob, roles: Roles, tokenizer, sampler: PromptSampler, step: int, version: int) -> Rollouts:
     """Step `step`'s experience from the engines (holding the weights after `version` updates): its prompts' n
-    samples, with their rewards when those come with the samples (an online reward; dynamic sampling, which keeps
+    samples, with their rewards when those come with the samples (`rewarded_with_samples`; dynamic sampling keeps
     the groups whose rewards differ and samples more prompts, up to max_generation_rounds, until the step is full)."""
     algo, size = job.algo, job.prompts_per_step
     info: dict = {}
@@ -277,7 +292,7 @@ def make_experience(job: PPOJob, roles: Roles, tokenizer, sampler: PromptSampler
     while True:
         prompts = sampler.batch(step) if rounds == 0 else sampler.extra(step, rounds)
         groups = sample_groups(job, roles, tokenizer, prompts, job.seed * 100_003 + step + 7_919 * rounds)
-        if roles.online is not None or algo.dynamic_sampling:
+        if rewarded_with_samples(job):
             reward_groups(job, roles, groups, info)
         rounds += 1
         if not algo.dynamic_sampling:
@@ -322,11 +337,11 @@ def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: Phase
     """The forwards that depend on the samples alone, one phase each, at once (job.overlap): the reward (unless it
     came with the samples), the reference log-probs, the critic's values, and the actor's log-probs unless the
     sampler's are used."""
-    algo, B = job.algo, len(rollouts.batch)
+    B = len(rollouts.batch)
     phases = {"reference": lambda: roles.reference.logprobs(batch_ref, B)}
-    if rollouts.scores is None:
-        phases["reward"] = lambda: roles.reward.score(rollouts.prompts, rollouts.texts, rollouts.sequences).clamp(
-            -algo.reward_clip, algo.reward_clip
+    if rollouts.scores is None:  # the judge's labels (online) and the RM's scores, beside the forwards
+        phases["reward"] = lambda: rewards(
+            job, roles, rollouts.prompts, rollouts.texts, rollouts.sequences, rollouts.info
         )
     if not behaviour_logprobs(job):
         phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
@@ -451,18 +466,24 @@ def ppo_loop(
     """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run.
 
     Asynchronous (`async.max_staleness: 1`): step t+1's experience is made in the background (by the weights before
-    step t's update) while step t scores and trains; the engines finish it before they reload the new weights. A
-    checkpoint holds that buffered batch (`save(..., buffer=)`), and `buffered` resumes from it."""
+    step t's update) while step t scores and trains; the engines finish sampling it before they reload the new
+    weights, and its online labels may go on into step t+1. A checkpoint holds that buffered batch
+    (`save(..., buffer=)`), and `buffered` resumes from it."""
     algo, watch = job.algo, Watch(job, monitor, held_out)
     ahead = job.async_.max_staleness > 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="experience") as background:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="experience") as background:
 
-        def experience(step: int, version: int) -> Future:
-            return background.submit(make_experience, job, roles, tokenizer, sampler, step, version)
+        def experience(step: int, version: int) -> tuple[Future, Future]:
+            """(the samples, the experience with its rewards): an online reward is labeled once the samples are
+            there, so the labels may still be coming while the engines reload and the next step starts."""
+            sampled = background.submit(make_experience, job, roles, tokenizer, sampler, step, version)
+            if roles.online is None or rewarded_with_samples(job):
+                return sampled, sampled
+            return sampled, background.submit(_labeled, job, roles, sampled)
 
-        pending = None
+        sampled = pending = None
         if ahead:
-            pending = experience(start_step, start_step) if buffered is None else _done(buffered)
+            sampled, pending = experience(start_step, start_step) if buffered is None else (_done(buffered),) * 2
         for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
             timer = PhaseTimer()
             more = step + 1 < job.steps
@@ -472,7 +493,7 @@ def ppo_loop(
                         pending.result() if ahead else make_experience(job, roles, tokenizer, sampler, step, step)
                     )
                 if ahead and more:  # the engines still hold the weights that sampled this step's batch
-                    pending = experience(step + 1, step)
+                    sampled, pending = experience(step + 1, step)
                 batch = rollouts.batch
                 scored = score(job, roles, rollouts, roles.put(batch), timer)
                 adv = compute_advantages(
@@ -492,8 +513,8 @@ def ppo_loop(
                 train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
                 stats = update(job, roles, roles.put(train), len(batch), timer)
                 if ahead and more:
-                    with timer("generate_wait"):  # the next batch done before the engines reload
-                        pending.result()
+                    with timer("generate_wait"):  # the next batch sampled before the engines reload
+                        sampled.result()
                 with timer("sync"):
                     reload_s = sync_weights(roles)
             metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
@@ -507,6 +528,13 @@ def ppo_loop(
             if stopping:
                 return alert
     return None
+
+
+def _labeled(job: PPOJob, roles: Roles, sampled: Future) -> Rollouts:
+    """The sampled experience with its rewards (the online judge's labels, and the RM's scores)."""
+    rollouts = sampled.result()
+    rollouts.scores = rewards(job, roles, rollouts.prompts, rollouts.texts, rollouts.sequences, rollouts.info)
+    return rollouts
 
 
 def _done(value) -> Future:

@@ -34,10 +34,20 @@ def test_run_config_errors_name_the_stage_and_key():
     with pytest.raises(ConfigError, match=r"arms: names must differ"):
         load_config(RunJob, DEMO, ["arms=[{name: a, method: basic}, {name: a, method: hybrid}]"])
     # DPO arms: a PPO arm cannot take its RM from a DPO arm (it has none); iterative rounds' sections are jobs too
-    with pytest.raises(ConfigError, match=r"arms\.p\.rm_from: arm 'd' trains DPO"):
+    with pytest.raises(ConfigError, match=r"arms\.p\.rm_from: arm 'd' trains dpo, it has no RM"):
         load_config(
             RunJob, DEMO, ["arms=[{name: d, method: hybrid, trainer: dpo}, {name: p, method: hybrid, rm_from: d}]"]
         )
+    with pytest.raises(ConfigError, match=r"arms\.b\.rm_from: arm 'onl' trains online"):
+        load_config(
+            RunJob,
+            DEMO,
+            ["arms=[{name: onl, method: hybrid, trainer: online}, {name: b, method: hybrid, rm_from: onl}]"],
+        )
+    online = load_config(RunJob, DEMO, ["arms=[{name: onl, method: hybrid, trainer: online}]"]).stage_job(
+        "ppo", policy="p", output_dir="o", prompts="x", **{"reward.kind": "online", "reward.labeling.method": "hybrid"}
+    )
+    assert online.reward.online and online.reward.labeling.method == "hybrid" and online.async_.max_staleness == 0
     with pytest.raises(ConfigError, match=r"iterative\.sample\.rollout\.samples_per_prompt"):
         load_config(RunJob, DEMO, ["dpo.iterative.sample.rollout.samples_per_prompt=0"])
     with pytest.raises(ConfigError, match=r"iterative\.label\.output_dir: set by the round"):
