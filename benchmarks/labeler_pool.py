@@ -114,7 +114,8 @@ def autoscaling(labeling, ceiling: float, seconds: float) -> tuple[list[dict], l
             timeline.append({"standby": standby, "points": []})
             for t in range(0, int(done[-1]) + 2, 2):
                 size = [s for at, s in stats.size_log if at <= t][-1]
-                timeline.append({"t_s": t, "labels_per_s": sum(t <= d < t + 2 for d in done) / 2, "actors": size})
+                point = {"t_s": t, "labels_per_s": sum(t <= d < t + 2 for d in done) / 2, "actors": size}
+                timeline[-1]["points"].append(point)
     return rows, timeline
 
 
