@@ -25,7 +25,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.evaluation import correctness, verified_accuracy
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo import core
-from hrlaif_ray.ppo.experience import Experience, compute_advantages, layout, pad_rows
+from hrlaif_ray.ppo.experience import Group, Rollouts, compute_advantages, layout, pad_rows
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
 from hrlaif_ray.reward.group import has_signal
 
@@ -178,35 +178,6 @@ def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
         with timer(name):
             out[name] = fn()
     return out
-
-
-@dataclass
-class Rollouts:
-    """What one step trains on: the prompt of each row, the responses (engine samples and text), the batch; the
-    reward when it was computed with the samples (online labels, dynamic sampling), what making them measured,
-    the sampler step whose prompts they answer and the weights' version (updates done) that sampled them."""
-
-    prompts: list[PromptRecord]
-    samples: list
-    texts: list[str]
-    batch: Experience
-    sequences: list[list[int]] | None  # prompt + response ids ending in the end-of-turn token, when the RM reads them
-    scores: torch.Tensor | None = None
-    info: dict = field(default_factory=dict)
-    step: int = 0
-    version: int = 0
-
-
-@dataclass
-class Group:
-    """One prompt's n samples as they come from the engines, with their rewards once known."""
-
-    prompt: PromptRecord
-    prompt_ids: list[int]
-    samples: list
-    texts: list[str]
-    sequences: list[list[int]] | None
-    scores: list[float] | None = None
 
 
 @dataclass

@@ -219,3 +219,22 @@ def test_the_autoscaled_pool_grows_to_keep_the_rate_limit_busy(tmp_path, ray_ses
     assert summary["labeled"] == 40 and summary["failed"] == 0
     assert sizes[0] == 1 and max(sizes) >= 3  # 1 actor x 2 in flight / 0.4 s = 5 of the 20 requests/s allowed
     assert len({l.idempotency_key for l in LabelLedger(tmp_path / "auto").labels()}) == 40
+
+
+def test_the_run_report_shows_each_labeling_arms_quality(tmp_path):
+    from conftest import ROOT
+
+    from hrlaif_ray.config import RunJob, load_config
+    from hrlaif_ray.report import quality_table
+
+    job = load_config(RunJob, ROOT / "cluster" / "configs" / "demo.yaml")  # rlaif, hrlaif, oracle, hrlaif-dpo (shares)
+    for seed in (1, 2):
+        for arm in ("rlaif", "hrlaif", "oracle"):
+            label = _label(cost=0.02 if arm == "rlaif" else 0.01, cache_hits=seed, cache_saved_usd=0.5, latency_s=1.0)
+            label.idempotency_key = f"{arm}-{seed}"
+            LabelLedger(tmp_path / f"seed-{seed}" / arm / "labels").commit([label])
+    table, figures = quality_table(tmp_path, job, [1, 2])
+    assert set(figures) == {"rlaif", "hrlaif", "oracle"}  # hrlaif-dpo labels nothing of its own
+    assert figures["rlaif"]["labels"] == 2 and figures["rlaif"]["cost_per_label_usd"] == pytest.approx(0.02)
+    assert figures["hrlaif"]["cache_hits"] == 3 and figures["hrlaif"]["cache_saved_usd"] == pytest.approx(1.0)
+    assert "| hrlaif | 2 |" in table and "USD saved" in table

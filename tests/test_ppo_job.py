@@ -1,6 +1,6 @@
 """PPO end to end: `ray job submit` of `cluster.ppo` to a head node this test starts on 127.0.0.1 (2 DeepSpeed
 ranks, a vLLM rollout engine, the reward service, the critic and the reference); resume from a checkpoint into the
-asynchronous loop, and a resume of that after a crash (the buffered batch neither lost nor repeated); and
+asynchronous loop with the batch made ahead kept in each checkpoint; and
 (slow) 30 seeded PPO steps on the tiny arithmetic task with the programmatic reward raise the mean reward."""
 
 import json
@@ -184,15 +184,12 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["async/staleness"] for r in rows[2:]] == [0, 1] and "time/generate_wait" in rows[2]
     assert (out / "checkpoints" / "step_3" / "buffer.pt").is_file()  # step 4's batch, made before step 3's update
-    # A crash after step 4 was logged but before its checkpoint: the resume drops step 4's row and redoes it from
-    # the step-3 checkpoint on the buffered batch: every step and every batch once.
-    shutil.rmtree(out / "checkpoints" / "step_4")
-    job_id3 = job_id + "-crash"
-    _submit(address, env, job_id3, config, *more, check=True)
-    assert _wait(address, job_id3, env) == "SUCCEEDED"
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["data/batch_step"] for r in rows] == [0, 1, 2, 3]
-    assert rows[3]["async/staleness"] == 1  # the buffered batch, not one made afresh by the resumed weights
+    # The buffered batch is what a resume from step 3 trains on (tests/test_ppo_loop_inprocess.py resumes from one
+    # after a crash): step 4's prompts, sampled by the weights after 2 updates.
+    import torch
+
+    buffered = torch.load(out / "checkpoints" / "step_3" / "buffer.pt", weights_only=False)
+    assert (buffered.step, buffered.version, len(buffered.batch)) == (3, 2, 8) and buffered.scores is None
 
 
 @pytest.mark.slow

@@ -3,10 +3,11 @@ computed from what the roles returned."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.ppo import core
 
 PER_TOKEN = ("response_mask", "old_logprobs", "advantages", "returns", "old_values")  # the [B, T] fields
@@ -200,3 +201,34 @@ def compute_advantages(
     if whiten:
         adv = core.whiten(adv, mask)
     return Advantages(adv, returns, kl, total)
+
+
+@dataclass
+class Rollouts:
+    """What one PPO step trains on (made by `cluster/ppo.py`; defined here so that the batch an asynchronous
+    checkpoint buffers, pickled, names an importable class whatever module ran the controller): the prompt of each
+    row, the responses (engine samples and text), the batch; the reward when it was computed with the samples
+    (online labels, dynamic sampling), what making them measured, the sampler step whose prompts they answer and
+    the weights' version (updates done) that sampled them."""
+
+    prompts: list[PromptRecord]
+    samples: list
+    texts: list[str]
+    batch: Experience
+    sequences: list[list[int]] | None  # prompt + response ids ending in the end-of-turn token, when the RM reads them
+    scores: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+    step: int = 0
+    version: int = 0
+
+
+@dataclass
+class Group:
+    """One prompt's n samples as they come from the engines, with their rewards once known."""
+
+    prompt: PromptRecord
+    prompt_ids: list[int]
+    samples: list
+    texts: list[str]
+    sequences: list[list[int]] | None
+    scores: list[float] | None = None
