@@ -151,3 +151,37 @@ def test_tiers_recover_any_weak_order(ranks):
     pairs = [PreferencePair(i, j) for i in range(n) for j in range(n) if ranks[i] < ranks[j]]
     expected = [[i for i in range(n) if ranks[i] == level] for level in sorted(set(ranks))]
     assert tiers_from_pairs(n, pairs) == expected
+
+
+def test_a_version_1_labels_file_still_reads(tmp_path):
+    """Labels schema 1 had no `stats`, and no `tier` per pair and verdict nor `principles` per verdict."""
+    old_pair = pa.struct(
+        [("better", pa.int32()), ("worse", pa.int32()), ("weight", pa.float32()), ("source", pa.string())]
+    )
+    old_verdict = pa.struct(
+        [("response", pa.int32()), ("verdict", pa.string()), ("reason", pa.string()), ("stage", pa.string())]
+    )
+    fields = [
+        f
+        if f.name not in ("pairs", "verdicts")
+        else pa.field(f.name, pa.list_(old_pair if f.name == "pairs" else old_verdict))
+        for f in SCHEMAS["labels"]
+        if f.name != "stats"
+    ]
+    row = {
+        "prompt_id": "p1",
+        "category": "math",
+        "method": "hybrid",
+        "responses": [{"text": "4", "origin": "policy"}, {"text": "5", "origin": "policy"}],
+        "pairs": [{"better": 0, "worse": 1, "weight": 1.0, "source": "verifier"}],
+        "tiers": [[0], [1]],
+        "verdicts": [{"response": 0, "verdict": "correct", "reason": "", "stage": "verify"}],
+        "idempotency_key": "k",
+        "status": "ok",
+    }
+    schema = pa.schema(fields).with_metadata({b"hrlaif.schema": b"labels/1"})
+    path = tmp_path / "old.parquet"
+    pq.write_table(pa.Table.from_pylist([row], schema=schema), path)
+    (label,) = read_records(path, "labels")
+    assert label.stats == {} and label.pairs[0].tier == 0 and label.verdicts[0].principles == []
+    assert label.pairs[0].source == "verifier" and label.tiers == [[0], [1]]
