@@ -152,8 +152,7 @@ class OnlineReward:
     (a rerun of the same group asks nothing), its judge cache every answer."""
 
     def __init__(self, labeling: LabelingConfig, pool: PoolConfig, folder: str | Path):
-        if labeling.cache and labeling.cache_dir is None:
-            labeling = labeling.model_copy(update={"cache_dir": str(Path(folder) / "judge-cache")})
+        labeling = labeling.with_own_cache(folder)
         self.labeling, self.ledger = labeling, LabelLedger(folder)
         self.template = file_template_version(labeling.constitution)
         self.pool = LabelerPool(labeling, pool)

@@ -61,10 +61,8 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
 
     items = load_items(job)
     out = Path(job.output_dir)
-    if job.labeling.cache and job.labeling.cache_dir is None:  # the run's own cache: a rerun asks nothing twice
-        job = job.model_copy(
-            update={"labeling": job.labeling.model_copy(update={"cache_dir": str(out / "judge-cache")})}
-        )
+    # the run's own cache unless one is named: a rerun asks nothing twice
+    job = job.model_copy(update={"labeling": job.labeling.with_own_cache(out)})
     ledger = LabelLedger(job.output_dir)
     pending, seen = [], set()
     template = file_template_version(job.labeling.constitution)  # the constitution read once (a bad file stops here)

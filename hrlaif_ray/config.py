@@ -330,6 +330,13 @@ class LabelingConfig(Section):
         "another folder.",
     )
 
+    def with_own_cache(self, folder: str | Path) -> LabelingConfig:
+        """This config with `cache_dir` defaulted to `<folder>/judge-cache` (a ledger's own cache) when caching is on
+        and no folder is named."""
+        if not self.cache or self.cache_dir is not None:
+            return self
+        return self.model_copy(update={"cache_dir": str(Path(folder) / "judge-cache")})
+
     @property
     def tier_list(self) -> list[JudgeTier]:
         """The tiers that judge, cheapest first (`judges` as the one tier when `tiers` is empty)."""

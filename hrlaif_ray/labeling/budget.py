@@ -23,7 +23,6 @@ class SpendCap:
     spent_tokens: int = 0
     dearest_usd: float = 0.0
     dearest_tokens: int = 0
-    seen: int = 0
 
     def record(self, label: LabelRecord) -> None:
         tokens = label.tokens_in + label.tokens_out
@@ -31,7 +30,6 @@ class SpendCap:
         self.spent_tokens += tokens
         self.dearest_usd = max(self.dearest_usd, label.cost_usd)
         self.dearest_tokens = max(self.dearest_tokens, tokens)
-        self.seen += 1
 
     def room(self, inflight: int) -> int | None:
         """How many more labels may start now, `inflight` being in flight (None: no cap)."""
