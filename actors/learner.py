@@ -7,7 +7,10 @@ same object-store reference and the row range it owns (contiguous, equal), ranks
 and forward-only results come back concatenated in rank order. Training ranks all-reduce gradients inside
 DeepSpeed, so every rank holds the same weights after a step.
 
-The reference role has no optimizer and no process group (its ranks only run forwards on their rows).
+The reference role has no optimizer and no process group (its ranks only run forwards on their rows), so Ray
+restarts a reference rank that dies (`restarts`) and its rows are redone. A trained rank that dies fails the
+call at once (its peers may be waiting in a collective): the run restarts its learner groups from the last
+checkpoint (cluster/ppo.py). Every call waits at most `timeout_s` (actors/calls.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import ray
 import torch
 
+from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, wait_ready
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
@@ -80,8 +84,9 @@ class LearnerRank:
             for p in self.model.parameters():
                 p.requires_grad_(False)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        """This rank's node, once it has started."""
+        return node_of_this_process()
 
     # ------------------------------------------------------------------------------------- forwards
 
@@ -270,21 +275,41 @@ class LearnerRank:
 
 
 class LearnerGroup:
-    """One role's ranks behind one handle. `options[i]` are rank i's Ray options (its placement-group bundle)."""
+    """One role's ranks behind one handle. `options[i]` are rank i's Ray options (its placement-group bundle).
+    `timeout_s` bounds every call; `restarts` (untrained roles only) is how often Ray restarts a rank in place."""
 
-    def __init__(self, role: str, folder: str, options: list[dict[str, Any]], **kwargs):
+    def __init__(
+        self,
+        role: str,
+        folder: str,
+        options: list[dict[str, Any]],
+        timeout_s: float = 1800,
+        restarts: int = 0,
+        **kwargs,
+    ):
         world = len(options)
-        self.role = role
+        self.role, self.timeout_s = role, timeout_s
+        self.restarts = 0 if role in TRAINED_ROLES else restarts  # a trained rank's peers are in its process group
+        self.recoveries: list[Recovery] = []
         master = None
         if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
-            master = ray.get(_address.options(**_task_options(options[0])).remote())
-        self.ranks = [
-            LearnerRank.options(**opt).remote(role, folder, i, world, master, **kwargs) for i, opt in enumerate(options)
+            master = ray.get(_address.options(**_task_options(options[0])).remote(), timeout=timeout_s)
+        self.members = [
+            Member(
+                role,
+                i,
+                LearnerRank.options(**opt, max_restarts=self.restarts).remote(role, folder, i, world, master, **kwargs),
+            )
+            for i, opt in enumerate(options)
         ]
-        ray.get([r.ready.remote() for r in self.ranks])
+        wait_ready(self.members, timeout_s)
+
+    @property
+    def ranks(self) -> list:
+        return [m.handle for m in self.members]
 
     def _ranges(self, n: int) -> list[tuple[int, int]]:
-        k = len(self.ranks)
+        k = len(self.members)
         if n % k:
             raise ValueError(f"{self.role}: a batch of {n} rows does not split over {k} ranks")
         size = n // k
@@ -292,8 +317,19 @@ class LearnerGroup:
 
     def _per_rank(self, n: int, call) -> list:
         """call(rank, start, end) on every rank with its row range of an n-row batch (all read the same object-store
-        reference to the batch: the one place a batch is split)."""
-        return ray.get([call(r, s, e) for r, (s, e) in zip(self.ranks, self._ranges(n))])
+        reference to the batch: the one place a batch is split); a restarted rank redoes its rows."""
+        ranges = self._ranges(n)
+        return gather_restarting(
+            self.members,
+            lambda m: call(m.handle, *ranges[m.rank]),
+            self.timeout_s,
+            self.restarts,
+            self.recoveries,
+        )
+
+    def _all(self, call) -> list:
+        """call(rank) on every rank (collectives: every rank must take part), bounded."""
+        return gather(self.members, [call(m.handle) for m in self.members], self.timeout_s)
 
     def logprobs(self, batch_ref, n: int) -> torch.Tensor:
         return torch.cat(self._per_rank(n, lambda r, s, e: r.logprobs.remote(batch_ref, s, e)))
@@ -313,16 +349,16 @@ class LearnerGroup:
 
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
-        return ray.get([r.put_weights.remote() for r in self.ranks])[0][0]
+        return self._all(lambda r: r.put_weights.remote())[0][0]
 
     def save(self, path: str, tokenizer_folder: str) -> None:
-        ray.get([r.save.remote(path, tokenizer_folder) for r in self.ranks])
+        self._all(lambda r: r.save.remote(path, tokenizer_folder))
 
     def close(self) -> None:
         """End the ranks now (their memory back before the run ends; the placement group stays the run's)."""
-        for r in self.ranks:
-            ray.kill(r)
-        self.ranks = []
+        for m in self.members:
+            ray.kill(m.handle)
+        self.members = []
 
 
 @ray.remote(num_cpus=0)

@@ -5,7 +5,8 @@ deals contiguous length buckets to the replicas (little padding per batch), each
 (`micro_batch` rows per forward when set) with the RM's forward (normalised and clipped inside it) and returns a
 tensor through the object store
 (RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 in the replicas, so it is not copied); the service puts the rewards
-back in input order. `score_texts(prompts, responses)` renders the prompt with the RM tokenizer's chat
+back in input order; a replica that dies (or hangs past `timeout_s`) is restarted by Ray (`restarts`) and its
+bucket scored again. `score_texts(prompts, responses)` renders the prompt with the RM tokenizer's chat
 template first.
 
 `RewardService.score(prompts, responses)` is the reward role's one interface (prompt records and response texts
@@ -24,6 +25,7 @@ from pathlib import Path
 import ray
 import torch
 
+from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, wait_ready
 from actors.labeler import LabelerPool
 from actors.runtime import actor_env
 from hrlaif_ray.config import LabelingConfig, PoolConfig
@@ -54,6 +56,10 @@ class RewardReplica:
         self.tokenizer = AutoTokenizer.from_pretrained(folder) if folder else None
         self.pad = pad_token_id(self.tokenizer) if folder else 0
 
+    def ready(self) -> str:
+        """This replica's node, once it has started."""
+        return node_of_this_process()
+
     def verify(self, prompts: list[PromptRecord], responses: list[str]) -> torch.Tensor:
         return verifier_scores(prompts, responses)
 
@@ -83,6 +89,8 @@ class RewardService:
         verifier_weight: float = 1.0,
         options: list[dict] | None = None,
         micro_batch: int | None = None,
+        timeout_s: float = 1800,
+        restarts: int = 3,
     ):
         if kind not in ("rm", "verifier", "rm+verifier"):
             raise ValueError(f"reward kind must be rm, verifier or rm+verifier, got {kind!r}")
@@ -92,7 +100,31 @@ class RewardService:
         env = actor_env(threads, num_gpus)
         options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
         rm_folder = folder if kind != "verifier" else None
-        self.replicas = [RewardReplica.options(**opt, runtime_env=env).remote(rm_folder, threads) for opt in options]
+        self.timeout_s, self.restarts = timeout_s, restarts
+        self.recoveries: list[Recovery] = []
+        self.members = [
+            Member(
+                "reward",
+                i,
+                RewardReplica.options(**opt, runtime_env=env, max_restarts=restarts).remote(rm_folder, threads),
+            )
+            for i, opt in enumerate(options)
+        ]
+        wait_ready(self.members, timeout_s)
+
+    @property
+    def replicas(self) -> list:
+        return [m.handle for m in self.members]
+
+    def _each(self, parts: list, call) -> list:
+        """call(replica, part) for parts[i] on replica i, bounded; a replica that died redoes its part."""
+        return gather_restarting(
+            self.members[: len(parts)],
+            lambda m: call(m.handle, parts[m.rank]),
+            self.timeout_s,
+            self.restarts,
+            self.recoveries,
+        )
 
     def score(
         self, prompts: list[PromptRecord], responses: list[str], sequences: list[list[int]] | None = None
@@ -106,13 +138,11 @@ class RewardService:
                 + (f" and {len(sequences)} sequences" if sequences is not None else "")
             )
         if self.kind == "verifier":
-            k = len(self.replicas)
+            k = len(self.members)
             size = max(1, -(-len(prompts) // k))
-            refs = [
-                r.verify.remote(prompts[i : i + size], responses[i : i + size])
-                for r, i in zip(self.replicas, range(0, len(prompts), size))
-            ]
-            return torch.cat(ray.get(refs)) if refs else torch.zeros(0)
+            parts = [(prompts[i : i + size], responses[i : i + size]) for i in range(0, len(prompts), size)]
+            out = self._each(parts, lambda r, part: r.verify.remote(*part))
+            return torch.cat(out) if out else torch.zeros(0)
         scores = (
             self.score_ids(sequences)
             if sequences is not None
@@ -131,16 +161,16 @@ class RewardService:
         n = len(self.replicas)
         size = -(-len(order) // n)
         buckets = [order[i : i + size] for i in range(0, len(order), size)]
-        refs = [r.score.remote([sequences[i] for i in b], self.micro_batch) for r, b in zip(self.replicas, buckets)]
+        results = self._each(buckets, lambda r, b: r.score.remote([sequences[i] for i in b], self.micro_batch))
         out = torch.empty(len(sequences))
-        for bucket, scores in zip(buckets, ray.get(refs)):
+        for bucket, scores in zip(buckets, results):
             out[torch.tensor(bucket)] = scores
         return out
 
     def score_texts(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return self.score_ids(ray.get(self.replicas[0].encode.remote(prompts, responses)))
+        return self.score_ids(self._each([(prompts, responses)], lambda r, part: r.encode.remote(*part))[0])
 
     def shutdown(self) -> None:
         for r in self.replicas:

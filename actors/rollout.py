@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, wait_ready
 from actors.runtime import actor_env
 
 
@@ -147,8 +148,9 @@ class RolloutActor:
             gpu_memory_utilization=gpu_memory_utilization,
         )
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        """This engine's node, once it has started."""
+        return node_of_this_process()
 
     def generate(
         self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
@@ -167,24 +169,46 @@ def rollout_env(threads: int, cache_dir: str | None = None, num_gpus: float = 0)
 
 
 class RolloutGroup:
-    """The rollout engines behind one handle: prompts are dealt evenly, samples come back in prompt order."""
+    """The rollout engines behind one handle: prompts are dealt evenly, samples come back in prompt order.
 
-    def __init__(self, actors: list):
-        self.actors = actors
-        ray.get([a.ready.remote() for a in actors])
+    An engine that dies (or hangs past `timeout_s`) is restarted by Ray (its actor's `max_restarts`), reloads the
+    weights of the last `update_weights`, and samples its share of the prompts again; `recoveries` lists each."""
+
+    def __init__(self, actors: list, timeout_s: float = 1800, restarts: int = 0):
+        self.members = [Member("rollout", i, a) for i, a in enumerate(actors)]
+        self.timeout_s, self.restarts = timeout_s, restarts
+        self.recoveries: list[Recovery] = []
+        self.weights = None  # the object-store reference every engine holds now (None: the folder it started from)
+        wait_ready(self.members, timeout_s)
+
+    @property
+    def actors(self) -> list:
+        return [m.handle for m in self.members]
+
+    def _restore(self, member: Member):
+        """A restarted engine started from its folder: it takes the current weights (a no-op call if they are it)."""
+        return (
+            member.handle.update_weights.remote(self.weights)
+            if self.weights is not None
+            else member.handle.ready.remote()
+        )
 
     def generate(
         self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
     ) -> list[Sample]:
-        k = len(self.actors)
+        k = len(self.members)
         size = -(-len(prompts) // k)
         chunks = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
-        refs = [
-            a.generate.remote(c, n, max_tokens, temperature, top_p, seed + j)
-            for j, (a, (_, c)) in enumerate(zip(self.actors, chunks))
-        ]
+        outs = gather_restarting(
+            self.members[: len(chunks)],
+            lambda m: m.handle.generate.remote(chunks[m.rank][1], n, max_tokens, temperature, top_p, seed + m.rank),
+            self.timeout_s,
+            self.restarts,
+            self.recoveries,
+            self._restore,
+        )
         samples = []
-        for (offset, _), out in zip(chunks, ray.get(refs)):
+        for (offset, _), out in zip(chunks, outs):
             for s in out:
                 s.prompt_index += offset
                 samples.append(s)
@@ -192,4 +216,11 @@ class RolloutGroup:
 
     def update_weights(self, state_ref) -> list[float]:
         """Every engine loads the same object-store state dict (one put, read zero-copy by each)."""
-        return ray.get([a.update_weights.remote(state_ref) for a in self.actors])
+        self.weights = state_ref
+        return gather_restarting(
+            self.members,
+            lambda m: m.handle.update_weights.remote(state_ref),
+            self.timeout_s,
+            self.restarts,
+            self.recoveries,
+        )

@@ -10,6 +10,10 @@ placement groups, then `ppo_loop` is the algorithm in one place, one call per ph
 Phases joined by | need only what came before, so they run at once (`overlap: true`, the default), as OpenRLHF
 runs them: in a cluster the roles sit on different devices; on a few cores, roles of one thread each share them
 better than phases of all threads one after another.
+Faults (`faults`): rollout engines, reward replicas and reference ranks are restarted by Ray in place and redo
+their share of the step; a trained rank that dies, or a role out of restarts, fails the step and `run_ppo`
+restarts every role from the last checkpoint (`faults.max_failures` times); every call is bounded
+(`faults.call_timeout_s`) and a failure names the role, rank, node and step. faults.jsonl lists each event.
 Tensors cross actors as object-store references (`ray.put` once, read zero-copy by every rank). Where it departs
 from the paper: PPO is the paper's; critic-free RLOO/GRPO are options (`algo.estimator`), and the reward role
 may add the verifier's verdict to the RM (`reward.kind: rm+verifier`), a hybrid reward beyond the paper.
@@ -33,10 +37,12 @@ import ray
 import torch
 from tqdm import tqdm
 
+from actors.calls import Member, RoleFailure
 from actors.learner import LearnerGroup
 from actors.reward import OnlineReward, RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
 from cluster.connect import connect_ray
+from cluster.faults import Chaos, FaultLog
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob, dump_config, load_config
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
@@ -64,6 +70,22 @@ class Roles:
     put: Callable[[Any], Any] = ray.put  # shares a batch with every learner rank (the object store)
     online: OnlineReward | None = None  # the labeler pool labeling each group during the step (online kinds)
 
+    def members(self) -> dict[str, list[Member]]:
+        """Each Ray role's actors (what fault injection picks from); roles without actors are left out."""
+        groups = {"rollout": self.rollout, "actor": self.actor, "reference": self.reference}
+        groups.update(critic=self.critic, reward=self.reward)
+        return {name: g.members for name, g in groups.items() if g is not None and hasattr(g, "members")}
+
+    def recoveries(self) -> list:
+        """The in-place restarts since the last call (each role's list is emptied)."""
+        out = []
+        for group in (self.rollout, self.reference, self.reward):
+            found = getattr(group, "recoveries", None)
+            if found:
+                out += found
+                found.clear()
+        return out
+
 
 class PromptSampler:
     """A seeded shuffle of the prompts, `size` per step; step k always gets the same prompts (resume-safe)."""
@@ -88,8 +110,9 @@ class PromptSampler:
 
 
 def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | None) -> Roles:
-    algo, plan = job.algo, job.resources
+    algo, plan, faults = job.algo, job.resources, job.faults
     batch = job.prompts_per_step * job.rollout.samples_per_prompt
+    bounded = {"timeout_s": faults.call_timeout_s, "restarts": faults.actor_restarts}
 
     def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
         res = topo.role(role)
@@ -108,12 +131,15 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             threads=res.threads,
             temperature=job.rollout.temperature,
             seed=job.seed,
+            **bounded,
         )
 
     r = job.rollout
     engines = [
         RolloutActor.options(
-            **o, runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache"))
+            **o,
+            runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache")),
+            max_restarts=faults.actor_restarts,
         ).remote(
             policy,
             r.backend,
@@ -134,12 +160,13 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             threads=plan.reward.threads,
             options=topo.options("reward"),
             micro_batch=algo.micro_batch_size,
+            **bounded,
         )
     if job.reward.online:
         folder = job.reward.labels_dir or str(Path(job.output_dir) / "online-labels")
         online = OnlineReward(job.reward.labeling, job.reward.pool, folder)
     return Roles(
-        rollout=RolloutGroup(engines),
+        rollout=RolloutGroup(engines, **bounded),
         actor=learner("actor", policy, algo.actor_lr),
         reference=learner("reference", job.policy),
         critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
@@ -433,13 +460,18 @@ def ppo_loop(
     monitor: RewardHackingMonitor,
     held_out: list[PromptRecord],
     buffered: Rollouts | None = None,
+    faults: FaultLog | None = None,
+    chaos: Chaos | None = None,
 ) -> str | None:
     """The algorithm: one PPO step per iteration, one call per phase. Returns the monitor's alert if it stopped the run.
 
     Asynchronous (`async.max_staleness: 1`): step t+1's experience is made in the background (by the weights before
     step t's update) while step t scores and trains; the engines finish sampling it before they reload the new
     weights, and its online labels may go on into step t+1. A checkpoint holds that buffered batch
-    (`save(..., buffer=)`), and `buffered` resumes from it."""
+    (`save(..., buffer=)`), and `buffered` resumes from it.
+
+    A role's failure (`RoleFailure`) leaves with the step it happened in; in-place restarts of the step are in its
+    metrics (`faults/restarts`) and in `faults` (faults.jsonl); `chaos` injects faults at the steps' starts."""
     algo, watch = job.algo, Watch(job, monitor, held_out)
     ahead = job.async_.max_staleness > 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="experience") as background:
@@ -455,50 +487,67 @@ def ppo_loop(
         sampled = pending = None
         if ahead:
             sampled, pending = experience(start_step, start_step) if buffered is None else (_done(buffered),) * 2
-        for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
-            timer = PhaseTimer()
-            more = step + 1 < job.steps
-            with timer("step"):
-                with timer("generate"):  # asynchronous: only the wait for what the background has not finished
-                    rollouts = (
-                        pending.result() if ahead else make_experience(job, roles, tokenizer, sampler, step, step)
+        step = start_step
+        try:
+            for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
+                if chaos is not None:
+                    chaos.step(step + 1, roles.members())
+                timer = PhaseTimer()
+                more = step + 1 < job.steps
+                with timer("step"):
+                    with timer("generate"):  # asynchronous: only the wait for what the background has not finished
+                        rollouts = (
+                            pending.result() if ahead else make_experience(job, roles, tokenizer, sampler, step, step)
+                        )
+                    if ahead and more:  # the engines still hold the weights that sampled this step's batch
+                        sampled, pending = experience(step + 1, step)
+                    batch = rollouts.batch
+                    scored = score(job, roles, rollouts, roles.put(batch), timer)
+                    adv = compute_advantages(
+                        algo.estimator,
+                        scored.scores,
+                        scored.old_logprobs,
+                        scored.ref_logprobs,
+                        batch.response_mask,
+                        kl_ctl.coef,
+                        algo.kl_estimator,
+                        job.rollout.samples_per_prompt,
+                        scored.values,
+                        algo.gamma,
+                        algo.lam,
+                        algo.whiten_advantages,
                     )
-                if ahead and more:  # the engines still hold the weights that sampled this step's batch
-                    sampled, pending = experience(step + 1, step)
-                batch = rollouts.batch
-                scored = score(job, roles, rollouts, roles.put(batch), timer)
-                adv = compute_advantages(
-                    algo.estimator,
-                    scored.scores,
-                    scored.old_logprobs,
-                    scored.ref_logprobs,
-                    batch.response_mask,
-                    kl_ctl.coef,
-                    algo.kl_estimator,
-                    job.rollout.samples_per_prompt,
-                    scored.values,
-                    algo.gamma,
-                    algo.lam,
-                    algo.whiten_advantages,
-                )
-                train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
-                stats = update(job, roles, roles.put(train), len(batch), timer)
-                if ahead and more:
-                    with timer("generate_wait"):  # the next batch sampled before the engines reload
-                        sampled.result()
-                with timer("sync"):
-                    reload_s = sync_weights(roles)
-            metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
-            metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
-            kl_ctl.update(float(adv.kl.mean()), len(batch))
-            alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
-            log.write(step + 1, metrics)
-            stopping = alert is not None and job.monitor.stop
-            if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or not more or stopping:
-                save(step + 1, kl_ctl.coef, buffer=pending.result() if ahead and more else None)
-            if stopping:
-                return alert
+                    train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
+                    stats = update(job, roles, roles.put(train), len(batch), timer)
+                    if ahead and more:
+                        with timer("generate_wait"):  # the next batch sampled before the engines reload
+                            sampled.result()
+                    with timer("sync"):
+                        reload_s = sync_weights(roles)
+                metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
+                metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
+                metrics["faults/restarts"] = _log_recoveries(roles, faults, step + 1)
+                kl_ctl.update(float(adv.kl.mean()), len(batch))
+                alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
+                log.write(step + 1, metrics)
+                stopping = alert is not None and job.monitor.stop
+                if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or not more or stopping:
+                    save(step + 1, kl_ctl.coef, buffer=pending.result() if ahead and more else None)
+                if stopping:
+                    return alert
+        except RoleFailure as exc:
+            exc.step = step + 1 if exc.step is None else exc.step
+            background.shutdown(wait=False, cancel_futures=True)
+            raise
     return None
+
+
+def _log_recoveries(roles: Roles, faults: FaultLog | None, step: int) -> int:
+    """The step's in-place restarts into faults.jsonl; how many there were."""
+    found = roles.recoveries()
+    for r in found if faults is not None else ():
+        faults.write("restarted", step=step, role=r.role, rank=r.rank, node=r.node, what=r.what)
+    return len(found)
 
 
 def _labeled(job: PPOJob, roles: Roles, sampled: Future) -> Rollouts:
@@ -526,13 +575,74 @@ def last_checkpoint(out: Path) -> Path | None:
 
 
 def run_ppo(job: PPOJob) -> dict:
-    from transformers import AutoTokenizer
-
+    """The run: its roles started, `ppo_loop`, the roles given back; after a role's failure that the roles could not
+    mend in place (a trained rank died, a role ran out of restarts or did not answer) every role is restarted from
+    the last checkpoint, at most `faults.max_failures` times. final.json and the returned summary count them."""
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ppo_config.yaml").write_text(dump_config(job))
     # Logical CPUs: the plan's bundles are slots, not cores (on 2 cores the roles take turns).
     connect_ray(job.ray_address, num_cpus=max(8, os.cpu_count() or 1))
+    faults = FaultLog(out)
+    if not job.resume:
+        faults.clear()
+    chaos = Chaos(job.faults.chaos, faults) if job.faults.chaos else None
+    failures, attempt_job = 0, job
+    try:
+        while True:
+            try:
+                alert = run_attempt(attempt_job, faults, chaos)
+                break
+            except RoleFailure as exc:
+                if not exc.restartable or failures >= job.faults.max_failures:
+                    raise
+                failures += 1
+                found = last_checkpoint(out)
+                from_step = json.loads((found / "state.json").read_text())["step"] if found else 0
+                tqdm.write(
+                    f"FAULT: {exc}; restarting every role from step {from_step} ({failures}/{job.faults.max_failures})"
+                )
+                faults.write(
+                    "resumed",
+                    failed_step=exc.step,
+                    from_step=from_step,
+                    role=exc.role,
+                    rank=exc.rank,
+                    node=exc.node,
+                    what=exc.what,
+                )
+                attempt_job = job.model_copy(update={"resume": True})
+    finally:
+        if chaos is not None:
+            chaos.stop()
+    rows = MetricsLog(out, tensorboard=False).rows()
+    events = faults.rows()
+    result = {
+        "steps": len(rows),
+        "last": rows[-1] if rows else None,
+        "checkpoint": str(last_checkpoint(out)),
+        "stopped_by_monitor": alert,
+        "faults": {
+            "injected": sum(e["event"] == "injected" for e in events),
+            "restarted_in_place": sum(e["event"] == "restarted" for e in events),
+            "resumed_from_checkpoint": sum(e["event"] == "resumed" for e in events),
+            # the steps run again after a restart from a checkpoint, the failed one included
+            "steps_redone": sum(
+                (e["failed_step"] or e["from_step"]) - e["from_step"] for e in events if e["event"] == "resumed"
+            ),
+        },
+    }
+    # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
+    (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def run_attempt(job: PPOJob, faults: FaultLog, chaos: Chaos | None) -> str | None:
+    """One start of every role (from the last checkpoint when job.resume) and the loop to the end; the monitor's
+    alert if it stopped the run. Every exit gives back the placement groups and their actors."""
+    from transformers import AutoTokenizer
+
+    out = Path(job.output_dir)
     critic_init = None
     if job.algo.estimator == "gae":
         critic_init = job.critic_init or job.reward.rm or job.policy
@@ -577,23 +687,27 @@ def run_ppo(job: PPOJob) -> dict:
         log = MetricsLog(out, job.tensorboard)
         log.truncate(start_step)  # steps logged after the checkpoint are redone from it: each step once
         try:
-            alert = ppo_loop(job, roles, sampler, tokenizer, start_step, kl_ctl, log, save, monitor, held_out, buffered)
+            return ppo_loop(
+                job,
+                roles,
+                sampler,
+                tokenizer,
+                start_step,
+                kl_ctl,
+                log,
+                save,
+                monitor,
+                held_out,
+                buffered,
+                faults,
+                chaos,
+            )
         finally:
             log.close()
     finally:
         if roles is not None and roles.online is not None:
             roles.online.shutdown()
         topo.shutdown()
-    rows = log.rows()
-    result = {
-        "steps": len(rows),
-        "last": rows[-1] if rows else None,
-        "checkpoint": str(last_checkpoint(out)),
-        "stopped_by_monitor": alert,
-    }
-    # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
-    (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

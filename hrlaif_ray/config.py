@@ -715,6 +715,49 @@ class AsyncConfig(Section):
     )
 
 
+CHAOS_ROLES = ("rollout", "reward", "reference", "critic", "actor")
+
+
+class ChaosConfig(Section):
+    """Fault injection (for testing a deployment's recovery): the controller kills one actor of a role at random
+    every few steps, at a random moment inside the step, as a dying process or node would."""
+
+    every: int = Field(3, ge=1, description="Kill one actor every this many steps (steps every, 2 x every, ...).")
+    roles: list[Literal["rollout", "reward", "reference", "critic", "actor"]] = Field(
+        default_factory=lambda: list(CHAOS_ROLES),
+        description="The roles whose actors may be killed (one chosen at random, then one of its ranks); roles the "
+        "run does not have are skipped.",
+    )
+    delay_s: float = Field(
+        1.0, ge=0, description="The kill comes up to this many seconds (uniform) after the step starts."
+    )
+    seed: int = Field(0, description="Seed of which role, rank and moment.")
+
+
+class FaultsConfig(Section):
+    """How PPO survives dying actors: restarts in place, restarts from the checkpoint, and a bound on every wait."""
+
+    actor_restarts: int = Field(
+        3,
+        ge=0,
+        description="Ray restarts of each rollout engine, reward replica and reference rank (max_restarts); the "
+        "restarted actor reloads the current weights and the work it held is redone in the same step.",
+    )
+    max_failures: int = Field(
+        3,
+        ge=0,
+        description="Restarts of the whole run from its last checkpoint (in the same process) after a trained "
+        "rank (actor, critic) dies or any role runs out of in-place restarts; each step stays in metrics.jsonl once.",
+    )
+    call_timeout_s: float = Field(
+        1800,
+        gt=0,
+        description="The longest the controller waits for one call on a role (a step's generation, a forward, an "
+        "update, a weight sync); past it the call fails naming the role, rank, node and step.",
+    )
+    chaos: ChaosConfig | None = Field(None, description="Fault injection for tests (None: off).")
+
+
 class MonitorConfig(Section):
     """The reward-hacking monitor: held-out greedy accuracy every `every` steps against the reward's trend."""
 
@@ -788,6 +831,9 @@ class PPOJob(Section):
         True,
         description="Run independent phases at once: the reward, reference, actor log-prob "
         "and critic forwards; the actor and critic updates. Off: one after another.",
+    )
+    faults: FaultsConfig = Field(
+        FaultsConfig(), description="Restarts, timeouts and (for tests) fault injection: how a run survives faults."
     )
     async_: AsyncConfig = Field(
         AsyncConfig(),

@@ -1,0 +1,183 @@
+"""Faults during PPO: every controller call is bounded and names the role, rank and node; actors Ray restarts in
+place redo their work; a run whose roles are killed at random (`faults.chaos`) finishes with every step logged
+once, restarting in place or from its checkpoint (`faults.max_failures`). (slow) the same over 20 steps with
+every role, vLLM engines and the critic."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import ray
+
+from actors.calls import Member, Recovery, RoleFailure, gather, gather_restarting, node_of_this_process, wait_ready
+
+
+@ray.remote
+class Worker:
+    """Answers after `delay` seconds, raises on demand, or dies (its process ends) when asked."""
+
+    def __init__(self):
+        self.started = time.time()
+
+    def ready(self) -> str:
+        return node_of_this_process()
+
+    def work(self, x: int, delay: float = 0.0, fail: bool = False, die: bool = False) -> int:
+        if die:
+            os._exit(1)
+        if fail:
+            raise ValueError(f"bad input {x}")
+        time.sleep(delay)
+        return x * 10
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _members(n: int, restarts: int = 0) -> list[Member]:
+    members = [Member("reward", i, Worker.options(num_cpus=0, max_restarts=restarts).remote()) for i in range(n)]
+    wait_ready(members, 60)
+    return members
+
+
+def test_gather_names_the_role_rank_and_node_of_a_hang_an_error_and_a_death(local_ray):
+    members = _members(2)
+    assert all("(" in m.node for m in members)  # ip (node id)
+    assert gather(members, [m.handle.work.remote(i) for i, m in enumerate(members)], 30) == [0, 10]
+    t0 = time.monotonic()
+    with pytest.raises(RoleFailure) as hung:
+        gather(members, [members[0].handle.work.remote(1), members[1].handle.work.remote(2, delay=30)], 1.5)
+    assert time.monotonic() - t0 < 10 and hung.value.rank == 1 and hung.value.role == "reward"
+    assert "no answer after 2 s" in str(hung.value) and members[1].node in str(hung.value)
+    ray.kill(members[1].handle)  # still sleeping: a fresh pair for the rest
+    members = _members(2)
+    with pytest.raises(RoleFailure) as raised:
+        gather(members, [members[0].handle.work.remote(1, fail=True), members[1].handle.work.remote(2)], 30)
+    assert not raised.value.restartable and "ValueError: bad input 1" in str(raised.value)
+    # A dead rank is reported at once, while its peer is still busy (as a peer waiting in a collective would be).
+    t0 = time.monotonic()
+    with pytest.raises(RoleFailure) as died:
+        gather(members, [members[0].handle.work.remote(1, delay=20), members[1].handle.work.remote(2, die=True)], 60)
+    assert time.monotonic() - t0 < 15 and died.value.rank == 1 and died.value.restartable
+    assert "the actor died" in str(died.value)
+    died.value.step = 7
+    assert str(died.value).startswith(f"reward rank 1 on node {members[1].node} at step 7: the actor died")
+    for m in members:
+        ray.kill(m.handle)
+
+
+def test_gather_restarting_redoes_the_work_of_a_restarted_actor_and_stops_when_out_of_restarts(local_ray):
+    members = _members(2, restarts=1)
+    recoveries: list[Recovery] = []
+    first = ray.get(members[1].handle.pid.remote())
+    calls = []
+
+    def call(m: Member):
+        calls.append(m.rank)
+        return m.handle.work.remote(m.rank, die=(m.rank == 1 and len(calls) == 2))
+
+    assert gather_restarting(members, call, 60, 3, recoveries) == [0, 10]
+    assert calls == [0, 1, 1] and [(r.role, r.rank) for r in recoveries] == [("reward", 1)]
+    assert ray.get(members[1].handle.pid.remote()) != first  # a new process
+    with pytest.raises(RoleFailure) as exc:  # its one Ray restart is spent: it dies for good
+        gather_restarting(members, lambda m: m.handle.work.remote(m.rank, die=m.rank == 1), 60, 3, recoveries)
+    assert exc.value.rank == 1
+    for m in members:
+        ray.kill(m.handle)
+
+
+def _chaos_job(tmp_path, policy, **extra) -> dict:
+    job = {
+        "policy": str(policy),
+        "output_dir": str(tmp_path / "ppo"),
+        "steps": 5,
+        "prompts_per_step": 4,
+        "checkpoint_every": 1,
+        "tensorboard": False,
+        "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4, "micro_batch_size": 2},
+        "rollout": {"backend": "hf", "samples_per_prompt": 2, "max_new_tokens": 8, "max_model_len": 128},
+        "reward": {"kind": "rm", "rm": str(policy)},
+        "resources": {
+            "bundle": {"CPU": 1},
+            "actor": {"replicas": 2, "share": 0.5},
+            "reference": {"replicas": 2, "share": 0.5, "colocate_with": "actor"},
+            "critic": {"replicas": 1, "share": 0.5},
+            "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
+            "rollout": {"replicas": 1},
+        },
+        "faults": {"call_timeout_s": 300, "chaos": {"every": 2, "roles": ["rollout", "actor"], "delay_s": 0.5}},
+    }
+    return _merge(job, extra)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    return {
+        **base,
+        **{
+            k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+            for k, v in extra.items()
+        },
+    }
+
+
+def _check_every_step_once(out, steps: int) -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    events = [json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()]
+    return rows, events
+
+
+def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_with_each_step_once(
+    local_ray, tmp_path, tiny_model_dir
+):
+    from cluster.ppo import run_ppo
+    from hrlaif_ray.config import PPOJob
+
+    # seed 9 draws the rollout engine at step 2 and an actor rank at step 4 (chaos is seeded)
+    job = PPOJob.model_validate(_chaos_job(tmp_path, tiny_model_dir, faults={"chaos": {"seed": 9}}))
+    result = run_ppo(job)
+    rows, events = _check_every_step_once(tmp_path / "ppo", 5)
+    injected = [e for e in events if e["event"] == "injected"]
+    assert [(e["step"], e["role"]) for e in injected] == [(2, "rollout"), (4, "actor")], events
+    restarted = [e for e in events if e["event"] == "restarted"]
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert [(e["role"], e["rank"]) for e in restarted] == [("rollout", 0)], events  # reloaded and resampled in place
+    assert rows[1]["faults/restarts"] == 1
+    assert len(resumed) == 1 and resumed[0]["role"] == "actor" and resumed[0]["from_step"] == 3, events
+    assert resumed[0]["failed_step"] == 4 and "the actor died" in resumed[0]["what"]
+    assert result["faults"] == {
+        "injected": 2,
+        "restarted_in_place": 1,
+        "resumed_from_checkpoint": 1,
+        "steps_redone": 1,
+    }
+    assert (tmp_path / "ppo" / "checkpoints" / "step_5" / "actor" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_twenty_steps_with_a_role_killed_every_three_steps(local_ray, tmp_path, tiny_model_dir):
+    """Every role may be killed (rollout, reward, reference, critic, an actor rank), vLLM engines."""
+    from cluster.ppo import run_ppo
+    from hrlaif_ray.config import PPOJob
+
+    job = _chaos_job(
+        tmp_path,
+        tiny_model_dir,
+        steps=20,
+        checkpoint_every=2,
+        rollout={"backend": "vllm", "max_model_len": 256},
+        faults={
+            "max_failures": 6,
+            "chaos": {"every": 3, "roles": ["rollout", "reward", "reference", "critic", "actor"], "seed": 0},
+        },
+    )
+    result = run_ppo(PPOJob.model_validate(job))
+    rows, events = _check_every_step_once(tmp_path / "ppo", 20)
+    print(json.dumps(result["faults"]))
+    assert result["faults"]["injected"] == 6
+    kinds = {e["role"] for e in events if e["event"] == "injected"}
+    assert len(kinds) >= 3, events
+    (tmp_path.parent / "chaos_result.json").write_text(json.dumps({"faults": result["faults"], "events": events}))
