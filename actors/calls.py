@@ -16,6 +16,7 @@ share of the call is redone; each such recovery is appended to `recoveries` for 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ MEMORY_SETTINGS = {
     "critic": "algo.micro_batch_size",
     "labeler": "pool.max_concurrency",
 }
+
+
+# How Ray's memory monitor, the kernel's OOM killer (as Ray reports it), torch on CPU and CUDA say it.
+OOM = re.compile(r"\bOOM\b|out of memory|OutOfMemory|running low on memory|can't allocate memory", re.IGNORECASE)
 
 
 class RoleFailure(HrlaifError):
@@ -77,7 +82,7 @@ def _describe(exc: BaseException, role: str) -> tuple[str, bool]:
     """What went wrong in one line, and whether the actor died (restartable) rather than raised."""
     text = str(exc).strip().splitlines()
     first = next((line for line in text if line.strip()), type(exc).__name__)
-    oom = isinstance(exc, OutOfMemoryError) or "OutOfMemory" in str(exc) or "out of memory" in str(exc).lower()
+    oom = isinstance(exc, OutOfMemoryError) or OOM.search(str(exc)) is not None
     if oom:
         return f"ran out of memory ({first[:200]}); lower {MEMORY_SETTINGS.get(role, 'its batch')}", True
     if isinstance(exc, RayActorError):

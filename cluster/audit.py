@@ -10,7 +10,6 @@ project's simulated judge is started on 127.0.0.1, whose agreement figures prove
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -18,6 +17,7 @@ import random
 from pathlib import Path
 
 from hrlaif_ray.data.readers import load_source, read_human_pairs_jsonl
+from hrlaif_ray.errors import OneLineParser
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.audit import judge_human_pairs, verifier_audit_gsm8k, verifier_audit_mmlu
 from hrlaif_ray.labeling.constitution import Constitution, load_constitution, template_version
@@ -107,7 +107,7 @@ def print_report(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrlaif audit-labels", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="hrlaif audit-labels", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
     parser.add_argument(
         "--human-pairs",

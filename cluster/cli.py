@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hrlaif_ray.errors import HrlaifError
+from hrlaif_ray.errors import HrlaifError, OneLineParser
 
 
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
@@ -83,7 +83,7 @@ def _cmd_label(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrlaif", description="Hybrid RL from AI Feedback on Ray.")
+    parser = OneLineParser(prog="hrlaif", description="Hybrid RL from AI Feedback on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare-data", help="read a public data set into a prompts or human-pairs Parquet file")

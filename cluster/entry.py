@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hrlaif_ray.config import config_help, load_config
+from hrlaif_ray.errors import OneLineParser
 
 
 def load_job(prog: str, job_cls, argv: Sequence[str] | None, example: str):
     """Parse `--config FILE key=value ...` and return the validated job (errors name the key)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description=(job_cls.__doc__ or "").strip().splitlines()[0],
         epilog=f"config keys ({job_cls.__name__}; set in the YAML file or as key=value):\n{config_help(job_cls)}",

@@ -13,7 +13,6 @@ answers every question asked before, so a resumed run, or a rerun with a higher 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 from hrlaif_ray.config import LabelJob, dump_config, load_config
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
-from hrlaif_ray.errors import DataError
+from hrlaif_ray.errors import DataError, OneLineParser
 from hrlaif_ray.labeling.budget import SpendCap
 from hrlaif_ray.labeling.constitution import file_template_version
 from hrlaif_ray.labeling.ledger import LabelLedger
@@ -107,7 +106,7 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.label")
+    parser = OneLineParser(prog="python -m cluster.label")
     parser.add_argument("--config", type=Path)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*")

@@ -15,7 +15,6 @@ simulated judge on 127.0.0.1 with the run's prompts as its answer key.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from actors.runtime import stage_env
 from hrlaif_ray.config import RunJob, dump_config, load_config
-from hrlaif_ray.errors import HrlaifError
+from hrlaif_ray.errors import HrlaifError, OneLineParser
 
 
 def sampled_all(prompts: Path, rollouts: Path) -> bool:
@@ -415,7 +414,7 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrlaif run", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="hrlaif run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path)
     parser.add_argument(
         "--control",

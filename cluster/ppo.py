@@ -21,7 +21,6 @@ may add the verifier's verdict to the RM (`reward.kind: rm+verifier`), a hybrid 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -49,6 +48,7 @@ from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.errors import OneLineParser
 from hrlaif_ray.evaluation import correctness, verified_accuracy
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo import core
@@ -711,7 +711,7 @@ def run_attempt(job: PPOJob, faults: FaultLog, chaos: Chaos | None) -> str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrlaif ppo")
+    parser = OneLineParser(prog="hrlaif ppo")
     parser.add_argument("--config", type=Path)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=30 algo.estimator=rloo")

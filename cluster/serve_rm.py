@@ -8,7 +8,6 @@ and logs). Binds 127.0.0.1 unless --host says otherwise; prints `READY <url>` wh
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import os
 import socket
@@ -21,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hrlaif_ray.errors import HrlaifError
+from hrlaif_ray.errors import HrlaifError, OneLineParser
 
 
 def build_app(service, token: str) -> Starlette:
@@ -46,7 +45,7 @@ def build_app(service, token: str) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrlaif serve-rm", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="hrlaif serve-rm", description=__doc__.splitlines()[0])
     parser.add_argument("--rm", required=True, help="reward-model folder (hrlaif train-rm's output)")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--host", default="127.0.0.1")

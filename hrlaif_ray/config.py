@@ -160,7 +160,14 @@ def apply_override(data: dict, override: str, model: type[BaseModel] | None = No
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({yaml_problem(exc)})") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what, and where (1-based line and column)."""
+    what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    mark = getattr(exc, "problem_mark", None)
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -184,7 +191,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     for override in overrides:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 
 class HrlaifError(Exception):
     """Base class of the project's own errors."""
@@ -21,3 +24,12 @@ class DataError(HrlaifError, ValueError):
 
 class ConfigError(HrlaifError, ValueError):
     """An invalid config: names every offending key."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error shape: a usage mistake is one line on stderr (`prog: error: what`) and
+    exit status 2, as every other bad input is (`hrlaif --help` still prints the usage)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(2)

@@ -95,6 +95,37 @@ def test_every_command_reports_bad_input_in_one_line_with_exit_2(tmp_path, monke
         assert len(err) == 1 and err[0].startswith(f"hrlaif {command}: error:") and names in err[0], (command, err)
 
 
+def test_every_config_command_refuses_a_missing_file_a_wrong_key_and_a_malformed_override(
+    tmp_path, monkeypatch, capsys
+):
+    """Each config-driven command, each of three mistakes: exit 2 and one line naming the file, key or override."""
+    from cluster.cli import ENTRY_POINTS, PARSED_JOBS, main
+
+    monkeypatch.chdir(tmp_path)
+    commands = sorted({k for k, v in ENTRY_POINTS.items() if v[1]} | set(PARSED_JOBS))
+    mistakes = {
+        "missing file": (["--config", "no-such-config.yaml"], "no-such-config.yaml"),
+        "wrong key": (["no_such_key.deeper=1"], "no_such_key"),
+        "malformed override": (["just-a-word"], "just-a-word"),
+        "malformed value": (["seed=[1, 2"], "seed=[1, 2"),
+    }
+    for command in commands:
+        for what, (args, names) in mistakes.items():
+            if command in ("make-prompts", "tiny-model"):  # their output is a flag of its own
+                args = ["--out", "out", *args]
+            try:
+                status = main([command, *args])
+            except SystemExit as exc:  # argparse's usage errors
+                status = exc.code
+            assert status == 2, (command, what)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"hrlaif {command}: error:") and names in err[0], (
+                command,
+                what,
+                err,
+            )
+
+
 def test_config_show_prints_every_key_with_its_description(capsys):
     from cluster.cli import main
 

@@ -12,7 +12,16 @@ import time
 import pytest
 import ray
 
-from actors.calls import Member, Recovery, RoleFailure, gather, gather_restarting, node_of_this_process, wait_ready
+from actors.calls import (
+    Member,
+    Recovery,
+    RoleFailure,
+    failure,
+    gather,
+    gather_restarting,
+    node_of_this_process,
+    wait_ready,
+)
 
 
 @ray.remote
@@ -87,6 +96,20 @@ def test_gather_restarting_redoes_the_work_of_a_restarted_actor_and_stops_when_o
     assert exc.value.rank == 1
     for m in members:
         ray.kill(m.handle)
+
+
+def test_a_role_out_of_memory_is_told_which_setting_to_lower():
+    from ray.exceptions import ActorDiedError, OutOfMemoryError
+
+    oom = OutOfMemoryError("Task was killed due to the node running low on memory. Memory on the node was 23 GB.")
+    msg = str(failure(Member("actor", 1, None, "10.0.0.2 (ab12cd34)"), oom))
+    assert (
+        msg.startswith("actor rank 1 on node 10.0.0.2 (ab12cd34): ran out of memory") and "algo.micro_batch_size" in msg
+    )
+    torch_oom = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    assert "rollout.kv_cache_gib" in str(failure(Member("rollout", 0, None), torch_oom))
+    died = str(failure(Member("critic", 0, None), ActorDiedError()))
+    assert "the actor died" in died and "memory" not in died
 
 
 def _chaos_job(tmp_path, policy, **extra) -> dict:

@@ -72,6 +72,8 @@ def iter_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[s
         raise DataError(path, None, None, "file not found") from None
     except csv.Error as exc:
         raise DataError(path, None, None, f"malformed CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def load_json_array(path: Path) -> list[dict[str, Any]]:
@@ -81,6 +83,8 @@ def load_json_array(path: Path) -> list[dict[str, Any]]:
         raise DataError(path, None, None, "file not found") from None
     except json.JSONDecodeError as exc:
         raise DataError(path, exc.lineno, None, f"not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(data, list):
         raise DataError(path, None, None, f"expected a JSON array of records, got {type(data).__name__}")
     return data

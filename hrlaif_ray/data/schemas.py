@@ -22,6 +22,8 @@ from hrlaif_ray.errors import DataError
 
 # 2: labels gained `stats` and a `tier` per pair and verdict, verdicts `principles`; version-1 files still read.
 SCHEMA_VERSION = 2
+# Columns that files of older versions lack: (kind, column) -> the version that added it.
+ADDED_IN = {("labels", "stats"): 2}
 META_KEY = b"hrlaif.schema"
 
 _message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -187,7 +189,14 @@ def read_table(path: str | Path, kind: str) -> pa.Table:
         raise DataError(path, None, "hrlaif.schema", f"is a {found_kind} file, expected {kind}")
     if not version.isdigit() or int(version) > SCHEMA_VERSION:
         raise DataError(path, None, "hrlaif.schema", f"version {version!r} is newer than this code ({SCHEMA_VERSION})")
-    return pfile.read()
+    found = set(pfile.schema_arrow.names)
+    for name in SCHEMAS[kind].names:
+        if name not in found and int(version) >= ADDED_IN.get((kind, name), 1):
+            raise DataError(path, None, name, f"missing column (a {kind}/{version} file has it)")
+    try:  # columns this code does not know (a later minor addition) are left out
+        return pfile.read(columns=[n for n in SCHEMAS[kind].names if n in found])
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, None, None, f"not a readable Parquet file ({exc})") from None
 
 
 def read_records(path: str | Path, kind: str) -> list[Any]:

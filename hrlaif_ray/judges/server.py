@@ -9,7 +9,6 @@ request eventually succeeds. Binds 127.0.0.1 unless told otherwise; prints `READ
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hrlaif_ray.config import load_config
+from hrlaif_ray.errors import OneLineParser
 from hrlaif_ray.judges.sim_judge import SimJudge, SimJudgeConfig, count_tokens, uniform
 from hrlaif_ray.labeling.judge_prompts import extract_payload
 
@@ -171,7 +171,7 @@ def serve(cfg: SimJudgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hrlaif serve-judge", description="Serve the simulated judge over HTTP.")
+    parser = OneLineParser(prog="hrlaif serve-judge", description="Serve the simulated judge over HTTP.")
     parser.add_argument("--config", type=Path, help="YAML with SimJudgeConfig fields")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed in the READY line)")
