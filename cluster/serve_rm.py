@@ -1,75 +1,85 @@
-"""`hrlaif serve-rm`: the reward service over HTTP, for users who run the RM apart from training.
+"""`hrlaif serve-rm`: the reward model as a Ray Serve application, for users who run the RM apart from training.
 
 POST /score with {"prompts": [...], "responses": [...]} or {"sequences": [[token ids], ...]} returns
-{"rewards": [...]} (clipped inside the RM's forward). Every request needs `Authorization: Bearer <token>`, the
-token read from the environment variable named by --token-env (never a flag, so it stays out of process lists
-and logs). Binds 127.0.0.1 unless --host says otherwise; prints `READY <url>` when listening.
+{"rewards": [...]} (clipped inside the RM's forward); GET /health. Every /score request needs
+`Authorization: Bearer <token>`, the token read from the environment variable named by --token-env (never a flag,
+so it stays out of process lists and logs; the replicas hold only its digest). Serve's HTTP proxy binds
+127.0.0.1 unless --host says otherwise. Replicas: --replicas fixed, or autoscaling between --min-replicas and
+--max-replicas on the ongoing requests per replica; requests are batched (--max-batch-size). Prints
+`READY <url>` once every replica is up; SIGTERM or Ctrl-C shuts the application down. The contract in full:
+actors/rm_server.py.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
-import socket
+import signal
 import sys
+import threading
 from pathlib import Path
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
 from hrlaif_ray.errors import HrlaifError, OneLineParser
-
-
-def build_app(service, token: str) -> Starlette:
-    async def score(request: Request):
-        header = request.headers.get("authorization", "")
-        if not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-            return JSONResponse({"error": "missing or wrong bearer token"}, 401)
-        try:
-            body = await request.json()
-            if "sequences" in body:
-                rewards = service.score_ids([[int(t) for t in s] for s in body["sequences"]])
-            else:
-                rewards = service.score_texts([str(p) for p in body["prompts"]], [str(r) for r in body["responses"]])
-        except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": f"bad request: {exc}"}, 400)
-        return JSONResponse({"rewards": rewards.tolist()})
-
-    async def health(_: Request):
-        return JSONResponse({"ok": True})
-
-    return Starlette(routes=[Route("/score", score, methods=["POST"]), Route("/health", health)])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="hrlaif serve-rm", description=__doc__.splitlines()[0])
     parser.add_argument("--rm", required=True, help="reward-model folder (hrlaif train-rm's output)")
-    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--replicas", type=int, default=1, help="fixed replicas (unless --max-replicas is larger)")
+    parser.add_argument("--min-replicas", type=int, default=None, help="autoscaling lower bound (default --replicas)")
+    parser.add_argument("--max-replicas", type=int, default=None, help="autoscaling upper bound (default --replicas)")
+    parser.add_argument("--target-ongoing-requests", type=float, default=16, help="autoscaling target per replica")
+    parser.add_argument("--num-cpus", type=float, default=1, help="CPUs each replica reserves")
+    parser.add_argument("--num-gpus", type=float, default=0, help="GPUs each replica reserves")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each replica")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="requests batched into one forward")
+    parser.add_argument("--max-request-bytes", type=int, default=8 * 2**20, help="larger bodies get 413")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--token-env", default="HRLAIF_RM_TOKEN", help="environment variable holding the bearer token")
     args = parser.parse_args(argv)
     if not (Path(args.rm) / "config.json").is_file():
         raise HrlaifError(f"--rm {args.rm}: not a reward-model folder (no config.json; `hrlaif train-rm` writes one)")
+    low = args.min_replicas or args.replicas
+    high = max(low, args.max_replicas or args.replicas)
+    if low < 1:
+        raise HrlaifError(f"--min-replicas/--replicas must be at least 1, got {low}")
     token = os.environ.get(args.token_env)
     if not token:
-        print(f"hrlaif serve-rm: error: set {args.token_env} to the bearer token clients must send", file=sys.stderr)
-        return 2
+        raise HrlaifError(f"set {args.token_env} to the bearer token clients must send")
 
-    from actors.reward import RewardService
+    from ray import serve
+
+    from actors.rm_server import rm_app
     from cluster.connect import connect_ray
+    from hrlaif_ray.zero import free_port
 
-    connect_ray(log_to_driver=False, configure_logging=False)
-    service = RewardService(args.rm, replicas=args.replicas)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)  # listening before READY: a client that connects before uvicorn's start is queued, not refused
-    print(f"READY http://{args.host}:{sock.getsockname()[1]}", flush=True)
-    uvicorn.Server(uvicorn.Config(build_app(service, token), log_level="warning", access_log=False)).run(sockets=[sock])
+    import ray
+
+    own_cluster = connect_ray(log_to_driver=False, configure_logging=False)
+    port = args.port or free_port()
+    serve.start(http_options={"host": args.host, "port": port}, proxy_location="HeadOnly")
+    app = rm_app(
+        str(Path(args.rm).resolve()),
+        token,
+        min_replicas=low,
+        max_replicas=high,
+        target_ongoing_requests=args.target_ongoing_requests,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        threads=args.threads,
+        max_request_bytes=args.max_request_bytes,
+        max_batch_size=args.max_batch_size,
+    )
+    serve.run(app, name="hrlaif-rm", route_prefix="/")
+    print(f"READY http://{args.host}:{port}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    if own_cluster:  # the local Ray this command started goes, Serve with it (serve.shutdown waits ~30 s here)
+        ray.shutdown()
+    else:  # someone else's cluster: only our application goes
+        serve.delete("hrlaif-rm")
     return 0
 
 

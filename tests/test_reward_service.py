@@ -98,10 +98,23 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, tmp_path):
         with torch.no_grad():
             want = [rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0].item() for s in seqs]
         assert ok.json()["rewards"] == pytest.approx(want, abs=1e-4)
-        bad = httpx.post(
-            f"{url}/score", json={"sequences": [[]]}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60
-        )
+        auth = {"Authorization": "Bearer s3cret-token"}
+        bad = httpx.post(f"{url}/score", json={"sequences": [[]]}, headers=auth, timeout=60)
         assert bad.status_code == 400 and "at least one token" in bad.json()["error"]
+        for body, says in (
+            (b"{not json", "not JSON"),
+            (b'{"sequences": [[1, 99999999]]}', "token ids must be integers"),
+            (b'{"prompts": ["a"], "responses": []}', "equal length"),
+            (b"[1, 2]", "JSON object"),
+        ):
+            bad = httpx.post(f"{url}/score", content=body, headers=auth, timeout=60)
+            assert bad.status_code == 400 and says in bad.json()["error"], (body, bad.text)
+        texts = httpx.post(f"{url}/score", json={"prompts": ["2+2?"], "responses": ["4"]}, headers=auth, timeout=60)
+        assert texts.status_code == 200 and -10 <= texts.json()["rewards"][0] <= 10
+        huge = httpx.post(f"{url}/score", content=b"x" * (8 * 2**20 + 1), headers=auth, timeout=60)
+        assert huge.status_code == 413
+        health = httpx.get(f"{url}/health", timeout=60)
+        assert health.status_code == 200 and health.json()["ok"] is True
     finally:
         import os
         import signal
