@@ -117,7 +117,9 @@ class LabelerPool:
 
     def _new_actor(self):
         return LabelerActor.options(
-            num_cpus=self.pool.num_cpus_per_labeler, max_concurrency=4 * self.pool.concurrency + 8
+            num_cpus=self.pool.num_cpus_per_labeler,
+            max_concurrency=4 * self.pool.concurrency + 8,
+            scheduling_strategy="SPREAD" if self.pool.spread else "DEFAULT",
         ).remote(self.labeling.model_dump_json(), self.pool.concurrency, self.limiter)
 
     def set_concurrency(self, concurrency: int) -> None:

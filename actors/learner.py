@@ -252,11 +252,13 @@ class LearnerRank:
 
     def put_weights(self) -> list | None:
         """Rank 0 puts the whole model's weights in the object store straight from the parameters, so the put is
-        the one copy; returns [ref] (in a list, so Ray hands the reference back instead of resolving it), None on
-        other ranks; every rank must call it. A tied lm_head goes too: vLLM on CPU packs it apart from the
+        the one copy; returns [ref, bytes] (in a list, so Ray hands the reference back instead of resolving it),
+        None on other ranks; every rank must call it. A tied lm_head goes too: vLLM on CPU packs it apart from the
         embeddings, so the engine reloads both."""
         with self._weights() as state:
-            return None if state is None else [ray.put(state)]
+            return (
+                None if state is None else [ray.put(state), sum(t.numel() * t.element_size() for t in state.values())]
+            )
 
     def save(self, path: str, tokenizer_folder: str) -> str | None:
         from transformers import AutoTokenizer
@@ -291,6 +293,7 @@ class LearnerGroup:
         self.role, self.timeout_s = role, timeout_s
         self.restarts = 0 if role in TRAINED_ROLES else restarts  # a trained rank's peers are in its process group
         self.recoveries: list[Recovery] = []
+        self.weights_bytes = 0  # the size of the last weights_ref's state dict
         master = None
         if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
             master = ray.get(_address.options(**_task_options(options[0])).remote(), timeout=timeout_s)
@@ -349,7 +352,8 @@ class LearnerGroup:
 
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
-        return self._all(lambda r: r.put_weights.remote())[0][0]
+        ref, self.weights_bytes = self._all(lambda r: r.put_weights.remote())[0]
+        return ref
 
     def save(self, path: str, tokenizer_folder: str) -> None:
         self._all(lambda r: r.save.remote(path, tokenizer_folder))

@@ -375,8 +375,16 @@ def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> t
 
 
 def sync_weights(roles: Roles) -> float:
-    """The actor's new weights into every rollout engine (through the object store); the engines' reload time."""
+    """The actor's new weights into every rollout engine (through the object store, across nodes where the engines
+    run on others); the engines' reload time."""
     return max(roles.rollout.update_weights(roles.actor.weights_ref()))
+
+
+def sync_metrics(roles: Roles, timer: PhaseTimer) -> dict:
+    """What the weight sync moved (the state dict's bytes, put once, read by every engine wherever it runs) and
+    at what rate (bytes / time/sync, the put, the transfer to the engines' nodes and their reload)."""
+    size, seconds = getattr(roles.actor, "weights_bytes", 0), timer.times.get("time/sync", 0.0)
+    return {"sync/bytes": size, "sync/gb_per_s": size / seconds / 1e9 if seconds > 0 else 0.0}
 
 
 def step_metrics(
@@ -527,6 +535,7 @@ def ppo_loop(
                 metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
                 metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
                 metrics["faults/restarts"] = _log_recoveries(roles, faults, step + 1)
+                metrics.update(sync_metrics(roles, timer))
                 kl_ctl.update(float(adv.kl.mean()), len(batch))
                 alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
                 log.write(step + 1, metrics)

@@ -47,13 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         raise HrlaifError(f"set {args.token_env} to the bearer token clients must send")
 
+    import ray
     from ray import serve
 
     from actors.rm_server import rm_app
     from cluster.connect import connect_ray
     from hrlaif_ray.zero import free_port
-
-    import ray
 
     own_cluster = connect_ray(log_to_driver=False, configure_logging=False)
     port = args.port or free_port()

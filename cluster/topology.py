@@ -42,13 +42,13 @@ class Topology:
         for name, role in self.roles.items():
             if self.hosts[name] is None:
                 self.groups[name] = placement_group(
-                    [dict(plan.bundle) for _ in range(role.replicas)], strategy=plan.strategy, name=f"hrlaif-{name}"
+                    [plan.bundle_of(name) for _ in range(role.replicas)], strategy=plan.strategy, name=f"hrlaif-{name}"
                 )
         refs = {name: g.ready() for name, g in self.groups.items()}
         _, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         if pending:
             waiting = [name for name, ref in refs.items() if ref in pending]
-            asked = ", ".join(f"{name}: {self.roles[name].replicas} x {dict(plan.bundle)}" for name in waiting)
+            asked = ", ".join(f"{name}: {self.roles[name].replicas} x {plan.bundle_of(name)}" for name in waiting)
             free = ray.available_resources()
             self.shutdown()
             raise RuntimeError(
@@ -64,7 +64,7 @@ class Topology:
         group = self.groups[self.hosts[name] or name]
         return [
             {
-                **actor_resources(self.plan.bundle, role.share),
+                **actor_resources(self.plan.bundle_of(name), role.share),
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i),
             }
             for i in range(role.replicas)
@@ -88,6 +88,6 @@ def bundles_needed(plan: ResourcePlan, roles: tuple[str, ...] = ROLES) -> dict[s
     for name in roles:
         role = getattr(plan, name)
         if role.colocate_with not in roles:
-            for k, v in plan.bundle.items():
+            for k, v in plan.bundle_of(name).items():
                 total[k] = total.get(k, 0.0) + v * role.replicas
     return total

@@ -394,6 +394,11 @@ class PoolConfig(Section):
     shard_size: int = Field(64, ge=1, description="Labels per committed Parquet shard.")
     commit_interval_s: float = Field(5.0, gt=0, description="Commit a partial shard at least this often.")
     num_cpus_per_labeler: float = Field(0.25, gt=0, description="Ray CPUs per labeler actor (they mostly wait).")
+    spread: bool = Field(
+        False,
+        description="Spread the labeler actors over the cluster's nodes (Ray's SPREAD), so one node's loss takes "
+        "a share of them (their work is requeued and they are replaced, on the nodes left); off: Ray's default.",
+    )
     autoscale: AutoscaleConfig | None = Field(
         None, description="Let the pool size itself between min and max actors while it runs (None: `labelers`)."
     )
@@ -538,6 +543,11 @@ class RoleResources(Section):
         "colocation: actor+reference, critic+reward); replicas must not exceed the host's.",
     )
     threads: int = Field(1, ge=1, description="torch/OMP threads of each actor (Ray sets 1 unless told).")
+    bundle: dict[str, float] | None = Field(
+        None,
+        description="This role's own bundle, in place of the plan's (None: the plan's); a custom resource that names "
+        "a node or node type (`{CPU: 1, rollout_node: 1}`) places the role there. Colocated roles use their host's.",
+    )
 
 
 class ResourcePlan(Section):
@@ -576,6 +586,8 @@ class ResourcePlan(Section):
                 continue
             if host not in roles or roles[host].colocate_with is not None:
                 raise ValueError(f"{name}.colocate_with: {host!r} is not a role that owns bundles")
+            if role.bundle is not None:
+                raise ValueError(f"{name}.bundle: a role colocated with {host} uses {host}'s bundles")
             if role.replicas > roles[host].replicas:
                 raise ValueError(
                     f"{name}.replicas ({role.replicas}) exceeds {host}.replicas ({roles[host].replicas}) it is colocated with"
@@ -585,6 +597,12 @@ class ResourcePlan(Section):
             if total > 1 + 1e-9:
                 raise ValueError(f"{name}: colocated shares sum to {total:g} of a bundle (at most 1)")
         return self
+
+    def bundle_of(self, role: str) -> dict[str, float]:
+        """The bundle a role's actors are placed in: its own, else its host's, else the plan's."""
+        r = getattr(self, role)
+        host = getattr(self, r.colocate_with) if r.colocate_with else r
+        return dict(host.bundle if host.bundle is not None else self.bundle)
 
 
 class RolloutConfig(Section):
