@@ -59,7 +59,7 @@ def two_nodes():
 
 
 def _env(cluster, tmp: Path) -> dict:
-    env = script_env(tmp, RAY_ADDRESS=cluster.address, TMPDIR=str(tmp))
+    env = script_env(tmp, RAY_ADDRESS=cluster.address)
     env["PATH"] = f"{ROOT / '.venv/bin'}{os.pathsep}{env['PATH']}"
     return env
 
@@ -138,11 +138,30 @@ def test_two_nodes_lose_the_worker_during_labeling_and_during_ppo(two_nodes, tmp
     config.write_text(json.dumps(ppo))
     job_id = f"ppo2n-{os.getpid()}"
     submit = [str(ROOT / ".venv/bin/ray"), "job", "submit", "--address", dashboard, "--working-dir", str(ROOT)]
-    submit += ["--submission-id", job_id, "--no-wait", "--", "python", "-m", "cluster.ppo", "--config", str(config)]
+    submit += [
+        "--submission-id",
+        job_id,
+        "--no-wait",
+        "--",
+        sys.executable,
+        "-m",
+        "cluster.ppo",
+        "--config",
+        str(config),
+    ]
     done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = ppo_out / "metrics.jsonl"
-    _wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, 400, "two PPO steps")
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(dashboard)
+
+    def two_steps() -> bool:
+        status = str(jobs.get_job_status(job_id))
+        assert not status.endswith(("FAILED", "STOPPED")), jobs.get_job_logs(job_id)[-4000:]
+        return metrics.is_file() and len(metrics.read_text().splitlines()) >= 2
+
+    _wait_for(two_steps, 400, "two PPO steps")
     dead = worker.node_id[:8]
     cluster.remove_node(worker, allow_graceful=False)  # the rollout engine, the critic and the RM die with it
     time.sleep(3)
