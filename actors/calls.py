@@ -38,8 +38,14 @@ MEMORY_SETTINGS = {
 }
 
 
-# How Ray's memory monitor, the kernel's OOM killer (as Ray reports it), torch on CPU and CUDA say it.
-OOM = re.compile(r"\bOOM\b|out of memory|OutOfMemory|running low on memory|can't allocate memory", re.IGNORECASE)
+# How Ray's memory monitor, torch on CPU and CUDA say it. Not a bare "OOM": Ray's text for any dead worker lists
+# "killed by the OOM killer" among the possible causes.
+OOM = re.compile(r"out of memory|OutOfMemory|running low on memory|can't allocate memory|memory monitor", re.IGNORECASE)
+
+
+class StaleState(RuntimeError):
+    """Raised by an actor that Ray restarted and that got a call before it was restored (a rollout engine holding
+    the weights it started from, not the last synced ones): the caller restores it and redoes the call."""
 
 
 class RoleFailure(HrlaifError):
@@ -83,10 +89,13 @@ def _describe(exc: BaseException, role: str) -> tuple[str, bool]:
     text = str(exc).strip().splitlines()
     first = next((line for line in text if line.strip()), type(exc).__name__)
     oom = isinstance(exc, OutOfMemoryError) or OOM.search(str(exc)) is not None
-    if oom:
-        return f"ran out of memory ({first[:200]}); lower {MEMORY_SETTINGS.get(role, 'its batch')}", True
+    if oom:  # restartable only when the process died of it (Ray's memory monitor, the kernel), not a raised error
+        died = isinstance(exc, (OutOfMemoryError, RayActorError))
+        return f"ran out of memory ({first[:200]}); lower {MEMORY_SETTINGS.get(role, 'its batch')}", died
     if isinstance(exc, RayActorError):
         return f"the actor died ({first[:300]})", True
+    if isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), StaleState):
+        return f"restarted and not yet restored ({exc.cause})", True
     if isinstance(exc, RayTaskError):
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         return (
@@ -106,6 +115,7 @@ def gather(members: list[Member], refs: list, timeout_s: float) -> list:
     RoleFailure naming its member."""
     deadline = time.monotonic() + timeout_s
     owner = {ref: m for ref, m in zip(refs, members, strict=True)}
+    results: dict = {}
     pending = list(refs)
     while pending:
         left = deadline - time.monotonic()
@@ -115,12 +125,13 @@ def gather(members: list[Member], refs: list, timeout_s: float) -> list:
             raise RoleFailure(m.role, m.rank, m.node, f"no answer after {timeout_s:.0f} s", restartable=True)
         for ref in ready:  # a result that is an error fails the call now, whatever the others are doing
             try:
-                ray.get(ref, timeout=0)
-            except GetTimeoutError:  # pragma: no cover - ready refs resolve at once
-                pass
+                results[ref] = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
+            except GetTimeoutError:  # pragma: no cover - a ready result resolves at once
+                m = owner[ref]
+                raise RoleFailure(m.role, m.rank, m.node, f"no answer after {timeout_s:.0f} s") from None
             except Exception as exc:
                 raise failure(owner[ref], exc) from exc
-    return ray.get(list(refs))
+    return [results[ref] for ref in refs]
 
 
 def wait_ready(members: list[Member], timeout_s: float) -> None:

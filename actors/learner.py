@@ -296,7 +296,8 @@ class LearnerGroup:
         self.weights_bytes = 0  # the size of the last weights_ref's state dict
         master = None
         if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
-            master = ray.get(_address.options(**_task_options(options[0])).remote(), timeout=timeout_s)
+            probe = Member(role, 0, None, "?")
+            (master,) = gather([probe], [_address.options(**_task_options(options[0])).remote()], timeout_s)
         self.members = [
             Member(
                 role,

@@ -112,11 +112,13 @@ class RMServer:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, 413)
-        raw = await request.body()
-        if len(raw) > self.max_bytes:
-            return JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, 413)
-        try:
-            kind, payload = parse_body(json.loads(raw or b"null"), self.vocab, self.max_len)
+        raw = bytearray()
+        async for chunk in request.stream():  # counted as it comes: a body without Content-Length is bounded too
+            raw += chunk
+            if len(raw) > self.max_bytes:
+                return JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, 413)
+        try:  # decoding and checking up to max_bytes of JSON: off the event loop
+            kind, payload = await asyncio.to_thread(self._parse, bytes(raw))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return JSONResponse({"error": "bad request: the body is not JSON"}, 400)
         except BadRequest as exc:
@@ -126,6 +128,9 @@ class RMServer:
             if any(len(s) > self.max_len for s in payload):
                 return JSONResponse({"error": f"bad request: a prompt + response over {self.max_len} tokens"}, 400)
         return JSONResponse({"rewards": await self._score(payload)})
+
+    def _parse(self, raw: bytes) -> tuple[str, Any]:
+        return parse_body(json.loads(raw or b"null"), self.vocab, self.max_len)
 
     def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
         return [

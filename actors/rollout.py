@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import ray
 import torch
 
-from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, wait_ready
+from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, wait_ready
 from actors.runtime import actor_env
 
 
@@ -139,6 +139,7 @@ class RolloutActor:
         gpu_memory_utilization: float = 0.4,
     ):
         torch.set_num_threads(threads)
+        self.version = 0  # weights updates loaded since it started (a restart starts again at 0)
         engine = VLLMEngine if backend == "vllm" else HFEngine
         self.engine = engine(
             folder,
@@ -153,13 +154,25 @@ class RolloutActor:
         return node_of_this_process()
 
     def generate(
-        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+        self,
+        prompts: list[list[int]],
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        version: int | None = None,
     ) -> list[Sample]:
+        """Samples; `version`: the weights the caller expects this engine to hold (the count of its updates), so an
+        engine that Ray restarted (back at its starting weights) refuses to sample rather than sample stale."""
+        if version is not None and version != self.version:
+            raise StaleState(f"holds weights version {self.version}, the caller expects {version}")
         return self.engine.generate(prompts, n, max_tokens, temperature, top_p, seed)
 
-    def update_weights(self, state: dict[str, torch.Tensor]) -> float:
+    def update_weights(self, state: dict[str, torch.Tensor], version: int = 0) -> float:
         start = time.perf_counter()
         self.engine.load_weights(state)
+        self.version = version
         return time.perf_counter() - start
 
 
@@ -172,13 +185,16 @@ class RolloutGroup:
     """The rollout engines behind one handle: prompts are dealt evenly, samples come back in prompt order.
 
     An engine that dies (or hangs past `timeout_s`) is restarted by Ray (its actor's `max_restarts`), reloads the
-    weights of the last `update_weights`, and samples its share of the prompts again; `recoveries` lists each."""
+    weights of the last `update_weights`, and samples its share of the prompts again; `recoveries` lists each. Each
+    call says which weights version it expects, so an engine restarted between calls (back at its starting
+    weights) is restored before it samples."""
 
     def __init__(self, actors: list, timeout_s: float = 1800, restarts: int = 0):
         self.members = [Member("rollout", i, a) for i, a in enumerate(actors)]
         self.timeout_s, self.restarts = timeout_s, restarts
         self.recoveries: list[Recovery] = []
         self.weights = None  # the object-store reference every engine holds now (None: the folder it started from)
+        self.version = 0  # how many updates the engines hold (an engine restarted by Ray is back at 0)
         wait_ready(self.members, timeout_s)
 
     @property
@@ -187,11 +203,9 @@ class RolloutGroup:
 
     def _restore(self, member: Member):
         """A restarted engine started from its folder: it takes the current weights (a no-op call if they are it)."""
-        return (
-            member.handle.update_weights.remote(self.weights)
-            if self.weights is not None
-            else member.handle.ready.remote()
-        )
+        if self.weights is None:
+            return member.handle.ready.remote()
+        return member.handle.update_weights.remote(self.weights, self.version)
 
     def generate(
         self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
@@ -201,7 +215,9 @@ class RolloutGroup:
         chunks = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
         outs = gather_restarting(
             self.members[: len(chunks)],
-            lambda m: m.handle.generate.remote(chunks[m.rank][1], n, max_tokens, temperature, top_p, seed + m.rank),
+            lambda m: m.handle.generate.remote(
+                chunks[m.rank][1], n, max_tokens, temperature, top_p, seed + m.rank, self.version
+            ),
             self.timeout_s,
             self.restarts,
             self.recoveries,
@@ -216,10 +232,10 @@ class RolloutGroup:
 
     def update_weights(self, state_ref) -> list[float]:
         """Every engine loads the same object-store state dict (one put, read zero-copy by each)."""
-        self.weights = state_ref
+        self.weights, self.version = state_ref, self.version + 1
         return gather_restarting(
             self.members,
-            lambda m: m.handle.update_weights.remote(state_ref),
+            lambda m: m.handle.update_weights.remote(state_ref, self.version),
             self.timeout_s,
             self.restarts,
             self.recoveries,

@@ -56,6 +56,7 @@ class Chaos:
     def step(self, step: int, groups: dict[str, list[Member]]) -> None:
         """At the start of step `step` (1-based): schedule a kill if this step is due and was not attacked before.
         `groups`: each role's members in this run."""
+        self.stop()  # a kill scheduled in an earlier step that has not come is dropped, never carried into this one
         if step % self.cfg.every or step in self.attacked:
             return
         names = sorted(r for r in self.cfg.roles if groups.get(r))

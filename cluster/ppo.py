@@ -81,9 +81,8 @@ class Roles:
         out = []
         for group in (self.rollout, self.reference, self.reward):
             found = getattr(group, "recoveries", None)
-            if found:
-                out += found
-                found.clear()
+            while found:  # pop: a background thread may be appending
+                out.append(found.pop(0))
         return out
 
 
@@ -151,7 +150,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         )
         for i, o in enumerate(topo.options("rollout"))
     ]
-    reward, online = None, None
+    reward = None
     if job.reward.kind != "online":
         reward = RewardService(
             job.reward.rm,
@@ -162,18 +161,18 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             micro_batch=algo.micro_batch_size,
             **bounded,
         )
-    if job.reward.online:
-        folder = job.reward.labels_dir or str(Path(job.output_dir) / "online-labels")
-        online = OnlineReward(job.reward.labeling, job.reward.pool, folder)
-    return Roles(
+    roles = Roles(
         rollout=RolloutGroup(engines, **bounded),
         actor=learner("actor", policy, algo.actor_lr),
         reference=learner("reference", job.policy),
         critic=learner("critic", critic_folder, algo.critic_lr) if critic_folder else None,
         reward=reward,
         rm_reads_policy_tokens=job.reward.uses_rm and same_tokenizer(job.policy, job.reward.rm),
-        online=online,
     )
+    if job.reward.online:  # last: its labelers live outside the placement groups, so nothing may fail after them
+        folder = job.reward.labels_dir or str(Path(job.output_dir) / "online-labels")
+        roles.online = OnlineReward(job.reward.labeling, job.reward.pool, folder)
+    return roles
 
 
 def same_tokenizer(a: str, b: str) -> bool:
@@ -482,72 +481,76 @@ def ppo_loop(
     metrics (`faults/restarts`) and in `faults` (faults.jsonl); `chaos` injects faults at the steps' starts."""
     algo, watch = job.algo, Watch(job, monitor, held_out)
     ahead = job.async_.max_staleness > 0
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="experience") as background:
+    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="experience")
 
-        def experience(step: int, version: int) -> tuple[Future, Future]:
-            """(the samples, the experience with its rewards): an online reward is labeled once the samples are
-            there, so the labels may still be coming while the engines reload and the next step starts."""
-            sampled = background.submit(make_experience, job, roles, tokenizer, sampler, step, version)
-            if roles.online is None or rewarded_with_samples(job):
-                return sampled, sampled
-            return sampled, background.submit(_labeled, job, roles, sampled)
+    def experience(step: int, version: int) -> tuple[Future, Future]:
+        """(the samples, the experience with its rewards): an online reward is labeled once the samples are
+        there, so the labels may still be coming while the engines reload and the next step starts."""
+        sampled = background.submit(make_experience, job, roles, tokenizer, sampler, step, version)
+        if roles.online is None or rewarded_with_samples(job):
+            return sampled, sampled
+        return sampled, background.submit(_labeled, job, roles, sampled)
 
-        sampled = pending = None
-        if ahead:
-            sampled, pending = experience(start_step, start_step) if buffered is None else (_done(buffered),) * 2
-        step = start_step
-        try:
-            for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
-                if chaos is not None:
-                    chaos.step(step + 1, roles.members())
-                timer = PhaseTimer()
-                more = step + 1 < job.steps
-                with timer("step"):
-                    with timer("generate"):  # asynchronous: only the wait for what the background has not finished
-                        rollouts = (
-                            pending.result() if ahead else make_experience(job, roles, tokenizer, sampler, step, step)
-                        )
-                    if ahead and more:  # the engines still hold the weights that sampled this step's batch
-                        sampled, pending = experience(step + 1, step)
-                    batch = rollouts.batch
-                    scored = score(job, roles, rollouts, roles.put(batch), timer)
-                    adv = compute_advantages(
-                        algo.estimator,
-                        scored.scores,
-                        scored.old_logprobs,
-                        scored.ref_logprobs,
-                        batch.response_mask,
-                        kl_ctl.coef,
-                        algo.kl_estimator,
-                        job.rollout.samples_per_prompt,
-                        scored.values,
-                        algo.gamma,
-                        algo.lam,
-                        algo.whiten_advantages,
+    sampled = pending = None
+    if ahead:
+        sampled, pending = experience(start_step, start_step) if buffered is None else (_done(buffered),) * 2
+    step, failed = start_step, False
+    try:
+        for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
+            if chaos is not None:
+                chaos.step(step + 1, roles.members())
+            timer = PhaseTimer()
+            more = step + 1 < job.steps
+            with timer("step"):
+                with timer("generate"):  # asynchronous: only the wait for what the background has not finished
+                    rollouts = (
+                        pending.result() if ahead else make_experience(job, roles, tokenizer, sampler, step, step)
                     )
-                    train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
-                    stats = update(job, roles, roles.put(train), len(batch), timer)
-                    if ahead and more:
-                        with timer("generate_wait"):  # the next batch sampled before the engines reload
-                            sampled.result()
-                    with timer("sync"):
-                        reload_s = sync_weights(roles)
-                metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
-                metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
-                metrics["faults/restarts"] = _log_recoveries(roles, faults, step + 1)
-                metrics.update(sync_metrics(roles, timer))
-                kl_ctl.update(float(adv.kl.mean()), len(batch))
-                alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
-                log.write(step + 1, metrics)
-                stopping = alert is not None and job.monitor.stop
-                if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or not more or stopping:
-                    save(step + 1, kl_ctl.coef, buffer=pending.result() if ahead and more else None)
-                if stopping:
-                    return alert
-        except RoleFailure as exc:
-            exc.step = step + 1 if exc.step is None else exc.step
-            background.shutdown(wait=False, cancel_futures=True)
-            raise
+                if ahead and more:  # the engines still hold the weights that sampled this step's batch
+                    sampled, pending = experience(step + 1, step)
+                batch = rollouts.batch
+                scored = score(job, roles, rollouts, roles.put(batch), timer)
+                adv = compute_advantages(
+                    algo.estimator,
+                    scored.scores,
+                    scored.old_logprobs,
+                    scored.ref_logprobs,
+                    batch.response_mask,
+                    kl_ctl.coef,
+                    algo.kl_estimator,
+                    job.rollout.samples_per_prompt,
+                    scored.values,
+                    algo.gamma,
+                    algo.lam,
+                    algo.whiten_advantages,
+                )
+                train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
+                stats = update(job, roles, roles.put(train), len(batch), timer)
+                if ahead and more:
+                    with timer("generate_wait"):  # the next batch sampled before the engines reload
+                        sampled.result()
+                with timer("sync"):
+                    reload_s = sync_weights(roles)
+            metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
+            metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
+            metrics["faults/restarts"] = _log_recoveries(roles, faults, step + 1)
+            metrics.update(sync_metrics(roles, timer))
+            kl_ctl.update(float(adv.kl.mean()), len(batch))
+            alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
+            log.write(step + 1, metrics)
+            stopping = alert is not None and job.monitor.stop
+            if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or not more or stopping:
+                save(step + 1, kl_ctl.coef, buffer=pending.result() if ahead and more else None)
+            if stopping:
+                return alert
+    except RoleFailure as exc:
+        failed, exc.step = True, step + 1 if exc.step is None else exc.step
+        _log_recoveries(roles, faults, exc.step)  # what was mended in place before the step failed
+        raise
+    finally:
+        if chaos is not None:
+            chaos.stop()
+        background.shutdown(wait=not failed, cancel_futures=failed)  # a failed run does not wait for its samples
     return None
 
 
@@ -596,18 +599,22 @@ def run_ppo(job: PPOJob) -> dict:
     if not job.resume:
         faults.clear()
     chaos = Chaos(job.faults.chaos, faults) if job.faults.chaos else None
-    failures, attempt_job = 0, job
+    # Where an attempt starts: the last checkpoint when resuming, then the last one this run saved (never one an
+    # earlier run left in the folder).
+    resume_from = last_checkpoint(out) if job.resume else None
+    saved: list[Path] = []
+    failures = 0
     try:
         while True:
             try:
-                alert = run_attempt(attempt_job, faults, chaos)
+                alert = run_attempt(job, faults, chaos, resume_from, saved)
                 break
             except RoleFailure as exc:
                 if not exc.restartable or failures >= job.faults.max_failures:
                     raise
                 failures += 1
-                found = last_checkpoint(out)
-                from_step = json.loads((found / "state.json").read_text())["step"] if found else 0
+                resume_from = saved[-1] if saved else resume_from
+                from_step = json.loads((resume_from / "state.json").read_text())["step"] if resume_from else 0
                 tqdm.write(
                     f"FAULT: {exc}; restarting every role from step {from_step} ({failures}/{job.faults.max_failures})"
                 )
@@ -620,7 +627,6 @@ def run_ppo(job: PPOJob) -> dict:
                     node=exc.node,
                     what=exc.what,
                 )
-                attempt_job = job.model_copy(update={"resume": True})
     finally:
         if chaos is not None:
             chaos.stop()
@@ -629,7 +635,7 @@ def run_ppo(job: PPOJob) -> dict:
     result = {
         "steps": len(rows),
         "last": rows[-1] if rows else None,
-        "checkpoint": str(last_checkpoint(out)),
+        "checkpoint": str(saved[-1] if saved else resume_from),
         "stopped_by_monitor": alert,
         "faults": {
             "injected": sum(e["event"] == "injected" for e in events),
@@ -646,9 +652,12 @@ def run_ppo(job: PPOJob) -> dict:
     return result
 
 
-def run_attempt(job: PPOJob, faults: FaultLog, chaos: Chaos | None) -> str | None:
-    """One start of every role (from the last checkpoint when job.resume) and the loop to the end; the monitor's
-    alert if it stopped the run. Every exit gives back the placement groups and their actors."""
+def run_attempt(
+    job: PPOJob, faults: FaultLog, chaos: Chaos | None, resume_from: Path | None, saved: list[Path]
+) -> str | None:
+    """One start of every role (from checkpoint `resume_from`, else from the start: a fresh metrics log) and the
+    loop to the end; each checkpoint it writes is appended to `saved`. The monitor's alert if it stopped the run.
+    Every exit gives back the placement groups and their actors."""
     from transformers import AutoTokenizer
 
     out = Path(job.output_dir)
@@ -656,7 +665,6 @@ def run_attempt(job: PPOJob, faults: FaultLog, chaos: Chaos | None) -> str | Non
     if job.algo.estimator == "gae":
         critic_init = job.critic_init or job.reward.rm or job.policy
     policy, start_step, kl_coef, buffered = job.policy, 0, job.algo.kl_coef, None
-    resume_from = last_checkpoint(out) if job.resume else None
     if resume_from is not None:
         state = json.loads((resume_from / "state.json").read_text())
         policy, start_step, kl_coef = str(resume_from / "actor"), state["step"], state["kl_coef"]
@@ -692,6 +700,7 @@ def run_attempt(job: PPOJob, faults: FaultLog, chaos: Chaos | None) -> str | Non
             (tmp / "state.json").write_text(json.dumps({"step": step, "kl_coef": coef}))
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)  # a checkpoint exists whole or not at all
+            saved.append(folder)
 
         log = MetricsLog(out, job.tensorboard)
         log.truncate(start_step)  # steps logged after the checkpoint are redone from it: each step once

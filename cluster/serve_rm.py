@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     high = max(low, args.max_replicas or args.replicas)
     if low < 1:
         raise HrlaifError(f"--min-replicas/--replicas must be at least 1, got {low}")
-    token = os.environ.get(args.token_env)
+    token = os.environ.pop(args.token_env, None)  # out of the environment that Ray's processes inherit
     if not token:
         raise HrlaifError(f"set {args.token_env} to the bearer token clients must send")
 
@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.connect import connect_ray
     from hrlaif_ray.zero import free_port
 
-    own_cluster = connect_ray(log_to_driver=False, configure_logging=False)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    own_cluster = not os.environ.get("RAY_ADDRESS")  # else we joined someone's cluster: leave it as it was
+    connect_ray(log_to_driver=False, configure_logging=False)
     port = args.port or free_port()
     serve.start(http_options={"host": args.host, "port": port}, proxy_location="HeadOnly")
     app = rm_app(
@@ -69,16 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         max_request_bytes=args.max_request_bytes,
         max_batch_size=args.max_batch_size,
     )
-    serve.run(app, name="hrlaif-rm", route_prefix="/")
-    print(f"READY http://{args.host}:{port}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    if own_cluster:  # the local Ray this command started goes, Serve with it (serve.shutdown waits ~30 s here)
-        ray.shutdown()
-    else:  # someone else's cluster: only our application goes
-        serve.delete("hrlaif-rm")
+    try:
+        serve.run(app, name="hrlaif-rm", route_prefix="/")
+        print(f"READY http://{args.host}:{port}", flush=True)
+        stop.wait()
+    finally:
+        if own_cluster:  # the local Ray this command started goes, Serve with it (serve.shutdown waits ~30 s here)
+            ray.shutdown()
+        else:  # someone else's cluster: only our application goes
+            serve.delete("hrlaif-rm")
     return 0
 
 

@@ -210,3 +210,29 @@ def test_twenty_steps_with_a_role_killed_every_three_steps(local_ray, tmp_path, 
     kinds = {e["role"] for e in events if e["event"] == "injected"}
     assert len(kinds) >= 3, events
     (tmp_path.parent / "chaos_result.json").write_text(json.dumps({"faults": result["faults"], "events": events}))
+
+
+def test_an_engine_restarted_between_steps_gets_the_synced_weights_before_it_samples(local_ray, tiny_model_dir):
+    """Killed while idle, the engine comes back with the weights it started from; the next generate finds it out
+    (the weights version it expects) and reloads the synced weights before sampling."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from actors.rollout import RolloutActor, RolloutGroup
+
+    engine = RolloutActor.options(num_cpus=0, max_restarts=1).remote(str(tiny_model_dir), "hf", 0, 1)
+    group = RolloutGroup([engine], timeout_s=120, restarts=2)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    state = {k: (v * 1.5 if "mlp" in k else v).contiguous() for k, v in model.state_dict().items()}  # other weights
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    before = group.generate(prompts, 1, 6, 0.0, 1.0, 0)
+    group.update_weights(ray.put(state))
+    synced = group.generate(prompts, 1, 6, 0.0, 1.0, 0)
+    assert [s.token_ids for s in synced] != [s.token_ids for s in before]  # the new weights sample otherwise
+    ray.kill(engine, no_restart=False)
+    time.sleep(3)
+    again = group.generate(prompts, 1, 6, 0.0, 1.0, 0)
+    assert [s.token_ids for s in again] == [s.token_ids for s in synced]
+    assert len(group.recoveries) == 1, group.recoveries
+    assert torch.allclose(torch.tensor(again[0].logprobs), torch.tensor(synced[0].logprobs), atol=1e-5)
+    ray.kill(engine)
