@@ -176,6 +176,8 @@ def rm_app(
                 "min_replicas": min_replicas,
                 "max_replicas": max_replicas,
                 "target_ongoing_requests": target_ongoing_requests,
+                "upscale_delay_s": 5.0,  # Serve's default waits 30 s before it adds a replica
+                "downscale_delay_s": 60.0,
             }
         }
     )

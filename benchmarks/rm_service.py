@@ -6,6 +6,8 @@ the clients run, a prober sends an unauthenticated and an oversized request ever
 whether every one was refused (401, 413) under load. The peer, in the same run: the same requests scored
 in-process by one RewardModel (no HTTP, no Serve), one after another with the same threads: what the model alone
 costs. The RM is the demo's tiny model (the serving overhead dominates; a GPU cluster's RM is larger).
+A last row runs 16 clients for 3 x the time against `--min-replicas 1 --max-replicas 2`, and reads the running
+replicas from Serve before and after (Serve adds one after 5 s over the target of 2 ongoing requests a replica).
 Run: `python -m benchmarks.rm_service [--seconds 10] [--quick]`.
 """
 
@@ -47,10 +49,12 @@ def body(vocab: int, seed: int) -> dict:
     return {"sequences": torch.randint(5, vocab, (K, LENGTH), generator=gen).tolist()}
 
 
-def start_server(folder: Path, replicas: int, token: str, tmp: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "HRLAIF_RM_TOKEN": token, "TMPDIR": str(tmp)}
+def start_server(
+    folder: Path, replicas: int, token: str, tmp: Path, extra: tuple[str, ...] = (), address: str | None = None
+) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "HRLAIF_RM_TOKEN": token, "TMPDIR": str(tmp), **({"RAY_ADDRESS": address} if address else {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve-rm", "--rm", str(folder), "--replicas", str(replicas)],
+        [sys.executable, "-m", "cluster.cli", "serve-rm", "--rm", str(folder), "--replicas", str(replicas), *extra],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -146,6 +150,32 @@ def in_process(folder: Path, vocab: int, seconds: float) -> dict:
     }
 
 
+def autoscaled(folder: Path, vocab: int, token: str, tmp: Path, seconds: float) -> dict:
+    """16 clients against `--min-replicas 1 --max-replicas 2` (target 2 ongoing requests a replica) on a Ray
+    cluster this process also joins, to read Serve's replica count before and after the load."""
+    import ray
+    from ray import serve
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    address = ray.get_runtime_context().gcs_address
+    extra = ("--min-replicas", "1", "--max-replicas", "2", "--target-ongoing-requests", "2")
+    proc, url = start_server(folder, 1, token, tmp, extra, address)
+
+    def running() -> int:
+        app = serve.status().applications["hrlaif-rm"]
+        return sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+
+    try:
+        before = running()
+        row = asyncio.run(load(url, token, vocab, 16, seconds))
+        after = running()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        ray.shutdown()
+    return {"replicas": f"1-2 auto ({before} -> {after})", "clients": 16, **row}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0, help="load per row")
@@ -176,6 +206,10 @@ def main() -> None:
             proc.wait(timeout=60)
     print(f"\nRM service under load: {K} sequences of {LENGTH} tokens a request, {seconds:.0f} s a row")
     print_table(rows, list(rows[0]))
+    if not args.quick:
+        row = autoscaled(folder, vocab, token, tmp, 3 * seconds)
+        rows.append(row)
+        print_table([row], list(row))
     if not args.quick:
         print(f"wrote {write_results('rm_service', rows, seconds=seconds, sequences_per_request=K, tokens=LENGTH)}")
 

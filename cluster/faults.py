@@ -10,7 +10,9 @@
 
 `Chaos` (config `faults.chaos`) kills one actor of a random role every `every` steps, a random moment into the
 step, with `ray.kill(..., no_restart=False)`: an actor Ray may restart is restarted, the others die, as when
-their process or node dies. A step is attacked once, also when it is redone after a restart.
+their process or node dies. A step is attacked once, also when it is redone after a restart. A kill may land
+after its step ended (in the next step, or the checkpoint after it); the loop cancels the ones still pending
+when its attempt ends, so no kill reaches the roles of a later attempt.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class Chaos:
     def step(self, step: int, groups: dict[str, list[Member]]) -> None:
         """At the start of step `step` (1-based): schedule a kill if this step is due and was not attacked before.
         `groups`: each role's members in this run."""
-        self.stop()  # a kill scheduled in an earlier step that has not come is dropped, never carried into this one
         if step % self.cfg.every or step in self.attacked:
             return
         names = sorted(r for r in self.cfg.roles if groups.get(r))
