@@ -50,7 +50,7 @@ from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.errors import OneLineParser
 from hrlaif_ray.evaluation import correctness, verified_accuracy
-from hrlaif_ray.metrics import MetricsLog, PhaseTimer
+from hrlaif_ray.metrics import MetricsLog, PhaseTimer, truncate_jsonl
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Group, Rollouts, compute_advantages, layout, pad_rows
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
@@ -704,6 +704,7 @@ def run_attempt(
 
         log = MetricsLog(out, job.tensorboard)
         log.truncate(start_step)  # steps logged after the checkpoint are redone from it: each step once
+        truncate_jsonl(out / "alerts.jsonl", start_step)  # and so are their monitor checks
         try:
             return ppo_loop(
                 job,

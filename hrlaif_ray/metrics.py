@@ -49,6 +49,19 @@ class PhaseTimer:
             self._add(phase, time.perf_counter() - start)
 
 
+def truncate_jsonl(path: Path, last_step: int) -> int:
+    """Drop the rows of a JSONL file of {"step": ...} rows after `last_step`, atomically; how many were dropped."""
+    if not path.is_file():
+        return 0
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keep = [r for r in rows if r["step"] <= last_step]
+    if len(keep) < len(rows):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, path)
+    return len(rows) - len(keep)
+
+
 class MetricsLog:
     def __init__(self, folder: str | Path, tensorboard: bool = True):
         self.folder = Path(folder)
@@ -76,13 +89,7 @@ class MetricsLog:
     def truncate(self, last_step: int) -> int:
         """Drop the rows after `last_step` (a resume redoes those steps from its checkpoint, so each step is logged
         once); returns how many were dropped. Rewritten atomically."""
-        rows = self.rows()
-        keep = [r for r in rows if r["step"] <= last_step]
-        if len(keep) < len(rows):
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-            os.replace(tmp, self.path)
-        return len(rows) - len(keep)
+        return truncate_jsonl(self.path, last_step)
 
     def rows(self) -> list[dict]:
         if not self.path.is_file():

@@ -167,6 +167,9 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
     )  # fewer actors to start (the slow run has all)
     job["resources"] = {k: v for k, v in job["resources"].items() if k not in ("critic", "reward")}
     job = PPOJob.model_validate(job)
+    stale = tmp_path / "ppo" / "checkpoints" / "step_99"  # an earlier run's, in the same folder: never resumed from
+    stale.mkdir(parents=True)
+    (stale / "state.json").write_text(json.dumps({"step": 99, "kl_coef": 0.0}))
     result = run_ppo(job)
     rows, events = _check_every_step_once(tmp_path / "ppo", 5)
     injected = [e for e in events if e["event"] == "injected"]
@@ -184,6 +187,7 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
         "steps_redone": 1,
     }
     assert (tmp_path / "ppo" / "checkpoints" / "step_5" / "actor" / "config.json").is_file()
+    assert result["checkpoint"].endswith("step_5")
 
 
 @pytest.mark.slow
