@@ -25,7 +25,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, OutOfMemoryError, RayActorError, RayTaskError
 
-from hrlaif_ray.errors import HrlaifError
+from hrlaif_ray.errors import RunFailure
 
 # What to lower when a role runs out of memory (the step's batch is split over the ranks by these settings).
 MEMORY_SETTINGS = {
@@ -48,7 +48,7 @@ class StaleState(RuntimeError):
     the weights it started from, not the last synced ones): the caller restores it and redoes the call."""
 
 
-class RoleFailure(HrlaifError):
+class RoleFailure(RunFailure):
     """A role's actor failed, died or did not answer in time. `step` is set by the controller (None outside a step).
     `restartable`: the actor died (a restart may mend it) rather than raised an error of its own."""
 

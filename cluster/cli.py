@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hrlaif_ray.errors import HrlaifError, OneLineParser
+from hrlaif_ray.errors import HrlaifError, OneLineParser, RunFailure
 
 
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
@@ -225,7 +225,8 @@ def config_show(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Every command, one error path: a bad config, override or input file is one line naming the key, file or
-    record, and exit status 2; never a traceback."""
+    record, and exit status 2; a run that failed after that (a role that died for good) one line and status 1;
+    never a traceback."""
     import importlib
 
     from actors.runtime import process_defaults
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HrlaifError, KeyError, ValueError, OSError) as exc:  # ours name what is wrong (files by path)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"hrlaif {command}: error: {message}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, RunFailure) else 2  # 2: the input was wrong; 1: the run failed
 
 
 if __name__ == "__main__":

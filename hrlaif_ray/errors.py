@@ -22,6 +22,10 @@ class DataError(HrlaifError, ValueError):
         super().__init__(f"{where}: {what}{message}")
 
 
+class RunFailure(HrlaifError):
+    """A run that failed after its input was accepted (a role that died for good): one line, exit status 1."""
+
+
 class ConfigError(HrlaifError, ValueError):
     """An invalid config: names every offending key."""
 
