@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from actors.calls import Member, gather
 from hrlaif_ray.config import LabelingConfig, PoolConfig
 from hrlaif_ray.data.records import LabelRecord
 from hrlaif_ray.labeling.autoscale import Autoscaler
@@ -125,7 +126,7 @@ class LabelerPool:
     def set_concurrency(self, concurrency: int) -> None:
         """Change labels in flight per actor (the actors' own limit and the driver's queue depth)."""
         self.pool = self.pool.model_copy(update={"concurrency": concurrency})
-        ray.get([a.set_concurrency.remote(concurrency) for a in self.active])
+        self._all(self.active, lambda _, a: a.set_concurrency.remote(concurrency))
 
     def resize(self, n: int) -> None:
         """Grow or shrink to n actors; removed actors finish what they hold, then are stopped (or kept idle as the
@@ -140,7 +141,12 @@ class LabelerPool:
 
     def ready(self) -> None:
         """Wait until every started actor (active and standby) has finished starting."""
-        ray.get([a.set_concurrency.remote(self.pool.concurrency) for a in [*self.active, *self.idle]])
+        self._all([*self.active, *self.idle], lambda _, a: a.set_concurrency.remote(self.pool.concurrency))
+
+    def _all(self, actors: list, call) -> list:
+        """call(i, actor) on each, bounded by `pool.call_timeout_s`; a failure names the labeler (its index)."""
+        members = [Member("labeler", i, a) for i, a in enumerate(actors)]
+        return gather(members, [call(i, a) for i, a in enumerate(actors)], self.pool.call_timeout_s)
 
     @property
     def size(self) -> int:
@@ -264,11 +270,11 @@ class LabelerPool:
         if not requests:
             return []
         size = -(-len(requests) // len(self.active))
-        refs = [
-            actor.ask_batch.remote(requests[i : i + size])
-            for actor, i in zip(self.active, range(0, len(requests), size))
-        ]
-        return [answer for chunk in ray.get(refs) for answer in chunk]
+        chunks = self._all(
+            self.active[: -(-len(requests) // size)],
+            lambda i, a: a.ask_batch.remote(requests[i * size : (i + 1) * size]),
+        )
+        return [answer for chunk in chunks for answer in chunk]
 
     def shutdown(self) -> None:
         for actor in [*self.active, *self.draining, *self.idle]:

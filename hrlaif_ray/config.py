@@ -394,6 +394,12 @@ class PoolConfig(Section):
     shard_size: int = Field(64, ge=1, description="Labels per committed Parquet shard.")
     commit_interval_s: float = Field(5.0, gt=0, description="Commit a partial shard at least this often.")
     num_cpus_per_labeler: float = Field(0.25, gt=0, description="Ray CPUs per labeler actor (they mostly wait).")
+    call_timeout_s: float = Field(
+        1800,
+        gt=0,
+        description="The longest the driver waits on one call to the labelers (their start, a batch of judge "
+        "questions); past it the call fails naming the labeler and its node.",
+    )
     spread: bool = Field(
         False,
         description="Spread the labeler actors over the cluster's nodes (Ray's SPREAD), so one node's loss takes "
