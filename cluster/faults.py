@@ -27,6 +27,7 @@ import ray
 
 from actors.calls import Member
 from hrlaif_ray.config import ChaosConfig
+from hrlaif_ray.metrics import read_jsonl
 
 
 class FaultLog:
@@ -39,9 +40,7 @@ class FaultLog:
             fh.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str) + "\n")
 
     def rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -72,8 +72,9 @@ class Roles:
 
     def members(self) -> dict[str, list[Member]]:
         """Each Ray role's actors (what fault injection picks from); roles without actors are left out."""
-        groups = {"rollout": self.rollout, "actor": self.actor, "reference": self.reference}
-        groups.update(critic=self.critic, reward=self.reward)
+        groups = dict(
+            rollout=self.rollout, actor=self.actor, reference=self.reference, critic=self.critic, reward=self.reward
+        )
         return {name: g.members for name, g in groups.items() if g is not None and hasattr(g, "members")}
 
     def recoveries(self) -> list:

@@ -49,11 +49,16 @@ class PhaseTimer:
             self._add(phase, time.perf_counter() - start)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL log this project writes (metrics, faults, alerts); [] when there is none yet."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def truncate_jsonl(path: Path, last_step: int) -> int:
     """Drop the rows of a JSONL file of {"step": ...} rows after `last_step`, atomically; how many were dropped."""
-    if not path.is_file():
-        return 0
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path)
     keep = [r for r in rows if r["step"] <= last_step]
     if len(keep) < len(rows):
         tmp = path.with_suffix(".jsonl.tmp")
@@ -92,9 +97,7 @@ class MetricsLog:
         return truncate_jsonl(self.path, last_step)
 
     def rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path)
 
     def close(self) -> None:
         if self.writer is not None:
