@@ -197,7 +197,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
     for override in overrides:
         apply_override(data, override, cls)
     if overrides:
-        source += " + overrides " + " ".join(overrides)
+        source += " + overrides " + " ".join(o if o.isprintable() and " " not in o else repr(o) for o in overrides)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
