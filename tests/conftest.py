@@ -80,6 +80,37 @@ def local_ray(tmp_path_factory):
     ray.shutdown()
 
 
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` merged in, dicts key by key (any other value replaces)."""
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def tiny_ppo_job(policy: Path, out: Path, **changes) -> dict:
+    """A PPO job on the tiny model that fits 2 cores, as the tests' base: GAE, 4 prompts x 2 samples a step, the RM
+    the policy itself; 2 actor ranks with the reference's beside them, the critic with the RM beside it, one HF
+    rollout engine. `changes` are merged in (`merged`)."""
+    base = {
+        "policy": str(policy),
+        "output_dir": str(out),
+        "steps": 2,
+        "prompts_per_step": 4,
+        "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4, "micro_batch_size": 2},
+        "rollout": {"backend": "hf", "samples_per_prompt": 2, "max_new_tokens": 8, "max_model_len": 128},
+        "reward": {"kind": "rm", "rm": str(policy)},
+        "resources": {
+            "actor": {"replicas": 2, "share": 0.5},
+            "reference": {"replicas": 2, "share": 0.5, "colocate_with": "actor"},
+            "critic": {"replicas": 1, "share": 0.5},
+            "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
+            "rollout": {"replicas": 1},
+        },
+    }
+    return merged(base, changes)
+
+
 def script_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Environment for a child process: temp files and sockets under `tmp` (the compile cache shared), CPU
     DeepSpeed, both cores."""
@@ -94,6 +125,15 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def short_tmp():
+    """A folder of its own with a short path, for children that open Unix sockets in their temp folder (Ray, vLLM's
+    ZMQ): a socket path must stay under 108 bytes, which pytest's tmp_path can exceed (under pytest-xdist more so)."""
+    path = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def torchrun(*target: str, ranks: int = 2) -> list[str]:

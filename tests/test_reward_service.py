@@ -53,14 +53,13 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         ray.shutdown()
 
 
-def test_http_front_needs_the_token_and_matches_the_module(rm_folder, tmp_path):
+def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp):
     import subprocess
 
     import httpx
     from conftest import ROOT, script_env
 
-    env = script_env(tmp_path, HRLAIF_RM_TOKEN="s3cret-token")
-    env["TMPDIR"] = "/tmp"  # Ray's socket paths must stay short
+    env = script_env(short_tmp, HRLAIF_RM_TOKEN="s3cret-token")
     assert (
         subprocess.run(
             [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, script_env
+from conftest import ROOT, script_env, tiny_ppo_job
 from labeling_fixtures import write_label_inputs
 
 from hrlaif_ray.data.schemas import read_records
@@ -115,25 +115,20 @@ def test_two_nodes_lose_the_worker_during_labeling_and_during_ppo(two_nodes, tmp
     cluster.wait_for_nodes()
     ppo_out = tmp_path / "ppo"
     on_head, on_worker = {"CPU": 1, "head_node": 1}, {"CPU": 1, "worker_node": 1}
-    ppo = {
-        "policy": str(tiny_model_dir),
-        "output_dir": str(ppo_out),
-        "steps": 6,
-        "prompts_per_step": 4,
-        "checkpoint_every": 1,
-        "tensorboard": False,
-        "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4, "micro_batch_size": 2},
-        "rollout": {"backend": "hf", "samples_per_prompt": 2, "max_new_tokens": 8, "max_model_len": 128},
-        "reward": {"kind": "rm", "rm": str(tiny_model_dir)},
-        "resources": {
-            "actor": {"replicas": 2, "share": 0.5, "bundle": on_head},
-            "reference": {"replicas": 2, "share": 0.5, "colocate_with": "actor"},
-            "critic": {"replicas": 1, "share": 0.5, "bundle": on_worker},
-            "reward": {"replicas": 1, "share": 0.5, "colocate_with": "critic"},
-            "rollout": {"replicas": 1, "bundle": on_worker},
-        },
-        "faults": {"call_timeout_s": 120},
+    resources = {
+        "actor": {"bundle": on_head},
+        "critic": {"bundle": on_worker},
+        "rollout": {"bundle": on_worker},
     }
+    ppo = tiny_ppo_job(
+        tiny_model_dir,
+        ppo_out,
+        steps=6,
+        checkpoint_every=1,
+        tensorboard=False,
+        resources=resources,
+        faults={"call_timeout_s": 120},
+    )
     config = tmp_path / "ppo.json"
     config.write_text(json.dumps(ppo))
     job_id = f"ppo2n-{os.getpid()}"
