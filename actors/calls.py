@@ -50,17 +50,21 @@ class StaleState(RuntimeError):
 
 class RoleFailure(RunFailure):
     """A role's actor failed, died or did not answer in time. `step` is set by the controller (None outside a step).
-    `restartable`: the actor died (a restart may mend it) rather than raised an error of its own."""
+    `restartable`: the actor died (a restart may mend it) rather than raised an error of its own. `hung`: it did not
+    answer in time (alive as far as Ray knows: it must be killed to restart)."""
 
-    def __init__(self, role: str, rank: int, node: str, what: str, restartable: bool = True, step: int | None = None):
-        self.role, self.rank, self.node, self.what, self.restartable, self.step = (
-            role,
-            rank,
-            node,
-            what,
-            restartable,
-            step,
-        )
+    def __init__(
+        self,
+        role: str,
+        rank: int,
+        node: str,
+        what: str,
+        restartable: bool = True,
+        step: int | None = None,
+        hung: bool = False,
+    ):
+        self.role, self.rank, self.node, self.what = role, rank, node, what
+        self.restartable, self.step, self.hung = restartable, step, hung
         super().__init__(role, rank, node, what)
 
     def __str__(self) -> str:
@@ -122,13 +126,13 @@ def gather(members: list[Member], refs: list, timeout_s: float) -> list:
         ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, left))
         if not ready:
             m = owner[pending[0]]
-            raise RoleFailure(m.role, m.rank, m.node, f"no answer after {timeout_s:.0f} s", restartable=True)
+            raise RoleFailure(m.role, m.rank, m.node, f"no answer after {timeout_s:.0f} s", hung=True)
         for ref in ready:  # a result that is an error fails the call now, whatever the others are doing
             try:
                 results[ref] = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
             except GetTimeoutError:  # pragma: no cover - a ready result resolves at once
                 m = owner[ref]
-                raise RoleFailure(m.role, m.rank, m.node, f"no answer after {timeout_s:.0f} s") from None
+                raise RoleFailure(m.role, m.rank, m.node, f"no answer after {timeout_s:.0f} s", hung=True) from None
             except Exception as exc:
                 raise failure(owner[ref], exc) from exc
     return [results[ref] for ref in refs]
@@ -170,7 +174,7 @@ def gather_restarting(
             if not exc.restartable or redone >= restarts:
                 raise
             i = next(i for i, m in enumerate(members) if m.rank == exc.rank)
-            recover(members[i], timeout_s, hung="no answer" in exc.what)
+            recover(members[i], timeout_s, hung=exc.hung)
             if restore is not None:
                 gather([members[i]], [restore(members[i])], timeout_s)
             recoveries.append(Recovery(exc.role, exc.rank, members[i].node, exc.what))
@@ -186,8 +190,7 @@ def recover(member: Member, timeout_s: float, hung: bool = False) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            member.node = gather([member], [member.handle.ready.remote()], max(1.0, deadline - time.monotonic()))[0]
-            return
+            return wait_ready([member], max(1.0, deadline - time.monotonic()))
         except RoleFailure as exc:  # calls made while it restarts fail at once ("unavailable"): ask again
             if not isinstance(exc.__cause__, ActorUnavailableError) or time.monotonic() > deadline:
                 raise
