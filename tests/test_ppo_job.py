@@ -53,6 +53,9 @@ def ray_head():
     start = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}"]
     start += [f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true"]
     start += ["--num-cpus=8", "--disable-usage-stats", f"--temp-dir={tmp}"]
+    # The job agent's port, which is 52365 on every Ray unless told: another Ray on this machine (a test on the other
+    # pytest-xdist worker) may hold that one, and the job API then has "no available agent".
+    start += [f"--dashboard-agent-listen-port={free_port()}"]
     log = (tmp / "ray-start.log").open("wb")
     head = subprocess.Popen(start, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
