@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,9 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 # `make test` runs the modules on 2 pytest-xdist workers (`-n 2 --dist loadfile`: a module's tests, and its Ray
 # cluster, stay on one worker), which take them in collection order (`--no-loadscope-reorder`; by default xdist puts
-# the modules with the most tests first). The longest modules go first (longest
-# processing time first), so that neither worker is left with a long one at the end; measured 2026-12-02 on 2 cores:
-# each 45-95 s, every other module under 25 s. A module missing here only runs later.
+# the modules with the most tests first). The longest modules go first (longest processing time first), so that
+# neither worker is left with a long one at the end; measured 2026-12-02 on 2 cores: each 45-95 s, every other
+# module under 25 s. A module missing here only runs later.
 LONGEST_FIRST = [
     "test_faults.py",
     "test_ppo_job.py",
@@ -147,13 +149,23 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
-@pytest.fixture
-def short_tmp():
-    """A folder of its own with a short path, for children that open Unix sockets in their temp folder (Ray, vLLM's
-    ZMQ): a socket path must stay under 108 bytes, which pytest's tmp_path can exceed (under pytest-xdist more so)."""
+@contextlib.contextmanager
+def short_temp_dir() -> Iterator[Path]:
+    """A folder of its own with a short path, removed after, for processes that open Unix sockets in their temp folder
+    (Ray, vLLM's ZMQ): a socket path must stay under 108 bytes, which pytest's tmp_path can exceed (under pytest-xdist
+    more so)."""
     path = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A `short_temp_dir` for one test."""
+    with short_temp_dir() as path:
+        yield path
 
 
 def torchrun(*target: str, ranks: int = 2) -> list[str]:
@@ -175,10 +187,8 @@ def torchrun(*target: str, ranks: int = 2) -> list[str]:
 
 
 def run_hrlaif(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
-    """`hrlaif ARGS` in a child process whose temp files (Ray's among them) live under a short /tmp folder: Ray's
-    socket paths must stay under 108 bytes, which pytest's tmp_path exceeds."""
-    short = Path(tempfile.mkdtemp(prefix="hr", dir="/tmp"))
-    try:
+    """`hrlaif ARGS` in a child process whose temp files (Ray's sockets among them) live in a `short_temp_dir`."""
+    with short_temp_dir() as short:
         return subprocess.run(
             [str(ROOT / ".venv/bin/hrlaif"), *args],
             env=script_env(short, **env),
@@ -186,8 +196,6 @@ def run_hrlaif(*args: str, timeout: float, **env: str) -> subprocess.CompletedPr
             text=True,
             timeout=timeout,
         )
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from actors.calls import (
     node_of_this_process,
     wait_ready,
 )
+from hrlaif_ray.metrics import read_jsonl
 
 
 @ray.remote
@@ -128,9 +129,9 @@ def _chaos_job(tmp_path, policy, **changes) -> dict:
 
 
 def _check_every_step_once(out, steps: int) -> tuple[list[dict], list[dict]]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
-    events = [json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()]
+    events = read_jsonl(out / "faults.jsonl")
     return rows, events
 
 

@@ -6,16 +6,15 @@ ahead kept in each checkpoint; (slow) resume from a checkpoint through `ray job 
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, merged, run_hrlaif, script_env, tiny_ppo_job
 
+from hrlaif_ray.metrics import read_jsonl
 from hrlaif_ray.zero import free_port
 
 PHASES = [
@@ -32,14 +31,14 @@ RAY = str(ROOT / ".venv/bin/ray")
 
 
 @pytest.fixture
-def ray_head():
+def ray_head(short_tmp):
     """A head node of our own on 127.0.0.1 (short temp dir: Ray's socket paths have a length limit), with Ray's
     token authentication on and a token of this test's own (the job API refuses requests without it). `ray start
     --block` holds it: stopping that process stops this head only (`ray stop` would stop every Ray on the machine,
     another test session's too)."""
     import httpx
 
-    tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
+    tmp = short_tmp
     port, dash = free_port(), free_port()
     token = secrets.token_hex(16)
     env = script_env(
@@ -79,7 +78,6 @@ def ray_head():
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
         log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _config(path: Path, policy, out, **changes) -> Path:
@@ -142,19 +140,19 @@ def _submit(address: str, env: dict, job_id: str, config, *args: str, check: boo
 
 
 def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(out / "metrics.jsonl")
 
 
 def _has_the_step_metrics(rows: list[dict]) -> None:
+    expected = PHASES + [
+        "reward/score_mean",
+        "actor/kl",
+        "actor/entropy",
+        "actor/clip_frac",
+        "critic/value_loss",
+        "response/length_mean",
+    ]
     for row in rows:
-        expected = PHASES + [
-            "reward/score_mean",
-            "actor/kl",
-            "actor/entropy",
-            "actor/clip_frac",
-            "critic/value_loss",
-            "response/length_mean",
-        ]
         missing = [k for k in expected if k not in row]
         assert not missing, missing
         assert abs(row["reward/score_mean"]) <= 10.0
@@ -204,6 +202,8 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     _has_the_step_metrics(rows)
     assert all(r["rollout/logprob_max_abs_diff"] < 1e-3 for r in rows)  # the engines sample the learner's weights
     assert (out / "checkpoints" / "step_2" / "actor" / "config.json").is_file()
+    assert (out / "checkpoints" / "step_2" / "critic" / "scalar_head.safetensors").is_file()
+    assert list((out / "tensorboard").glob("events.*"))
     # Resume, asynchronous: 4 steps asked, 2 done; steps 3 and 4 run one-step off-policy (step 4's batch made by the
     # weights before step 3's update, while step 3 trained), a checkpoint after each holding the batch made ahead.
     job_id2 = job_id + "-resume"
@@ -215,6 +215,7 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     assert [r["async/staleness"] for r in rows[2:]] == [0, 1] and "time/generate_wait" in rows[2]
     # The buffered batch is what a resume from step 3 trains on (tests/test_ppo_loop_inprocess.py resumes from one
     # after a crash): step 4's prompts, sampled by the weights after 2 updates.
+    assert (out / "checkpoints" / "step_3" / "buffer.pt").is_file()  # step 4's batch, made before step 3's update
     buffered = _buffered_batch(out, 3)
     assert (buffered.step, buffered.version, len(buffered.batch)) == (3, 2, 8) and buffered.scores is None
 
@@ -237,7 +238,7 @@ def test_thirty_ppo_steps_raise_the_verifier_reward(tmp_path, sft_policy_dir):
     )
     proc = run_hrlaif("ppo", "--config", str(config), timeout=1800, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(out)
     first = sum(r["reward/score_mean"] for r in rows[:5]) / 5
     last = sum(r["reward/score_mean"] for r in rows[-5:]) / 5
     accuracy = [sum(r["eval/batch_accuracy"] for r in part) / 5 for part in (rows[:5], rows[-5:])]
@@ -273,7 +274,7 @@ def test_thirty_ppo_steps_with_the_online_hybrid_reward_raise_batch_accuracy(tmp
         )
         proc = run_hrlaif("ppo", "--config", str(config), timeout=2400, RAY_ENABLE_ZERO_COPY_TORCH_TENSORS="1")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(out)
     first = sum(r["eval/batch_accuracy"] for r in rows[:5]) / 5
     last = sum(r["eval/batch_accuracy"] for r in rows[-5:]) / 5
     cost = sum(r["online/judge_cost_usd"] for r in rows)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +24,7 @@ from labeling_fixtures import write_label_inputs
 
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.judges.launch import sim_judge_server
+from hrlaif_ray.metrics import read_jsonl
 from hrlaif_ray.zero import free_port
 
 pytestmark = pytest.mark.slow
@@ -33,10 +32,10 @@ WORKER = {"num_cpus": 4, "resources": {"worker_node": 4}}
 
 
 @pytest.fixture
-def two_nodes():
+def two_nodes(short_tmp):
     from ray.cluster_utils import Cluster
 
-    tmp = Path(tempfile.mkdtemp(prefix="r2", dir="/tmp"))  # Ray's socket paths must stay short
+    tmp = short_tmp  # Ray's socket paths must stay short
     dash = free_port()
     cluster = Cluster(
         initialize_head=True,
@@ -55,7 +54,6 @@ def two_nodes():
         yield cluster, worker, f"http://127.0.0.1:{dash}", tmp
     finally:
         cluster.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _env(cluster, tmp: Path) -> dict:
@@ -163,9 +161,9 @@ def test_two_nodes_lose_the_worker_during_labeling_and_during_ppo(two_nodes, tmp
     cluster.add_node(**WORKER)  # the replacement node
     status = _job_status(dashboard, job_id, env, 600)
     assert status == "SUCCEEDED", status
-    steps = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = read_jsonl(metrics)
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
-    events = [json.loads(line) for line in (ppo_out / "faults.jsonl").read_text().splitlines()]
+    events = read_jsonl(ppo_out / "faults.jsonl")
     resumed = [e for e in events if e["event"] == "resumed"]
     assert resumed and dead in resumed[0]["node"] and resumed[0]["role"] in ("rollout", "critic", "reward"), events
     assert all(r["sync/bytes"] > 0 and r["sync/gb_per_s"] > 0 for r in steps)
