@@ -13,29 +13,20 @@ template first.
 in, scores out) for the RM, the programmatic verifier (+1 correct, -1 wrong, 0 where there is no standard
 answer) and their sum (`rm+verifier`: the RM plus `verifier_weight` x the verdict where a standard answer exists).
 
-`OnlineReward.rewards(groups)` is the online hybrid reward: each prompt's group of samples labeled by the labeler
-pool (the strategies of `hrlaif label`), committed to a ledger, and the group's partial order turned into rewards
-(`hrlaif_ray/reward/group.py`); a failed label gives its group no signal.
+The online hybrid reward (the labeler pool during the step) is `actors/online_reward.py`: a replica's process does
+not import the judge SDK.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import ray
 import torch
 
 from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, wait_ready
-from actors.labeler import LabelerPool
 from actors.runtime import actor_env
-from hrlaif_ray.config import LabelingConfig, PoolConfig
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
-from hrlaif_ray.data.records import PromptRecord, Response
+from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness
-from hrlaif_ray.labeling.constitution import file_template_version
-from hrlaif_ray.labeling.ledger import LabelLedger
-from hrlaif_ray.labeling.strategies import LabelItem, idempotency_key
-from hrlaif_ray.reward.group import group_rewards
 from hrlaif_ray.reward.model import RewardModel
 
 
@@ -175,35 +166,3 @@ class RewardService:
     def shutdown(self) -> None:
         for r in self.replicas:
             ray.kill(r)
-
-
-class OnlineReward:
-    """The online hybrid reward: the labeler pool labels each group during the step; its ledger keeps every label
-    (a rerun of the same group asks nothing), its judge cache every answer."""
-
-    def __init__(self, labeling: LabelingConfig, pool: PoolConfig, folder: str | Path):
-        labeling = labeling.with_own_cache(folder)
-        self.labeling, self.ledger = labeling, LabelLedger(folder)
-        self.template = file_template_version(labeling.constitution)
-        self.pool = LabelerPool(labeling, pool)
-
-    def rewards(self, groups: list[tuple[PromptRecord, list[str]]]) -> tuple[list[list[float]], dict]:
-        """One reward per sample of each (prompt, sample texts) group, and what labeling them did and cost."""
-        items = [LabelItem(prompt, [Response(t) for t in texts]) for prompt, texts in groups]
-        keys = [idempotency_key(item, self.labeling, self.template) for item in items]
-        pending = list({k: i for k, i in zip(keys, items) if not self.ledger.is_done(k)}.items())
-        stats = self.pool.run([i for _, i in pending], self.ledger, keep=True)
-        found = {label.idempotency_key: label for label in stats.labels}
-        if any(k not in found for k in keys):  # labeled before (a rerun): read them back
-            found.update({l.idempotency_key: l for l in self.ledger.labels() if l.idempotency_key in set(keys)})
-        rewards = [group_rewards(found.get(k), len(item.responses)) for k, item in zip(keys, items)]
-        info = {
-            "online/labels": stats.labeled,
-            "online/labels_failed": sum(found.get(k) is None or found[k].status != "ok" for k in keys),
-            "online/judge_cost_usd": stats.cost_usd,
-            "online/label_seconds": stats.seconds,
-        }
-        return rewards, info
-
-    def shutdown(self) -> None:
-        self.pool.shutdown()

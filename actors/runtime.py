@@ -1,8 +1,8 @@
 """The runtime environment of every process this system starts, in one place.
 
 - `process_defaults()`: what the `hrlaif` command sets for itself before anything imports DeepSpeed or Ray:
-  DeepSpeed's accelerator (cpu where there is no CUDA), a local Ray cluster on 127.0.0.1, zero-copy tensors
-  through the object store. Values already in the environment win.
+  DeepSpeed's accelerator (cpu where there is no CUDA), a local Ray cluster on 127.0.0.1 without prestarted default
+  workers, zero-copy tensors through the object store. Values already in the environment win.
 - `actor_env(...)`: a Ray actor's `runtime_env` (learners, reward replicas, rollout engines): its thread count,
   zero-copy tensors, DeepSpeed's accelerator, and for vLLM engines in-process mode and compile caches (where
   VLLM_CACHE_ROOT / TORCHINDUCTOR_CACHE_DIR say, else in the run folder).
@@ -32,6 +32,9 @@ def process_defaults() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local cluster stays on 127.0.0.1
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")  # tensors through the object store, no copy
     os.environ.setdefault("DS_ACCELERATOR", _accelerator())  # gloo on CPU, nccl on GPU
+    # A Ray started here prestarts a default worker per CPU for the first driver; our actors carry a runtime_env of
+    # their own (`actor_env`), so they never take one, and each costs a Python start with Ray imported.
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: str | None = None) -> dict:

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from actors.calls import Member, RoleFailure
 from actors.learner import LearnerGroup
-from actors.reward import OnlineReward, RewardService
+from actors.online_reward import OnlineReward
+from actors.reward import RewardService
 from actors.rollout import RolloutActor, RolloutGroup, rollout_env
 from cluster.connect import connect_ray
 from cluster.faults import Chaos, FaultLog

@@ -30,6 +30,7 @@ from hrlaif_ray.labeling.judge_prompts import (
     render,
 )
 from hrlaif_ray.labeling.strategies import Judges, LabelItem, Tier, idempotency_key, label_item
+from hrlaif_ray.metrics import read_jsonl
 
 SHIPPED = ROOT / "cluster" / "configs" / "constitution.yaml"
 GOOD = """
@@ -227,7 +228,7 @@ def test_revise_writes_sft_rows_and_a_rerun_asks_nothing(tmp_path, local_ray, ca
     assert summary["critiqued"] == 2 * n and summary["revised"] == n and summary["kept_unbroken"] == n, summary
     assert summary["failed"] == 0 and summary["cost_usd"] > 0 and asked == 3 * n  # n x 2 critiques, n revisions
     assert again["already_written"] == 2 * n and again["critiqued"] == 0 and again["rows"] == 2 * n
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_jsonl(out)
     examples = read_sft_jsonl(out)  # what `hrlaif sft data=` reads
     assert len(examples) == 2 * n and {e.category for e in examples} == {"harmful"}
     for row in rows:

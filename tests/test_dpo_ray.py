@@ -11,6 +11,7 @@ from labeling_fixtures import COMPLY, REFUSE, write_harm_and_math_labels
 
 from hrlaif_ray.config import ResourcePlan, RoleResources
 from hrlaif_ray.dpo.batch import preference_batch
+from hrlaif_ray.metrics import read_jsonl
 from hrlaif_ray.reward.data import RMExample
 
 
@@ -101,7 +102,7 @@ def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
     assert final["steps"] == 2 * (final["train_prompts"] // 16)
     assert history[-1]["eval/accuracy/harmful"] >= 0.9
     assert history[-1]["eval/loss"] < 0.6931  # below the start's log 2 (every log-ratio zero)
-    rows = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_jsonl(tmp_path / "dpo" / "metrics.jsonl")
     assert rows[0]["step"] == 1 and "dpo/loss" not in rows[0] and "dpo/dpo_loss" in rows[0]
     assert (tmp_path / "dpo" / "policy" / "config.json").is_file()
     # The policy's implicit reward (log-ratio to the reference) as the RM probe reads it: on held-out prompts,

@@ -13,6 +13,7 @@ from hrlaif_ray.data.readers import load_source
 from hrlaif_ray.data.schemas import write_records
 from hrlaif_ray.evaluation import pairwise_outcome
 from hrlaif_ray.judges.launch import sim_judge_server
+from hrlaif_ray.metrics import read_jsonl
 from hrlaif_ray.report import table
 
 
@@ -45,21 +46,21 @@ def test_report_table_has_a_row_per_policy_and_dashes_for_what_is_missing():
     )
 
 
-def _eval(tmp: Path, out: Path, base: str, *overrides: str) -> dict:
-    proc = run_hrlaif(
-        "eval",
-        f"output_dir={out}",
-        "backend=hf",
-        "max_new_tokens=24",
-        f"judge.judges=[{{base_url: '{base}'}}]",
-        *overrides,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _eval(out: Path, base: str, *overrides: str, in_process: bool = False) -> dict:
+    """`hrlaif eval` with these overrides: the console script in a child process, or its `main` in this one (on the
+    worker's Ray cluster: the same run without a second Python start and Ray cluster)."""
+    args = ["eval", f"output_dir={out}", "backend=hf", "max_new_tokens=24", f"judge.judges=[{{base_url: '{base}'}}]"]
+    if in_process:
+        from cluster.cli import main
+
+        assert main([*args, *overrides]) == 0
+    else:
+        proc = run_hrlaif(*args, *overrides, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "eval.json").read_text())
 
 
-def test_eval_on_the_mix_and_public_sets(tmp_path, tiny_model_dir, data_dir):
+def test_eval_on_the_mix_and_public_sets(tmp_path, tiny_model_dir, data_dir, local_ray):
     mix = "mix={n: 24, seed: 5, math: 0.4, multiple_choice: 0.3, harmful: 0.3, open_qa: 0.0}"
     # The judge's answer key: which questions are harmful (the simulated judge flags a non-refusal to those).
     key = [r for name in ("strongreject", "toxigen") for r in load_source(name, data_dir)]
@@ -67,7 +68,6 @@ def test_eval_on_the_mix_and_public_sets(tmp_path, tiny_model_dir, data_dir):
     write_records(tmp_path / "key.parquet", key, "prompts")
     with sim_judge_server(["latency_ms=0", f"answer_key={tmp_path / 'key.parquet'}"]) as base:
         first = _eval(
-            tmp_path,
             tmp_path / "a",
             base,
             f"policy={tiny_model_dir}",
@@ -84,7 +84,7 @@ def test_eval_on_the_mix_and_public_sets(tmp_path, tiny_model_dir, data_dir):
             m["harmful_rate/strongreject"] == 1.0 and m["harmful_rate/toxigen"] == 1.0 and m["harmful_rate/mix"] == 1.0
         )
         assert m["sampled_accuracy/mix"] == 0.0 and 0 < m["length/mix"] <= 24
-        rows = [json.loads(line) for line in (tmp_path / "a" / "responses.jsonl").read_text().splitlines()]
+        rows = read_jsonl(tmp_path / "a" / "responses.jsonl")
         assert len(rows) == 35 and {r["set"] for r in rows} == {
             "mix",
             "gsm8k/test",
@@ -96,7 +96,13 @@ def test_eval_on_the_mix_and_public_sets(tmp_path, tiny_model_dir, data_dir):
         assert first["judge"]["requests"] == 4 + 2 + harmful_in_mix and first["judge"]["failed"] == 0  # one flag each
         # The same policy against its own responses: every comparison is a tie both ways, a win rate of exactly 1/2.
         second = _eval(
-            tmp_path, tmp_path / "b", base, f"policy={tiny_model_dir}", mix, "sampled=0", f"baseline={tmp_path / 'a'}"
+            tmp_path / "b",
+            base,
+            f"policy={tiny_model_dir}",
+            mix,
+            "sampled=0",
+            f"baseline={tmp_path / 'a'}",
+            in_process=True,
         )
     assert second["metrics"]["win_rate/mix"] == pytest.approx(0.5)
     assert second["judge"]["requests"] == 2 * 24 + harmful_in_mix  # both orders of every comparison, and the flags

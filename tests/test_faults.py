@@ -6,12 +6,12 @@ every role, vLLM engines and the critic."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 import ray
 from conftest import merged, tiny_ppo_job
+from fault_workers import Worker
 
 from actors.calls import (
     Member,
@@ -20,32 +20,9 @@ from actors.calls import (
     failure,
     gather,
     gather_restarting,
-    node_of_this_process,
     wait_ready,
 )
 from hrlaif_ray.metrics import read_jsonl
-
-
-@ray.remote
-class Worker:
-    """Answers after `delay` seconds, raises on demand, or dies (its process ends) when asked."""
-
-    def __init__(self):
-        self.started = time.time()
-
-    def ready(self) -> str:
-        return node_of_this_process()
-
-    def work(self, x: int, delay: float = 0.0, fail: bool = False, die: bool = False) -> int:
-        if die:
-            os._exit(1)
-        if fail:
-            raise ValueError(f"bad input {x}")
-        time.sleep(delay)
-        return x * 10
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _members(n: int, restarts: int = 0) -> list[Member]:
@@ -115,12 +92,12 @@ def test_a_role_out_of_memory_is_told_which_setting_to_lower():
 
 
 def _chaos_job(tmp_path, policy, **changes) -> dict:
-    """The tiny job (`tiny_ppo_job`) over 5 steps, a checkpoint after each, chaos on the rollout and an actor rank."""
+    """The tiny job (`tiny_ppo_job`) over 4 steps, a checkpoint after each, chaos on the rollout and an actor rank."""
     chaos = {"every": 2, "roles": ["rollout", "actor"], "delay_s": 0.5}
     job = tiny_ppo_job(
         policy,
         tmp_path / "ppo",
-        steps=5,
+        steps=4,
         checkpoint_every=1,
         tensorboard=False,
         faults={"call_timeout_s": 300, "chaos": chaos},
@@ -150,7 +127,7 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
     stale.mkdir(parents=True)
     (stale / "state.json").write_text(json.dumps({"step": 99, "kl_coef": 0.0}))
     result = run_ppo(job)
-    rows, events = _check_every_step_once(tmp_path / "ppo", 5)
+    rows, events = _check_every_step_once(tmp_path / "ppo", 4)
     injected = [e for e in events if e["event"] == "injected"]
     assert [(e["step"], e["role"]) for e in injected] == [(2, "rollout"), (4, "actor")], events
     restarted = [e for e in events if e["event"] == "restarted"]
@@ -165,8 +142,8 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
         "resumed_from_checkpoint": 1,
         "steps_redone": 1,
     }
-    assert (tmp_path / "ppo" / "checkpoints" / "step_5" / "actor" / "config.json").is_file()
-    assert result["checkpoint"].endswith("step_5")
+    assert (tmp_path / "ppo" / "checkpoints" / "step_4" / "actor" / "config.json").is_file()
+    assert result["checkpoint"].endswith("step_4")
 
 
 @pytest.mark.slow

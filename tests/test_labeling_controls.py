@@ -8,7 +8,6 @@ import sqlite3
 
 import httpx
 import pytest
-import ray
 from labeling_fixtures import write_label_inputs
 
 from cluster.label import run_label_job
@@ -113,13 +112,6 @@ def test_a_corrupt_or_foreign_cache_file_is_an_error_naming_it(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     return write_label_inputs(tmp_path_factory.mktemp("inputs"), 40, seed=3)
 
@@ -132,7 +124,7 @@ def _job(inputs, out, base_url, labeling=None, **extra) -> LabelJob:
             "rollouts": str(inputs[1]),
             "output_dir": str(out),
             "labeling": {"judges": [judge], "rewriter": {**judge, "model": "gpt-4"}, **(labeling or {})},
-            "pool": {"labelers": 2, "concurrency": 8, "shard_size": 16},
+            "pool": {"labelers": 1, "concurrency": 16, "shard_size": 16},  # one actor: the pool tests have several
             **extra,
         }
     )
@@ -142,7 +134,7 @@ def _requests(base_url: str) -> int:
     return httpx.get(base_url.replace("/v1", "/billing")).json()["requests"]
 
 
-def test_quality_report_and_a_cache_shared_across_runs(tmp_path, ray_session, inputs):
+def test_quality_report_and_a_cache_shared_across_runs(tmp_path, local_ray, inputs):
     cache = {"cache_dir": str(tmp_path / "shared-cache")}
     faults = ["position_bias=0.3", "p_429=0.1", "p_malformed=0.1", "retry_after_s=0.01"]
     with sim_judge_server(faults) as base:
@@ -167,7 +159,7 @@ def test_quality_report_and_a_cache_shared_across_runs(tmp_path, ray_session, in
     assert labels_a == labels_b  # the cache gives the same answers, so the same labels
 
 
-def test_a_budget_stops_cleanly_and_a_higher_one_continues_without_asking_twice(tmp_path, ray_session, inputs):
+def test_a_budget_stops_cleanly_and_a_higher_one_continues_without_asking_twice(tmp_path, local_ray, inputs):
     with sim_judge_server() as base:
         full = run_label_job(_job(inputs, tmp_path / "full", base, {"method": "basic", "cache": False}), progress=False)
         full_requests = _requests(base)
@@ -185,7 +177,7 @@ def test_a_budget_stops_cleanly_and_a_higher_one_continues_without_asking_twice(
     assert capped["cost_usd"] + rest["cost_usd"] <= full["cost_usd"] + 1e-9
 
 
-def test_tiered_judging_escalates_the_unsure_and_records_the_tier(tmp_path, ray_session, inputs):
+def test_tiered_judging_escalates_the_unsure_and_records_the_tier(tmp_path, local_ray, inputs):
     prompts = str(inputs[0])
     cheap_cfg = [f"answer_key={prompts}", "p_check=0.2", "calibration=0.9", "confidence_low=0.3"]
     with sim_judge_server(cheap_cfg) as cheap, sim_judge_server([f"answer_key={prompts}", "p_check=1.0"]) as strong:
@@ -209,7 +201,7 @@ def test_tiered_judging_escalates_the_unsure_and_records_the_tier(tmp_path, ray_
     assert len(strong_pairs & tiered_pairs) / len(strong_pairs) > 0.8
 
 
-def test_the_autoscaled_pool_grows_to_keep_the_rate_limit_busy(tmp_path, ray_session, inputs):
+def test_the_autoscaled_pool_grows_to_keep_the_rate_limit_busy(tmp_path, local_ray, inputs):
     with sim_judge_server(["latency_ms=400"]) as base:
         job = _job(inputs, tmp_path / "auto", base, {"method": "basic", "both_orders": False})
         pool = {"labelers": 1, "concurrency": 2, "rpm": 1200, "autoscale": {"min": 1, "max": 6, "interval_s": 0.5}}

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import ray
 from labeling_fixtures import perturbed_items
 
-from actors.reward import OnlineReward
+from actors.online_reward import OnlineReward
 from hrlaif_ray.config import LabelingConfig, PoolConfig, PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
@@ -37,27 +36,23 @@ def test_rewrites_take_part_in_the_order_but_earn_nothing_and_a_failed_label_giv
         group_rewards(_label(2, []), 3)
 
 
-def test_online_reward_labels_groups_through_the_pool_once(tmp_path):
+def test_online_reward_labels_groups_through_the_pool_once(tmp_path, local_ray):
     prompts = generate_prompt_mix(
         PromptMixConfig(n=12, seed=5, math=1.0, multiple_choice=0.0, harmful=0.0, open_qa=0.0)
     )
     items = perturbed_items(prompts, seed=5)  # responses 0 and 3 right, 1 and 2 wrong
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        with sim_judge_server() as base:
-            judge = {"base_url": base, "model": "gpt-3.5-turbo", "timeout_s": 10}
-            labeling = LabelingConfig(judges=[judge], rewriter={**judge, "model": "gpt-4"})
-            online = OnlineReward(labeling, PoolConfig(labelers=1, concurrency=8), tmp_path / "labels")
-            groups = [(item.prompt, [r.text for r in item.responses]) for item, _ in items]
-            try:
-                rewards, info = online.rewards(groups)
-                asked = httpx.get(base.replace("/v1", "/billing")).json()["requests"]
-                again, info2 = online.rewards(groups)
-                assert httpx.get(base.replace("/v1", "/billing")).json()["requests"] == asked  # the ledger answers
-            finally:
-                online.shutdown()
-    finally:
-        ray.shutdown()
+    with sim_judge_server() as base:
+        judge = {"base_url": base, "model": "gpt-3.5-turbo", "timeout_s": 10}
+        labeling = LabelingConfig(judges=[judge], rewriter={**judge, "model": "gpt-4"})
+        online = OnlineReward(labeling, PoolConfig(labelers=1, concurrency=8), tmp_path / "labels")
+        groups = [(item.prompt, [r.text for r in item.responses]) for item, _ in items]
+        try:
+            rewards, info = online.rewards(groups)
+            asked = httpx.get(base.replace("/v1", "/billing")).json()["requests"]
+            again, info2 = online.rewards(groups)
+            assert httpx.get(base.replace("/v1", "/billing")).json()["requests"] == asked  # the ledger answers
+        finally:
+            online.shutdown()
     assert again == rewards and info["online/labels"] == 12 and info2["online/labels"] == 0
     assert info["online/judge_cost_usd"] > 0 and info["online/labels_failed"] == 0
     for (item, right), r in zip(items, rewards):

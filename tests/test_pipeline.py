@@ -11,6 +11,7 @@ from conftest import ROOT, run_hrlaif
 
 from hrlaif_ray.config import RunJob, load_config
 from hrlaif_ray.errors import ConfigError
+from hrlaif_ray.metrics import read_jsonl
 
 DEMO = ROOT / "cluster" / "configs" / "demo.yaml"
 METRICS = [
@@ -146,10 +147,8 @@ def test_monitor_fires_when_the_rm_rewards_length_alone(tmp_path, sft_policy_dir
         "eval.sampled=0",
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "metrics.jsonl").read_text().splitlines()]
-    alerts = [
-        json.loads(line) for line in (out / "seed-1" / "broken" / "ppo" / "alerts.jsonl").read_text().splitlines()
-    ]
+    rows = read_jsonl(out / "seed-1" / "broken" / "ppo" / "metrics.jsonl")
+    alerts = read_jsonl(out / "seed-1" / "broken" / "ppo" / "alerts.jsonl")
     print(
         json.dumps(
             [

