@@ -6,9 +6,11 @@
 The target (issue 14) is install plus tests within 20 minutes on a 2-core machine of about 60 GFLOP/s fp32 matmul,
 2.5x slower than the one these tests were written on. `--cpu-quota` emulates it: this process and everything it
 starts run in a cgroup whose CFS quota caps the CPU time per 10 ms period (0.9: 9 ms of every 10, over both cores).
-Calibrate the quota on the matmul rate it reports (`matmul_gflops_*`, measured inside the cgroup) and on the suite:
-on 2026-12-03 a quota of 0.9 measured 62-64 GFLOP/s and ran four CPU-bound test modules 1.72x slower than a 111
-GFLOP/s machine, where a real 62 GFLOP/s machine ran the suite 1.74-1.85x slower.
+Choose the quota by the matmul rate measured inside the cgroup (`matmul_gflops_*`, before and after the run): this
+machine's own rate varies from hour to hour (121-198 GFLOP/s unthrottled on 2026-12-03), so one quota is not one
+speed. The emulation is harsher than a slow machine on latency: the cgroup runs at full speed until its quota is
+spent, then stops until the period ends, so a process waiting for a little CPU (an RPC's answer) may wait up to the
+rest of the period.
 
 It clones the checkout's HEAD next to it (`../ci-time-clone`, replaced), empties the tests' compile cache (a fresh
 machine has none), times `make setup` and `make test` there, and appends one record (date, machine, commit, quota,
