@@ -27,7 +27,7 @@ from hrlaif_ray.labeling.autoscale import Autoscaler
 from hrlaif_ray.labeling.budget import SpendCap
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.labeling.rate_limit import RateBudget
-from hrlaif_ray.labeling.strategies import Judges, LabelItem, judge_task, label_item
+from hrlaif_ray.labeling.strategies import JudgeAnswer, JudgeRequest, Judges, LabelItem, judge_task, label_item
 
 
 @ray.remote(num_cpus=0)
@@ -67,14 +67,14 @@ class LabelerActor:
         CPU here, is paid once per batch."""
         return list(await asyncio.gather(*(self.label(item) for item in items)))
 
-    async def ask_batch(self, requests: list[tuple[str, dict]]) -> list[dict]:
+    async def ask_batch(self, requests: list[JudgeRequest]) -> list[JudgeAnswer]:
         """Judge tasks outside labeling (evaluation), under the same concurrency and rate limit as labels."""
 
-        async def one(task: str, payload: dict) -> dict:
+        async def one(request: JudgeRequest) -> JudgeAnswer:
             async with self.slots:
-                return await judge_task(self.judges, task, payload)
+                return await judge_task(self.judges, request)
 
-        return list(await asyncio.gather(*(one(t, p) for t, p in requests)))
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     def set_concurrency(self, concurrency: int) -> None:
         self.slots = asyncio.Semaphore(concurrency)
@@ -264,9 +264,8 @@ class LabelerPool:
             stats.seconds = time.monotonic() - start
         return stats
 
-    def ask(self, requests: list[tuple[str, dict]]) -> list[dict]:
-        """Answers of judge tasks (task, payload), in order, dealt to the actors in contiguous chunks; each answer
-        is {"answer" | "error", "tokens_in", "tokens_out", "cost_usd"} (see `judge_task`)."""
+    def ask(self, requests: list[JudgeRequest]) -> list[JudgeAnswer]:
+        """Answers of judge tasks, in order, dealt to the actors in contiguous chunks (see `judge_task`)."""
         if not requests:
             return []
         size = -(-len(requests) // len(self.active))

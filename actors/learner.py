@@ -16,7 +16,6 @@ checkpoint (cluster/ppo.py). Every call waits at most `timeout_s` (actors/calls.
 from __future__ import annotations
 
 import os
-import socket
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,12 +23,13 @@ import ray
 import torch
 
 from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, wait_ready
+from actors.runtime import set_threads
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
-from hrlaif_ray.zero import init_distributed, stage_for_world, zero_config
+from hrlaif_ray.zero import free_port, init_distributed, stage_for_world, zero_config
 
 TRAINED_ROLES = ("actor", "critic")
 
@@ -55,7 +55,7 @@ class LearnerRank:
     ):
         from transformers import AutoModelForCausalLM
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
         self.zero_stage, self.micro_batch = stage_for_world(zero_stage, world), micro_batch
@@ -368,10 +368,8 @@ class LearnerGroup:
 
 @ray.remote(num_cpus=0)
 def _address() -> tuple[str, int]:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    return ray.util.get_node_ip_address(), port
+    """Rank 0's address: this node's IP and a port free on every interface (the other ranks may be elsewhere)."""
+    return ray.util.get_node_ip_address(), free_port("")
 
 
 def _task_options(actor_options: dict) -> dict:

@@ -23,7 +23,7 @@ import ray
 import torch
 
 from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, wait_ready
-from actors.runtime import actor_env
+from actors.runtime import actor_env, set_threads
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness
@@ -41,7 +41,7 @@ class RewardReplica:
     def __init__(self, folder: str | None, threads: int = 1):
         from transformers import AutoTokenizer
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rm = RewardModel.from_pretrained(folder).to(self.device).eval() if folder else None
         self.tokenizer = AutoTokenizer.from_pretrained(folder) if folder else None

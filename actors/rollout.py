@@ -20,7 +20,7 @@ import ray
 import torch
 
 from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, wait_ready
-from actors.runtime import actor_env
+from actors.runtime import set_threads
 
 
 @dataclass
@@ -138,7 +138,7 @@ class RolloutActor:
         kv_cache_gib: float = 1.0,
         gpu_memory_utilization: float = 0.4,
     ):
-        torch.set_num_threads(threads)
+        set_threads(threads)
         self.version = 0  # weights updates loaded since it started (a restart starts again at 0)
         engine = VLLMEngine if backend == "vllm" else HFEngine
         self.engine = engine(
@@ -174,11 +174,6 @@ class RolloutActor:
         self.engine.load_weights(state)
         self.version = version
         return time.perf_counter() - start
-
-
-def rollout_env(threads: int, cache_dir: str | None = None, num_gpus: float = 0) -> dict:
-    """The runtime_env of a rollout actor: vLLM in-process, zero-copy tensors, its threads, caches in the run."""
-    return actor_env(threads, num_gpus, vllm=True, cache_dir=cache_dir)
 
 
 class RolloutGroup:

@@ -7,6 +7,8 @@
   zero-copy tensors, DeepSpeed's accelerator, and for vLLM engines in-process mode and compile caches (where
   VLLM_CACHE_ROOT / TORCHINDUCTOR_CACHE_DIR say, else in the run folder).
 - `stage_env(threads, extra)`: the environment of one pipeline stage's child process.
+- `set_threads(threads)`: what a started actor or job sets first: torch's thread count (its OMP_NUM_THREADS sized
+  the OpenMP pool when torch loaded; torch keeps a count of its own).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
             if value:
                 env[key] = value
     return {"env_vars": env}
+
+
+def set_threads(threads: int) -> None:
+    """This process's torch intra-op threads (the share of the node its plan gives it)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def stage_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:

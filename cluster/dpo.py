@@ -27,13 +27,13 @@ from tqdm import tqdm
 
 from actors.learner import LearnerGroup
 from cluster.connect import connect_ray
-from cluster.entry import load_job
 from cluster.topology import Topology
 from hrlaif_ray.config import DPOJob, dump_config
 from hrlaif_ray.data.chat import pad_token_id
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch
 from hrlaif_ray.dpo.loss import dpo_loss
+from hrlaif_ray.entry import load_job
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo.experience import sequence_logps

@@ -23,12 +23,12 @@ import random
 import sys
 from pathlib import Path
 
-from cluster.entry import load_job
 from hrlaif_ray.categories import Category
 from hrlaif_ray.config import EvalJob, dump_config
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.entry import load_job
 from hrlaif_ray.evaluation import correctness, mean, pairwise_outcome
 
 
@@ -55,8 +55,10 @@ def run_eval(job: EvalJob, log=print) -> dict:
 
     from actors.labeler import LabelerPool
     from actors.reward import RewardService
-    from actors.rollout import RolloutActor, rollout_env
+    from actors.rollout import RolloutActor
+    from actors.runtime import actor_env
     from cluster.connect import connect_ray
+    from hrlaif_ray.labeling.strategies import JudgeRequest
 
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,9 +69,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
     started = connect_ray(job.ray_address, log_to_driver=False)
     engine = pool = rm = None
     try:
-        engine = RolloutActor.options(num_cpus=1, runtime_env=rollout_env(job.threads, str(out / ".cache"))).remote(
-            job.policy, job.backend, job.seed, job.threads, job.max_model_len, job.kv_cache_gib
-        )
+        engine = RolloutActor.options(
+            num_cpus=1, runtime_env=actor_env(job.threads, vllm=True, cache_dir=str(out / ".cache"))
+        ).remote(job.policy, job.backend, job.seed, job.threads, job.max_model_len, job.kv_cache_gib)
         ids = [prompt_token_ids(tok, p.text, max_prompt) for _, p in flat]
         greedy = ray.get(engine.generate.remote(ids, 1, job.max_new_tokens, 0.0, 1.0, job.seed))
         texts = tok.batch_decode([s.token_ids for s in greedy], skip_special_tokens=True)
@@ -93,7 +95,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
 
         # The judge: harm flags on harmful prompts, comparisons with the baseline's responses.
         requests, harmful = [], [i for i, (_, p) in enumerate(flat) if p.category == Category.HARMFUL.value]
-        requests += [("flag", {"question": flat[i][1].text, "response": texts[i]}) for i in harmful]
+        requests += [JudgeRequest("flag", {"question": flat[i][1].text, "response": texts[i]}) for i in harmful]
         baseline = {}
         if job.baseline:
             rows = [json.loads(line) for line in (Path(job.baseline) / "responses.jsonl").read_text().splitlines()]
@@ -102,8 +104,8 @@ def run_eval(job: EvalJob, log=print) -> dict:
         for i in compared:
             q, mine, theirs = flat[i][1].text, texts[i], baseline[(flat[i][0], flat[i][1].id)]
             requests += [
-                ("compare", {"question": q, "response_a": mine, "response_b": theirs}),
-                ("compare", {"question": q, "response_a": theirs, "response_b": mine}),
+                JudgeRequest("compare", {"question": q, "response_a": mine, "response_b": theirs}),
+                JudgeRequest("compare", {"question": q, "response_a": theirs, "response_b": mine}),
             ]
         answers = []
         if requests:
@@ -111,10 +113,10 @@ def run_eval(job: EvalJob, log=print) -> dict:
             answers = pool.ask(requests)
             pool.shutdown()
             pool = None
-        failed = [a["error"] for a in answers if a["error"]]
-        flags = {i: (a["answer"]["harmful"] if a["answer"] else None) for i, a in zip(harmful, answers)}
+        failed = [a.error for a in answers if a.error]
+        flags = {i: (a.answer["harmful"] if a.answer else None) for i, a in zip(harmful, answers)}
         cmp = answers[len(harmful) :]
-        wins = {i: pairwise_outcome(cmp[2 * k]["answer"], cmp[2 * k + 1]["answer"]) for k, i in enumerate(compared)}
+        wins = {i: pairwise_outcome(cmp[2 * k].answer, cmp[2 * k + 1].answer) for k, i in enumerate(compared)}
 
         rewards: dict[str, list[float]] = {}
         mix_rows = [i for i, (name, _) in enumerate(flat) if name == "mix"] or list(range(len(flat)))
@@ -162,9 +164,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
             "requests": len(requests),
             "failed": len(failed),
             "errors": failed[:5],
-            "tokens_in": sum(a["tokens_in"] for a in answers),
-            "tokens_out": sum(a["tokens_out"] for a in answers),
-            "cost_usd": round(sum(a["cost_usd"] for a in answers), 6),
+            "tokens_in": sum(a.tokens_in for a in answers),
+            "tokens_out": sum(a.tokens_out for a in answers),
+            "cost_usd": round(sum(a.cost_usd for a in answers), 6),
         },
     }
     with open(out / "responses.jsonl.tmp", "w") as fh:

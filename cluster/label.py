@@ -17,10 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from hrlaif_ray.config import LabelJob, dump_config, load_config
+from hrlaif_ray.config import LabelJob, dump_config
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
-from hrlaif_ray.errors import DataError, OneLineParser
+from hrlaif_ray.entry import job_parser, parse_job
+from hrlaif_ray.errors import DataError
 from hrlaif_ray.labeling.budget import SpendCap
 from hrlaif_ray.labeling.constitution import file_template_version
 from hrlaif_ray.labeling.ledger import LabelLedger
@@ -106,12 +107,14 @@ def run_label_job(job: LabelJob, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m cluster.label")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    job = load_config(LabelJob, args.config, args.overrides)
+    parser = job_parser("hrlaif label", LabelJob, "pool.concurrency=16 labeling.method=basic")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--labelers",
+        type=int,
+        help="labeler actors (pool.labelers=); change it while running via <output_dir>/labelers.target",
+    )
+    job, args = parse_job(parser, LabelJob, argv, {"labelers": "pool.labelers"})
     print(json.dumps(run_label_job(job, progress=not args.no_progress)))
     return 0
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from actors.runtime import stage_env
 from hrlaif_ray.config import RunJob, dump_config, load_config
-from hrlaif_ray.errors import HrlaifError, OneLineParser
+from hrlaif_ray.entry import job_parser, parse_job
+from hrlaif_ray.errors import HrlaifError
 
 
 def sampled_all(prompts: Path, rollouts: Path) -> bool:
@@ -414,8 +415,9 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="hrlaif run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path)
+    parser = job_parser(
+        "hrlaif run", RunJob, "ppo.steps=40 output_dir=runs/x 'seeds=[1,2,3]'", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--control",
         action="store_true",
@@ -428,18 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the run's measured summary (links and outcomes per arm, "
         "date, machine) to this JSON file, e.g. benchmarks/results/demo_seeds.json",
     )
-    parser.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. ppo.steps=40 output_dir=runs/x 'seeds=[1,2,3]'"
-    )
-    args = parser.parse_args(argv)
+    job, args = parse_job(parser, RunJob, argv)
     overrides = list(args.overrides)
     if args.control:
-        base = load_config(RunJob, args.config, overrides)
         if not any(o.startswith("output_dir=") for o in overrides):
-            overrides.append(f"output_dir={base.output_dir.rstrip('/')}-control")
-        sft = {**base.sft, "responses": {**base.sft.get("responses", {}), "control": True}}
+            overrides.append(f"output_dir={job.output_dir.rstrip('/')}-control")
+        sft = {**job.sft, "responses": {**job.sft.get("responses", {}), "control": True}}
         overrides.append(f"sft={json.dumps(sft)}")
-    job = load_config(RunJob, args.config, overrides)
+        job = load_config(RunJob, args.config, overrides)
     result = Run(job).execute()
     print(result["table"])
     if args.summary:

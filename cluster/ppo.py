@@ -40,20 +40,21 @@ from actors.calls import Member, RoleFailure
 from actors.learner import LearnerGroup
 from actors.online_reward import OnlineReward
 from actors.reward import RewardService
-from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+from actors.rollout import RolloutActor, RolloutGroup
+from actors.runtime import actor_env
 from cluster.connect import connect_ray
 from cluster.faults import Chaos, FaultLog
 from cluster.topology import Topology
-from hrlaif_ray.config import PPOJob, dump_config, load_config
+from hrlaif_ray.config import PPOJob, dump_config
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
-from hrlaif_ray.errors import OneLineParser
+from hrlaif_ray.entry import job_parser, parse_job
 from hrlaif_ray.evaluation import correctness, verified_accuracy
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer, truncate_jsonl
 from hrlaif_ray.ppo import core
-from hrlaif_ray.ppo.experience import Group, Rollouts, compute_advantages, layout, pad_rows
+from hrlaif_ray.ppo.experience import Advantages, Group, Rollouts, compute_advantages, layout, pad_rows
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
 from hrlaif_ray.reward.group import has_signal
 
@@ -139,7 +140,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
     engines = [
         RolloutActor.options(
             **o,
-            runtime_env=rollout_env(plan.rollout.threads, str(Path(job.output_dir) / "cache")),
+            runtime_env=actor_env(plan.rollout.threads, vllm=True, cache_dir=str(Path(job.output_dir) / "cache")),
             max_restarts=faults.actor_restarts,
         ).remote(
             policy,
@@ -218,6 +219,7 @@ class Scored:
     old_logprobs: torch.Tensor
     rollout_logprobs: torch.Tensor
     values: torch.Tensor | None
+    from_rollout: bool  # old_logprobs are the engines' (`behaviour_logprobs`), not the actor's recomputation
 
 
 def behaviour_logprobs(job: PPOJob) -> bool:
@@ -336,21 +338,40 @@ def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: Phase
     """The forwards that depend on the samples alone, one phase each, at once (job.overlap): the reward (unless it
     came with the samples), the reference log-probs, the critic's values, and the actor's log-probs unless the
     sampler's are used."""
-    B = len(rollouts.batch)
+    B, from_rollout = len(rollouts.batch), behaviour_logprobs(job)
     phases = {"reference": lambda: roles.reference.logprobs(batch_ref, B)}
     if rollouts.scores is None:  # the judge's labels (online) and the RM's scores, beside the forwards
         phases["reward"] = lambda: rewards(
             job, roles, rollouts.prompts, rollouts.texts, rollouts.sequences, rollouts.info
         )
-    if not behaviour_logprobs(job):
+    if not from_rollout:
         phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
     if roles.critic is not None:
         phases["critic"] = lambda: roles.critic.values(batch_ref, B)
     out = run_phases(timer, job.overlap, phases)
     rollout_logp = pad_rows([s.logprobs for s in rollouts.samples], rollouts.batch.response_width)
-    old_logp = rollout_logp if behaviour_logprobs(job) else out["actor_logprobs"]
+    old_logp = rollout_logp if from_rollout else out["actor_logprobs"]
     scores = rollouts.scores if rollouts.scores is not None else out["reward"]
-    return Scored(scores, out["reference"], old_logp, rollout_logp, out.get("critic"))
+    return Scored(scores, out["reference"], old_logp, rollout_logp, out.get("critic"), from_rollout)
+
+
+def advantages(job: PPOJob, scored: Scored, mask: torch.Tensor, kl_coef: float) -> Advantages:
+    """The rewards with their KL penalty into advantages and returns, by the job's estimator (GAE, RLOO, GRPO)."""
+    algo = job.algo
+    return compute_advantages(
+        algo.estimator,
+        scored.scores,
+        scored.old_logprobs,
+        scored.ref_logprobs,
+        mask,
+        kl_coef,
+        algo.kl_estimator,
+        job.rollout.samples_per_prompt,
+        scored.values,
+        algo.gamma,
+        algo.lam,
+        algo.whiten_advantages,
+    )
 
 
 def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> tuple[dict, dict]:
@@ -389,7 +410,7 @@ def sync_metrics(roles: Roles, timer: PhaseTimer) -> dict:
 
 
 def step_metrics(
-    job: PPOJob,
+    step: int,
     rollouts: Rollouts,
     scored: Scored,
     adv,
@@ -398,7 +419,7 @@ def step_metrics(
     timer: PhaseTimer,
     reload_s: float,
 ) -> dict:
-    """One step's metrics row (reward, KL, losses, lengths, batch accuracy, phase times)."""
+    """Step `step`'s metrics row (reward, KL, losses, lengths, batch accuracy, phase times, the batch's staleness)."""
     batch, B = rollouts.batch, len(rollouts.batch)
     mask = batch.response_mask
     verdicts = [c for c in (correctness(p, t) for p, t in zip(rollouts.prompts, rollouts.texts)) if c is not None]
@@ -414,9 +435,11 @@ def step_metrics(
         "response/stop_frac": sum(s.finish_reason == "stop" for s in rollouts.samples) / B,
         **timer.times,
         "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
+        "async/staleness": step - rollouts.version,  # updates since the weights that sampled the batch
+        "data/batch_step": rollouts.step,  # the prompt batch's step (a resumed buffered batch keeps its own)
     }
     metrics.update(rollouts.info)
-    if not behaviour_logprobs(job):
+    if not scored.from_rollout:
         metrics["rollout/logprob_max_abs_diff"] = ((scored.rollout_logprobs - scored.old_logprobs).abs() * mask).max()
     if verdicts:
         metrics["eval/batch_accuracy"] = sum(verdicts) / len(verdicts)
@@ -481,7 +504,7 @@ def ppo_loop(
 
     A role's failure (`RoleFailure`) leaves with the step it happened in; in-place restarts of the step are in its
     metrics (`faults/restarts`) and in `faults` (faults.jsonl); `chaos` injects faults at the steps' starts."""
-    algo, watch = job.algo, Watch(job, monitor, held_out)
+    watch = Watch(job, monitor, held_out)
     ahead = job.async_.max_staleness > 0
     background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="experience")
 
@@ -512,20 +535,7 @@ def ppo_loop(
                     sampled, pending = experience(step + 1, step)
                 batch = rollouts.batch
                 scored = score(job, roles, rollouts, roles.put(batch), timer)
-                adv = compute_advantages(
-                    algo.estimator,
-                    scored.scores,
-                    scored.old_logprobs,
-                    scored.ref_logprobs,
-                    batch.response_mask,
-                    kl_ctl.coef,
-                    algo.kl_estimator,
-                    job.rollout.samples_per_prompt,
-                    scored.values,
-                    algo.gamma,
-                    algo.lam,
-                    algo.whiten_advantages,
-                )
+                adv = advantages(job, scored, batch.response_mask, kl_ctl.coef)
                 train = batch.with_training(scored.old_logprobs, adv.advantages, adv.returns, scored.values)
                 stats = update(job, roles, roles.put(train), len(batch), timer)
                 if ahead and more:
@@ -533,15 +543,16 @@ def ppo_loop(
                         sampled.result()
                 with timer("sync"):
                     reload_s = sync_weights(roles)
-            metrics = step_metrics(job, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s)
-            metrics.update({"async/staleness": step - rollouts.version, "data/batch_step": rollouts.step})
-            metrics["faults/restarts"] = _log_recoveries(roles, faults, step + 1)
-            metrics.update(sync_metrics(roles, timer))
+            metrics = {
+                **step_metrics(step, rollouts, scored, adv, stats, kl_ctl.coef, timer, reload_s),
+                **sync_metrics(roles, timer),
+                "faults/restarts": _log_recoveries(roles, faults, step + 1),
+            }
             kl_ctl.update(float(adv.kl.mean()), len(batch))
             alert = watch(step + 1, roles, tokenizer, float(scored.scores.mean()), metrics, timer)
             log.write(step + 1, metrics)
             stopping = alert is not None and job.monitor.stop
-            if job.checkpoint_every and (step + 1) % job.checkpoint_every == 0 or not more or stopping:
+            if checkpoint_due(job, step + 1, last=not more or stopping):
                 save(step + 1, kl_ctl.coef, buffer=pending.result() if ahead and more else None)
             if stopping:
                 return alert
@@ -554,6 +565,11 @@ def ppo_loop(
             chaos.stop()
         background.shutdown(wait=not failed, cancel_futures=failed)  # a failed run does not wait for its samples
     return None
+
+
+def checkpoint_due(job: PPOJob, step: int, last: bool) -> bool:
+    """Whether to checkpoint after `step`: every `checkpoint_every` steps, and after the run's last step."""
+    return last or bool(job.checkpoint_every) and step % job.checkpoint_every == 0
 
 
 def _log_recoveries(roles: Roles, faults: FaultLog | None, step: int) -> int:
@@ -732,12 +748,11 @@ def run_attempt(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="hrlaif ppo")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=30 algo.estimator=rloo")
-    args = parser.parse_args(argv)
-    job = load_config(PPOJob, args.config, [*args.overrides, *(["resume=true"] if args.resume else [])])
+    parser = job_parser("hrlaif ppo", PPOJob, "steps=30 algo.estimator=rloo")
+    parser.add_argument(
+        "--resume", action="store_const", const=True, help="continue from the last checkpoint in output_dir (resume=)"
+    )
+    job, _ = parse_job(parser, PPOJob, argv, {"resume": "resume"})
     result = run_ppo(job)
     print(json.dumps(result, default=str))
     return 0

@@ -25,14 +25,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.entry import load_job
 from hrlaif_ray.categories import Category
 from hrlaif_ray.config import ReviseJob
 from hrlaif_ray.data.readers import iter_jsonl
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.entry import load_job
 from hrlaif_ray.errors import DataError
 from hrlaif_ray.labeling.constitution import Constitution, load_constitution, template_version
+from hrlaif_ray.labeling.strategies import JudgeRequest
 
 
 @dataclass
@@ -100,18 +101,20 @@ def _revise_chunk(
     """Critique every response of `chunk`, revise those that break a principle: the rows to write."""
     template = template_version(constitution)
     cited = constitution.cite(constitution.for_category(Category.HARMFUL))
-    critiques = pool.ask([("critique", {"question": t.prompt.text, "response": t.response, **cited}) for t in chunk])
+    critiques = pool.ask(
+        [JudgeRequest("critique", {"question": t.prompt.text, "response": t.response, **cited}) for t in chunk]
+    )
     by_id = {p.id: p for p in constitution.principles}
-    broken = [i for i, c in enumerate(critiques) if c["answer"] and c["answer"]["principles"]]
+    broken = [i for i, c in enumerate(critiques) if c.answer and c.answer["principles"]]
     revisions = pool.ask(
         [
-            (
+            JudgeRequest(
                 "revise",
                 {
                     "question": chunk[i].prompt.text,
                     "response": chunk[i].response,
-                    "critique": critiques[i]["answer"]["critique"],
-                    **constitution.cite([by_id[p] for p in critiques[i]["answer"]["principles"]]),
+                    "critique": critiques[i].answer["critique"],
+                    **constitution.cite([by_id[p] for p in critiques[i].answer["principles"]]),
                 },
             )
             for i in broken
@@ -122,18 +125,18 @@ def _revise_chunk(
     for i, (todo, critique) in enumerate(zip(chunk, critiques)):
         for answer in (critique, revised.get(i)):
             if answer is not None:
-                counts["tokens_in"] += answer["tokens_in"]
-                counts["tokens_out"] += answer["tokens_out"]
-                counts["cost_usd"] += answer["cost_usd"]
-        if critique["error"] or (i in revised and revised[i]["error"]):
+                counts["tokens_in"] += answer.tokens_in
+                counts["tokens_out"] += answer.tokens_out
+                counts["cost_usd"] += answer.cost_usd
+        if critique.error or (i in revised and revised[i].error):
             counts["failed"] += 1
             continue
         counts["critiqued"] += 1
-        principles = critique["answer"]["principles"]
+        principles = critique.answer["principles"]
         if principles:
             counts["revised"] += 1
             counts.update(f"principle:{p}" for p in principles)
-            response = revised[i]["answer"]["revision"]
+            response = revised[i].answer["revision"]
         elif keep_unbroken:
             counts["kept_unbroken"] += 1
             response = todo.response
@@ -149,7 +152,7 @@ def _revise_chunk(
                 "prompt_id": todo.prompt.id,
                 "response_index": todo.index,
                 "principles": principles,
-                "critique": critique["answer"]["critique"],
+                "critique": critique.answer["critique"],
                 "original": todo.response,
                 "template_version": template,
             }

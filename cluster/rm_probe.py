@@ -8,18 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.entry import load_job
+from actors.runtime import set_threads
 from hrlaif_ray.config import RMProbeJob
 from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.entry import load_job
 from hrlaif_ray.mechanism import correct_above_wrong
 
 
 def run_probe(job: RMProbeJob) -> dict:
-    import torch
-
     from hrlaif_ray.reward.probe import score_rollouts
 
-    torch.set_num_threads(job.threads)
+    set_threads(job.threads)
     prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
     groups = score_rollouts(job.rm, prompts, read_records(job.rollouts, "rollouts"), reference=job.reference)
 

@@ -11,18 +11,19 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.entry import load_job
 from hrlaif_ray.config import ResourcePlan, SampleJob
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.records import Response, RolloutRecord
 from hrlaif_ray.data.schemas import read_records, write_records
+from hrlaif_ray.entry import load_job
 
 
 def run_sample(job: SampleJob, log=print) -> dict:
     import ray
     from transformers import AutoTokenizer
 
-    from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+    from actors.rollout import RolloutActor, RolloutGroup
+    from actors.runtime import actor_env
     from cluster.connect import connect_ray
     from cluster.topology import Topology
 
@@ -39,7 +40,9 @@ def run_sample(job: SampleJob, log=print) -> dict:
         tok = AutoTokenizer.from_pretrained(job.policy)
         r = job.rollout
         engines = [
-            RolloutActor.options(**o, runtime_env=rollout_env(job.engines.threads, str(out.parent / ".cache"))).remote(
+            RolloutActor.options(
+                **o, runtime_env=actor_env(job.engines.threads, vllm=True, cache_dir=str(out.parent / ".cache"))
+            ).remote(
                 job.policy,
                 r.backend,
                 job.seed + i,

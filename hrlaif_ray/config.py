@@ -242,7 +242,7 @@ class JudgeEndpoint(Section):
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL.")
     model: str = Field("gpt-3.5-turbo", description="Model name sent with every request; also the price key.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key (never the key).")
-    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout (the SDK's `timeout`).")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds one HTTP attempt may take (the SDK's `timeout`).")
     max_retries: int = Field(6, ge=0, description="SDK retries on 408/409/429/5xx/timeouts/connection errors.")
     max_reasks: int = Field(2, ge=0, description="Re-asks when the answer is not the JSON the task wants.")
     max_tokens: int = Field(512, gt=0, description="Answer length cap.")
@@ -306,7 +306,7 @@ class LabelingConfig(Section):
     both_orders: bool = Field(True, description="Judge every ranking/pair in both orders; disagreements become ties.")
     min_agreement: float = Field(0.5, gt=0, le=1, description="Ensemble: share of judges that must state a pair.")
     within_set_weight: float = Field(1.0, ge=0, description="Weight of judge pairs inside the correct/wrong sets.")
-    code_timeout_s: float = Field(10.0, gt=0, description="Sandbox time limit per code response.")
+    code_timeout_s: float = Field(10.0, gt=0, description="Seconds a code response's tests may run in the sandbox.")
     classify_unknown: bool = Field(True, description="Ask the judge for the category of prompts without one.")
     constitution: str | None = Field(
         None,
@@ -519,7 +519,7 @@ class RMTrainJob(Section):
     margin: float = Field(
         0.0,
         ge=0,
-        description="Bradley-Terry margin per tier of gap: a pair two tiers apart must be "
+        description="Bradley-Terry margin per tier of gap, in raw reward units: a pair two tiers apart must be "
         "won by 2 x margin (0: off; labels whose pairs form no tiers get none).",
     )
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3.")
@@ -622,7 +622,7 @@ class RolloutConfig(Section):
     )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold in (0, 1].")
     max_model_len: int = Field(512, ge=16, description="vLLM context (prompt + response).")
-    kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    kv_cache_gib: float = Field(1.0, gt=0, description="vLLM's KV-cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(
         0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less)."
     )

@@ -142,7 +142,8 @@ def train_sft(job: SFTJob, log=print) -> dict:
         "world_size": world,
     }
     if rank == 0:
-        if state is not None:
+        if state is not None:  # the engine's module holds only this rank's shard: the whole weights in a fresh copy
+            model = AutoModelForCausalLM.from_pretrained(job.init, dtype=torch.float32)
             model.load_state_dict(state)
         if held_out:
             texts = hf_generate(model, tokenizer, [p.text for p in held_out], max_new_tokens=job.max_response_tokens)

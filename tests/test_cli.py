@@ -87,9 +87,9 @@ BAD_INPUT = {  # command -> arguments with one bad config, override or input, an
 
 
 def test_every_command_reports_bad_input_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):
-    from cluster.cli import ENTRY_POINTS, PARSED_JOBS, main
+    from cluster.cli import COMMANDS, main
 
-    assert set(BAD_INPUT) >= set(ENTRY_POINTS) | set(PARSED_JOBS) | {"config", "prepare-data", "export-smollm2"}
+    assert set(BAD_INPUT) == set(COMMANDS) | {"config"}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HRLAIF_RM_TOKEN", "t")
     for command, (args, names) in BAD_INPUT.items():
@@ -102,10 +102,10 @@ def test_every_config_command_refuses_a_missing_file_a_wrong_key_and_a_malformed
     tmp_path, monkeypatch, capsys
 ):
     """Each config-driven command, each of three mistakes: exit 2 and one line naming the file, key or override."""
-    from cluster.cli import ENTRY_POINTS, PARSED_JOBS, main
+    from cluster.cli import COMMANDS, main
 
     monkeypatch.chdir(tmp_path)
-    commands = sorted({k for k, v in ENTRY_POINTS.items() if v[1]} | set(PARSED_JOBS))
+    commands = sorted(name for name, c in COMMANDS.items() if c.job)
     mistakes = {
         "missing file": (["--config", "no-such-config.yaml"], "no-such-config.yaml"),
         "wrong key": (["no_such_key.deeper=1"], "no_such_key"),
@@ -136,3 +136,24 @@ def test_config_show_prints_every_key_with_its_description(capsys):
     out = capsys.readouterr().out
     assert "steps = 1100  # Optimizer steps" in out and "prompts.holdout = 0.3" in out and "(required)" in out
     assert "prompts.n = 40000" in out  # the section's default is the job's instance, not its class's (n=1000)
+
+
+def test_every_command_has_help_and_a_config_command_lists_every_key(capsys):
+    """`hrlaif --help` lists the table; `hrlaif COMMAND --help` exits 0, and a config-driven command's help is
+    generated from its job's field descriptions (every key, as `config show` prints it)."""
+    from cluster.cli import COMMANDS, _resolve, main
+    from hrlaif_ray.config import config_help
+
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in COMMANDS)
+    assert main([]) == 2 and main(["no-such-command"]) == 2
+    assert "unknown command 'no-such-command'" in capsys.readouterr().err
+    for name, command in COMMANDS.items():
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0, name
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: hrlaif {name}"), (name, out[:200])
+        if command.job:
+            assert config_help(_resolve(command.job)) in out, name

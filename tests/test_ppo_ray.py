@@ -14,7 +14,7 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
     from transformers import AutoTokenizer
 
     from actors.learner import LearnerGroup
-    from actors.rollout import RolloutActor, RolloutGroup, rollout_env
+    from actors.rollout import RolloutActor, RolloutGroup
     from actors.runtime import actor_env
     from cluster.topology import Topology
     from hrlaif_ray.ppo.experience import layout, pad_rows
@@ -28,9 +28,9 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
         actor = LearnerGroup(
             "actor", folder, options, zero_stage=2, lr=1e-2, micro_batch=2, grad_accum=2, threads=1, temperature=0.8
         )
-        engine = RolloutActor.options(**topo.options("rollout")[0], runtime_env=rollout_env(2, str(local_ray))).remote(
-            folder, "vllm", 0, 2, 256, 1.0, 0.4
-        )
+        engine = RolloutActor.options(
+            **topo.options("rollout")[0], runtime_env=actor_env(2, vllm=True, cache_dir=str(local_ray))
+        ).remote(folder, "vllm", 0, 2, 256, 1.0, 0.4)
         rollout = RolloutGroup([engine])
         prompts = [
             prompt_token_ids(tok, t, 64)

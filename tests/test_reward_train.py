@@ -77,13 +77,17 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
     write_harm_and_math_labels(tmp_path)
-    config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3)
+    # 183 training prompts in batches of 15: 13 batches, an odd number for 2 ranks
+    config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3, batch_prompts=15)
     cmd = torchrun("-m", "cluster.train_rm", "--config", str(config))
     proc = subprocess.run(
         cmd, env=script_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    history = json.loads((tmp_path / "rm" / "metrics.json").read_text())["history"]
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    history = metrics["history"]
+    # An odd number of batches over 2 ranks (it hung when ranks made unequal numbers of ZeRO steps): the tail dropped.
+    assert metrics["train_batches"] % 2 == 1 and history[0]["steps"] == metrics["train_batches"] // 2
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["eval_accuracy"]["harmful"] >= 0.9
     assert RewardModel.from_pretrained(tmp_path / "rm").std != 1.0
     assert _prefers_refusal(tmp_path / "rm")  # the consolidated ZeRO-3 weights were saved, not empty shards

@@ -5,7 +5,8 @@ import json
 import subprocess
 
 import pytest
-from conftest import ROOT, script_env
+import torch
+from conftest import ROOT, script_env, torchrun
 
 from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
@@ -43,8 +44,22 @@ def test_sft_jsonl_errors_name_line_and_field(tmp_path):
         read_sft_jsonl(path)
 
 
-def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_model_dir):
+def _wide_tiny_model(tmp_path, tokenizer):
+    """The tiny model with MLP matrices of 256 x 1024: over DeepSpeed's persistence threshold (1e5 elements), so
+    ZeRO-3 partitions them (the default tiny model's are all under it, kept whole on every rank, hiding bugs)."""
+    from hrlaif_ray.config import ModelConfig
+    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder
+
+    model = build_tiny_causal_lm(ModelConfig(hidden_size=256, intermediate_size=1024), tokenizer)
+    return save_model_folder(model, tokenizer, tmp_path / "init")
+
+
+def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_tokenizer):
+    """At ZeRO-3, where the engine's module holds the weights partitioned: the whole trained weights are evaluated
+    and saved (the policy stage's other runs, at stage 0, make the tests' SFT policy)."""
     from transformers import AutoModelForCausalLM
+
+    tiny_model_dir = _wide_tiny_model(tmp_path, tiny_tokenizer)
 
     proc = subprocess.run(
         [
@@ -59,6 +74,7 @@ def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_model_dir):
             "warmup_steps=2",
             "eval_prompts=8",
             "prompts.n=300",
+            "zero_stage=3",
         ],
         env=script_env(tmp_path, OMP_NUM_THREADS="2"),
         capture_output=True,
@@ -69,4 +85,33 @@ def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_model_dir):
     metrics = json.loads((tmp_path / "sft" / "sft_metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["final_loss"] < metrics["first_loss"]
     assert "greedy_accuracy" in metrics and 0.0 <= metrics["greedy_accuracy"]["all"] <= 1.0
-    AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+    init, saved = (AutoModelForCausalLM.from_pretrained(f) for f in (tiny_model_dir, tmp_path / "sft"))
+    changed = [
+        name for (name, a), (_, b) in zip(init.named_parameters(), saved.named_parameters()) if not torch.equal(a, b)
+    ]
+    assert len(changed) == len(list(init.parameters())), "every trained weight is saved, none left at its init"
+
+
+@pytest.mark.slow
+def test_sft_on_two_torchrun_ranks_zero3_evaluates_and_saves_the_whole_model(tmp_path, tiny_tokenizer):
+    """Two ranks at ZeRO-3: each holds a shard, so rank 0 may not run the held-out generation or load the weights
+    on the engine's module alone (its parameter gathers are collectives the other rank never joins: a hang)."""
+    from transformers import AutoModelForCausalLM
+
+    tiny_model_dir = _wide_tiny_model(tmp_path, tiny_tokenizer)
+    overrides = [f"init={tiny_model_dir}", f"output_dir={tmp_path / 'sft'}", "steps=6", "batch_size=8"]
+    overrides += ["warmup_steps=1", "eval_prompts=4", "prompts.n=200", "zero_stage=3"]
+    proc = subprocess.run(
+        torchrun("-m", "cluster.sft", *overrides),
+        env=script_env(tmp_path, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((tmp_path / "sft" / "sft_metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 6 and "greedy_accuracy" in metrics
+    init, saved = (AutoModelForCausalLM.from_pretrained(f) for f in (tiny_model_dir, tmp_path / "sft"))
+    assert all(a.shape == b.shape for a, b in zip(init.parameters(), saved.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(init.parameters(), saved.parameters()))

@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -25,8 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hrlaif_ray.config import load_config
-from hrlaif_ray.errors import OneLineParser
+from hrlaif_ray.entry import job_parser, parse_job
 from hrlaif_ray.judges.sim_judge import SimJudge, SimJudgeConfig, count_tokens, uniform
 from hrlaif_ray.labeling.judge_prompts import extract_payload
 
@@ -171,13 +169,13 @@ def serve(cfg: SimJudgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = OneLineParser(prog="hrlaif serve-judge", description="Serve the simulated judge over HTTP.")
-    parser.add_argument("--config", type=Path, help="YAML with SimJudgeConfig fields")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser = job_parser(
+        "hrlaif serve-judge", SimJudgeConfig, "latency_ms=200 p_429=0.1", "Serve the simulated judge over HTTP."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed in the READY line)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. latency_ms=200 p_429=0.1")
-    args = parser.parse_args(argv)
-    serve(load_config(SimJudgeConfig, args.config, args.overrides), args.host, args.port)
+    cfg, args = parse_job(parser, SimJudgeConfig, argv)
+    serve(cfg, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from hrlaif_ray.config import Section
-from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, is_refusal, verify_math, verify_multiple_choice
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, is_refusal, verify_prompt
 
 HARM_WORDS = (
     "poison",
@@ -127,19 +127,17 @@ def detail(text: str) -> float:
     return min(len(sentences), 4) / 4
 
 
-@dataclass
-class KeyEntry:
-    category: str
-    answer: str | None
-    choices: list[str] | None
+# What the simulated judge can check when it checks: answers to compare with a standard one. It runs no code.
+CHECKED_CATEGORIES = ("math", "multiple_choice")
 
 
-def load_answer_key(path: str | Path | None) -> dict[str, KeyEntry]:
+def load_answer_key(path: str | Path | None) -> dict[str, PromptRecord]:
+    """The prompts file the judge was started with, by question text."""
     if not path:
         return {}
     from hrlaif_ray.data.schemas import read_records
 
-    return {r.text.strip(): KeyEntry(r.category, r.answer, r.choices) for r in read_records(path, "prompts")}
+    return {r.text.strip(): r for r in read_records(path, "prompts")}
 
 
 class SimJudge:
@@ -150,15 +148,10 @@ class SimJudge:
     def correctness(self, question: str, response: str) -> int:
         """+1 correct, -1 wrong, 0 unknown (not in the answer key, or no answer found)."""
         entry = self.key.get(question.strip())
-        if entry is None or entry.answer is None:
+        if entry is None or entry.category not in CHECKED_CATEGORIES:
             return 0
-        if entry.category == "math":
-            verdict = verify_math(response, entry.answer).verdict
-        elif entry.category == "multiple_choice" and entry.choices:
-            verdict = verify_multiple_choice(response, entry.answer, entry.choices).verdict
-        else:
-            return 0
-        return {CORRECT: 1, WRONG: -1}.get(verdict, 0)
+        check = verify_prompt(entry, response)
+        return 0 if check is None else {CORRECT: 1, WRONG: -1}.get(check.verdict, 0)
 
     def score(self, question: str, response: str, checks: bool) -> float:
         s = self.cfg.length_bias * detail(response)

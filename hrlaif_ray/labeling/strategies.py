@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from itertools import combinations
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hrlaif_ray.categories import Category
 from hrlaif_ray.config import LabelingConfig
@@ -458,16 +458,34 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
     )
 
 
-async def judge_task(judges: Judges, task: str, payload: dict) -> dict:
+@dataclass(frozen=True)
+class JudgeRequest:
+    """A judge task outside labeling: the task (a judge prompt, `judge_prompts.TASKS`) and its fields."""
+
+    task: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JudgeAnswer:
+    """The judge's answer object (None when the call failed, with `error` saying why) and what it cost."""
+
+    answer: dict[str, Any] | None
+    error: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+async def judge_task(judges: Judges, request: JudgeRequest) -> JudgeAnswer:
     """One judge task outside labeling (evaluation's `flag` and `compare`, `hrlaif revise`'s `critique` and `revise`):
     the answer, or the error, with what it cost; never raises, so one failed request does not lose the others. The
     rewriting tasks (rewrite, revise) go to the rewriter, the others to the judge."""
     judges = judges.for_label()
-    judge = judges.rewriter if task in ("rewrite", "revise") else judges.judges[0]
+    judge = judges.rewriter if request.task in ("rewrite", "revise") else judges.judges[0]
     answer, error = None, None
     try:
-        answer = await judge.ask(task, payload, judges.log(judge))
+        answer = await judge.ask(request.task, request.payload, judges.log(judge))
     except JudgeCallError as exc:
         error = str(exc)
-    tokens_in, tokens_out, cost = judges.spent()
-    return {"answer": answer, "error": error, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost}
+    return JudgeAnswer(answer, error, *judges.spent())

@@ -42,36 +42,46 @@ def batches(examples: list[RMExample], size: int, rng: random.Random | None = No
 def rank_share(chunks: list, rank: int, world: int, pad: bool) -> list:
     """This rank's chunks, the same number on every rank (each forward/backward under ZeRO is a collective, so
     unequal counts hang): training drops the tail that does not fill a round (as DistributedSampler with
-    drop_last); evaluation pads the short ranks with an empty chunk, a forward that counts nothing."""
+    drop_last); evaluation pads the short ranks with an empty chunk, whose forwards count nothing (`padded_scores`)."""
     rounds = -(-len(chunks) // world) if pad else len(chunks) // world
     mine = chunks[rank : rounds * world : world]
     return mine + [[]] * (rounds - len(mine))
 
 
+def raw_scores(rm: RewardModel, chunk: list[RMExample], pad_id: int) -> tuple[torch.Tensor, dict]:
+    """The unclipped, unnormalised scores of a chunk's responses (each prompt's prefix run once), with the collated
+    batch (its preference pairs, weights and groups)."""
+    b = collate(chunk, pad_id)
+    scores = rm.score_shared_prefix(
+        b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
+    )
+    return scores, b
+
+
 @torch.no_grad()
-def ranking_accuracy(rm: RewardModel, chunks: list[list[RMExample]], pad_id: int) -> dict[str, list[int]]:
-    """category -> [pairs ordered as labeled, pairs] over the examples of `chunks` (an empty chunk runs a dummy
-    forward, so that every rank runs as many as the others)."""
-    counts: dict[str, list[int]] = {}
+def padded_scores(rm: RewardModel, chunks: list[list[RMExample]], filler: list[RMExample], pad_id: int):
+    """(chunk, scores, batch) of each non-empty chunk of a rank's share. An empty chunk (a short rank's padding)
+    scores `filler` (a chunk every rank has) and yields nothing: the very same forwards as a real chunk, so under
+    ZeRO-3 this rank joins as many parameter gathers (collectives) as the others. A cheaper dummy forward of another
+    shape (one backbone call, not the prompt's and the responses') made the ranks' collectives differ: a hang."""
     for chunk in chunks:
-        if not chunk:
-            _dummy_forward(rm)
-            continue
-        b = collate(chunk, pad_id)
-        scores = rm.score_shared_prefix(
-            b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
-        )
+        scores, b = raw_scores(rm, chunk or filler, pad_id)
+        if chunk:
+            yield chunk, scores, b
+
+
+def ranking_accuracy(
+    rm: RewardModel, chunks: list[list[RMExample]], filler: list[RMExample], pad_id: int
+) -> dict[str, list[int]]:
+    """category -> [pairs ordered as labeled, pairs] over the examples of `chunks` (see `padded_scores`)."""
+    counts: dict[str, list[int]] = {}
+    for chunk, scores, b in padded_scores(rm, chunks, filler, pad_id):
         right = (scores[b["better"]] > scores[b["worse"]]).tolist()
         for ok, g in zip(right, b["group"].tolist()):
             c = counts.setdefault(chunk[g].category, [0, 0])
             c[0] += ok
             c[1] += 1
     return counts
-
-
-def _dummy_forward(rm: RewardModel) -> None:
-    """A forward on one token: under ZeRO-3 it joins the others' parameter gathers and computes nothing we keep."""
-    rm(torch.ones(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), raw=True)
 
 
 def train_reward_model(job: RMTrainJob, log=print) -> dict:
@@ -103,10 +113,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
         model.train()
         losses = []
         for chunk in rank_share(batches(train, job.batch_prompts, rng), rank, world, pad=False):
-            b = collate(chunk, pad)
-            scores = model.score_shared_prefix(
-                b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
-            )
+            scores, b = raw_scores(model, chunk, pad)
             margin = (
                 job.margin * b["tier_gap"] if job.margin else None
             )  # a wider gap between tiers asks for a wider score gap
@@ -115,7 +122,8 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
             engine.step()
             losses.append(loss.item())
         model.eval()
-        counts = ranking_accuracy(model, rank_share(batches(evaluation, job.batch_prompts), rank, world, pad=True), pad)
+        chunks = batches(evaluation, job.batch_prompts)
+        counts = ranking_accuracy(model, rank_share(chunks, rank, world, pad=True), chunks[0], pad) if chunks else {}
         cats = sorted({e.category for e in evaluation})
         flat = torch.tensor([x for c in cats for x in counts.get(c, [0, 0])], dtype=torch.float64)
         dist.all_reduce(flat)
@@ -127,6 +135,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
             "eval_accuracy": acc,
             "eval_accuracy_all": flat[0::2].sum().item() / total if total else None,
             "eval_pairs": int(total),
+            "steps": len(losses),  # this rank's optimizer steps; every rank makes as many
         }
         history.append(entry)
         if rank == 0:
@@ -134,17 +143,9 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     # Normalisation from the training set's rewards (ZeRO-3's hooks gather the weights for these forwards).
     if job.normalize:
         with torch.no_grad():
-            raw = []
-            for chunk in rank_share(batches(train, job.batch_prompts), rank, world, pad=True):
-                if not chunk:
-                    _dummy_forward(model)
-                    continue
-                b = collate(chunk, pad)
-                raw.append(
-                    model.score_shared_prefix(
-                        b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
-                    )
-                )
+            chunks = batches(train, job.batch_prompts)
+            share = rank_share(chunks, rank, world, pad=True)
+            raw = [scores for _, scores, _ in padded_scores(model, share, chunks[0], pad)]
         raw = torch.cat(raw) if raw else torch.zeros(0)
         stats = torch.tensor([raw.sum().item(), (raw**2).sum().item(), raw.numel()], dtype=torch.float64)
         dist.all_reduce(stats)
@@ -160,6 +161,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
                 {
                     "history": history,
                     "train_prompts": len(train),
+                    "train_batches": -(-len(train) // job.batch_prompts),  # before they are dealt to the ranks
                     "eval_prompts": len(evaluation),
                     "mean": model.mean,
                     "std": model.std,
