@@ -109,6 +109,8 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     )
     model: RewardModel = engine.module
     rng, history = random.Random(job.seed), []
+    eval_chunks = batches(evaluation, job.batch_prompts)  # the same every epoch: dealt once
+    eval_share = rank_share(eval_chunks, rank, world, pad=True)
     for epoch in range(job.epochs):
         model.train()
         losses = []
@@ -122,8 +124,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
             engine.step()
             losses.append(loss.item())
         model.eval()
-        chunks = batches(evaluation, job.batch_prompts)
-        counts = ranking_accuracy(model, rank_share(chunks, rank, world, pad=True), chunks[0], pad) if chunks else {}
+        counts = ranking_accuracy(model, eval_share, eval_chunks[0], pad) if eval_chunks else {}
         cats = sorted({e.category for e in evaluation})
         flat = torch.tensor([x for c in cats for x in counts.get(c, [0, 0])], dtype=torch.float64)
         dist.all_reduce(flat)
