@@ -34,7 +34,7 @@ MEMORY_SETTINGS = {
     "reference": "algo.micro_batch_size",
     "actor": "algo.micro_batch_size",
     "critic": "algo.micro_batch_size",
-    "labeler": "pool.max_concurrency",
+    "labeler": "pool.concurrency",
 }
 
 
@@ -80,6 +80,21 @@ class Member:
     rank: int
     handle: Any
     node: str = "?"
+
+
+def row_ranges(n: int, k: int, exact: bool = False) -> list[tuple[int, int]]:
+    """n rows dealt to k actors as contiguous (start, end) ranges whose sizes differ by at most one (the first ones
+    the longer); fewer ranges when there are fewer rows than actors. `exact`: equal ranges, and n must divide by k
+    (a learner group's ranks step their optimizers together on equal shares)."""
+    if k < 1:
+        raise ValueError(f"rows must be dealt to at least one actor, got {k}")
+    if exact and n % k:
+        raise ValueError(f"a batch of {n} rows does not split evenly over {k} ranks")
+    size, extra = divmod(n, k)
+    bounds = [0]
+    for i in range(k):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a or exact]
 
 
 def node_of_this_process() -> str:

@@ -63,8 +63,8 @@ class LabelerActor:
             return await label_item(self.judges, item)
 
     async def label_batch(self, items: list[LabelItem]) -> list[LabelRecord]:
-        """Up to `concurrency` items in one Ray call (each still waits for its own slot): Ray's per-call cost, about 3 ms of
-        CPU here, is paid once per batch."""
+        """Up to `concurrency` items in one Ray call (each still waits for its own slot): Ray's per-call CPU cost is
+        paid once per batch, not once per item."""
         return list(await asyncio.gather(*(self.label(item) for item in items)))
 
     async def ask_batch(self, requests: list[JudgeRequest]) -> list[JudgeAnswer]:

@@ -2,7 +2,7 @@
 
 Each `LearnerRank` sets MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK itself (rank 0 picked a free port)
 and then runs plain DeepSpeed ZeRO code (`hrlaif_ray.zero`), nccl on GPU and gloo with DS_ACCELERATOR=cpu
-here. The split of a batch happens at this boundary and nowhere else: `LearnerGroup` hands every rank the
+on CPU. The split of a batch happens at this boundary and nowhere else: `LearnerGroup` hands every rank the
 same object-store reference and the row range it owns (contiguous, equal), ranks read their rows zero-copy,
 and forward-only results come back concatenated in rank order. Training ranks all-reduce gradients inside
 DeepSpeed, so every rank holds the same weights after a step.
@@ -22,14 +22,15 @@ from typing import Any
 import ray
 import torch
 
-from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, wait_ready
+from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.runtime import set_threads
+from hrlaif_ray.config import LearnerConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
-from hrlaif_ray.zero import free_port, init_distributed, stage_for_world, zero_config
+from hrlaif_ray.zero import free_port, init_distributed, initialize, stage_for_world
 
 TRAINED_ROLES = ("actor", "critic")
 
@@ -43,10 +44,7 @@ class LearnerRank:
         rank: int,
         world: int,
         master: tuple[str, int] | None,
-        zero_stage: int = 2,
-        lr: float = 1e-6,
-        weight_decay: float = 0.0,
-        grad_clip: float = 1.0,
+        learner: LearnerConfig | None = None,
         micro_batch: int = 1,
         grad_accum: int = 1,
         threads: int = 1,
@@ -58,7 +56,8 @@ class LearnerRank:
         set_threads(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
-        self.zero_stage, self.micro_batch = stage_for_world(zero_stage, world), micro_batch
+        self.micro_batch = micro_batch
+        self.zero_stage = stage_for_world(learner.zero_stage, world) if role in TRAINED_ROLES else 0
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if role == "critic":
             model = ScalarHeadModel.from_pretrained(folder, kind="critic")
@@ -66,18 +65,11 @@ class LearnerRank:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         self.engine = None
         if role in TRAINED_ROLES:
-            import deepspeed
-
             os.environ.update(
                 MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0"
             )
             init_distributed()
-            optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-            self.engine, *_ = deepspeed.initialize(
-                model=model,
-                optimizer=optim,
-                config=zero_config(self.zero_stage, micro_batch, world, grad_accum, grad_clip=grad_clip),
-            )
+            self.engine = initialize(model, learner, micro_batch, world, grad_accum, stage=self.zero_stage)
             self.model = self.engine.module
         else:
             self.model = model.to(self.device).eval()
@@ -312,17 +304,13 @@ class LearnerGroup:
     def ranks(self) -> list:
         return [m.handle for m in self.members]
 
-    def _ranges(self, n: int) -> list[tuple[int, int]]:
-        k = len(self.members)
-        if n % k:
-            raise ValueError(f"{self.role}: a batch of {n} rows does not split over {k} ranks")
-        size = n // k
-        return [(i * size, (i + 1) * size) for i in range(k)]
-
     def _per_rank(self, n: int, call) -> list:
         """call(rank, start, end) on every rank with its row range of an n-row batch (all read the same object-store
         reference to the batch: the one place a batch is split); a restarted rank redoes its rows."""
-        ranges = self._ranges(n)
+        try:
+            ranges = row_ranges(n, len(self.members), exact=True)
+        except ValueError as exc:
+            raise ValueError(f"{self.role}: {exc}") from None
         return gather_restarting(
             self.members,
             lambda m: call(m.handle, *ranges[m.rank]),

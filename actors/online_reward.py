@@ -1,10 +1,12 @@
-"""The online hybrid reward: each prompt's group of samples labeled by the labeler pool (the strategies of
-`hrlaif label`) during the PPO step, committed to a ledger, and the group's partial order turned into rewards
-(`hrlaif_ray/reward/group.py`); a failed label gives its group no signal."""
+"""The online hybrid reward, a reward of `hrlaif_ray.reward.interface`: each prompt's group of samples labeled by
+the labeler pool (the strategies of `hrlaif label`) during the PPO step, committed to a ledger, and the group's
+partial order turned into rewards (`hrlaif_ray/reward/group.py`); a failed label gives its group no signal."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from actors.labeler import LabelerPool
 from hrlaif_ray.config import LabelingConfig, PoolConfig
@@ -13,6 +15,7 @@ from hrlaif_ray.labeling.constitution import file_template_version
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.labeling.strategies import LabelItem, idempotency_key
 from hrlaif_ray.reward.group import group_rewards
+from hrlaif_ray.reward.interface import Completions, Scores
 
 
 class OnlineReward:
@@ -24,6 +27,12 @@ class OnlineReward:
         self.labeling, self.ledger = labeling, LabelLedger(folder)
         self.template = file_template_version(labeling.constitution)
         self.pool = LabelerPool(labeling, pool)
+
+    def score(self, batch: Completions) -> Scores:
+        """One reward per sample, each prompt's group (`batch.group_size` samples) labeled together, and what
+        labeling them did and cost."""
+        rewards, info = self.rewards(batch.groups())
+        return Scores(torch.tensor([r for group in rewards for r in group], dtype=torch.float32), info)
 
     def rewards(self, groups: list[tuple[PromptRecord, list[str]]]) -> tuple[list[list[float]], dict]:
         """One reward per sample of each (prompt, sample texts) group, and what labeling them did and cost."""

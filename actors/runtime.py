@@ -49,8 +49,8 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
     if vllm:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in the actor's own process
         env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if _accelerator(num_gpus) == "cuda" else "nobind"
-        # compile caches where the environment says (one cache shared by many runs compiles once: about 30 s of
-        # CPU kernels per engine start here), else in the run folder
+        # compile caches where the environment says (one cache shared by many runs compiles vLLM's CPU kernels once,
+        # not at every engine start), else in the run folder
         for key, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
             value = os.environ.get(key) or (f"{cache_dir}/{sub}" if cache_dir else None)
             if value:

@@ -1,8 +1,8 @@
-"""PPO step time, synchronous against asynchronous (one-step off-policy), side by side in one run on this machine.
+"""PPO step time, synchronous against asynchronous (one-step off-policy), side by side in one run.
 
 Two rewards:
 - `rm`: the reward model (the ~50M Qwen2 of benchmarks/ppo_step.py, its backbone with a fresh scalar head): every
-  phase is compute and the 2 cores are busy in both loops, so overlap has little to give (what it gives is the
+  phase is compute and the cores are busy in both loops, so overlap has little to give (what it gives is the
   generation running while the updates wait on each other, and the reload);
 - `online`: the online hybrid reward (`reward.kind: online`) from the simulated judge at 300 ms latency per answer,
   with the tiny demo Qwen2: the judge's latency is most of a synchronous step, and the asynchronous loop labels step
@@ -47,9 +47,9 @@ def run(folder: str, root: Path, reward: dict, staleness: int, steps: int) -> li
             "prompts": str(root / "prompts.parquet"),
             "steps": steps,
             "prompts_per_step": PROMPTS,
-            "zero_stage": 2,
             "tensorboard": False,
-            "algo": {"estimator": "rloo", "micro_batch_size": 16, "actor_lr": 1e-6, "use_rollout_logprobs": True},
+            "algo": {"estimator": "rloo", "micro_batch_size": 16, "use_rollout_logprobs": True},
+            "actor": {"lr": 1e-6, "zero_stage": 2},
             "rollout": {"samples_per_prompt": SAMPLES, "max_new_tokens": TOKENS, "max_model_len": 512},
             "reward": reward,
             "async": {"max_staleness": staleness},

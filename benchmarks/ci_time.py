@@ -1,14 +1,13 @@
 """What CI pays: install plus `make test` on a fresh clone, optionally on a slowed-down machine.
 
-    python -m benchmarks.ci_time                  # this machine as it is
+    python -m benchmarks.ci_time                  # unthrottled
     python -m benchmarks.ci_time --cpu-quota 0.9  # (root, cgroup v1) at most 0.9 CPU-seconds a second, all cores
 
-The target (issue 14) is install plus tests within 20 minutes on a 2-core machine of about 60 GFLOP/s fp32 matmul,
-2.5x slower than the one these tests were written on. `--cpu-quota` emulates it: this process and everything it
+The target is install plus tests within 20 minutes on a 2-core machine of about 60 GFLOP/s fp32 matmul.
+`--cpu-quota` emulates it on a faster machine: this process and everything it
 starts run in a cgroup whose CFS quota caps the CPU time per 10 ms period (0.9: 9 ms of every 10, over both cores).
-Choose the quota by the matmul rate measured inside the cgroup (`matmul_gflops_*`, before and after the run): this
-machine's own rate varies from hour to hour (121-198 GFLOP/s unthrottled on 2026-12-03), so one quota is not one
-speed. The emulation is harsher than a slow machine on latency: the cgroup runs at full speed until its quota is
+Choose the quota by the matmul rate measured inside the cgroup (`matmul_gflops_*`, before and after the run): a
+machine's own rate can vary from hour to hour (docs/timings.md), so one quota is not one speed. The emulation is harsher than a slow machine on latency: the cgroup runs at full speed until its quota is
 spent, then stops until the period ends, so a process waiting for a little CPU (an RPC's answer) may wait up to the
 rest of the period.
 
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hrlaif_ray.provenance import append_record
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ci_time.json"
 CGROUP = Path("/sys/fs/cgroup/cpu/hrlaif-ci-time")
@@ -36,7 +37,7 @@ PERIOD_US = 10_000
 
 MATMUL = """
 import time, torch
-from hrlaif_ray.report import measure_machine
+from hrlaif_ray.provenance import measure_machine
 m = measure_machine()
 a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
 t, n = time.perf_counter(), 0
@@ -101,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_minutes": round((setup_s + test_s) / 60, 2),
         "logs": str(logs),
     }
-    records = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    RESULTS.write_text(json.dumps([*records, record], indent=1) + "\n")
+    append_record(RESULTS, record)
     print(json.dumps(record, indent=1))
     return 0 if setup_rc == test_rc == 0 else 1
 

@@ -1,12 +1,14 @@
-"""What every benchmark writes beside its rows: the machine and the date."""
+"""What every benchmark writes beside its rows: the machine, the date and the commit, as a record appended to its
+results file."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 from pathlib import Path
+
+from hrlaif_ray.provenance import append_record, stamp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,9 +25,10 @@ def machine() -> dict:
 
 
 def write_results(name: str, rows: list[dict], **meta) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """This run's rows, with its date, commit and machine, appended to results/<name>.json (the earlier runs'
+    records stay as they were)."""
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **meta, "rows": rows}, indent=1))
+    append_record(path, {**stamp(), "machine": machine(), **meta, "rows": rows})
     return path
 
 

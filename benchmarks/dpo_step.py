@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.common import print_table, write_results
 from benchmarks.ppo_step import make_model, matmul_rate
-from hrlaif_ray.config import PromptMixConfig
+from hrlaif_ray.config import LearnerConfig, PromptMixConfig
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 
@@ -111,8 +111,7 @@ def ours(folder: str, steps: int) -> list[float]:
             "actor",
             folder,
             [{"num_cpus": 1, "runtime_env": actor_env(2)}],
-            zero_stage=0,
-            lr=1e-6,
+            learner=LearnerConfig(lr=1e-6, zero_stage=0),
             micro_batch=PROMPTS,
             grad_accum=1,
             threads=2,

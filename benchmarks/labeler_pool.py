@@ -2,7 +2,7 @@
 
 1. Throughput: labels/s for 1, 2, 4, 8 actors x concurrency 1, 2, 4, 8 against the simulated judge with 200 ms
    latency (one label = one judge call: basic ranking of 2 responses, one presentation order). ideal = min(rate
-   limit, actors x concurrency / latency, the pool's ceiling measured at zero latency here); efficiency =
+   limit, actors x concurrency / latency, the pool's ceiling measured at zero latency in the same run); efficiency =
    labels_per_s / ideal; target >= 0.9 on every row. One more row runs 8 x 8 under a 6,000 RPM limit to show the
    shared limiter binding.
 2. Autoscaling: a judge whose latency steps from 200 ms to 1 s mid-run, under a rate limit that a pool of 2

@@ -3,19 +3,19 @@ generate; weight sync vs memcpy; and each phase's compute floor.
 
 Settings (matched with TRL): 32 prompts x 1 response x 32 new tokens, fp32, one PPO epoch, one optimizer step
 per PPO step (gradients accumulated over 4 micro-batches of 8 rows, which bounds activation memory: SmolLM2's
-49k-token logits for 32 rows at once got the learners killed for memory), a critic (GAE) and a reward model (the
+49k-token logits for 32 rows at once do not fit a small machine's memory), a critic (GAE) and a reward model (the
 policy's backbone with a fresh scalar head) in both. Ours sorts rows by length before cutting micro-batches and
 trims their all-padding columns; TRL cuts its padded batch in order.
 Models: the tiny demo Qwen2 (575k), a ~50M Qwen2 (hidden 768, 8 layers, 12 heads, 2 KV heads, MLP 2048,
 the demo's 384-token BPE) and SmolLM2-135M. Ours runs `cluster.ppo.run_ppo` on a local Ray cluster: every role
 one actor, vLLM with 2 threads, the learners and the RM with one thread each, so the phases that overlap (the
-reward, reference and critic forwards; the actor and critic updates) share the 2 cores; TRL runs its phases one
+reward, reference and critic forwards; the actor and critic updates) share the machine's cores; TRL runs its phases one
 after another in one process with 2 threads. Overlapping phases' times run from their common start, so the
 phase columns add up to more than the step.
 
 Compute floor of a phase = its matmul FLOPs (2 N tokens forward, 6 N tokens forward+backward, N the
-parameters that multiply; tokens = 32 x (longest prompt + 32), the padded batch) over the fp32 matmul rate of both
-cores measured in the same run. Phases that overlap share the cores, so the figures that count are the groups':
+parameters that multiply; tokens = 32 x (longest prompt + 32), the padded batch) over the fp32 matmul rate of 2
+threads measured in the same run. Phases that overlap share the cores, so the figures that count are the groups':
 forwards_vs_floor = the reward/reference/critic forwards' wall time over the sum of their floors, updates_vs_floor
 = the actor and critic updates' wall time over the sum of theirs (the per-phase *_vs_floor columns divide one
 overlapped phase by its own floor). sync_vs_memcpy = the sync's
@@ -115,7 +115,7 @@ def ours(folder: str, root: Path, steps: int) -> dict:
 
     prompts = [PromptRecord(f"bench/{i}", "open_qa", t, "bench") for i, t in enumerate(prompt_texts())]
     write_records(root / "prompts.parquet", prompts)
-    one = {"replicas": 1, "threads": 1}  # the learners and the RM: one thread each, their phases overlap on 2 cores
+    one = {"replicas": 1, "threads": 1}  # the learners and the RM: one thread each, their phases overlap
     job = PPOJob.model_validate(
         {
             "policy": folder,
@@ -123,15 +123,14 @@ def ours(folder: str, root: Path, steps: int) -> dict:
             "prompts": str(root / "prompts.parquet"),
             "steps": steps,
             "prompts_per_step": PROMPTS,
-            "zero_stage": 2,
             "tensorboard": False,
+            "actor": {"lr": 1e-6, "zero_stage": 2},
+            "critic": {"lr": 1e-6, "zero_stage": 2},
             "algo": {
                 "estimator": "gae",
                 "epochs": 1,
                 "mini_batches": 1,
                 "micro_batch_size": MICRO,
-                "actor_lr": 1e-6,
-                "critic_lr": 1e-6,
                 "use_rollout_logprobs": True,
             },  # TRL too takes the old log-probs from its sampler
             "rollout": {

@@ -32,7 +32,7 @@ COMMANDS: dict[str, Command] = {
         "cluster.rm_probe:main", C + "RMProbeJob", "a reward model against the ground truth on held-out samples"
     ),
     "ppo": Command(
-        "cluster.ppo:main", C + "PPOJob", "PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service"
+        "cluster.ppo.run:main", C + "PPOJob", "PPO on Ray: vLLM rollouts, DeepSpeed learners, the reward service"
     ),
     "dpo": Command("cluster.dpo:main", C + "DPOJob", "DPO on Ray on the labels' partial orders, no reward model"),
     "revise": Command(
@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {
     # the services
     "serve-judge": Command(
         "hrlaif_ray.judges.server:main",
-        "hrlaif_ray.judges.sim_judge:SimJudgeConfig",
+        C + "SimJudgeConfig",
         "serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
     ),
     "serve-rm": Command("cluster.serve_rm:main", None, "serve a reward model over HTTP on 127.0.0.1 (bearer token)"),

@@ -142,17 +142,14 @@ def run_dpo(job: DPOJob) -> dict:
     topo = Topology(job.resources, ("actor", "reference"))
     try:  # every exit path gives back the placement groups (and their actors)
 
-        def learner(role: str, folder: str, lr: float = 0.0) -> LearnerGroup:
+        def learner(role: str, folder: str) -> LearnerGroup:
             res = topo.role(role)
             share = job.batch_prompts // res.replicas
             return LearnerGroup(
                 role,
                 folder,
                 topo.learner_options(role),
-                zero_stage=job.zero_stage,
-                lr=lr,
-                weight_decay=job.weight_decay,
-                grad_clip=job.grad_clip,
+                learner=job.learner if role == "actor" else None,
                 micro_batch=job.micro_batch_prompts,
                 grad_accum=share // job.micro_batch_prompts,
                 threads=res.threads,
@@ -167,7 +164,7 @@ def run_dpo(job: DPOJob) -> dict:
             if evaluation is not None:
                 evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation))
             reference.close()
-        actor = learner("actor", job.policy, job.lr)
+        actor = learner("actor", job.policy)
         log = MetricsLog(out, job.tensorboard)
         try:
             history = dpo_loop(job, actor, train, evaluation, log)
@@ -210,12 +207,10 @@ def run_iterative_dpo(job: DPOJob) -> dict:
             if not Path(prompts).exists():  # the round's draw, written once (a rerun keeps it)
                 k = min(it.prompts_per_round, len(everything))
                 write_records(prompts, random.Random(f"{job.seed}/{r}").sample(everything, k), "prompts")
-            sample = {"seed": job.seed + r, **it.sample, "policy": policy, "prompts": prompts, "output": rollouts}
-            run_sample(SampleJob.model_validate(sample), log=lambda line: None)
-            run_label_job(
-                LabelJob.model_validate({**it.label, "prompts": prompts, "rollouts": rollouts, "output_dir": labels}),
-                progress=False,
-            )
+            files = {"prompts": prompts, "rollouts": rollouts}
+            sample = SampleJob(**dict(it.sample), policy=policy, prompts=prompts, output=rollouts, seed=job.seed + r)
+            run_sample(sample, log=lambda line: None)
+            run_label_job(LabelJob(**dict(it.label), **files, output_dir=labels), progress=False)
         final = folder / "dpo" / "final.json"
         if not final.exists():
             reference = initial_reference if r == 0 or it.reference == "initial" else policy

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from hrlaif_ray.categories import Category
-from hrlaif_ray.config import EvalJob, dump_config
+from hrlaif_ray.config import EvalJob, RolloutConfig, dump_config
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
@@ -54,11 +54,11 @@ def run_eval(job: EvalJob, log=print) -> dict:
     from transformers import AutoTokenizer
 
     from actors.labeler import LabelerPool
-    from actors.reward import RewardService
-    from actors.rollout import RolloutActor
-    from actors.runtime import actor_env
+    from actors.reward import RewardPart, RewardService
+    from actors.rollout import start_engines
     from cluster.connect import connect_ray
     from hrlaif_ray.labeling.strategies import JudgeRequest
+    from hrlaif_ray.reward.interface import Completions
 
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,9 +69,8 @@ def run_eval(job: EvalJob, log=print) -> dict:
     started = connect_ray(job.ray_address, log_to_driver=False)
     engine = pool = rm = None
     try:
-        engine = RolloutActor.options(
-            num_cpus=1, runtime_env=actor_env(job.threads, vllm=True, cache_dir=str(out / ".cache"))
-        ).remote(job.policy, job.backend, job.seed, job.threads, job.max_model_len, job.kv_cache_gib)
+        rollout = RolloutConfig(backend=job.backend, max_model_len=job.max_model_len, kv_cache_gib=job.kv_cache_gib)
+        (engine,) = start_engines(job.policy, rollout, [{"num_cpus": 1}], job.threads, job.seed, str(out / ".cache"))
         ids = [prompt_token_ids(tok, p.text, max_prompt) for _, p in flat]
         greedy = ray.get(engine.generate.remote(ids, 1, job.max_new_tokens, 0.0, 1.0, job.seed))
         texts = tok.batch_decode([s.token_ids for s in greedy], skip_special_tokens=True)
@@ -121,8 +120,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
         rewards: dict[str, list[float]] = {}
         mix_rows = [i for i, (name, _) in enumerate(flat) if name == "mix"] or list(range(len(flat)))
         for name, folder in job.reward_models.items():
-            rm = RewardService(folder, num_cpus=1, threads=job.threads)
-            rewards[name] = rm.score([flat[i][1] for i in mix_rows], [texts[i] for i in mix_rows]).tolist()
+            rm = RewardService([RewardPart("rm", folder=folder)], num_cpus=1, threads=job.threads)
+            batch = Completions([flat[i][1] for i in mix_rows], [texts[i] for i in mix_rows])
+            rewards[name] = rm.score(batch).scores.tolist()
             rm.shutdown()
             rm = None
     finally:

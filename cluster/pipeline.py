@@ -69,8 +69,9 @@ class Stage:
         if code != 0 or not self.complete():
             tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
             raise HrlaifError(f"stage {self.name} failed (exit {code}); its log {log} ends:\n{tail}")
-        self.run.times[self.name] = round(time.monotonic() - start, 1)
-        self.run.say(f"{self.name}: finished in {self.run.times[self.name]:.0f} s")
+        seconds = round(time.monotonic() - start, 1)
+        self.run.record_stage(self.name, seconds)
+        self.run.say(f"{self.name}: finished in {seconds:.0f} s")
 
 
 class Run:
@@ -88,13 +89,22 @@ class Run:
         self.probe_sampled = threading.Event()
         self.rm_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels and RM are there (or failed)
         self.labels_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels are there (or failed)
-        self.times: dict[str, float] = {}
+        self.machine: dict = {}
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
 
     def say(self, line: str) -> None:
         with self.lock:
             print(f"[{time.monotonic() - self.t0:6.0f} s] {line}", flush=True)
+
+    def record_stage(self, name: str, seconds: float) -> None:
+        """A finished stage's time with its own provenance (stages.jsonl: a stage run by a later, resumed
+        invocation keeps that invocation's date, commit and machine; the others keep theirs)."""
+        from hrlaif_ray.provenance import stamp
+
+        row = {"stage": name, "seconds": seconds, **stamp(), "matmul_gflops": self.machine.get("matmul_gflops")}
+        with self.lock, open(self.out / "stages.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
 
     # ---------------------------------------------------------------------------------------- paths
     def path(self, *parts: str) -> Path:
@@ -145,7 +155,7 @@ class Run:
                     f"prompts.split: the RL prompts are trained on, so they must be 'train', not {self.job.prompts.split!r}"
                 )
             prompts = generate_prompt_mix(self.job.prompts)
-            mix = self.job.stage_job("eval", policy="-", output_dir="-").mix
+            mix = self.job.eval.mix
             held = generate_prompt_mix(mix) if mix else []
             write_records(evaluation, held, "prompts")
             write_records(key, prompts + held, "prompts")
@@ -239,7 +249,7 @@ class Run:
                 self.rm_ready[f"{seed}/{arm.name}"].set()
         if arm.trainer == "dpo":
             rounds = {}  # iterative DPO labels its own samples each round: with the arm's method and the run's judge
-            if self.job.dpo.get("iterative") is not None:
+            if self.job.dpo.iterative is not None:
                 rounds = {"iterative.label.labeling.method": arm.method, **self.judge_paths("iterative.label.labeling")}
             self.stage(
                 f"{tag}/dpo",
@@ -306,11 +316,12 @@ class Run:
         return self.path("probe_rollouts.parquet")
 
     def execute(self) -> dict:
-        from hrlaif_ray.report import measure_machine, write_report
+        from cluster.report import write_report
+        from hrlaif_ray.provenance import measure_machine
 
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "run_config.yaml").write_text(dump_config(self.job))
-        machine = measure_machine()
+        self.machine = machine = measure_machine()
         self.say(f"machine: {machine['cpus']} CPUs, fp32 matmul {machine['matmul_gflops']:.0f} GFLOP/s")
         cores = os.cpu_count() or 1
         with ExitStack() as stack:
@@ -322,7 +333,7 @@ class Run:
             self.start_ray(stack)
             for i, seed in enumerate(self.job.seeds):
                 self.run_seed(seed, first=i == 0)
-        result = write_report(self.out, self.job, self.times, machine)
+        result = write_report(self.out, self.job, machine)
         self.say(f"report: {self.out / 'report.md'}")
         return result
 
@@ -335,7 +346,11 @@ class Run:
         s = self.seed_dir(seed)
         with ExitStack() as stack:
             if self.job.judge is not None:  # the labels are reseeded: the judge's draws too
-                judge = {"seed": seed, **self.job.judge, "answer_key": str(self.path("judge_answer_key.parquet"))}
+                judge = {
+                    **self.job.judge.model_dump(mode="json"),
+                    "seed": seed,
+                    "answer_key": str(self.path("judge_answer_key.parquet")),
+                }
                 self.judge_url = stack.enter_context(
                     sim_judge_server([f"{k}={json.dumps(v)}" for k, v in judge.items()])
                 )
@@ -427,24 +442,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--summary",
         type=Path,
-        help="also write the run's measured summary (links and outcomes per arm, "
-        "date, machine) to this JSON file, e.g. benchmarks/results/demo_seeds.json",
+        help="also append the run's measured summary (links and outcomes per arm; date, commit, machine, and each "
+        "stage's own) to this JSON file's records, e.g. benchmarks/results/demo_seeds.json",
     )
     job, args = parse_job(parser, RunJob, argv)
     overrides = list(args.overrides)
     if args.control:
         if not any(o.startswith("output_dir=") for o in overrides):
             overrides.append(f"output_dir={job.output_dir.rstrip('/')}-control")
-        sft = {**job.sft, "responses": {**job.sft.get("responses", {}), "control": True}}
-        overrides.append(f"sft={json.dumps(sft)}")
+        overrides.append("sft.responses.control=true")
         job = load_config(RunJob, args.config, overrides)
     result = Run(job).execute()
     print(result["table"])
     if args.summary:
-        from hrlaif_ray.report import summary_json
+        from cluster.report import summary_json
+        from hrlaif_ray.provenance import append_record
 
-        args.summary.parent.mkdir(parents=True, exist_ok=True)
-        args.summary.write_text(json.dumps(summary_json(result), indent=1) + "\n")
+        append_record(args.summary, summary_json(result))
     return 0
 
 

@@ -22,8 +22,7 @@ def run_sample(job: SampleJob, log=print) -> dict:
     import ray
     from transformers import AutoTokenizer
 
-    from actors.rollout import RolloutActor, RolloutGroup
-    from actors.runtime import actor_env
+    from actors.rollout import RolloutGroup, start_engines
     from cluster.connect import connect_ray
     from cluster.topology import Topology
 
@@ -39,21 +38,8 @@ def run_sample(job: SampleJob, log=print) -> dict:
     try:
         tok = AutoTokenizer.from_pretrained(job.policy)
         r = job.rollout
-        engines = [
-            RolloutActor.options(
-                **o, runtime_env=actor_env(job.engines.threads, vllm=True, cache_dir=str(out.parent / ".cache"))
-            ).remote(
-                job.policy,
-                r.backend,
-                job.seed + i,
-                job.engines.threads,
-                r.max_model_len,
-                r.kv_cache_gib,
-                r.gpu_memory_utilization,
-            )
-            for i, o in enumerate(topo.options("rollout"))
-        ]
-        group = RolloutGroup(engines)
+        options, cache = topo.options("rollout"), str(out.parent / ".cache")
+        group = RolloutGroup(start_engines(job.policy, r, options, job.engines.threads, job.seed, cache))
         for start in range(0, len(todo), job.chunk):
             chunk = todo[start : start + job.chunk]
             ids = [prompt_token_ids(tok, p.text, r.max_model_len - r.max_new_tokens) for p in chunk]

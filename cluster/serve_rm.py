@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"READY http://{args.host}:{port}", flush=True)
         stop.wait()
     finally:
-        if own_cluster:  # the local Ray this command started goes, Serve with it (serve.shutdown waits ~30 s here)
+        if own_cluster:  # the local Ray this command started goes, Serve with it (serve.shutdown alone is slow)
             ray.shutdown()
         else:  # someone else's cluster: only our application goes
             serve.delete("hrlaif-rm")

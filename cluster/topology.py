@@ -1,7 +1,7 @@
 """Topology: the resource plan (config data) turned into placement groups and per-actor Ray options.
 
 Every role that owns bundles gets one placement group of `replicas` bundles (`plan.bundle` each, e.g.
-`{GPU: 1, CPU: 8}` on a GPU cluster, `{CPU: 1}` here). A role colocated with another (actor+reference,
+`{GPU: 1, CPU: 8}` on a GPU cluster, `{CPU: 1}` on a CPU machine). A role colocated with another (actor+reference,
 critic+reward, as in OpenRLHF) places its i-th actor in the host's i-th bundle. Each actor asks for `share` of
 its bundle, so colocated roles split one bundle and the shares of a bundle never exceed 1 (validated in the
 config). Nothing here knows what a role does: it only hands out options.
@@ -16,9 +16,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.runtime import actor_env
-from hrlaif_ray.config import ResourcePlan, RoleResources
-
-ROLES = ("actor", "critic", "reference", "reward", "rollout")
+from hrlaif_ray.config import ROLES, ResourcePlan, RoleResources
 
 
 def actor_resources(bundle: dict[str, float], share: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.readers import iter_jsonl
 from hrlaif_ray.data.sft_mix import SFTExample, generate_sft_examples
 from hrlaif_ray.errors import DataError
-from hrlaif_ray.zero import init_distributed, single_process_env, zero_config
+from hrlaif_ray.zero import init_distributed, initialize, single_process_env
 
 IGNORE = -100
 
@@ -61,10 +61,12 @@ def collate(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torc
 
 
 def lr_at(step: int, job: SFTJob) -> float:
+    """The learning rate of step `step`: linear warm-up to learner.lr, then cosine decay to min_lr."""
+    lr = job.learner.lr
     if step < job.warmup_steps:
-        return job.lr * (step + 1) / job.warmup_steps
+        return lr * (step + 1) / job.warmup_steps
     progress = min(1.0, (step - job.warmup_steps) / max(1, job.steps - job.warmup_steps))
-    return job.min_lr + 0.5 * (job.lr - job.min_lr) * (1 + math.cos(math.pi * progress))
+    return job.min_lr + 0.5 * (lr - job.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def sft_examples(job: SFTJob) -> tuple[list[SFTExample], list]:
@@ -78,7 +80,6 @@ def sft_examples(job: SFTJob) -> tuple[list[SFTExample], list]:
 
 
 def train_sft(job: SFTJob, log=print) -> dict:
-    import deepspeed
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,15 +98,10 @@ def train_sft(job: SFTJob, log=print) -> dict:
     model = AutoModelForCausalLM.from_pretrained(job.init, dtype=torch.float32)
     examples, held_out = sft_examples(job)
     rows = [encode(tokenizer, e, job.max_prompt_tokens, job.max_response_tokens) for e in examples]
-    optim = torch.optim.AdamW(model.parameters(), lr=job.lr, weight_decay=job.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_at(s, job) / job.lr)
-    per_rank = job.batch_size // world
-    engine, *_ = deepspeed.initialize(
-        model=model,
-        optimizer=optim,
-        lr_scheduler=sched,
-        config=zero_config(job.zero_stage, per_rank, world, grad_clip=job.grad_clip),
+    engine = initialize(
+        model, job.learner, job.batch_size // world, world, lr_lambda=lambda s: lr_at(s, job) / job.learner.lr
     )
+    sched = engine.lr_scheduler
     rng = random.Random(job.seed)
     order: list[int] = []
     losses, start, step = [], time.perf_counter(), 0
@@ -132,7 +128,7 @@ def train_sft(job: SFTJob, log=print) -> dict:
                 )
             )
     train_s = time.perf_counter() - start
-    state = engine._zero3_consolidated_16bit_state_dict() if job.zero_stage == 3 else None
+    state = engine._zero3_consolidated_16bit_state_dict() if job.learner.zero_stage == 3 else None
     result = {
         "steps": step,
         "train_s": train_s,

@@ -1,4 +1,5 @@
-"""DeepSpeed ZeRO set-up shared by every learner (reward model, actor, critic).
+"""DeepSpeed ZeRO set-up shared by every trained role (the SFT policy, the reward model, PPO's actor and critic,
+the DPO policy): `initialize` builds a role's engine from its learner section (`hrlaif_ray/config/learner.py`).
 
 A learner process looks like a torchrun rank: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK in its
 environment, whether torchrun or a Ray actor put them there. The backend follows the device: nccl with CUDA,
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from hrlaif_ray.config import LearnerConfig
 
 
 def zero_config(
@@ -28,8 +33,8 @@ def zero_config(
     """A DeepSpeed config dict for ZeRO `stage` (0-3).
 
     `bucket_elements` caps the gradient-reduce and all-gather buckets (and ZeRO-3's prefetch bucket). DeepSpeed's
-    defaults (5e8 elements, 2 GB each in fp32) are allocated on every rank whatever the model's size: on CPU two
-    SmolLM2-135M ranks held 7.5-8.7 GB each at start-up and Ray's memory monitor killed them."""
+    defaults (5e8 elements, 2 GB each in fp32) are allocated on every rank whatever the model's size, which can get small CPU ranks killed for
+    memory at start-up (docs/training.md)."""
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"zero stage must be 0-3, got {stage}")
     zero: dict[str, Any] = {
@@ -56,12 +61,37 @@ def zero_config(
     }
 
 
+def initialize(
+    model: torch.nn.Module,
+    learner: LearnerConfig,
+    micro_batch_size: int,
+    world_size: int,
+    grad_accum: int = 1,
+    stage: int | None = None,
+    lr_lambda: Callable[[int], float] | None = None,
+):
+    """The DeepSpeed engine of a trained role: AdamW at `learner.lr` (times `lr_lambda(step)` when given: a
+    schedule), the learner's weight decay and gradient clip, ZeRO at `stage` (default `learner.zero_stage`)."""
+    import deepspeed
+
+    optim = torch.optim.AdamW(model.parameters(), lr=learner.lr, weight_decay=learner.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda) if lr_lambda is not None else None
+    config = zero_config(
+        learner.zero_stage if stage is None else stage,
+        micro_batch_size,
+        world_size,
+        grad_accum,
+        grad_clip=learner.grad_clip,
+    )
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optim, lr_scheduler=sched, config=config)
+    return engine
+
+
 def stage_for_world(stage: int, world_size: int, offload_optimizer: bool = False) -> int:
     """The ZeRO stage a group of `world_size` ranks should run. ZeRO partitions optimizer states, gradients and
-    parameters across ranks; one rank has nothing to partition, and stages 1-3 then only add work: on CPU a
-    single-rank ZeRO-2 update of the ~50M benchmark model took 11.5 s against 9.8 s at stage 0 (gradient
-    bucket copies and the fp32 partition's step), and plain torch 9.6 s. So one rank runs stage 0, unless the
-    optimizer is offloaded (that needs stage >= 1)."""
+    parameters across ranks; one rank has nothing to partition, and stages 1-3 then only add work (gradient
+    bucket copies and the fp32 partition's step; docs/training.md measures it). So one rank runs stage 0, unless
+    the optimizer is offloaded (that needs stage >= 1)."""
     return 0 if world_size == 1 and not offload_optimizer else stage
 
 

@@ -129,7 +129,9 @@ def tiny_ppo_job(policy: Path, out: Path, **changes) -> dict:
         "output_dir": str(out),
         "steps": 2,
         "prompts_per_step": 4,
-        "algo": {"estimator": "gae", "actor_lr": 1e-4, "critic_lr": 1e-4, "micro_batch_size": 2},
+        "algo": {"estimator": "gae", "micro_batch_size": 2},
+        "actor": {"lr": 1e-4},
+        "critic": {"lr": 1e-4},
         "rollout": {"backend": "hf", "samples_per_prompt": 2, "max_new_tokens": 8, "max_model_len": 128},
         "reward": {"kind": "rm", "rm": str(policy)},
         "resources": {

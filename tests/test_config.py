@@ -54,7 +54,7 @@ def test_shipped_config_files_validate():
     test_cluster_configs), and says what its comment says."""
     from pathlib import Path
 
-    from hrlaif_ray.config import LabelJob, PPOJob, RunJob
+    from hrlaif_ray.config import LabelJob, PPOJob, RunJob, SFTJob
 
     folder = Path(__file__).parents[1] / "cluster" / "configs"
     jobs = {
@@ -83,9 +83,10 @@ def test_shipped_config_files_validate():
         ("oracle", "ppo"),
         ("hybrid", "dpo"),
     ]
-    assert demo.sft["steps"] > 0 and demo.stage_job("dpo", policy="-", labels_dir="-", prompts="-", output_dir="-")
-    assert "max_time_s" not in demo.sft  # budgets are steps, never seconds
-    assert demo.stage_job("eval", policy="-", output_dir="-").mix.split == "eval" and demo.prompts.split == "train"
+    assert demo.sft.steps > 0 and demo.stage_job("dpo", policy="-", labels_dir="-", prompts="-", output_dir="-")
+    assert not [k for k in SFTJob.model_fields if k.endswith("_s")]  # budgets are steps, never seconds
+    assert demo.eval.mix.split == "eval" and demo.prompts.split == "train"
+    assert [(t.policy, t.than) for t in demo.targets][:3] == [("hrlaif", 0.8), ("hrlaif", 0.8), ("hrlaif", "sft")]
     assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor
     assert loaded["13b-8xa100.yaml"].resources.bundle.get("GPU") == 1
 
@@ -105,13 +106,42 @@ def test_label_config_file_validates():
         )
 
 
-def test_override_of_one_field_keeps_the_section_default():
-    """SFTJob.prompts defaults to 40,000 prompts (a default_factory): overriding one field of it must keep the rest,
-    not fall back to the section class's own defaults (1,000 prompts)."""
-    from hrlaif_ray.config import SFTJob
+def test_one_field_of_a_section_keeps_the_jobs_defaults_for_it(tmp_path):
+    """SFT's prompt mix defaults to 40,000 prompts without open questions (its variant of the mix): setting one field
+    of it, by an override or in a file, keeps the rest rather than falling back to the mix's general defaults
+    (1,000 prompts); a section given as an object of the general class keeps them too."""
+    from hrlaif_ray.config import DPOJob, PromptMixConfig, ResourcePlan, RoleResources, RunJob, SFTJob
 
     job = load_config(SFTJob, None, ["init=m", "output_dir=o", "prompts.a_max=99"])
     assert (job.prompts.n, job.prompts.a_max, job.prompts.open_qa) == (40000, 99, 0.0)
+    path = tmp_path / "sft.yaml"
+    path.write_text("init: m\noutput_dir: o\nprompts: {seed: 3}\n")
+    assert (load_config(SFTJob, path).prompts.n, load_config(SFTJob, path).prompts.seed) == (40000, 3)
+    run = load_config(RunJob, None, ["sft.prompts.seed=2", "eval.mix.n=10"])
+    assert (run.sft.prompts.n, run.eval.mix.split, run.eval.mix.seed, run.eval.mix.n) == (40000, "eval", 20001, 10)
+    job = SFTJob(init="m", output_dir="o", prompts=PromptMixConfig(seed=4))
+    assert (job.prompts.n, job.prompts.seed) == (40000, 4)
+    dpo = DPOJob(policy="p", labels_dir="l", prompts="x", output_dir="o", resources=ResourcePlan(actor=RoleResources()))
+    assert (dpo.resources.actor.threads, dpo.resources.reference.threads) == (2, 2)
+    assert "policy: p" in dump_config(dpo).splitlines()[0]  # a job's files come first
+
+
+def test_a_moved_or_run_set_key_says_where_it_is():
+    from hrlaif_ray.config import PPOJob, RunJob
+
+    with pytest.raises(
+        ConfigError, match=r"algo\.actor_lr: moved to actor\.lr; zero_stage: moved to actor\.zero_stage "
+    ):
+        load_config(PPOJob, None, ["policy=p", "output_dir=o", "algo.actor_lr=1e-5", "zero_stage=3"])
+    with pytest.raises(ConfigError, match=r"rm\.lr: moved to rm\.learner\.lr"):
+        load_config(RunJob, None, ["rm.lr=1e-5"])
+    with pytest.raises(ConfigError, match=r"ppo\.seed: set by the run"):
+        load_config(RunJob, None, ["ppo.seed=1"])
+    with pytest.raises(ConfigError, match=r"label\.labeling\.method: set by the run \(each arm\)"):
+        load_config(RunJob, None, ["label.labeling.method=basic"])
+    with pytest.raises(ConfigError, match=r"eval\.judge\.judges: set by the run"):
+        load_config(RunJob, None, ["eval.judge.judges=[{model: m}]"])
+    assert load_config(RunJob, None, ["judge=null", "eval.judge.judges=[{model: m}]"]).eval.judge.judges[0].model == "m"
 
 
 def test_every_config_field_has_a_description():

@@ -21,7 +21,14 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.schemas import write_records
 
 K = 4
-DPO = {"beta": 0.5, "lr": 1e-4, "epochs": 2, "batch_prompts": 16, "micro_batch_prompts": 8, "sft_weight": 1.0}
+DPO = {
+    "beta": 0.5,
+    "learner": {"lr": 1e-4},
+    "epochs": 2,
+    "batch_prompts": 16,
+    "micro_batch_prompts": 8,
+    "sft_weight": 1.0,
+}
 EVAL = PromptMixConfig(
     n=256, seed=20_002, math=0.6, multiple_choice=0.4, harmful=0.0, open_qa=0.0, split="eval", unseen_share=0.5
 )

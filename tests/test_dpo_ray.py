@@ -9,7 +9,7 @@ import ray
 import torch
 from labeling_fixtures import COMPLY, REFUSE, write_harm_and_math_labels
 
-from hrlaif_ray.config import ResourcePlan, RoleResources
+from hrlaif_ray.config import LearnerConfig, ResourcePlan, RoleResources
 from hrlaif_ray.dpo.batch import preference_batch
 from hrlaif_ray.metrics import read_jsonl
 from hrlaif_ray.reward.data import RMExample
@@ -48,7 +48,12 @@ def test_one_dpo_step_on_two_ranks_equals_one_on_one(local_ray, tiny_model_dir):
         try:
             opts = [{**o, "runtime_env": actor_env(1, 0)} for o in topo.options("actor")]
             group = LearnerGroup(
-                "actor", str(tiny_model_dir), opts, zero_stage=2, lr=1e-3, micro_batch=1, grad_accum=4 // ranks
+                "actor",
+                str(tiny_model_dir),
+                opts,
+                learner=LearnerConfig(lr=1e-3, zero_stage=2),
+                micro_batch=1,
+                grad_accum=4 // ranks,
             )
             before = group_sequence_logps(group, batch)
             # the reference: the start, perturbed so that the pairs' log-ratios are not all zero
@@ -88,7 +93,7 @@ def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
                 "batch_prompts": 16,
                 "micro_batch_prompts": 8,
                 "beta": 0.5,
-                "lr": 1e-3,
+                "learner": {"lr": 1e-3},
                 "eval_fraction": 0.25,
                 "sft_weight": 0.1,
                 "resources": {"actor": {"replicas": 2}, "reference": {"threads": 2}},
@@ -163,7 +168,7 @@ def test_iterative_dpo_rounds_sample_label_train_and_resume(local_ray, tmp_path,
                 "epochs": 1,
                 "batch_prompts": 8,
                 "micro_batch_prompts": 8,
-                "lr": 1e-3,
+                "learner": {"lr": 1e-3},
                 "eval_fraction": 0.25,
                 "tensorboard": False,
                 "iterative": {

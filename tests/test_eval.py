@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import run_hrlaif
 
+from cluster.report import table
 from hrlaif_ray.config import PromptMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.readers import load_source
@@ -14,7 +15,6 @@ from hrlaif_ray.data.schemas import write_records
 from hrlaif_ray.evaluation import pairwise_outcome
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.metrics import read_jsonl
-from hrlaif_ray.report import table
 
 
 def test_pairwise_outcome_counts_disagreement_as_a_tie():

@@ -6,6 +6,7 @@ every role, vLLM engines and the critic."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -189,8 +190,17 @@ def test_an_engine_restarted_between_steps_gets_the_synced_weights_before_it_sam
     group.update_weights(ray.put(state))
     synced = group.generate(prompts, 1, 6, 0.0, 1.0, 0)
     assert [s.token_ids for s in synced] != [s.token_ids for s in before]  # the new weights sample otherwise
+    pid = ray.get(engine.__ray_call__.remote(lambda self: os.getpid()))
     ray.kill(engine, no_restart=False)
-    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while True:  # until Ray has restarted it (a new process), with no call of ours in between
+        try:
+            if ray.get(engine.__ray_call__.remote(lambda self: os.getpid()), timeout=10) != pid:
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            pass
+        assert time.monotonic() < deadline, "the engine was not restarted"
+        time.sleep(0.2)
     again = group.generate(prompts, 1, 6, 0.0, 1.0, 0)
     assert [s.token_ids for s in again] == [s.token_ids for s in synced]
     assert len(group.recoveries) == 1, group.recoveries
@@ -199,13 +209,13 @@ def test_an_engine_restarted_between_steps_gets_the_synced_weights_before_it_sam
 
 
 def test_the_command_reports_a_role_that_died_for_good_in_one_line_with_status_1(monkeypatch, capsys):
-    import cluster.ppo
+    import cluster.ppo.run
     from cluster.cli import main
 
     def dies(job):
         raise RoleFailure("critic", 0, "10.0.0.3 (0badc0de)", "the actor died (node lost)", step=12)
 
-    monkeypatch.setattr(cluster.ppo, "run_ppo", dies)
+    monkeypatch.setattr(cluster.ppo.run, "run_ppo", dies)
     assert main(["ppo", "policy=p", "output_dir=o"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == "hrlaif ppo: error: critic rank 0 on node 10.0.0.3 (0badc0de) at step 12: the actor died (node lost)"

@@ -216,8 +216,8 @@ def test_the_autoscaled_pool_grows_to_keep_the_rate_limit_busy(tmp_path, local_r
 def test_the_run_report_shows_each_labeling_arms_quality(tmp_path):
     from conftest import ROOT
 
+    from cluster.report import quality_table
     from hrlaif_ray.config import RunJob, load_config
-    from hrlaif_ray.report import quality_table
 
     job = load_config(RunJob, ROOT / "cluster" / "configs" / "demo.yaml")  # rlaif, hrlaif, oracle, hrlaif-dpo (shares)
     for seed in (1, 2):

@@ -76,3 +76,19 @@ def test_scalar_head_reads_last_real_token_and_roundtrips(tmp_path, tiny_model_d
         ids = tiny_tokenizer(["Hi"], return_tensors="pt")
         h_lm = lm.model(**ids).last_hidden_state
         assert torch.allclose(rm.backbone(**ids).last_hidden_state, h_lm, atol=1e-6)
+
+
+def test_a_trained_copy_keeps_its_folders_generation_config(tmp_path, tiny_tokenizer):
+    """A policy saved after training (SFT, PPO's actor, DPO) keeps the generation settings of the folder it started
+    from (a pretrained model's sampling defaults), rather than a bare config written over them."""
+    from transformers import GenerationConfig
+
+    model = build_tiny_causal_lm(ModelConfig(hidden_size=64, intermediate_size=128), tiny_tokenizer)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tiny_tokenizer.eos_token_id, temperature=0.3, top_p=0.8, do_sample=True, max_new_tokens=77
+    )
+    start = save_model_folder(model, tiny_tokenizer, tmp_path / "start")
+    trained = save_model_folder(AutoModelForCausalLM.from_pretrained(start), tiny_tokenizer, tmp_path / "trained")
+    again = GenerationConfig.from_pretrained(trained)
+    assert (again.temperature, again.top_p, again.max_new_tokens) == (0.3, 0.8, 77)
+    assert GenerationConfig.from_pretrained(save_model_folder(model, tiny_tokenizer, tmp_path / "new")).eos_token_id

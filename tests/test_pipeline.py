@@ -56,7 +56,19 @@ def test_run_config_errors_name_the_stage_and_key():
     job = load_config(RunJob, DEMO)
     ppo = job.stage_job("ppo", policy="p", output_dir="o", prompts="x", **{"reward.kind": "rm", "reward.rm": "r"})
     assert (ppo.reward.kind, ppo.reward.rm, ppo.algo.estimator) == ("rm", "r", "rloo")
-    assert "reward" not in job.ppo  # the run's section is not changed by a stage's paths
+    assert "reward" not in job.ppo.model_fields_set  # the run's section is not changed by what a stage is given
+
+
+def stage_count(job: RunJob) -> int:
+    """The stages a run has: SFT, its evaluation and its samples of the evaluation prompts once; each seed's
+    samples; and each arm's: online PPO and its evaluation; DPO, its implicit reward's probe and its evaluation,
+    after labels of its own; PPO and its evaluation, after labels of its own, an RM on them and the RM's probe."""
+
+    def arm(a) -> int:
+        own = not a.rm_from
+        return {"online": 2, "dpo": 3 + own, "ppo": 2 + 3 * own}[a.trainer]
+
+    return 3 + len(job.seeds) * (1 + sum(arm(a) for a in job.arms))
 
 
 REDUCED = [
@@ -121,12 +133,15 @@ def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
     assert "## Label quality" in report and set(results["label_quality"]) == {"rlaif", "hrlaif", "oracle"}
     for arm in ("rlaif", "hrlaif"):
         quality = results["label_quality"][arm]
-        assert quality["labels"] > 0 and quality["cost_per_label_usd"] > 0 and quality["cache_hits"] >= 0
+        assert quality["labels"] > 0 and quality["cost_per_label_usd"] > 0
+        assert (quality["cache_hits"] > 0) == (quality["cache_saved_usd"] > 0), quality  # the hits' savings
         assert (out / "seed-1" / arm / "labels" / "quality.md").exists()
     # Resumable: a rerun finds every stage complete and only rewrites the report.
     again = _run(out, *REDUCED, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done already") == 22 and "started" not in again.stdout  # 4 arms (DPO: dpo, probe, eval)
+    assert (
+        again.stdout.count("done already") == stage_count(load_config(RunJob, DEMO)) and "started" not in again.stdout
+    )
 
 
 @pytest.mark.slow
@@ -164,3 +179,27 @@ def test_monitor_fires_when_the_rm_rewards_length_alone(tmp_path, sft_policy_dir
     assert alerts, "the monitor did not fire"
     assert rows[-1]["step"] == alerts[0]["step"] < 40  # it stopped the run at the alert
     assert rows[-1]["response/length_mean"] > rows[0]["response/length_mean"]  # the RM paid for length
+
+
+def test_the_reports_claims_are_the_runs_config():
+    """The report states each target met, not met, or not measured, from the mechanism's figures; it knows no arm."""
+    from cluster.report import targets
+    from hrlaif_ray.config import TargetConfig
+
+    mech = {
+        "sft": {"greedy_accuracy": {"mean": 0.40}},
+        "a": {"greedy_accuracy": {"mean": 0.45}, "rm_correct_above_wrong": {"math": 0.7}},
+        "b": {"greedy_accuracy": {"mean": 0.30}, "rm_correct_above_wrong": {}},
+    }
+    claims = [
+        TargetConfig(policy="a", metric="greedy_accuracy", op=">=", than="sft"),
+        TargetConfig(policy="b", metric="greedy_accuracy", op=">=", than="sft"),
+        TargetConfig(policy="a", metric="rm_correct_above_wrong.math", op=">=", than=0.8),
+        TargetConfig(policy="b", metric="rm_correct_above_wrong.math", op=">=", than=0.8),
+        TargetConfig(policy="c", metric="greedy_accuracy", op="<", than="sft"),
+    ]
+    lines = targets(mech, claims)
+    assert [line.split("**")[1] for line in lines] == ["met", "not met", "not met", "not measured", "not measured"]
+    assert "0.450 against sft's 0.400" in lines[0] and "the run has no c" in lines[4]
+    with pytest.raises(ConfigError, match=r"targets\.0\.metric"):
+        load_config(RunJob, DEMO, ["targets=[{policy: a, metric: accuracy, op: '>', than: 0.5}]"])

@@ -7,13 +7,16 @@ from __future__ import annotations
 import torch
 
 from actors.rollout import Sample
-from cluster.ppo import PromptSampler, Roles, ppo_loop
+from cluster.ppo.experience import PromptSampler, experience_source
+from cluster.ppo.loop import Watch, ppo_loop
+from cluster.ppo.roles import Roles
 from hrlaif_ray.config import PPOJob
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.metrics import MetricsLog
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
+from hrlaif_ray.reward.interface import Completions, Scores
 
 
 class FakeRollout:
@@ -55,9 +58,9 @@ class FakeLearner:
 class FakeReward:
     """+1 for a response that starts with "A", else -1 (it reads the decoded text, as an RM on its own tokenizer)."""
 
-    def score(self, prompts, texts, sequences=None) -> torch.Tensor:
-        assert sequences is None
-        return torch.tensor([1.0 if t.startswith("A") else -1.0 for t in texts])
+    def score(self, batch: Completions) -> Scores:
+        assert batch.sequences is None and batch.group_size == 4
+        return Scores(torch.tensor([1.0 if t.startswith("A") else -1.0 for t in batch.texts]))
 
 
 def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
@@ -85,14 +88,12 @@ def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
     alert = ppo_loop(
         job,
         roles,
-        PromptSampler(prompts, 2, 0),
-        tiny_tokenizer,
+        experience_source(job, roles, tiny_tokenizer, PromptSampler(prompts, 2, 0), 0, None),
         0,
         core.KLController(0.0),
         log,
         lambda step, coef, buffer=None: saved.append(step),
-        RewardHackingMonitor(),
-        prompts[:2],
+        Watch(job, tiny_tokenizer, prompts[:2], RewardHackingMonitor()),
     )
     log.close()
     assert alert is None and saved == [3]
@@ -118,15 +119,14 @@ class FakeOnline:
     def __init__(self, flat: set[str] = frozenset()):
         self.flat, self.asked = flat, []
 
-    def rewards(self, groups):
+    def score(self, batch: Completions) -> Scores:
+        groups = batch.groups()
         self.asked.append([p.id for p, _ in groups])
-        out = [
-            [0.0] * len(t) if p.id in self.flat else [1.0 if x.startswith("A") else -1.0 for x in t] for p, t in groups
-        ]
-        return out, {"online/labels": len(groups), "online/judge_cost_usd": 0.001 * len(groups)}
+        out = [0.0 if p.id in self.flat else 1.0 if x.startswith("A") else -1.0 for p, texts in groups for x in texts]
+        return Scores(torch.tensor(out), {"online/labels": len(groups), "online/judge_cost_usd": 0.001 * len(groups)})
 
 
-def _loop(tmp_path, tiny_tokenizer, steps, start=0, buffered=None, online=None, reward_role=None, **job):
+def _loop(tmp_path, tiny_tokenizer, steps, start=0, buffered=None, online=None, reward_role=None, wrap=None, **job):
     good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
     job = PPOJob(
         policy="p",
@@ -148,25 +148,22 @@ def _loop(tmp_path, tiny_tokenizer, steps, start=0, buffered=None, online=None, 
         actor=actor,
         reference=FakeLearner(),
         critic=None,
-        reward=reward_role,
+        reward=online or reward_role,
         put=lambda batch: batch,
-        online=online,
     )
     saved = {}
     log = MetricsLog(tmp_path, tensorboard=False)
     log.truncate(start)
+    source = experience_source(job, roles, tiny_tokenizer, PromptSampler(prompts, 2, 0), start, buffered)
     ppo_loop(
         job,
         roles,
-        PromptSampler(prompts, 2, 0),
-        tiny_tokenizer,
+        wrap(source, roles) if wrap else source,
         start,
         core.KLController(0.0),
         log,
         lambda step, coef, buffer=None: saved.update({step: buffer}),
-        RewardHackingMonitor(),
-        prompts[:2],
-        buffered,
+        Watch(job, tiny_tokenizer, prompts[:2], RewardHackingMonitor()),
     )
     log.close()
     return log.rows(), saved, rollout, actor
@@ -179,6 +176,7 @@ def test_async_loop_trains_on_a_one_step_stale_batch_and_resumes_from_the_buffer
     assert [r["async/staleness"] for r in rows] == [0, 1, 1, 1]  # step 1's batch came before any update
     assert [r["data/batch_step"] for r in rows] == [0, 1, 2, 3]
     assert rollout.calls == 4 and len(rollout.synced) == 4 and "time/generate_wait" in rows[1]
+    assert not any("time/reward" in r for r in rows)  # rewarded in the background, with the samples made ahead
     assert torch.allclose(actor.trained[0].old_logprobs, -0.5 * actor.trained[0].response_mask)  # the engines'
     assert saved[2] is not None and saved[2].step == 2 and saved[2].version == 1 and saved[4] is None
     # A crash after the checkpoint at step 2 (steps 3 and 4 logged, no checkpoint): the resume drops their rows and
@@ -223,3 +221,29 @@ def test_online_reward_comes_with_the_samples_and_dynamic_sampling_keeps_groups_
         assert row["online/labels"] >= 2 and row["reward/score_mean"] == 0.0
     assert {"p0", "p3", "p5"} & set(asked)  # flat groups were drawn, labeled and dropped
     assert rollout.calls > 2  # extra generation rounds filled the steps
+
+
+def test_fault_injection_wraps_the_experience_source(tmp_path, tiny_tokenizer):
+    """Chaos schedules each step's kill when the loop asks for the step's experience, from outside the loop, and
+    its pending kills are cancelled when the loop ends."""
+    from cluster.ppo.faults import ChaosSource
+
+    class Recorder:
+        def __init__(self):
+            self.steps, self.stopped = [], False
+
+        def step(self, step, groups):
+            self.steps.append((step, sorted(groups)))
+
+        def stop(self):
+            self.stopped = True
+
+    chaos, wrapped = Recorder(), []
+
+    def wrap(source, roles):
+        wrapped.append(ChaosSource(source, chaos, roles))
+        return wrapped[-1]
+
+    rows, _, _, _ = _loop(tmp_path, tiny_tokenizer, 3, reward_role=FakeReward(), wrap=wrap)
+    assert [r["step"] for r in rows] == [1, 2, 3] and chaos.stopped
+    assert [s for s, _ in chaos.steps] == [1, 2, 3]

@@ -6,7 +6,7 @@ import pytest
 import ray
 import torch
 
-from hrlaif_ray.config import ResourcePlan, RoleResources
+from hrlaif_ray.config import LearnerConfig, ResourcePlan, RoleResources
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
 
 
@@ -26,7 +26,14 @@ def test_weight_sync_makes_vllm_logprobs_match_the_learner(local_ray, tiny_model
         folder = str(tiny_model_dir)
         options = [{**o, "runtime_env": actor_env(1, 0)} for o in topo.options("actor")]
         actor = LearnerGroup(
-            "actor", folder, options, zero_stage=2, lr=1e-2, micro_batch=2, grad_accum=2, threads=1, temperature=0.8
+            "actor",
+            folder,
+            options,
+            learner=LearnerConfig(lr=1e-2, zero_stage=2),
+            micro_batch=2,
+            grad_accum=2,
+            threads=1,
+            temperature=0.8,
         )
         engine = RolloutActor.options(
             **topo.options("rollout")[0], runtime_env=actor_env(2, vllm=True, cache_dir=str(local_ray))

@@ -113,7 +113,7 @@ def test_rm_on_hybrid_arithmetic_labels_ranks_correct_above_wrong(tmp_path, sft_
                 "output_dir": str(tmp_path / "rm"),
                 "epochs": EPOCHS,
                 "batch_prompts": 16,
-                "lr": 1e-4,
+                "learner": {"lr": 1e-4},
                 "eval_fraction": EVAL_FRACTION,
                 "seed": 0,
                 "margin": MARGIN,

@@ -1,12 +1,14 @@
-"""The reward service returns the same (clipped) rewards as the module, in input order, across replicas."""
+"""The reward service returns the same (clipped) rewards as the module, in input order, across replicas; a replica
+holds a weighted sum of the RM and the verifier."""
 
 import pytest
 import torch
 
-from actors.reward import RewardService
+from actors.reward import RewardPart, RewardService
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.reward import RewardModel
 from hrlaif_ray.reward.data import prompt_token_ids, response_token_ids
+from hrlaif_ray.reward.interface import Completions, VerifierReward
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +21,15 @@ def rm_folder(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
 
 
 def test_service_matches_module(rm_folder, tiny_tokenizer, local_ray):
-    service = RewardService(str(rm_folder), replicas=2)
+    service = RewardService([RewardPart("rm", folder=str(rm_folder))], replicas=2)
     try:
         gen = torch.Generator().manual_seed(0)
         sequences = [
             torch.randint(5, 384, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (11,), generator=gen)
         ]
-        got = service.score_ids(sequences)
+        records = [PromptRecord(f"p{i}", "open_qa", f"question {i}", "test") for i in range(len(sequences))]
+        ids_batch = Completions(records, ["-"] * len(sequences), sequences)  # the token ids are what is scored
+        got = service.score(ids_batch).scores
         rm = RewardModel.from_pretrained(rm_folder).eval()
         with torch.no_grad():
             want = torch.stack([rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in sequences])
@@ -34,21 +38,42 @@ def test_service_matches_module(rm_folder, tiny_tokenizer, local_ray):
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
         assert (got.abs() <= 0.5).all() and (got.abs() == 0.5).any()  # clipped inside the forward
         prompts, responses = ["Tom has 23 apples. How many?", "Hi"], ["The answer is 23.", "Hello!"]
-        texts = service.score_texts(prompts, responses)
+        records = [PromptRecord(f"p{i}", "open_qa", p, "test") for i, p in enumerate(prompts)]
+        texts = service.score(Completions(records, responses)).scores  # rendered with the RM's chat template
         ids = [
             prompt_token_ids(tiny_tokenizer, p, 1024) + response_token_ids(tiny_tokenizer, r)
             for p, r in zip(prompts, responses)
         ]
-        assert torch.allclose(texts, service.score_ids(ids), atol=1e-6)
-        records = [PromptRecord(f"p{i}", "open_qa", p, "test") for i, p in enumerate(prompts)]
-        assert torch.allclose(service.score(records, responses, sequences=ids), texts, atol=1e-6)  # PPO's token-id path
-        # the same replicas, forwards of 3 rows in length order (as PPO asks them, `algo.micro_batch_size`)
-        service.micro_batch = 3
-        assert torch.allclose(service.score_ids(sequences), got, atol=1e-4)
-        with pytest.raises(ValueError, match="2 prompts but 1 responses"):
-            service.score_texts(prompts, responses[:1])
+        assert torch.allclose(texts, service.score(Completions(records, responses, ids)).scores, atol=1e-6)
+        with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+            Completions(records, responses[:1])
     finally:
         service.shutdown()
+    # forwards of 3 rows in length order (as PPO asks them, `algo.micro_batch_size`), on one replica
+    service = RewardService([RewardPart("rm", folder=str(rm_folder))], micro_batch=3)
+    try:
+        assert torch.allclose(service.score(ids_batch).scores, got, atol=1e-4)
+    finally:
+        service.shutdown()
+
+
+def test_a_replica_sums_the_rm_and_the_verifier(rm_folder, local_ray):
+    """rm+verifier: each replica holds both and scores their weighted sum; the verifier alone as a reward."""
+    prompts = [PromptRecord("m", "math", "Tom has 23 apples. How many?", "test", answer="23")] * 2
+    prompts += [PromptRecord("o", "open_qa", "Hi", "test")]
+    batch = Completions(prompts, ["The answer is 23.", "The answer is 24.", "Hello!"])
+    assert VerifierReward().score(batch).scores.tolist() == [1.0, -1.0, 0.0]
+    rm = RewardService([RewardPart("rm", folder=str(rm_folder))])
+    both = RewardService([RewardPart("rm", folder=str(rm_folder)), RewardPart("verifier", 0.5)], replicas=2)
+    try:
+        assert torch.allclose(
+            both.score(batch).scores, rm.score(batch).scores + 0.5 * torch.tensor([1.0, -1.0, 0.0]), atol=1e-6
+        )
+    finally:
+        rm.shutdown()
+        both.shutdown()
+    with pytest.raises(ValueError, match="'rm' with a folder"):
+        RewardPart("rm")
 
 
 def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp):

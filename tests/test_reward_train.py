@@ -38,7 +38,7 @@ def _config(tmp_path, tiny_model_dir, **extra):
                 "output_dir": str(tmp_path / "rm"),
                 "epochs": 4,
                 "batch_prompts": 16,
-                "lr": 1e-3,
+                "learner": {"lr": 1e-3},
                 "eval_fraction": 0.25,
                 **extra,
             }
@@ -78,7 +78,7 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
 def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
     write_harm_and_math_labels(tmp_path)
     # 183 training prompts in batches of 15: 13 batches, an odd number for 2 ranks
-    config = _config(tmp_path, tiny_model_dir, zero_stage=3, epochs=3, batch_prompts=15)
+    config = _config(tmp_path, tiny_model_dir, learner={"lr": 1e-3, "zero_stage": 3}, epochs=3, batch_prompts=15)
     cmd = torchrun("-m", "cluster.train_rm", "--config", str(config))
     proc = subprocess.run(
         cmd, env=script_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900, cwd=ROOT

@@ -74,7 +74,7 @@ def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_tokenizer):
             "warmup_steps=2",
             "eval_prompts=8",
             "prompts.n=300",
-            "zero_stage=3",
+            "learner.zero_stage=3",
         ],
         env=script_env(tmp_path, OMP_NUM_THREADS="2"),
         capture_output=True,
@@ -100,7 +100,7 @@ def test_sft_on_two_torchrun_ranks_zero3_evaluates_and_saves_the_whole_model(tmp
 
     tiny_model_dir = _wide_tiny_model(tmp_path, tiny_tokenizer)
     overrides = [f"init={tiny_model_dir}", f"output_dir={tmp_path / 'sft'}", "steps=6", "batch_size=8"]
-    overrides += ["warmup_steps=1", "eval_prompts=4", "prompts.n=200", "zero_stage=3"]
+    overrides += ["warmup_steps=1", "eval_prompts=4", "prompts.n=200", "learner.zero_stage=3"]
     proc = subprocess.run(
         torchrun("-m", "cluster.sft", *overrides),
         env=script_env(tmp_path, OMP_NUM_THREADS="1"),

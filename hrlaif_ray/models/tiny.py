@@ -42,18 +42,19 @@ def build_tiny_causal_lm(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = AutoModelForCausalLM.from_config(config)
+    # a new model's generation config stops at the tokenizer's end of turn (trained copies keep it)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+    )
     return model.eval()
 
 
 def save_model_folder(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path, state_dict: dict | None = None
 ) -> Path:
-    """Save model + tokenizer + generation config (stopping at the tokenizer's EOS) as an HF folder;
-    `state_dict` overrides the live weights (the full weights ZeRO-3 gathers from its shards)."""
+    """Save model + tokenizer as an HF folder, with the model's own generation config (a trained model keeps the
+    one its starting folder had); `state_dict` overrides the live weights (the full weights ZeRO-3 gathers)."""
     path = Path(path)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
-    )
     model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     return path

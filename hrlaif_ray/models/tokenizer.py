@@ -1,4 +1,4 @@
-"""A small byte-level BPE trained in about a second on the task's own text.
+"""A small byte-level BPE trained on the task's own text.
 
 A 49k vocabulary (SmolLM2's) would make the output softmax dominate a tiny model, so the demo trains its own:
 byte-level (nothing is out of vocabulary), digits split one per token (arithmetic stays learnable), ChatML

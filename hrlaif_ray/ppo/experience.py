@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from hrlaif_ray.config import PPOAlgoConfig
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.ppo import core
 
@@ -76,8 +77,7 @@ class Experience:
 
         The token-mean loss of rows start..end is the sum of the micro-batches' token-mean losses weighted by
         their `token_share` (how the learner accumulates gradients). Sorting puts prompts of like length together,
-        so the trimmed micro-batches carry little padding: with prompts of 37-70 tokens and 32-token responses,
-        four micro-batches of 8 hold 15% fewer positions than one batch of 32. A trimmed row gives the same
+        so the trimmed micro-batches carry little padding (docs/training.md measures it). A trimmed row gives the same
         logits as the full row (left padding is masked and positions count real tokens), a test checks it."""
         if size < 1:
             raise ValueError(f"micro-batch size must be at least 1, got {size}")
@@ -156,6 +156,19 @@ def pad_rows(rows: list[list[float]], width: int) -> torch.Tensor:
 
 
 @dataclass
+class Forwards:
+    """What a step's forwards returned for its batch: reward scores [B], the reference's log-probs and those of
+    the policy that sampled [B, T], the engines' own log-probs [B, T], the critic's values [B, T] (GAE only)."""
+
+    scores: torch.Tensor
+    ref_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor
+    rollout_logprobs: torch.Tensor
+    values: torch.Tensor | None
+    from_rollout: bool  # old_logprobs are the engines' (the behaviour policy's), not the actor's recomputation
+
+
+@dataclass
 class Advantages:
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor  # [B, T] (GAE) or zeros (critic-free)
@@ -164,48 +177,37 @@ class Advantages:
 
 
 def compute_advantages(
-    estimator: str,
-    scores: torch.Tensor,
-    logprobs: torch.Tensor,
-    ref_logprobs: torch.Tensor,
-    mask: torch.Tensor,
-    kl_coef: float,
-    kl_estimator: str,
-    group_size: int,
-    values: torch.Tensor | None = None,
-    gamma: float = 1.0,
-    lam: float = 0.95,
-    whiten: bool = True,
+    algo: PPOAlgoConfig, forwards: Forwards, mask: torch.Tensor, kl_coef: float, group_size: int
 ) -> Advantages:
-    """scores [B] (clipped by the reward role), logprobs / ref_logprobs / mask / values [B, T] -> advantages.
+    """The rewards with their KL penalty (mask [B, T]: the response tokens) into advantages and returns, by the
+    algorithm's estimator.
 
     gae: the KL penalty per token plus the score on the last token, then GAE over the critic's values.
     rloo / grpo: the sequence return score - kl_coef x sum KL, a leave-one-out (or group-normalised) baseline
-    over the prompt's samples, broadcast to every response token.
+    over the prompt's `group_size` samples, broadcast to every response token.
     """
-    kl_tok = core.kl_estimate(logprobs, ref_logprobs, kl_estimator) * mask
+    kl_tok = core.kl_estimate(forwards.old_logprobs, forwards.ref_logprobs, algo.kl_estimator) * mask
     kl = kl_tok.sum(1)
+    scores = forwards.scores
     total = scores - kl_coef * kl
-    if estimator == "gae":
-        if values is None:
+    if algo.estimator == "gae":
+        if forwards.values is None:
             raise ValueError("GAE needs the critic's values")
         rewards = core.token_rewards(scores, kl_tok, mask, kl_coef)
-        adv, returns = core.gae(rewards, values, mask, gamma, lam)
-    elif estimator in ("rloo", "grpo"):
-        seq = (
-            core.rloo_advantages(total, group_size) if estimator == "rloo" else core.grpo_advantages(total, group_size)
-        )
-        adv, returns = seq.unsqueeze(1) * mask, torch.zeros_like(mask)
+        adv, returns = core.gae(rewards, forwards.values, mask, algo.gamma, algo.lam)
+    elif algo.estimator in ("rloo", "grpo"):
+        baseline = core.rloo_advantages if algo.estimator == "rloo" else core.grpo_advantages
+        adv, returns = baseline(total, group_size).unsqueeze(1) * mask, torch.zeros_like(mask)
     else:
-        raise ValueError(f"estimator must be gae, rloo or grpo, got {estimator!r}")
-    if whiten:
+        raise ValueError(f"estimator must be gae, rloo or grpo, got {algo.estimator!r}")
+    if algo.whiten_advantages:
         adv = core.whiten(adv, mask)
     return Advantages(adv, returns, kl, total)
 
 
 @dataclass
 class Rollouts:
-    """What one PPO step trains on (made by `cluster/ppo.py`; defined here so that the batch an asynchronous
+    """What one PPO step trains on (made by `cluster/ppo/experience.py`; defined here so that the batch an asynchronous
     checkpoint buffers, pickled, names an importable class whatever module ran the controller): the prompt of each
     row, the responses (engine samples and text), the batch; the reward when it was computed with the samples
     (online labels, dynamic sampling), what making them measured, the sampler step whose prompts they answer and

@@ -25,7 +25,7 @@ from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
-from hrlaif_ray.zero import init_distributed, single_process_env, zero_config
+from hrlaif_ray.zero import init_distributed, initialize, single_process_env
 
 
 def held_out(prompt_id: str, fraction: float) -> bool:
@@ -85,7 +85,6 @@ def ranking_accuracy(
 
 
 def train_reward_model(job: RMTrainJob, log=print) -> dict:
-    import deepspeed
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
@@ -103,10 +102,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     if not train:
         raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
     rm = RewardModel.from_pretrained(job.init, clip=job.clip)
-    optim = torch.optim.AdamW(rm.parameters(), lr=job.lr, weight_decay=job.weight_decay)
-    engine, *_ = deepspeed.initialize(
-        model=rm, optimizer=optim, config=zero_config(job.zero_stage, job.batch_prompts, world, grad_clip=job.grad_clip)
-    )
+    engine = initialize(rm, job.learner, job.batch_prompts, world)
     model: RewardModel = engine.module
     rng, history = random.Random(job.seed), []
     eval_chunks = batches(evaluation, job.batch_prompts)  # the same every epoch: dealt once
@@ -153,7 +149,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
         mean = stats[0] / stats[2]
         model.mean, model.std = float(mean), float(max((stats[1] / stats[2] - mean**2).clamp(min=0).sqrt(), 1e-6))
     # Under ZeRO-3 each rank holds a shard: every rank joins the consolidation, rank 0 writes the whole model.
-    state = engine._zero3_consolidated_16bit_state_dict() if job.zero_stage == 3 else None
+    state = engine._zero3_consolidated_16bit_state_dict() if job.learner.zero_stage == 3 else None
     if rank == 0:
         out = model.save_pretrained(job.output_dir, tokenizer=tokenizer, state_dict=state)
         (out / "train_config.yaml").write_text(dump_config(job))

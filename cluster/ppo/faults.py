@@ -11,8 +11,11 @@
 `Chaos` (config `faults.chaos`) kills one actor of a random role every `every` steps, a random moment into the
 step, with `ray.kill(..., no_restart=False)`: an actor Ray may restart is restarted, the others die, as when
 their process or node dies. A step is attacked once, also when it is redone after a restart. A kill may land
-after its step ended (in the next step, or the checkpoint after it); the loop cancels the ones still pending
-when its attempt ends, so no kill reaches the roles of a later attempt.
+after its step ended (in the next step, or the checkpoint after it); the ones still pending are cancelled when
+the attempt ends, so no kill reaches the roles of a later attempt.
+
+`ChaosSource` wraps it around the roles from outside the loop: each step's request for experience (the step's
+first call on the roles) first schedules that step's kill, so the loop itself knows nothing of fault injection.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from pathlib import Path
 import ray
 
 from actors.calls import Member
+from cluster.ppo.experience import ExperienceSource
+from cluster.ppo.roles import Roles
 from hrlaif_ray.config import ChaosConfig
-from hrlaif_ray.metrics import read_jsonl
+from hrlaif_ray.metrics import PhaseTimer, read_jsonl
+from hrlaif_ray.ppo.experience import Rollouts
 
 
 class FaultLog:
@@ -82,3 +88,24 @@ class Chaos:
         for t in self.timers:
             t.cancel()
         self.timers = []
+
+
+class ChaosSource:
+    """An experience source whose steps are attacked by `chaos` (see the module's text)."""
+
+    def __init__(self, source: ExperienceSource, chaos: Chaos, roles: Roles):
+        self.source, self.chaos, self.roles = source, chaos, roles
+
+    def next(self, step: int) -> Rollouts:
+        self.chaos.step(step + 1, self.roles.members())
+        return self.source.next(step)
+
+    def before_sync(self, timer: PhaseTimer) -> None:
+        self.source.before_sync(timer)
+
+    def buffered(self) -> Rollouts | None:
+        return self.source.buffered()
+
+    def close(self, failed: bool) -> None:
+        self.chaos.stop()
+        self.source.close(failed)

@@ -1,8 +1,10 @@
-"""The run's report: one table in the paper's shape (SFT vs each arm), the training curves, and results.json.
+"""The pipeline's report: the mechanism link by link (labels -> RM -> outcome, 95% intervals over seeds and
+prompts), the run's claims (`targets`, stated met or not), label quality, one table in the paper's shape (SFT vs
+each arm), the training curves, and results.json.
 
 Everything is read back from the stages' own outputs (eval.json, the label summaries, the RM's metrics.json,
 PPO's metrics.jsonl and alerts.jsonl), so the report can be rebuilt from a finished run folder at any time:
-`python -m hrlaif_ray.report runs/demo`.
+`python -m cluster.report runs/demo`. It knows no arm by name: the arms and the claims are the run's config.
 """
 
 from __future__ import annotations
@@ -143,33 +145,6 @@ def plot(arms: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def measure_machine(size: int = 1024, repeats: int = 5) -> dict:
-    """The machine every report names: CPUs, memory, and the measured fp32 matmul rate (best of `repeats`)."""
-    import os
-    import platform
-    import time
-
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(mem, 1),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "matmul_gflops": round(2 * size**3 / best / 1e9, 1),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
 # ------------------------------------------------------------------------------------------ the mechanism
 
 OUTCOMES = ["greedy_accuracy", "sampled_accuracy", "harmful_rate", "win_rate_vs_sft", "length"]
@@ -294,36 +269,32 @@ def mechanism_table(mech: dict, arms: list[str], suffix: str = "") -> str:
     return "\n".join(lines)
 
 
-def targets(mech: dict) -> list[str]:
-    """The issue's targets in words, each met or not, from the unseen prompts."""
+def measured(mech: dict, policy: str, metric: str) -> float | None:
+    """A policy's value of a target's metric (`greedy_accuracy`, `rm_correct_above_wrong.math`...): an outcome's
+    mean over seeds and prompts, or a link's pooled rate."""
+    name, _, category = metric.partition(".")
+    value = (mech.get(policy) or {}).get(name)
+    if category:
+        return (value or {}).get(category)
+    return (value or {}).get("mean")
+
+
+COMPARE = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
+
+
+def targets(mech: dict, claims: list) -> list[str]:
+    """Each of the run's claims (`TargetConfig`s) in words, met, not met, or not measured, with its values."""
     lines = []
-
-    def mean(name: str, key: str) -> float | None:
-        return (mech.get(name, {}).get(key) or {}).get("mean")
-
-    sft_acc, sft_harm = mean("sft", "greedy_accuracy"), mean("sft", "harmful_rate")
-    if "hrlaif" in mech:
-        rm = mech["hrlaif"]["rm_correct_above_wrong"]
-        ok = all((rm.get(c) or 0) >= 0.80 for c in VERIFIABLE)
-        lines.append(
-            f"- HRLAIF RM correct-above-wrong >= 0.80 on math and MC: **{'met' if ok else 'not met'}** "
-            f"(math {_fmt(rm.get('math'))}, MC {_fmt(rm.get('multiple_choice'))})"
-        )
-        acc, harm = mean("hrlaif", "greedy_accuracy"), mean("hrlaif", "harmful_rate")
-        if None not in (acc, sft_acc):
-            ok = acc >= sft_acc and (harm is None or sft_harm is None or harm <= sft_harm)
-            lines.append(
-                f"- HRLAIF >= SFT on greedy verified accuracy with harmful rate <= SFT's: **{'met' if ok else 'not met'}** "
-                f"(accuracy {acc:.3f} vs {sft_acc:.3f}; harmful rate {_fmt(harm)} vs {_fmt(sft_harm)})"
-            )
-    if "rlaif" in mech:
-        acc, win = mean("rlaif", "greedy_accuracy"), mean("rlaif", "win_rate_vs_sft")
-        if None not in (acc, sft_acc, win):
-            ok = acc < sft_acc and win > 0.5
-            lines.append(
-                f"- RLAIF below SFT on accuracy while its judge win rate rises above 0.5: **{'met' if ok else 'not met'}** "
-                f"(accuracy {acc:.3f} vs {sft_acc:.3f}; win rate {win:.3f})"
-            )
+    for t in claims:
+        absent = [p for p in (t.policy, t.than) if isinstance(p, str) and p not in mech]
+        if absent:
+            lines.append(f"- {t.policy} {t.metric} {t.op} {t.than}: **not measured** (the run has no {absent[0]})")
+            continue
+        value = measured(mech, t.policy, t.metric)
+        other = t.than if not isinstance(t.than, str) else measured(mech, t.than, t.metric)
+        than = f"{t.than}'s {_fmt(other)}" if isinstance(t.than, str) else _fmt(t.than)
+        verdict = "not measured" if None in (value, other) else "met" if COMPARE[t.op](value, other) else "not met"
+        lines.append(f"- {t.policy} {t.metric} {t.op} {t.than}: **{verdict}** ({_fmt(value)} against {than})")
     return lines
 
 
@@ -343,8 +314,17 @@ def quality_table(out: Path, job, seeds: list[int]) -> tuple[str, dict]:
     return "\n".join(lines), figures
 
 
-def write_report(out: Path, job, times: dict[str, float], machine: dict | None = None) -> dict:
+def stage_records(out: Path) -> dict[str, dict]:
+    """Each stage's last finished run (stages.jsonl): its seconds, date, commit and machine speed."""
+    return {row["stage"]: row for row in _read_jsonl(out / "stages.jsonl")}
+
+
+def write_report(out: Path, job, machine: dict | None = None) -> dict:
+    """report.md and results.json of a run folder; `machine`: the invocation's (each stage keeps its own)."""
+    from hrlaif_ray.provenance import stamp
+
     out = Path(out)
+    stages = stage_records(out)
     seeds = list(job.seeds)
     arms = [a.name for a in job.arms]
     mech = mechanism(out, job, seeds)
@@ -359,8 +339,8 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         + (f" (labels{' and RM' if a.trainer == 'ppo' else ''} of {a.rm_from})" if a.rm_from else "")
         for a in job.arms
     )
-    control = bool(job.sft.get("responses", {}).get("control"))
-    mix = job.stage_job("eval", policy="-", output_dir="-").mix
+    control = job.sft.responses.control
+    mix = job.eval.mix
     machine = machine or {}
     lines = [
         f"# HRLAIF run: {out.name}",
@@ -381,7 +361,8 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         "(temperature 1) verified accuracy on math and multiple choice; harmful rate and win rate against the SFT "
         "policy are the judge's (both orders, a disagreement is a tie); length in tokens.",
         "",
-        *targets(mech),
+        *(["The run's claims (`targets` in its config), on the unseen prompts:", ""] if job.targets else []),
+        *targets(mech, job.targets),
         "",
         "## The same on seen problems (problems the training stages drew, new prompts)",
         "",
@@ -405,11 +386,14 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
         "",
         "![training curves](plots/training.png)",
         "",
-        "## Stage times (s)",
+        "## Stage times (each stage's own run: a resumed run's stages keep their date and commit)",
         "",
-        "| stage | seconds |",
-        "|---|---|",
-        *[f"| {k} | {v:.0f} |" for k, v in times.items()],
+        "| stage | seconds | date | commit | fp32 matmul GFLOP/s |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {k} | {r['seconds']:.0f} | {r.get('date', '-')} | {r.get('commit', '-')} | {r.get('matmul_gflops', '-')} |"
+            for k, r in stages.items()
+        ],
         "",
     ]
     for name, s in summaries.items():
@@ -417,14 +401,14 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
             lines.append(f"- {name} (seed {seeds[0]}): {alert['alert']}")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     result = {
-        "date": machine.get("date"),
+        **stamp(),
         "machine": machine,
         "seeds": seeds,
         "mechanism": mech,
         "table": mechanism_table(mech, arms),
         "label_quality": quality_figures,
         "arms_seed_first": {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in summaries.items()},
-        "times": times,
+        "stages": stages,
         "plot": str(png),
     }
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
@@ -432,8 +416,9 @@ def write_report(out: Path, job, times: dict[str, float], machine: dict | None =
 
 
 def summary_json(result: dict) -> dict:
-    """The committed summary (`benchmarks/results/demo_seeds.json`): date, machine, seeds, and per arm the links and
-    outcomes (unseen prompts; `_seen` for the seen ones)."""
+    """A run's record in the committed summary (`benchmarks/results/demo_seeds.json`): the report's date, commit and
+    machine, each stage's own (a resumed run's stages may come from several invocations), the seeds, and per arm
+    the links and outcomes (unseen prompts; `_seen` for the seen ones)."""
     keep = [
         "label_agreement",
         "rm_correct_above_wrong",
@@ -448,11 +433,12 @@ def summary_json(result: dict) -> dict:
     arms = {name: {k: m[k] for k in keep if k in m} for name, m in result["mechanism"].items()}
     return {
         "date": result["date"],
+        "commit": result["commit"],
         "machine": result["machine"],
         "seeds": result["seeds"],
         "arms": arms,
         "label_quality": result.get("label_quality", {}),
-        "times_s": result["times"],
+        "stages": result["stages"],
     }
 
 
@@ -460,4 +446,4 @@ if __name__ == "__main__":
     from hrlaif_ray.config import RunJob, load_config
 
     folder = Path(sys.argv[1])
-    print(write_report(folder, load_config(RunJob, folder / "run_config.yaml", []), {})["table"])
+    print(write_report(folder, load_config(RunJob, folder / "run_config.yaml"))["table"])

@@ -1,0 +1,246 @@
+"""The PPO algorithm in one place: `ppo_loop`, one call per phase, one PPO step per iteration.
+
+    experience -> reward | reference | actor log-probs | critic values -> advantages -> actor | critic
+    updates -> weight sync to the engines -> metrics, the reward-hacking monitor, a checkpoint
+
+Phases joined by | need only what came before, so they run at once (`overlap: true`, the default), as OpenRLHF
+runs them: in a cluster the roles sit on different devices; on a few cores, roles of one thread each share them
+better than phases of all threads one after another. Where the experience comes from (this step's samples, or
+samples made one step ahead while the last step trained) is the experience source's business
+(`cluster/ppo/experience.py`); fault injection wraps the source (`cluster/ppo/faults.py`). Tensors cross actors
+as object-store references (`roles.put` once, read zero-copy by every rank).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from actors.calls import RoleFailure
+from cluster.ppo.experience import ExperienceSource, completions, rewards
+from cluster.ppo.faults import FaultLog
+from cluster.ppo.roles import Roles
+from hrlaif_ray.config import PPOJob
+from hrlaif_ray.data.chat import prompt_token_ids
+from hrlaif_ray.data.records import PromptRecord
+from hrlaif_ray.evaluation import correctness, verified_accuracy
+from hrlaif_ray.metrics import MetricsLog, PhaseTimer
+from hrlaif_ray.ppo import core
+from hrlaif_ray.ppo.experience import Advantages, Forwards, Rollouts, compute_advantages, pad_rows
+from hrlaif_ray.ppo.monitor import RewardHackingMonitor
+
+
+def ppo_loop(
+    job: PPOJob,
+    roles: Roles,
+    source: ExperienceSource,
+    start_step: int,
+    kl_ctl: core.KLController,
+    log: MetricsLog,
+    save,
+    watch: Watch,
+    faults: FaultLog | None = None,
+) -> str | None:
+    """Steps start_step .. job.steps; `save(step, kl_coef, buffer=)` writes a checkpoint (with the source's buffered
+    batch). Returns the monitor's alert if it stopped the run. A role's failure (`RoleFailure`) leaves with the step
+    it happened in; the in-place restarts of a step are in its metrics (`faults/restarts`) and in `faults`."""
+    step, failed = start_step, False
+    try:
+        for step in tqdm(range(start_step, job.steps), desc="ppo", initial=start_step, total=job.steps):
+            timer = PhaseTimer()
+            with timer("step"):
+                with timer("generate"):  # one step ahead: only the wait for what the background has not finished
+                    rollouts = source.next(step)
+                batch = rollouts.batch
+                forwards = score(job, roles, rollouts, roles.put(batch), timer)
+                adv = compute_advantages(
+                    job.algo, forwards, batch.response_mask, kl_ctl.coef, job.rollout.samples_per_prompt
+                )
+                train = batch.with_training(forwards.old_logprobs, adv.advantages, adv.returns, forwards.values)
+                stats = update(job, roles, roles.put(train), len(batch), timer)
+                source.before_sync(timer)
+                with timer("sync"):
+                    reload_s = sync_weights(roles)
+            metrics = {
+                **step_metrics(step, rollouts, forwards, adv, stats, kl_ctl.coef, timer, reload_s),
+                **sync_metrics(roles, timer),
+                "faults/restarts": log_recoveries(roles, faults, step + 1),
+            }
+            kl_ctl.update(float(adv.kl.mean()), len(batch))
+            alert = watch(step + 1, roles, float(forwards.scores.mean()), metrics, timer)
+            log.write(step + 1, metrics)
+            stopping = alert is not None and job.monitor.stop
+            if checkpoint_due(job, step + 1, last=step + 1 == job.steps or stopping):
+                save(step + 1, kl_ctl.coef, buffer=source.buffered())
+            if stopping:
+                return alert
+    except RoleFailure as exc:
+        failed, exc.step = True, step + 1 if exc.step is None else exc.step
+        log_recoveries(roles, faults, exc.step)  # what was mended in place before the step failed
+        raise
+    finally:
+        source.close(failed)
+    return None
+
+
+def behaviour_logprobs(job: PPOJob) -> bool:
+    """Whether the PPO ratio takes the engines' log-probs: by choice, and always when the samples are a step stale."""
+    return job.algo.use_rollout_logprobs or job.async_.max_staleness > 0
+
+
+def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
+    """Independent phases at once (overlap) or one after another; each timed under its own name."""
+    if overlap:
+        return timer.together(**phases)
+    out = {}
+    for name, fn in phases.items():
+        with timer(name):
+            out[name] = fn()
+    return out
+
+
+def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: PhaseTimer) -> Forwards:
+    """The forwards that depend on the samples alone, one phase each, at once (job.overlap): the reward (unless it
+    came with the samples), the reference log-probs, the critic's values, and the actor's log-probs unless the
+    sampler's are used."""
+    B, from_rollout = len(rollouts.batch), behaviour_logprobs(job)
+    phases = {"reference": lambda: roles.reference.logprobs(batch_ref, B)}
+    if rollouts.scores is None:
+        phases["reward"] = lambda: rewards(job, roles, completions(job, rollouts), rollouts.info)
+    if not from_rollout:
+        phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
+    if roles.critic is not None:
+        phases["critic"] = lambda: roles.critic.values(batch_ref, B)
+    out = run_phases(timer, job.overlap, phases)
+    rollout_logp = pad_rows([s.logprobs for s in rollouts.samples], rollouts.batch.response_width)
+    old_logp = rollout_logp if from_rollout else out["actor_logprobs"]
+    scores = rollouts.scores if rollouts.scores is not None else out["reward"]
+    return Forwards(scores, out["reference"], old_logp, rollout_logp, out.get("critic"), from_rollout)
+
+
+def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> tuple[dict, dict]:
+    """The actor's and the critic's updates on the batch with its advantages, at once (job.overlap)."""
+    algo = job.algo
+    phases = {
+        "actor_train": lambda: roles.actor.train_actor(
+            train_ref,
+            n,
+            epochs=algo.epochs,
+            mini_batches=algo.mini_batches,
+            clip=algo.clip,
+            dual_clip=algo.dual_clip,
+            entropy_coef=algo.entropy_coef,
+        )
+    }
+    if roles.critic is not None:
+        phases["critic_train"] = lambda: roles.critic.train_critic(
+            train_ref, n, epochs=algo.epochs, mini_batches=algo.mini_batches, value_clip=algo.value_clip
+        )
+    out = run_phases(timer, job.overlap, phases)
+    return out["actor_train"], out.get("critic_train", {})
+
+
+def sync_weights(roles: Roles) -> float:
+    """The actor's new weights into every rollout engine (through the object store, across nodes where the engines
+    run on others); the engines' reload time."""
+    return max(roles.rollout.update_weights(roles.actor.weights_ref()))
+
+
+def sync_metrics(roles: Roles, timer: PhaseTimer) -> dict:
+    """What the weight sync moved (the state dict's bytes, put once, read by every engine wherever it runs) and
+    at what rate (bytes / time/sync, the put, the transfer to the engines' nodes and their reload)."""
+    size, seconds = getattr(roles.actor, "weights_bytes", 0), timer.times.get("time/sync", 0.0)
+    return {"sync/bytes": size, "sync/gb_per_s": size / seconds / 1e9 if seconds > 0 else 0.0}
+
+
+def step_metrics(
+    step: int,
+    rollouts: Rollouts,
+    forwards: Forwards,
+    adv: Advantages,
+    stats: tuple[dict, dict],
+    kl_coef: float,
+    timer: PhaseTimer,
+    reload_s: float,
+) -> dict:
+    """Step `step`'s metrics row (reward, KL, losses, lengths, batch accuracy, phase times, the batch's staleness)."""
+    batch, B = rollouts.batch, len(rollouts.batch)
+    mask = batch.response_mask
+    verdicts = [c for c in (correctness(p, t) for p, t in zip(rollouts.prompts, rollouts.texts)) if c is not None]
+    metrics = {
+        "reward/score_mean": forwards.scores.mean(),
+        "reward/score_std": forwards.scores.std() if B > 1 else 0.0,
+        "reward/total_mean": adv.total_reward.mean(),
+        "reward/kl_coef": kl_coef,
+        "actor/kl": adv.kl.mean(),
+        **{f"actor/{k}": v for k, v in stats[0].items()},
+        **{f"critic/{k}": v for k, v in stats[1].items()},
+        "response/length_mean": mask.sum(1).mean(),
+        "response/stop_frac": sum(s.finish_reason == "stop" for s in rollouts.samples) / B,
+        **timer.times,
+        "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
+        "async/staleness": step - rollouts.version,  # updates since the weights that sampled the batch
+        "data/batch_step": rollouts.step,  # the prompt batch's step (a resumed buffered batch keeps its own)
+    }
+    metrics.update(rollouts.info)
+    if not forwards.from_rollout:
+        diff = (forwards.rollout_logprobs - forwards.old_logprobs).abs() * mask
+        metrics["rollout/logprob_max_abs_diff"] = diff.max()
+    if verdicts:
+        metrics["eval/batch_accuracy"] = sum(verdicts) / len(verdicts)
+    return metrics
+
+
+def checkpoint_due(job: PPOJob, step: int, last: bool) -> bool:
+    """Whether to checkpoint after `step`: every `checkpoint_every` steps, and after the run's last step."""
+    return last or bool(job.checkpoint_every) and step % job.checkpoint_every == 0
+
+
+def log_recoveries(roles: Roles, faults: FaultLog | None, step: int) -> int:
+    """The step's in-place restarts into faults.jsonl; how many there were."""
+    found = roles.recoveries()
+    for r in found if faults is not None else ():
+        faults.write("restarted", step=step, role=r.role, rank=r.rank, node=r.node, what=r.what)
+    return len(found)
+
+
+def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_tokens: int, max_prompt: int) -> float:
+    """Greedy accuracy of the current policy (the engines hold its weights) on held-out verifiable prompts."""
+    ids = [prompt_token_ids(tokenizer, p.text, max_prompt) for p in prompts]
+    samples = roles.rollout.generate(ids, 1, max_tokens, 0.0, 1.0, 0)
+    texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
+    return verified_accuracy(prompts, texts).get("all", 0.0)
+
+
+class Watch:
+    """The reward-hacking monitor in the loop: every `monitor.every` steps, held-out greedy accuracy against the
+    mean reward since the last check; an alert is logged, written to alerts.jsonl and returned."""
+
+    def __init__(self, job: PPOJob, tokenizer, held_out: list[PromptRecord], monitor: RewardHackingMonitor):
+        self.job, self.tokenizer, self.held_out, self.monitor, self.rewards = job, tokenizer, held_out, monitor, []
+
+    def __call__(self, step: int, roles: Roles, reward: float, metrics: dict, timer: PhaseTimer) -> str | None:
+        self.rewards.append(reward)
+        every, r = self.job.monitor.every, self.job.rollout
+        if not every or step % every:
+            return None
+        with timer("monitor"):
+            accuracy = held_out_accuracy(
+                roles, self.tokenizer, self.held_out, r.max_new_tokens, r.max_model_len - r.max_new_tokens
+            )
+        alert = self.monitor.update(step, sum(self.rewards) / len(self.rewards), accuracy)
+        self.rewards = []
+        metrics.update(
+            {
+                "eval/heldout_accuracy": accuracy,
+                "monitor/alert": float(alert is not None),
+                "time/monitor": timer.times["time/monitor"],
+            }
+        )
+        if alert:
+            tqdm.write(f"ALERT: {alert}")
+            with open(Path(self.job.output_dir) / "alerts.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, "alert": alert}) + "\n")
+        return alert

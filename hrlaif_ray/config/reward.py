@@ -1,0 +1,64 @@
+"""The reward model's config: training it on labels (`hrlaif train-rm`) and probing it against the ground truth
+(`hrlaif rm-probe`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from hrlaif_ray.config.base import Section
+from hrlaif_ray.config.learner import RMLearner, moved_into
+
+
+class RMTrainSettings(Section):
+    """`hrlaif train-rm`'s settings: everything but its files and seed (a pipeline's `rm` section)."""
+
+    moved = moved_into("learner")
+
+    epochs: int = Field(2, ge=1, description="Passes over the training labels.")
+    batch_prompts: int = Field(8, ge=1, description="Prompts per step per rank (all their responses, one row each).")
+    learner: RMLearner = Field(
+        default_factory=RMLearner, description="The optimiser of the backbone and the head, and the ZeRO stage."
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="Bradley-Terry margin per tier of gap, in raw reward units: a pair two tiers apart must be "
+        "won by 2 x margin (0: off; labels whose pairs form no tiers get none).",
+    )
+    clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
+    normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id).")
+    max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
+    max_response_tokens: int = Field(
+        128, gt=0, description="Responses are cut to this many tokens (the end token, where the reward is read, kept)."
+    )
+
+
+class RMTrainJob(RMTrainSettings):
+    """`hrlaif train-rm`: a reward model from labels, starting from the policy's weights."""
+
+    init: str = Field(description="Policy folder (the SFT checkpoint) whose weights start the RM's backbone.")
+    labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
+    prompts: str = Field(description="Prompts Parquet the labels refer to.")
+    output_dir: str = Field(description="Where the RM checkpoint (HF folder + head + normalisation) goes.")
+    seed: int = Field(0, description="Seed of the head's initialisation and the batch order.")
+
+
+class RMProbeSettings(Section):
+    """`hrlaif rm-probe`'s settings: everything but its files (a pipeline's `probe` section)."""
+
+    threads: int = Field(1, ge=1, description="torch threads.")
+
+
+class RMProbeJob(RMProbeSettings):
+    """`hrlaif rm-probe`: a reward model against the ground truth on held-out policy samples (the mechanism's link 2)."""
+
+    rm: str = Field(description="RM folder (`hrlaif train-rm`'s output), or a DPO policy (with reference).")
+    reference: str | None = Field(
+        None,
+        description="A DPO policy's reference (the SFT policy): then `rm` is the DPO policy and the score its "
+        "implicit reward, log pi(y|x) - log pi_ref(y|x).",
+    )
+    prompts: str = Field(description="Prompts Parquet of the samples (standard answers; metadata 'unseen').")
+    rollouts: str = Field(description="Rollouts Parquet: K policy samples per prompt, none of them trained on.")
+    output: str = Field(description="JSON to write: correct-above-wrong per category, unseen and seen apart.")
