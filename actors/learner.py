@@ -7,30 +7,44 @@ same object-store reference and the row range it owns (contiguous, equal), ranks
 and forward-only results come back concatenated in rank order. Training ranks all-reduce gradients inside
 DeepSpeed, so every rank holds the same weights after a step.
 
-The reference role has no optimizer and no process group (its ranks only run forwards on their rows), so Ray
-restarts a reference rank that dies (`restarts`) and its rows are redone. A trained rank that dies fails the
-call at once (its peers may be waiting in a collective): the run restarts its learner groups from the last
-checkpoint (cluster/ppo.py). Every call waits at most `timeout_s` (actors/calls.py).
+Every rank loads its model in its precision (`learner.precision`, `frozen.precision`); a ZeRO-3 rank loads only
+its partition (`hrlaif_ray.zero.partitioned_loading`), so no rank ever holds the whole model, and checkpoints and
+weight syncs gather one parameter at a time into rank 0's host memory.
+
+An unsharded reference has no optimizer and no process group (its ranks only run forwards on their rows), so Ray
+restarts a reference rank that dies (`restarts`) and its rows are redone. A trained rank, or a rank of a ZeRO-3
+reference, that dies fails the call at once (its peers may be waiting in a collective): the run restarts its
+roles from the last checkpoint (cluster/ppo/run.py). Every call waits at most `timeout_s` (actors/calls.py).
 """
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from typing import Any
 
 import ray
 import torch
 
 from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, row_ranges, wait_ready
+from actors.group import join, rendezvous
 from actors.runtime import set_threads
-from hrlaif_ray.config import LearnerConfig
+from hrlaif_ray.config import FrozenConfig, LearnerConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
-from hrlaif_ray.zero import free_port, init_distributed, initialize, stage_for_world
+from hrlaif_ray.zero import (
+    dtype_of,
+    frozen_config,
+    frozen_engine,
+    frozen_stage,
+    gathered_state_dict,
+    initialize,
+    learner_config,
+    loaded_share,
+    partitioned_loading,
+    stage_for_world,
+)
 
 TRAINED_ROLES = ("actor", "critic")
 
@@ -50,35 +64,59 @@ class LearnerRank:
         threads: int = 1,
         temperature: float = 1.0,
         seed: int = 0,
+        frozen: FrozenConfig | None = None,
     ):
+        """A trained role's rank (`learner`: its optimiser, precision, ZeRO stage, offload) or a frozen one's
+        (`frozen`: its precision and sharding; the reference). A ZeRO-3 rank loads its partition only; every rank
+        of a group must be started together (`master`: rank 0's address, None for an unsharded frozen role)."""
         from transformers import AutoModelForCausalLM
 
         set_threads(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
         self.micro_batch = micro_batch
-        self.zero_stage = stage_for_world(learner.zero_stage, world) if role in TRAINED_ROLES else 0
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if role == "critic":
-            model = ScalarHeadModel.from_pretrained(folder, kind="critic")
+        frozen = frozen or FrozenConfig()
+        if role in TRAINED_ROLES:
+            self.zero_stage, precision = stage_for_world(learner, world), learner.precision
+            config = learner_config(learner, micro_batch, world, grad_accum, self.zero_stage)
         else:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            self.zero_stage, precision = frozen_stage(frozen, world), frozen.precision
+            frozen = frozen.model_copy(update={"zero_stage": self.zero_stage})
+            config = frozen_config(frozen, world)
+        if master is not None:
+            join(master, rank, world)
+        with partitioned_loading(config):
+            if role == "critic":
+                model = ScalarHeadModel.from_pretrained(folder, kind="critic", dtype=dtype_of(precision))
+            else:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype_of(precision))
+        self.loaded_share = loaded_share(model)  # what this rank held as soon as it had loaded
         self.engine = None
         if role in TRAINED_ROLES:
-            os.environ.update(
-                MASTER_ADDR=master[0], MASTER_PORT=str(master[1]), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0"
-            )
-            init_distributed()
             self.engine = initialize(model, learner, micro_batch, world, grad_accum, stage=self.zero_stage)
             self.model = self.engine.module
         else:
-            self.model = model.to(self.device).eval()
-            for p in self.model.parameters():
+            for p in model.parameters():
                 p.requires_grad_(False)
+            if self.zero_stage == 3:
+                self.inference = frozen_engine(model, frozen, world)  # kept: its hooks gather the weights
+                self.model = self.inference.module
+            else:
+                self.model = model.to(self.device).eval()
 
     def ready(self) -> str:
         """This rank's node, once it has started."""
         return node_of_this_process()
+
+    def memory(self) -> dict:
+        """What this rank holds: the share of the model's parameters it loaded, and its weights' and (trained
+        roles) optimizer states' dtypes."""
+        out = {"loaded_share": self.loaded_share, "weights_dtype": str(next(self.model.parameters()).dtype)}
+        if self.engine is not None:
+            states = [v for st in self.engine.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+            out["optimizer_state_dtypes"] = sorted({str(v.dtype) for v in states if v.dim() > 0})
+        return out
 
     # ------------------------------------------------------------------------------------- forwards
 
@@ -206,14 +244,19 @@ class LearnerRank:
         self.model.train()
         micros = [list(range(s, min(s + self.micro_batch, end))) for s in range(start, end, self.micro_batch)]
         self._check_accumulation(len(micros))
+        missing = self._missing_forwards(batch, micros, forward_rows)
         mean: dict[str, float] = {}
-        for prompts in micros:
+        for prompts, extra in zip(micros, missing):
             m = batch.select(prompts)
             # [rows] with their graph, `forward_rows` a forward; one backward below takes them all
             logps = sequence_logprobs(self.model, m.sequences, forward_rows, self.device, self.temperature)
             loss, stats = dpo_loss(
                 logps, m.ref_logps, m.better, m.worse, m.weight, m.group, beta, loss_type, margin * m.tier_gap
             )
+            if extra:  # in the graph, so that their backward runs too; weighted 0
+                filler = m.sequences.take(torch.arange(min(forward_rows, len(m.sequences))), 1.0)
+                pad = [sequence_logprobs(self.model, filler, forward_rows, self.device).sum() for _ in range(extra)]
+                loss = loss + 0.0 * sum(pad)
             stats["dpo_loss"] = loss.detach()
             if sft_weight:
                 sft = sft_loss(logps, m.lengths, best_responses(m.rows, m.better, m.worse), m.owner, logps)
@@ -226,31 +269,41 @@ class LearnerRank:
                 mean[k] = mean.get(k, 0.0) + share * float(v)
         return mean
 
+    def _missing_forwards(self, batch: PreferenceBatch, micros: list[list[int]], forward_rows: int) -> list[int]:
+        """Under ZeRO-3 every rank must run as many forwards (and backwards) as the others, micro-batch by
+        micro-batch, or their parameter gathers stop matching: the forwards each of this rank's micro-batches runs
+        short of the most any rank runs there, agreed once before any forward (a collective among the forwards'
+        would itself be out of order). Zeros elsewhere."""
+        if self.zero_stage != 3:
+            return [0] * len(micros)
+        import torch.distributed as dist
+
+        rows = [int(batch.starts[p[-1] + 1] - batch.starts[p[0]]) for p in micros]
+        mine = torch.tensor([-(-r // forward_rows) for r in rows], device=self.device)  # nccl reduces device tensors
+        most = mine.clone()
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        return (most - mine).tolist()
+
     # -------------------------------------------------------------------------------------- weights
 
-    @contextmanager
-    def _weights(self):
-        """The whole model's weights as live tensors on rank 0 (None elsewhere), valid inside the block: under
-        ZeRO-3 the shards are gathered collectively (every rank must enter) and freed when it ends."""
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), enabled=self.zero_stage == 3):
-            yield {k: v.detach() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
-
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """A CPU copy of the whole model's weights on rank 0 (None elsewhere); every rank must call it."""
-        with self._weights() as state:
-            return None if state is None else {k: v.to("cpu", copy=True).contiguous() for k, v in state.items()}
+        """A host copy of the whole model's weights on rank 0 (None elsewhere), gathered one parameter at a time
+        under ZeRO-3; every rank must call it."""
+        return gathered_state_dict(self.model, self.rank, self.zero_stage == 3)
 
     def put_weights(self) -> list | None:
-        """Rank 0 puts the whole model's weights in the object store straight from the parameters, so the put is
-        the one copy; returns [ref, bytes] (in a list, so Ray hands the reference back instead of resolving it),
-        None on other ranks; every rank must call it. A tied lm_head goes too: vLLM on CPU packs it apart from the
-        embeddings, so the engine reloads both."""
-        with self._weights() as state:
-            return (
-                None if state is None else [ray.put(state), sum(t.numel() * t.element_size() for t in state.values())]
-            )
+        """Rank 0 puts the whole model's weights in the object store (unsharded: straight from the parameters, so
+        the put is the one copy; ZeRO-3: the host copy gathered one parameter at a time); returns [ref, bytes] (in a
+        list, so Ray hands the reference back instead of resolving it), None on other ranks; every rank must call
+        it. A tied lm_head goes too: vLLM on CPU packs it apart from the embeddings, so the engine reloads both."""
+        if self.zero_stage == 3:
+            state = self.full_state_dict()
+        else:
+            state = {k: v.detach() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
+        if state is None:
+            return None
+        unique = {id(t): t for t in state.values()}.values()  # a tied tensor is put once
+        return [ray.put(state), sum(t.numel() * t.element_size() for t in unique)]
 
     def save(self, path: str, tokenizer_folder: str) -> str | None:
         from transformers import AutoTokenizer
@@ -283,13 +336,12 @@ class LearnerGroup:
     ):
         world = len(options)
         self.role, self.timeout_s = role, timeout_s
-        self.restarts = 0 if role in TRAINED_ROLES else restarts  # a trained rank's peers are in its process group
+        frozen = kwargs.get("frozen")
+        grouped = role in TRAINED_ROLES or (frozen is not None and frozen_stage(frozen, world) == 3)
+        self.restarts = 0 if grouped else restarts  # a grouped rank's peers wait for it in their collectives
         self.recoveries: list[Recovery] = []
         self.weights_bytes = 0  # the size of the last weights_ref's state dict
-        master = None
-        if role in TRAINED_ROLES:  # rank 0's node and a free port there, found where rank 0 will run
-            probe = Member(role, 0, None, "?")
-            (master,) = gather([probe], [_address.options(**_task_options(options[0])).remote()], timeout_s)
+        master = rendezvous(role, options[0], timeout_s) if grouped else None
         self.members = [
             Member(
                 role,
@@ -347,23 +399,15 @@ class LearnerGroup:
     def save(self, path: str, tokenizer_folder: str) -> None:
         self._all(lambda r: r.save.remote(path, tokenizer_folder))
 
+    def memory(self) -> list[dict]:
+        """Each rank's `LearnerRank.memory()`: what it holds."""
+        return self._all(lambda r: r.memory.remote())
+
     def close(self) -> None:
         """End the ranks now (their memory back before the run ends; the placement group stays the run's)."""
         for m in self.members:
             ray.kill(m.handle)
         self.members = []
-
-
-@ray.remote(num_cpus=0)
-def _address() -> tuple[str, int]:
-    """Rank 0's address: this node's IP and a port free on every interface (the other ranks may be elsewhere)."""
-    return ray.util.get_node_ip_address(), free_port("")
-
-
-def _task_options(actor_options: dict) -> dict:
-    """Run the free-port probe where rank 0 will run (same node), taking no resources."""
-    keep = {k: v for k, v in actor_options.items() if k == "scheduling_strategy"}
-    return {**keep, "num_cpus": 0}
 
 
 def _mean(results: list[dict[str, float]]) -> dict[str, float]:

@@ -21,8 +21,11 @@ import ray
 import torch
 
 from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, row_ranges, wait_ready
+from actors.group import join, rendezvous
 from actors.runtime import actor_env, set_threads
+from hrlaif_ray.config import FrozenConfig
 from hrlaif_ray.reward.interface import Completions, ModelReward, Scores, VerifierReward, WeightedSum
+from hrlaif_ray.zero import dtype_of, frozen_config, frozen_engine, frozen_stage, partitioned_loading
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,41 @@ class RewardPart:
 
 @ray.remote
 class RewardReplica:
-    def __init__(self, parts: list[RewardPart], threads: int = 1, micro_batch: int | None = None):
+    def __init__(
+        self,
+        parts: list[RewardPart],
+        threads: int = 1,
+        micro_batch: int | None = None,
+        frozen: FrozenConfig | None = None,
+        rank: int = 0,
+        world: int = 1,
+        master: tuple[str, int] | None = None,
+    ):
+        """`frozen`: the RM's precision and sharding; under ZeRO-3 the replicas are one process group (`master`:
+        rank 0's address), each loading and holding 1/world of the RM."""
         from transformers import AutoTokenizer
 
         from hrlaif_ray.reward.model import RewardModel
 
         set_threads(threads)
+        frozen = frozen or FrozenConfig()
+        frozen = frozen.model_copy(update={"zero_stage": frozen_stage(frozen, world)})
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.engines = []  # ZeRO-3 engines, kept: their hooks gather the weights
+        if master is not None:
+            join(master, rank, world)
         built = []
         for part in parts:
             if part.folder:
-                rm = RewardModel.from_pretrained(part.folder).to(device).eval()
+                with partitioned_loading(frozen_config(frozen, world)):
+                    rm = RewardModel.from_pretrained(part.folder, dtype=dtype_of(frozen.precision))
+                for p in rm.parameters():
+                    p.requires_grad_(False)
+                if frozen.zero_stage == 3:
+                    self.engines.append(frozen_engine(rm, frozen, world))
+                    rm = self.engines[-1].module
+                else:
+                    rm = rm.to(device).eval()
                 reward = ModelReward(rm, AutoTokenizer.from_pretrained(part.folder), micro_batch)
             else:
                 reward = VerifierReward()
@@ -68,7 +95,9 @@ class RewardReplica:
 
 class RewardService:
     """Replicas of one reward (the `parts` summed). Each replica's Ray options come from `options` (the launch
-    layer's placement-group bundles), else `num_cpus`/`num_gpus`."""
+    layer's placement-group bundles), else `num_cpus`/`num_gpus`. With `frozen.zero_stage` 3 the replicas shard the
+    RM over themselves (a process group: every replica scores an equal share, the short ones padded, and a replica
+    that dies fails the call rather than restarting in place)."""
 
     def __init__(
         self,
@@ -81,19 +110,23 @@ class RewardService:
         micro_batch: int | None = None,
         timeout_s: float = 1800,
         restarts: int = 3,
+        frozen: FrozenConfig | None = None,
     ):
         if not parts:
             raise ValueError("a reward service needs at least one reward part")
         env = actor_env(threads, num_gpus)
         options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
-        self.timeout_s, self.restarts = timeout_s, restarts
+        world = len(options)
+        self.grouped = frozen is not None and frozen_stage(frozen, world) == 3 and any(p.folder for p in parts)
+        self.timeout_s, self.restarts = timeout_s, 0 if self.grouped else restarts
         self.recoveries: list[Recovery] = []
+        master = rendezvous("reward", options[0], timeout_s) if self.grouped else None
         self.members = [
             Member(
                 "reward",
                 i,
-                RewardReplica.options(**opt, runtime_env=env, max_restarts=restarts).remote(
-                    parts, threads, micro_batch
+                RewardReplica.options(**opt, runtime_env=env, max_restarts=self.restarts).remote(
+                    parts, threads, micro_batch, frozen, i, world, master
                 ),
             )
             for i, opt in enumerate(options)
@@ -111,17 +144,25 @@ class RewardService:
             return len(batch.prompts[i].text) + len(batch.texts[i])
 
         order = sorted(range(len(batch)), key=length)
-        buckets = [order[a:b] for a, b in row_ranges(len(order), len(self.members))]
+        k = len(self.members)
+        buckets = [order[a:b] for a, b in row_ranges(len(order), k)]
+        sent = buckets
+        if self.grouped:  # every rank runs the same forwards (ZeRO-3 gathers are collective): equal shares, padded
+            size = -(-len(order) // k)
+            buckets += [[] for _ in range(k - len(buckets))]
+            sent = [b + [b[-1] if b else order[-1]] * (size - len(b)) for b in buckets]
         results = gather_restarting(
-            self.members[: len(buckets)],
-            lambda m: m.handle.score.remote(batch.rows(buckets[m.rank])),
+            self.members[: len(sent)],
+            lambda m: m.handle.score.remote(batch.rows(sent[m.rank])),
             self.timeout_s,
             self.restarts,
             self.recoveries,
         )
         scores, info = torch.empty(len(batch)), {}
+        # (in a grouped call the padded rows' info counts again: the RM and the verifier report none)
         for bucket, got in zip(buckets, results):
-            scores[torch.tensor(bucket)] = got.scores
+            if bucket:
+                scores[torch.tensor(bucket)] = got.scores[: len(bucket)].float()
             for key, value in got.info.items():
                 info[key] = info.get(key, 0) + value
         return Scores(scores, info)

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-BENCHMARKS = ["benchmarks.labeler_pool", "benchmarks.rm_forward", "benchmarks.ppo_step"]
+BENCHMARKS = ["benchmarks.labeler_pool", "benchmarks.rm_forward", "benchmarks.ppo_step", "benchmarks.memory"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

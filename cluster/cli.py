@@ -54,6 +54,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "serve-rm": Command("cluster.serve_rm:main", None, "serve a reward model over HTTP on 127.0.0.1 (bearer token)"),
     # the tools
+    "plan": Command(
+        "hrlaif_ray.planner:main",
+        None,
+        "a job's memory per role and bundle, checked against its GPUs and hosts (exit 2 when it cannot fit)",
+    ),
     "audit-labels": Command(
         "cluster.audit:main", None, "AI-vs-human and verifier-vs-ground-truth agreement per category"
     ),

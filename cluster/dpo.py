@@ -36,6 +36,7 @@ from hrlaif_ray.dpo.loss import dpo_loss
 from hrlaif_ray.entry import load_job
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
+from hrlaif_ray.planner import check, plan_dpo
 from hrlaif_ray.ppo.experience import sequence_logps
 from hrlaif_ray.reward.data import examples_from_labels
 from hrlaif_ray.reward.train import held_out
@@ -131,13 +132,15 @@ def dpo_loop(
 def run_dpo(job: DPOJob) -> dict:
     from transformers import AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(job.policy)
+    train, evaluation = load_preferences(job, tokenizer)
+    responses = int((train.starts[1:] - train.starts[:-1]).max())  # a prompt's responses keep their graphs together
+    check(job, lambda j: plan_dpo(j, responses=responses))  # before anything is reserved or written
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dpo_config.yaml").write_text(dump_config(job))
     for name in ("metrics.jsonl", "final.json"):  # a run owns its metrics
         (out / name).unlink(missing_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(job.policy)
-    train, evaluation = load_preferences(job, tokenizer)
     connect_ray(job.ray_address, num_cpus=8)
     topo = Topology(job.resources, ("actor", "reference"))
     try:  # every exit path gives back the placement groups (and their actors)
@@ -150,6 +153,7 @@ def run_dpo(job: DPOJob) -> dict:
                 folder,
                 topo.learner_options(role),
                 learner=job.learner if role == "actor" else None,
+                frozen=job.frozen if role == "reference" else None,
                 micro_batch=job.micro_batch_prompts,
                 grad_accum=share // job.micro_batch_prompts,
                 threads=res.threads,

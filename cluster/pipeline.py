@@ -317,8 +317,12 @@ class Run:
 
     def execute(self) -> dict:
         from cluster.report import write_report
+        from hrlaif_ray.planner import check_run
         from hrlaif_ray.provenance import measure_machine
 
+        _, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
+        for line in warnings:
+            self.say(f"plan: {line}")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "run_config.yaml").write_text(dump_config(self.job))
         self.machine = machine = measure_machine()

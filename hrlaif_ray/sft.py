@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -23,7 +24,15 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.readers import iter_jsonl
 from hrlaif_ray.data.sft_mix import SFTExample, generate_sft_examples
 from hrlaif_ray.errors import DataError
-from hrlaif_ray.zero import init_distributed, initialize, single_process_env
+from hrlaif_ray.planner import check, plan_sft
+from hrlaif_ray.zero import (
+    dtype_of,
+    init_distributed,
+    initialize,
+    learner_config,
+    partitioned_loading,
+    single_process_env,
+)
 
 IGNORE = -100
 
@@ -89,13 +98,16 @@ def train_sft(job: SFTJob, log=print) -> dict:
     if job.threads:
         torch.set_num_threads(job.threads)
     single_process_env()
+    check(job, lambda j: plan_sft(j, int(os.environ["WORLD_SIZE"])))  # before a model is loaded
     rank, world = init_distributed()
     if job.batch_size % world:
         raise ValueError(f"batch_size ({job.batch_size}) must divide over {world} ranks")
     torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)
     pad = pad_token_id(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(job.init, dtype=torch.float32)
+    dtype = dtype_of(job.learner.precision)
+    with partitioned_loading(learner_config(job.learner, job.batch_size // world, world)):  # ZeRO-3: a shard each
+        model = AutoModelForCausalLM.from_pretrained(job.init, dtype=dtype)
     examples, held_out = sft_examples(job)
     rows = [encode(tokenizer, e, job.max_prompt_tokens, job.max_response_tokens) for e in examples]
     engine = initialize(
@@ -139,7 +151,7 @@ def train_sft(job: SFTJob, log=print) -> dict:
     }
     if rank == 0:
         if state is not None:  # the engine's module holds only this rank's shard: the whole weights in a fresh copy
-            model = AutoModelForCausalLM.from_pretrained(job.init, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(job.init, dtype=dtype)
             model.load_state_dict(state)
         if held_out:
             texts = hf_generate(model, tokenizer, [p.text for p in held_out], max_new_tokens=job.max_response_tokens)

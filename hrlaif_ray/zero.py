@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 if TYPE_CHECKING:
-    from hrlaif_ray.config import LearnerConfig
+    from hrlaif_ray.config import FrozenConfig, LearnerConfig
+
+BUCKET_ELEMENTS = 50_000_000  # DeepSpeed's reduce / all-gather / prefetch buckets (its default is 5e8)
 
 
 def zero_config(
@@ -28,7 +31,8 @@ def zero_config(
     grad_clip: float = 1.0,
     bf16: bool = False,
     offload_optimizer: bool = False,
-    bucket_elements: int = 50_000_000,
+    offload_params: bool = False,
+    bucket_elements: int = BUCKET_ELEMENTS,
 ) -> dict[str, Any]:
     """A DeepSpeed config dict for ZeRO `stage` (0-3).
 
@@ -45,9 +49,18 @@ def zero_config(
         "allgather_bucket_size": bucket_elements,
     }
     if stage == 3:  # lets rank 0 consolidate the full weights for an HF checkpoint
-        zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_prefetch_bucket_size=bucket_elements)
+        zero.update(
+            stage3_gather_16bit_weights_on_model_save=True,
+            stage3_prefetch_bucket_size=bucket_elements,
+            # gathered parameters kept alive for reuse: DeepSpeed's default (1e9 elements) keeps a small model
+            # whole on every rank and a large one's first billion parameters (2-4 GB a rank)
+            stage3_max_live_parameters=bucket_elements,
+            stage3_max_reuse_distance=bucket_elements,
+        )
     if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     return {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
@@ -61,6 +74,75 @@ def zero_config(
     }
 
 
+def dtype_of(precision: str) -> torch.dtype:
+    """The compute (and load) dtype of a precision setting."""
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def learner_config(
+    learner: LearnerConfig, micro_batch_size: int, world_size: int, grad_accum: int = 1, stage: int | None = None
+) -> dict[str, Any]:
+    """The DeepSpeed config of a trained role: its ZeRO `stage` (default `learner.zero_stage`), precision and
+    offload."""
+    return zero_config(
+        learner.zero_stage if stage is None else stage,
+        micro_batch_size,
+        world_size,
+        grad_accum,
+        grad_clip=learner.grad_clip,
+        bf16=learner.precision == "bf16",
+        offload_optimizer=learner.offload.optimizer == "cpu",
+        offload_params=learner.offload.params == "cpu",
+    )
+
+
+def frozen_config(frozen: FrozenConfig, world_size: int, micro_batch_size: int = 1) -> dict[str, Any]:
+    """The DeepSpeed config of a frozen role's inference engine (no optimizer)."""
+    return zero_config(
+        frozen.zero_stage,
+        micro_batch_size,
+        world_size,
+        bf16=frozen.precision == "bf16",
+        offload_params=frozen.offload_params,
+    )
+
+
+@contextmanager
+def partitioned_loading(config: dict[str, Any] | None):
+    """Models loaded with `from_pretrained` inside the block are partitioned while they load when `config` is a
+    ZeRO-3 config (transformers' HfDeepSpeedConfig, alive only inside the block), so no rank ever holds the whole
+    model; elsewhere a no-op. Every rank of the group must load inside it."""
+    if config is None or config["zero_optimization"]["stage"] != 3:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    live = HfDeepSpeedConfig(config)
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+        del live
+
+
+def loaded_share(model: torch.nn.Module) -> float:
+    """The share of the model's parameters this rank holds (1/world under ZeRO-3, 1 otherwise)."""
+    held = total = 0
+    for p in model.parameters():
+        n = getattr(p, "ds_numel", p.numel())
+        total += n
+        held += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else n
+    return held / max(total, 1)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer in the backward pass (an HF model, or the backbone of a scalar-head model)."""
+    hf = model if hasattr(model, "gradient_checkpointing_enable") else model.backbone
+    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hf.config.use_cache = False
+
+
 def initialize(
     model: torch.nn.Module,
     learner: LearnerConfig,
@@ -71,28 +153,71 @@ def initialize(
     lr_lambda: Callable[[int], float] | None = None,
 ):
     """The DeepSpeed engine of a trained role: AdamW at `learner.lr` (times `lr_lambda(step)` when given: a
-    schedule), the learner's weight decay and gradient clip, ZeRO at `stage` (default `learner.zero_stage`)."""
+    schedule), the learner's weight decay, gradient clip, precision, offload and checkpointing, ZeRO at `stage`
+    (default `learner.zero_stage`). With the optimizer offloaded, DeepSpeed's CPU Adam where CUDA is (the step runs
+    on the host); on a machine without CUDA everything is host memory already and torch's AdamW runs the step."""
     import deepspeed
 
-    optim = torch.optim.AdamW(model.parameters(), lr=learner.lr, weight_decay=learner.weight_decay)
+    config = learner_config(learner, micro_batch_size, world_size, grad_accum, stage)
+    if learner.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if learner.offload.optimizer == "cpu" and torch.cuda.is_available():
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optim = DeepSpeedCPUAdam(params, lr=learner.lr, weight_decay=learner.weight_decay, adamw_mode=True)
+    else:
+        optim = torch.optim.AdamW(params, lr=learner.lr, weight_decay=learner.weight_decay)
+        config["zero_force_ds_cpu_optimizer"] = False
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda) if lr_lambda is not None else None
-    config = zero_config(
-        learner.zero_stage if stage is None else stage,
-        micro_batch_size,
-        world_size,
-        grad_accum,
-        grad_clip=learner.grad_clip,
-    )
     engine, *_ = deepspeed.initialize(model=model, optimizer=optim, lr_scheduler=sched, config=config)
     return engine
 
 
-def stage_for_world(stage: int, world_size: int, offload_optimizer: bool = False) -> int:
-    """The ZeRO stage a group of `world_size` ranks should run. ZeRO partitions optimizer states, gradients and
-    parameters across ranks; one rank has nothing to partition, and stages 1-3 then only add work (gradient
-    bucket copies and the fp32 partition's step; docs/training.md measures it). So one rank runs stage 0, unless
-    the optimizer is offloaded (that needs stage >= 1)."""
-    return 0 if world_size == 1 and not offload_optimizer else stage
+def frozen_engine(model: torch.nn.Module, frozen: FrozenConfig, world_size: int):
+    """A frozen model as a ZeRO-3 inference engine over the group's ranks (each holds its partition; a forward
+    gathers a layer at a time, so every rank must run the same number of forwards). Keep the engine: its module,
+    `engine.module`, is what runs."""
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=model, config=frozen_config(frozen, world_size))
+    engine.module.eval()
+    return engine
+
+
+def gathered_state_dict(model: torch.nn.Module, rank: int, zero3: bool) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights as host tensors on rank 0 (None on the others). Under ZeRO-3 one parameter is
+    gathered at a time (every rank must call it), so no rank holds more than its partition plus one parameter on its
+    device; the copy on rank 0's host is what a checkpoint writes. Tied weights appear under each of their keys."""
+    live = model.state_dict(keep_vars=True)
+    if not zero3:
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in live.items()} if rank == 0 else None
+    import deepspeed
+
+    out: dict[str, torch.Tensor] | None = {} if rank == 0 else None
+    done: dict[int, torch.Tensor] = {}
+    for key, tensor in live.items():
+        if id(tensor) not in done:
+            with deepspeed.zero.GatheredParameters([tensor], enabled=hasattr(tensor, "ds_id")):
+                done[id(tensor)] = tensor.detach().to("cpu", copy=True).contiguous() if rank == 0 else None
+        if out is not None:
+            out[key] = done[id(tensor)]
+    return out
+
+
+def stage_for_world(learner: LearnerConfig, world_size: int) -> int:
+    """The ZeRO stage a Ray learner group of `world_size` ranks runs. ZeRO partitions optimizer states, gradients
+    and parameters across ranks; one rank has nothing to partition, and stages 1-3 then only add work (gradient
+    bucket copies and the fp32 partition's step; docs/training.md measures it). So one rank runs stage 0 (in bf16
+    DeepSpeed's stage-0 optimizer keeps the fp32 master weights too), unless something is offloaded, which needs
+    ZeRO."""
+    offloaded = learner.offload.optimizer != "none" or learner.offload.params != "none"
+    return learner.zero_stage if world_size > 1 or offloaded else 0
+
+
+def frozen_stage(frozen: FrozenConfig, world_size: int) -> int:
+    """A frozen role's ZeRO stage: 3 shards it over its ranks; a role of one rank has nothing to shard."""
+    return frozen.zero_stage if world_size > 1 else 0
 
 
 def backend() -> str:

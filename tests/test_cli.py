@@ -80,6 +80,7 @@ BAD_INPUT = {  # command -> arguments with one bad config, override or input, an
     "eval": (["--config", "missing.yaml"], "missing.yaml"),
     "revise": (["prompts=p", "rollouts=r", "output=o.jsonl", "labeling.constitution=no-such.yaml"], "no-such.yaml"),
     "run": (["arms=[]"], "arms"),
+    "plan": (["ppo", "policy=no-such-model", "output_dir=o"], "policy: 'no-such-model' is not a model folder"),
     "serve-rm": (["--rm", "no-such-rm"], "no-such-rm"),
     "audit-labels": (["--data-dir", "no-such-data", "--base-url", "http://127.0.0.1:9/v1"], "no-such-data"),
     "config": (["show", "nope"], "config show JOB"),

@@ -76,6 +76,72 @@ def test_one_dpo_step_on_two_ranks_equals_one_on_one(local_ray, tiny_model_dir):
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
 
 
+@pytest.mark.slow
+def test_a_zero3_dpo_step_over_ranks_with_unequal_response_counts(local_ray, tmp_path, tiny_tokenizer):
+    """Two ZeRO-3 ranks whose prompts carry 2 + 3 and 4 + 2 responses, one response a forward: the short rank runs
+    the missing forwards (weighted 0), so both join every parameter gather; the step finishes and moves the policy.
+    The model's 256 x 1024 matrices are over ZeRO-3's persistence threshold (gathered in every forward)."""
+    from actors.learner import LearnerGroup
+    from actors.runtime import actor_env
+    from cluster.dpo import group_sequence_logps
+    from cluster.topology import Topology
+    from hrlaif_ray.config import ModelConfig
+    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder
+
+    wide = build_tiny_causal_lm(ModelConfig(hidden_size=256, intermediate_size=1024), tiny_tokenizer)
+    folder = str(save_model_folder(wide, tiny_tokenizer, tmp_path / "wide"))
+    batch = _batch(len(tiny_tokenizer))
+    topo = Topology(ResourcePlan(actor=RoleResources(replicas=2), reference=RoleResources()), ("actor", "reference"))
+    try:
+        opts = [{**o, "runtime_env": actor_env(1, 0)} for o in topo.options("actor")]
+        zero3 = LearnerConfig(lr=1e-3, zero_stage=3)
+        group = LearnerGroup("actor", folder, opts, learner=zero3, micro_batch=1, grad_accum=2, timeout_s=120)
+        before = group_sequence_logps(group, batch)
+        ref = batch.with_reference(before + torch.linspace(-0.5, 0.5, batch.rows))
+        kw = dict(beta=0.5, loss_type="sigmoid", margin=0.0, sft_weight=0.0, forward_rows=1)
+        stats = group.train_preferences(ray.put(ref), len(ref), **kw)
+        assert torch.isfinite(torch.tensor(stats["dpo_loss"]))
+        assert (group_sequence_logps(group, batch) - before).abs().max() > 1e-3
+    finally:
+        topo.shutdown()
+
+
+@pytest.mark.slow
+def test_one_dpo_step_in_bf16(local_ray, tiny_model_dir):
+    """bf16 (one rank at ZeRO-0: its bf16 optimizer keeps fp32 master weights): the step of the fp32 test above, to
+    bf16's precision."""
+    from actors.learner import LearnerGroup
+    from actors.runtime import actor_env
+    from cluster.dpo import group_sequence_logps
+    from cluster.topology import Topology
+
+    batch = _batch(json.loads((tiny_model_dir / "config.json").read_text())["vocab_size"])
+    kw = dict(beta=0.5, loss_type="sigmoid", margin=0.2, sft_weight=0.3)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        topo = Topology(
+            ResourcePlan(actor=RoleResources(replicas=1), reference=RoleResources()), ("actor", "reference")
+        )
+        try:
+            opts = [{**o, "runtime_env": actor_env(1, 0)} for o in topo.options("actor")]
+            learner = LearnerConfig(lr=1e-3, zero_stage=2, precision=precision)
+            group = LearnerGroup("actor", str(tiny_model_dir), opts, learner=learner, micro_batch=1, grad_accum=4)
+            before = group_sequence_logps(group, batch)
+            ref = batch.with_reference(before + torch.linspace(-0.5, 0.5, batch.rows))
+            stats = group.train_preferences(ray.put(ref), len(ref), **kw)
+            runs[precision] = (stats, before, group_sequence_logps(group, batch), group.memory()[0])
+        finally:
+            topo.shutdown()
+    (s32, b32, a32, m32), (s16, b16, a16, m16) = runs["fp32"], runs["bf16"]
+    assert m32["weights_dtype"] == "torch.float32" and m16["weights_dtype"] == "torch.bfloat16"
+    assert m16["optimizer_state_dtypes"] == ["torch.float32"]
+    assert abs(s16["dpo_loss"] - s32["dpo_loss"]) < 0.05, (s16, s32)
+    # the step moves each response's log-probability the way the fp32 step does
+    move32, move16 = a32 - b32, a16 - b16
+    assert move16.abs().max() > 1e-3, "the bf16 step did not move the policy"
+    assert torch.nn.functional.cosine_similarity(move32, move16, dim=0) > 0.9, (move32, move16)
+
+
 def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
     """`hrlaif dpo`'s run (its command-line parsing is test_cli's) on the module's Ray cluster."""
     from cluster.dpo import run_dpo

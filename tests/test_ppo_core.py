@@ -208,9 +208,14 @@ def test_phase_timer_runs_independent_phases_together():
     assert "time/bad" in timer.times  # a failed phase is still timed
 
 
-def test_a_single_rank_learner_runs_zero_stage_0():
+def test_a_single_rank_learner_runs_zero_stage_0_unless_something_is_offloaded():
+    from hrlaif_ray.config import LearnerConfig
     from hrlaif_ray.zero import stage_for_world
 
-    assert stage_for_world(2, world_size=1) == 0 and stage_for_world(3, world_size=1) == 0  # nothing to partition
-    assert stage_for_world(2, world_size=2) == 2 and stage_for_world(3, world_size=4) == 3
-    assert stage_for_world(2, world_size=1, offload_optimizer=True) == 2  # offloading needs ZeRO
+    fp32 = [LearnerConfig(zero_stage=s) for s in (2, 3)]
+    assert [stage_for_world(x, 1) for x in fp32] == [0, 0]  # nothing to partition
+    assert [stage_for_world(x, 2) for x in fp32] == [2, 3]
+    assert stage_for_world(LearnerConfig(zero_stage=2, precision="bf16"), 1) == 0  # its stage-0 optimizer keeps fp32
+    assert stage_for_world(LearnerConfig(zero_stage=2, offload={"optimizer": "cpu"}), 1) == 2  # offload needs ZeRO
+    with pytest.raises(ValueError, match="offload.params: needs zero_stage 3"):
+        LearnerConfig(zero_stage=2, offload={"params": "cpu"})

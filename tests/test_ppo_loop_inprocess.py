@@ -247,3 +247,28 @@ def test_fault_injection_wraps_the_experience_source(tmp_path, tiny_tokenizer):
     rows, _, _, _ = _loop(tmp_path, tiny_tokenizer, 3, reward_role=FakeReward(), wrap=wrap)
     assert [r["step"] for r in rows] == [1, 2, 3] and chaos.stopped
     assert [s for s, _ in chaos.steps] == [1, 2, 3]
+
+
+def test_checkpoint_retention_keeps_the_newest_and_another_runs(tmp_path):
+    """`max_checkpoints`: after step 5's checkpoint is whole, only the newest 2 up to it stay, and the one the
+    attempt started from; a later step's checkpoint (another run's, left in the folder) is not this run's to
+    delete."""
+    import json
+
+    from cluster.ppo.run import checkpoints, prune_checkpoints
+
+    for step in (1, 2, 3, 4, 5, 99):
+        (tmp_path / "checkpoints" / f"step_{step}").mkdir(parents=True)
+        (tmp_path / "checkpoints" / f"step_{step}" / "state.json").write_text(json.dumps({"step": step}))
+    (tmp_path / "checkpoints" / "step_6.tmp").mkdir()  # a checkpoint being written is not one
+    start = tmp_path / "checkpoints" / "step_2"  # the attempt started from it: its engines may reload it
+    gone = prune_checkpoints(tmp_path, keep=2, upto=5, protect=start)
+    assert [p.name for p in gone] == ["step_1", "step_3"]
+    assert [p.name for p in checkpoints(tmp_path)] == ["step_2", "step_4", "step_5", "step_99"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_2",
+        "step_4",
+        "step_5",
+        "step_6.tmp",
+        "step_99",
+    ]

@@ -143,3 +143,35 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp)
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_zero3_reward_model_over_two_replicas_scores_as_the_whole_one(tmp_path, tiny_tokenizer, local_ray):
+    """`frozen: {zero_stage: 3}`: the replicas shard the RM (a process group); an odd batch is padded so both run
+    the same forwards, and the scores are the unsharded RM's (in fp32, exactly; in bf16, to its precision). The RM
+    has 256 x 1024 matrices: over ZeRO-3's persistence threshold, so every forward gathers them collectively."""
+    from hrlaif_ray.config import FrozenConfig, ModelConfig
+    from hrlaif_ray.models import build_tiny_causal_lm, save_model_folder
+
+    wide = build_tiny_causal_lm(ModelConfig(hidden_size=256, intermediate_size=1024), tiny_tokenizer)
+    rm_folder = RewardModel.from_pretrained(save_model_folder(wide, tiny_tokenizer, tmp_path / "wide"))
+    rm_folder = rm_folder.save_pretrained(tmp_path / "rm", tokenizer=tiny_tokenizer)
+
+    records = [PromptRecord(f"p{i}", "open_qa", f"question {i}?", "test") for i in range(5)]
+    batch = Completions(records, ["yes", "no, not at all", "maybe so", "a longer answer than the rest", "ok"])
+    whole = RewardService([RewardPart("rm", folder=str(rm_folder))])
+    try:
+        want = whole.score(batch).scores
+    finally:
+        whole.shutdown()
+    for precision, atol in (("fp32", 1e-5), ("bf16", 0.05)):
+        frozen = FrozenConfig(precision=precision, zero_stage=3)
+        # one row a forward: unpadded, the replica with 3 rows would run a forward its peer never joins (a hang,
+        # cut short by the timeout)
+        part = [RewardPart("rm", folder=str(rm_folder))]
+        sharded = RewardService(part, replicas=2, frozen=frozen, micro_batch=1, timeout_s=120)
+        try:
+            assert sharded.grouped and sharded.restarts == 0
+            assert torch.allclose(sharded.score(batch).scores, want, atol=atol), precision
+        finally:
+            sharded.shutdown()

@@ -96,6 +96,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             folder,
             topo.learner_options(role),
             learner={"actor": job.actor, "critic": job.critic}.get(role),
+            frozen=job.frozen if role == "reference" else None,
             micro_batch=micro,
             grad_accum=max(1, rows // micro),
             threads=res.threads,
@@ -121,6 +122,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             threads=plan.reward.threads,
             options=topo.options("reward"),
             micro_batch=algo.micro_batch_size,
+            frozen=job.frozen,
             **bounded,
         )
     roles = Roles(

@@ -30,6 +30,7 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.entry import job_parser, parse_job
 from hrlaif_ray.metrics import MetricsLog, truncate_jsonl
+from hrlaif_ray.planner import check, plan_ppo
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Rollouts
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
@@ -37,18 +38,41 @@ from hrlaif_ray.ppo.monitor import RewardHackingMonitor
 BUFFER = "buffer.pt"  # in an asynchronous run's checkpoint: the next step's batch, already made
 
 
+def checkpoints(out: Path) -> list[Path]:
+    """The whole checkpoints in `out` (`step_N` with its state.json), oldest first."""
+    found = (out / "checkpoints").glob("step_*")
+    return sorted((p for p in found if p.name[5:].isdigit() and (p / "state.json").is_file()), key=step_of)
+
+
 def last_checkpoint(out: Path) -> Path | None:
-    found = sorted(
-        (p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").is_file()),
-        key=lambda p: int(p.name.split("_")[1]),
-    )
+    found = checkpoints(out)
     return found[-1] if found else None
+
+
+def step_of(folder: Path) -> int:
+    return int(folder.name.split("_")[1])
+
+
+def prune_checkpoints(out: Path, keep: int, upto: int, protect: Path | None = None) -> list[Path]:
+    """After the checkpoint of step `upto` is whole: delete all but the newest `keep` of those up to it (one of a
+    later step is another run's, and stays), never `protect` (the one the attempt started from: an engine that
+    Ray restarts in place loads its start folder again); the deleted ones. Each goes out of sight first (renamed
+    from step_N), so a deletion cut short never leaves a half checkpoint that looks whole."""
+    gone = [p for p in checkpoints(out) if step_of(p) <= upto][:-keep]
+    gone = [p for p in gone if protect is None or p.resolve() != Path(protect).resolve()]
+    for folder in gone:
+        trash = folder.with_name(f".pruned-{folder.name}")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return gone
 
 
 def run_ppo(job: PPOJob) -> dict:
     """The run: its roles started, `ppo_loop`, the roles given back; after a role's failure that the roles could not
     mend in place (a trained rank died, a role ran out of restarts or did not answer) every role is restarted from
     the last checkpoint, at most `faults.max_failures` times. final.json and the returned summary count them."""
+    check(job, plan_ppo)  # the roles fit their bundles, before anything is reserved or written
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ppo_config.yaml").write_text(dump_config(job))
@@ -161,6 +185,7 @@ def run_attempt(
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)  # a checkpoint exists whole or not at all
             saved.append(folder)
+            prune_checkpoints(out, job.max_checkpoints, step, protect=resume_from)
 
         log = MetricsLog(out, job.tensorboard)
         log.truncate(start_step)  # steps logged after the checkpoint are redone from it: each step once

@@ -52,7 +52,9 @@ from hrlaif_ray.config.learner import (
     ActorLearner,
     CriticLearner,
     DPOLearner,
+    FrozenConfig,
     LearnerConfig,
+    OffloadConfig,
     RMLearner,
     SFTLearner,
 )
@@ -90,6 +92,8 @@ __all__ = [
     "DPOLearner",
     "DPOResourcePlan",
     "DPOSettings",
+    "FrozenConfig",
+    "OffloadConfig",
     "dump_config",
     "EvalJob",
     "EvalPool",

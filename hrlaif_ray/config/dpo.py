@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from hrlaif_ray.config.base import Section, set_by
 from hrlaif_ray.config.labeling import LabelJob, LabelSettings
-from hrlaif_ray.config.learner import DPOLearner, moved_into
+from hrlaif_ray.config.learner import DPOLearner, FrozenConfig, moved_into
 from hrlaif_ray.config.ppo import SampleJob, SampleSettings
 from hrlaif_ray.config.resources import DPOResourcePlan
 
@@ -77,6 +77,10 @@ class DPOSettings(Section):
     )
     learner: DPOLearner = Field(
         default_factory=DPOLearner, description="The policy's optimiser and ZeRO stage (its ranks: resources.actor)."
+    )
+    frozen: FrozenConfig = Field(
+        default_factory=FrozenConfig,
+        description="How the frozen reference runs (its ranks: resources.reference): precision, ZeRO-3 sharding.",
     )
     eval_fraction: float = Field(
         0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id, as the RM's) for the metrics."

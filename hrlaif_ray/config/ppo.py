@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from hrlaif_ray.config.base import Section
 from hrlaif_ray.config.data import PPOPromptMix
 from hrlaif_ray.config.labeling import LabelingConfig, OnlinePool
-from hrlaif_ray.config.learner import ActorLearner, CriticLearner
+from hrlaif_ray.config.learner import ActorLearner, CriticLearner, FrozenConfig
 from hrlaif_ray.config.resources import ROLES, ResourcePlan, Role, TwoThreads
 
 
@@ -239,6 +239,12 @@ class PPOSettings(Section):
     )
     prompts_per_step: int = Field(32, ge=1, description="Prompts per step.")
     checkpoint_every: int = Field(0, ge=0, description="Save an HF checkpoint every N steps (0: only at the end).")
+    max_checkpoints: int = Field(
+        3,
+        ge=1,
+        description="Checkpoints kept in output_dir/checkpoints, the newest (older ones are deleted once a newer "
+        "one is whole; a 13B actor and critic are about 50 GB each in bf16).",
+    )
     resume: bool = Field(False, description="Continue from the last checkpoint in output_dir.")
     ray_address: str | None = Field(
         None, description="Ray cluster to join (None: RAY_ADDRESS, else start a local one)."
@@ -252,6 +258,11 @@ class PPOSettings(Section):
     critic: CriticLearner = Field(
         default_factory=CriticLearner,
         description="The critic's optimiser and ZeRO stage (GAE only; its ranks: resources.critic).",
+    )
+    frozen: FrozenConfig = Field(
+        default_factory=FrozenConfig,
+        description="How the frozen roles run: the reference (resources.reference) and the reward model's replicas "
+        "(resources.reward): precision, ZeRO-3 sharding over their ranks, offload.",
     )
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="How responses are sampled.")
     reward: RewardRoleConfig = Field(

@@ -59,6 +59,19 @@ class ResourcePlan(Section):
         default_factory=RoleResources, description="The reward service's replicas (RM and/or verifier)."
     )
     rollout: RoleResources = Field(default_factory=RoleResources, description="The rollout engines (vLLM).")
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of one GPU of the cluster (40 for an A100-40G): the planner (`hrlaif plan`) checks "
+        "every GPU bundle's roles against it before anything is reserved. None: GPU bundles are not checked.",
+    )
+    host_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Host memory the run may use, over all its nodes: the planner checks what lives there (offloaded "
+        "states, and every role of a plan without GPUs) against it. None: this machine's memory for a plan without "
+        "GPUs, unchecked for one with GPUs.",
+    )
 
     @model_validator(mode="after")
     def _colocation(self) -> ResourcePlan:

@@ -24,9 +24,10 @@ from hrlaif_ray.config import ModelConfig
 _ARCH = {"qwen2": Qwen2Config, "llama": LlamaConfig}
 
 
-def build_tiny_causal_lm(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    config = _ARCH[cfg.arch](
-        vocab_size=len(tokenizer),
+def tiny_config(cfg: ModelConfig, vocab_size: int, bos=None, eos=None, pad=None):
+    """The HF config of a tiny model of `vocab_size` tokens (what the planner sizes before the model exists)."""
+    return _ARCH[cfg.arch](
+        vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
@@ -34,11 +35,16 @@ def build_tiny_causal_lm(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -
         num_key_value_heads=cfg.num_kv_heads,
         max_position_embeddings=cfg.max_position_embeddings,
         tie_word_embeddings=cfg.tie_word_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
         dtype="float32",
     )
+
+
+def build_tiny_causal_lm(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    t = tokenizer
+    config = tiny_config(cfg, len(t), t.bos_token_id, t.eos_token_id, t.pad_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = AutoModelForCausalLM.from_config(config)

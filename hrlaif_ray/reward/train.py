@@ -22,10 +22,18 @@ from hrlaif_ray.config import RMTrainJob, dump_config
 from hrlaif_ray.data.chat import pad_token_id
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.planner import check, plan_rm
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
-from hrlaif_ray.zero import init_distributed, initialize, single_process_env
+from hrlaif_ray.zero import (
+    dtype_of,
+    init_distributed,
+    initialize,
+    learner_config,
+    partitioned_loading,
+    single_process_env,
+)
 
 
 def held_out(prompt_id: str, fraction: float) -> bool:
@@ -55,7 +63,7 @@ def raw_scores(rm: RewardModel, chunk: list[RMExample], pad_id: int) -> tuple[to
     scores = rm.score_shared_prefix(
         b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"], b["owner"], raw=True
     )
-    return scores, b
+    return scores.float(), b  # the loss and the statistics in fp32 whatever the model's precision
 
 
 @torch.no_grad()
@@ -101,7 +109,10 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
     if not train:
         raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
-    rm = RewardModel.from_pretrained(job.init, clip=job.clip)
+    responses = max(len(e.response_ids) for e in train)
+    check(job, lambda j: plan_rm(j, world, responses=responses))  # before the model is loaded
+    with partitioned_loading(learner_config(job.learner, job.batch_prompts, world)):  # ZeRO-3: a shard each
+        rm = RewardModel.from_pretrained(job.init, clip=job.clip, dtype=dtype_of(job.learner.precision))
     engine = initialize(rm, job.learner, job.batch_prompts, world)
     model: RewardModel = engine.module
     rng, history = random.Random(job.seed), []
