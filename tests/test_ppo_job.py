@@ -226,10 +226,12 @@ def test_ray_job_submit_ppo_two_steps_then_resume(ray_head, tmp_path, tiny_model
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["async/staleness"] for r in rows[2:]] == [0, 1] and "time/generate_wait" in rows[2]
     # The buffered batch is what a resume from step 3 trains on (tests/test_ppo_loop_inprocess.py resumes from one
-    # after a crash): step 4's prompts, sampled by the weights after 2 updates.
+    # after a crash): step 4's prompts, sampled by the weights after 2 updates, with their rewards (made in the
+    # background once the samples were there: the RM is frozen, so they stand for the resumed step as they are).
     assert (out / "checkpoints" / "step_3" / "buffer.pt").is_file()  # step 4's batch, made before step 3's update
     buffered = _buffered_batch(out, 3)
-    assert (buffered.step, buffered.version, len(buffered.batch)) == (3, 2, 8) and buffered.scores is None
+    assert (buffered.step, buffered.version, len(buffered.batch)) == (3, 2, 8)
+    assert buffered.scores is not None and buffered.scores.shape == (8,)
 
 
 @pytest.mark.slow

@@ -33,9 +33,13 @@ WORKER = {"num_cpus": 4, "resources": {"worker_node": 4}}
 
 @pytest.fixture
 def two_nodes(short_tmp):
+    from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
     tmp = short_tmp  # Ray's socket paths must stay short
+    # Cluster writes the head's address into the default temp folder (/tmp/ray), which it never creates: on a
+    # machine where no Ray has run with its default temp folder, that is a FileNotFoundError.
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     dash = free_port()
     cluster = Cluster(
         initialize_head=True,
