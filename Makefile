@@ -61,8 +61,11 @@ test: setup
 test-all: setup
 	HRLAIF_SLOW=1 $(PY) -m pytest tests
 
+# A run's results go to $(BENCH_RESULTS) (runs/bench/, not committed); to add them to the committed records:
+# `make bench BENCH_RESULTS=benchmarks/results`.
+BENCH_RESULTS ?= runs/bench
 bench: setup
-	$(PY) -m benchmarks.run_all
+	HRLAIF_BENCH_RESULTS=$(BENCH_RESULTS) $(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -181,7 +181,7 @@ class LearnerRank:
                     self.engine.backward(loss * share * len(micros))  # DeepSpeed divides by its accumulation steps
                     self.engine.step()
                     for k, v in st.items():
-                        mean[k] = mean.get(k, 0.0) + share * float(v)
+                        mean[k] = mean.get(k, 0.0) + share * float(v.detach() if torch.is_tensor(v) else v)
                 for k, v in mean.items():
                     stats.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in stats.items()}

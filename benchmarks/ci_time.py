@@ -28,10 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import RESULTS as COMMON_RESULTS
 from hrlaif_ray.provenance import append_record
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "ci_time.json"
+RESULTS = COMMON_RESULTS / "ci_time.json"
 CGROUP = Path("/sys/fs/cgroup/cpu/hrlaif-ci-time")
 PERIOD_US = 10_000
 

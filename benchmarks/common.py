@@ -10,7 +10,9 @@ from pathlib import Path
 
 from hrlaif_ray.provenance import append_record, stamp
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Where results are appended: benchmarks/results/ (committed), unless HRLAIF_BENCH_RESULTS names another folder
+# (`make bench` writes to runs/bench/, so that a run is committed on purpose, not by running the target).
+RESULTS = Path(os.environ.get("HRLAIF_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def machine() -> dict:

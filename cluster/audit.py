@@ -93,17 +93,20 @@ def print_report(report: dict) -> None:
         "a_share",
     ]
     print("AI vs human (" + report["judge"]["model"] + ")")
-    print(f"{'category':10s} " + " ".join(f"{c:>12.12s}" for c in cols))
+    widths = [max(9, len(c)) for c in cols]  # every header whole
+    print(f"{'category':10s} " + " ".join(f"{c:>{w}s}" for c, w in zip(cols, widths)))
     for cat, row in report["categories"].items():
-        print(
-            f"{cat:10s} " + " ".join(f"{row[c]:12.3f}" if isinstance(row[c], float) else f"{row[c]:12d}" for c in cols)
-        )
+        cells = [f"{row[c]:{w}.3f}" if isinstance(row[c], float) else f"{row[c]:{w}d}" for c, w in zip(cols, widths)]
+        print(f"{cat:10s} " + " ".join(cells))
         if "redteam_flag_agreement" in row:
             print(
                 f"{'':10s} red-team flags agree {row['redteam_flag_agreement']:.3f}, reverse {row['redteam_flag_reversal']:.3f}"
             )
     for name, row in report["verifiers"].items():
-        print(f"verifier vs ground truth, {name}: {row['agreement']:.3f} over {row['items']} answers")
+        print(
+            f"verifier vs ground truth, {name}: {row['agreement']:.3f} over {row['items']} items "
+            f"({row['answers']} answers: a right and a wrong one each)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,12 +29,12 @@ from actors.learner import LearnerGroup
 from cluster.connect import connect_ray
 from cluster.topology import Topology
 from hrlaif_ray.config import DPOJob, dump_config
+from hrlaif_ray.data.binding import bound_labels
 from hrlaif_ray.data.chat import pad_token_id
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch
 from hrlaif_ray.dpo.loss import dpo_loss
 from hrlaif_ray.entry import load_job
-from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.planner import check, plan_dpo
 from hrlaif_ray.ppo.experience import sequence_logps
@@ -44,10 +44,8 @@ from hrlaif_ray.reward.train import held_out
 
 def load_preferences(job: DPOJob, tokenizer) -> tuple[PreferenceBatch, PreferenceBatch | None]:
     """The labels as (training, held-out) batches; held-out prompts are chosen by a hash of their id."""
-    prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
-    examples = examples_from_labels(
-        LabelLedger(job.labels_dir).labels(), prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens
-    )
+    labels, prompts = bound_labels(job.labels_dir, job.prompts)
+    examples = examples_from_labels(labels, prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens)
     train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
     evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
     if len(train) < job.batch_prompts:

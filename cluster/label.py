@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 from hrlaif_ray.config import LabelJob, dump_config
-from hrlaif_ray.data.records import PromptRecord
-from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.data.binding import bound_rollouts
 from hrlaif_ray.entry import job_parser, parse_job
 from hrlaif_ray.errors import DataError
 from hrlaif_ray.labeling.budget import SpendCap
@@ -30,11 +29,9 @@ from hrlaif_ray.labeling.strategies import LabelItem, idempotency_key
 
 
 def load_items(job: LabelJob) -> list[LabelItem]:
-    prompts: dict[str, PromptRecord] = {p.id: p for p in read_records(job.prompts, "prompts")}
+    rollouts, prompts = bound_rollouts(job.rollouts, job.prompts)
     items = []
-    for i, rollout in enumerate(read_records(job.rollouts, "rollouts")):
-        if rollout.prompt_id not in prompts:
-            raise DataError(job.rollouts, None, "prompt_id", f"{rollout.prompt_id!r} is not in {job.prompts}", record=i)
+    for i, rollout in enumerate(rollouts):
         if len(rollout.responses) < 2:
             raise DataError(
                 job.rollouts, None, "responses", f"needs at least 2 responses, got {len(rollout.responses)}", record=i

@@ -48,7 +48,8 @@ class Stage:
 
     def __call__(self) -> None:
         if self.complete():
-            self.run.say(f"{self.name}: done already ({self.done})")
+            proof = self.done if isinstance(self.done, Path) else "its outputs are complete"
+            self.run.say(f"{self.name}: done already ({proof})")
             return
         cfg = self.run.out / "configs" / f"{self.name.replace('/', '-')}.yaml"
         cfg.parent.mkdir(parents=True, exist_ok=True)

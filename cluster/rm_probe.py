@@ -10,7 +10,7 @@ from pathlib import Path
 
 from actors.runtime import set_threads
 from hrlaif_ray.config import RMProbeJob
-from hrlaif_ray.data.schemas import read_records
+from hrlaif_ray.data.binding import bound_rollouts
 from hrlaif_ray.entry import load_job
 from hrlaif_ray.mechanism import correct_above_wrong
 
@@ -19,8 +19,8 @@ def run_probe(job: RMProbeJob) -> dict:
     from hrlaif_ray.reward.probe import score_rollouts
 
     set_threads(job.threads)
-    prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
-    groups = score_rollouts(job.rm, prompts, read_records(job.rollouts, "rollouts"), reference=job.reference)
+    rollouts, prompts = bound_rollouts(job.rollouts, job.prompts)
+    groups = score_rollouts(job.rm, prompts, rollouts, reference=job.reference)
 
     def rates(keep) -> dict:
         return correct_above_wrong((g["category"], g["scores"], g["truths"]) for g in groups if keep(g))

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hrlaif_ray.config import config_help, load_config
+from hrlaif_ray.config import check_model_folders, config_help, load_config
 from hrlaif_ray.errors import OneLineParser
 
 
@@ -30,9 +30,11 @@ def parse_job(
 ) -> tuple:
     """(the validated job, the parsed arguments). `keys` maps a flag's dest to the config key it sets (the flag
     wins over the file, an explicit override over the flag); errors name the key."""
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before and after the flags (`--out X n=24`)
     flags = [f"{key}={getattr(args, dest)}" for dest, key in (keys or {}).items() if getattr(args, dest) is not None]
-    return load_config(job_cls, args.config, [*flags, *args.overrides]), args
+    job = load_config(job_cls, args.config, [*flags, *args.overrides])
+    check_model_folders(job)  # before anything is loaded or written
+    return job, args
 
 
 def load_job(prog: str, job_cls, argv: Sequence[str] | None, example: str):

@@ -31,7 +31,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hrlaif_ray.config import ROLES, FrozenConfig, LearnerConfig, ResourcePlan, RolloutConfig, load_config
+from hrlaif_ray.config import (
+    HUB_HINT,
+    ROLES,
+    FrozenConfig,
+    LearnerConfig,
+    ResourcePlan,
+    RolloutConfig,
+    load_config,
+    model_folder_problem,
+)
 from hrlaif_ray.errors import ConfigError, HrlaifError
 
 GiB = 2**30
@@ -95,11 +104,8 @@ class ModelShape:
         from transformers import AutoConfig
 
         path = Path(folder)
-        if not (path / "config.json").is_file():
-            raise ConfigError(
-                f"{key}: {folder!r} is not a model folder (no config.json there); a hub model is downloaded to a "
-                "folder first (`hf download ID --local-dir DIR`)"
-            )
+        if problem := model_folder_problem(folder):
+            raise ConfigError(f"{key}: {folder!r} is not a model folder ({problem}); {HUB_HINT}")
         try:
             return cls.of(AutoConfig.from_pretrained(path), scalar_head)
         except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:

@@ -12,13 +12,16 @@ writes and its seed, which a pipeline sets.
 """
 
 from hrlaif_ray.config.base import (
+    HUB_HINT,
     Section,
     apply_override,
+    check_model_folders,
     config_help,
     dump_config,
     field_order,
     format_validation_error,
     load_config,
+    model_folder_problem,
     variant,
     yaml_problem,
 )
@@ -78,10 +81,12 @@ from hrlaif_ray.config.run import STAGES, ArmConfig, RunJob, TargetConfig
 from hrlaif_ray.config.sft import SFTJob, SFTSettings
 
 __all__ = [
+    "HUB_HINT",
     "ROLES",
     "STAGES",
     "ActorLearner",
     "apply_override",
+    "check_model_folders",
     "ArmConfig",
     "AsyncConfig",
     "AutoscaleConfig",
@@ -110,6 +115,7 @@ __all__ = [
     "LabelSettings",
     "LearnerConfig",
     "load_config",
+    "model_folder_problem",
     "ModelConfig",
     "MonitorConfig",
     "OnlinePool",

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from hrlaif_ray.errors import ConfigError
 
@@ -32,6 +33,34 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     moved: ClassVar[dict[str, tuple[str, ...] | str]] = {}
+    # The dotted keys whose values are model folders, checked by `check_model_folders` before a command works.
+    model_keys: ClassVar[tuple[str, ...]] = ()
+
+
+HUB_HINT = "a hub model is downloaded to a folder first (`hf download ORG/NAME --local-dir DIR`)"
+
+
+def model_folder_problem(folder: str) -> str | None:
+    """Why `folder` is not an HF model folder (None: it is one). A model is always a local folder: an id that
+    is no folder would make transformers try the hub, which on an offline machine retries for a minute before it
+    fails with a message that names neither the key nor the path."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return "no such folder" if not path.exists() else "not a folder"
+    if not (path / "config.json").is_file():
+        return "no config.json there"
+    return None
+
+
+def check_model_folders(job: BaseModel) -> None:
+    """Every model key of the job (`model_keys`) that is set names a model folder, else one line naming the key
+    and the path."""
+    for key in getattr(job, "model_keys", ()):
+        value: Any = job
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if value is not None and (problem := model_folder_problem(str(value))):
+            raise ConfigError(f"{key}: {str(value)!r} is not a model folder ({problem}); {HUB_HINT}")
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -133,6 +162,33 @@ def moved_to(cls: type[BaseModel] | None, loc: tuple) -> str | None:
     return None
 
 
+def near_key(cls: type[BaseModel] | None, loc: tuple) -> str | None:
+    """The key a misspelt one (at `loc`) most likely meant: a key of the same section close in spelling, or an
+    earlier layout's key close in spelling (then where that lives now)."""
+    import difflib
+
+    candidates: dict[str, str] = {}  # a dotted key -> what to suggest
+    node, prefix = cls, []
+    for i, part in enumerate(loc):
+        if node is None:
+            return None
+        for old, new in getattr(node, "moved", {}).items():
+            if not isinstance(new, str):
+                candidates[".".join([*prefix, old])] = " or ".join(".".join([*prefix, k]) for k in new)
+        if i == len(loc) - 1:
+            for name, field in node.model_fields.items():
+                key = ".".join([*prefix, field.alias or name])
+                candidates[key] = key
+            break
+        prefix.append(str(part))
+        if isinstance(part, int):  # an item of a list: the same section type
+            continue
+        field = node.model_fields.get(part) or next((f for f in node.model_fields.values() if f.alias == part), None)
+        node = _section_type(field.annotation) if field is not None else None
+    close = difflib.get_close_matches(".".join(str(p) for p in loc), list(candidates), n=1, cutoff=0.8)
+    return candidates[close[0]] if close else None
+
+
 def format_validation_error(exc: ValidationError, source: str, cls: type[BaseModel] | None = None) -> str:
     """One line: the source, then every offending key with what is wrong with it (a key that has moved: where it
     lives now)."""
@@ -142,6 +198,10 @@ def format_validation_error(exc: ValidationError, source: str, cls: type[BaseMod
         said = moved_to(cls, err["loc"]) if err["type"] == "extra_forbidden" else None
         if said is not None:
             problems.append(f"{key}: {said}")
+            continue
+        if err["type"] == "extra_forbidden":
+            near = near_key(cls, err["loc"])
+            problems.append(f"{key}: not a key of this config" + (f"; did you mean {near}?" if near else ""))
             continue
         got = f" (got {err['input']!r})" if err["type"] not in ("missing", "value_error") else ""
         message = err["msg"].removeprefix("Value error, ").replace("\n", " ")
@@ -208,7 +268,8 @@ def config_help(model: type[BaseModel]) -> str:
     """Every field of a job as `key = default  # description`: the commands' --help and `hrlaif config show`."""
     lines = []
     for key, field, default in _fields(model):
-        value = "(required)" if field.is_required() else json.dumps(default, default=str)
+        # sections inside a value (a list of judges) as the mappings a YAML file writes, never their repr
+        value = "(required)" if field.is_required() else json.dumps(to_jsonable_python(default), default=str)
         lines.append(f"  {key} = {value}" + (f"  # {field.description}" if field.description else ""))
     return "\n".join(lines)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -114,6 +114,8 @@ class DPOSettings(Section):
 
 class DPOJob(DPOSettings):
     """`hrlaif dpo`: the policy learns from a label ledger directly, DPO against the frozen SFT reference."""
+
+    model_keys: ClassVar[tuple[str, ...]] = ("policy", "reference")
 
     policy: str = Field(description="The SFT policy folder: where training starts (and the reference, by default).")
     labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")

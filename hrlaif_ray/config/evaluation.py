@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -49,6 +49,8 @@ class EvalSettings(Section):
 
 class EvalJob(EvalSettings):
     """`hrlaif eval`: greedy (and sampled) responses of a policy, verified, judged and scored."""
+
+    model_keys: ClassVar[tuple[str, ...]] = ("policy",)
 
     policy: str = Field(description="Policy folder (SFT, or a PPO checkpoint's actor).")
     output_dir: str = Field(description="eval.json (the metrics) and responses.jsonl go here.")

@@ -3,7 +3,7 @@ asynchronous rollouts, faults, the reward-hacking monitor, and the two trained r
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -212,6 +212,8 @@ class SampleSettings(Section):
 class SampleJob(SampleSettings):
     """`hrlaif sample`: prompts in, K responses each out."""
 
+    model_keys: ClassVar[tuple[str, ...]] = ("policy",)
+
     policy: str = Field(description="Policy folder (the SFT checkpoint).")
     prompts: str = Field(description="Prompts Parquet.")
     output: str = Field(description="Rollouts Parquet to write (resumed when it exists).")
@@ -316,6 +318,8 @@ class PPOSettings(Section):
 
 class PPOJob(PPOSettings):
     """`hrlaif ppo` / `python -m cluster.ppo`: PPO on Ray."""
+
+    model_keys: ClassVar[tuple[str, ...]] = ("policy", "critic_init", "reward.rm")
 
     policy: str = Field(description="The SFT policy folder (actor, reference and rollout start from it).")
     output_dir: str = Field(description="metrics.jsonl, TensorBoard events, checkpoints.")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from hrlaif_ray.config.base import Section
@@ -37,6 +39,8 @@ class RMTrainSettings(Section):
 class RMTrainJob(RMTrainSettings):
     """`hrlaif train-rm`: a reward model from labels, starting from the policy's weights."""
 
+    model_keys: ClassVar[tuple[str, ...]] = ("init",)
+
     init: str = Field(description="Policy folder (the SFT checkpoint) whose weights start the RM's backbone.")
     labels_dir: str = Field(description="Folder of committed label shards (`hrlaif label`'s output_dir).")
     prompts: str = Field(description="Prompts Parquet the labels refer to.")
@@ -52,6 +56,8 @@ class RMProbeSettings(Section):
 
 class RMProbeJob(RMProbeSettings):
     """`hrlaif rm-probe`: a reward model against the ground truth on held-out policy samples (the mechanism's link 2)."""
+
+    model_keys: ClassVar[tuple[str, ...]] = ("rm", "reference")
 
     rm: str = Field(description="RM folder (`hrlaif train-rm`'s output), or a DPO policy (with reference).")
     reference: str | None = Field(

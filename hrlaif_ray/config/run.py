@@ -3,7 +3,7 @@ settings (each stage job's fields but those the run sets: its files, its seed, a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -89,6 +89,8 @@ class RunJob(Section):
 
     The stage sections hold each stage job's settings (`hrlaif sft`'s, ...): every field but the files, the seed
     and the arm's choices, which the run sets."""
+
+    model_keys: ClassVar[tuple[str, ...]] = ("init",)
 
     output_dir: str = Field(
         "runs/demo",

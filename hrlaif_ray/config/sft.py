@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from hrlaif_ray.config.base import Section
@@ -46,6 +48,8 @@ class SFTSettings(Section):
 
 class SFTJob(SFTSettings):
     """`hrlaif sft`: supervised fine-tuning of the policy on prompt/response data (loss on the response only)."""
+
+    model_keys: ClassVar[tuple[str, ...]] = ("init",)
 
     init: str = Field(description="Model folder to start from (`hrlaif tiny-model`'s output, SmolLM2...).")
     output_dir: str = Field(description="Where the SFT policy (an HF folder) goes.")

@@ -152,6 +152,7 @@ class LabelRecord:
     judge_model: str = ""
     template_version: str = ""
     idempotency_key: str = ""
+    prompt_digest: str = ""  # of the prompt labeled (`hrlaif_ray.data.binding`); "" in files of schema 2 and older
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0

@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 from hrlaif_ray.data.records import HumanPair, LabelRecord, PromptRecord, RolloutRecord
 from hrlaif_ray.errors import DataError
 
-# 2: labels gained `stats` and a `tier` per pair and verdict, verdicts `principles`; version-1 files still read.
-SCHEMA_VERSION = 2
+# 2: labels gained `stats` and a `tier` per pair and verdict, verdicts `principles`; 3: labels `prompt_digest`
+# (the prompt they were made on, `hrlaif_ray.data.binding`). Files of older versions still read.
+SCHEMA_VERSION = 3
 # Columns that files of older versions lack: (kind, column) -> the version that added it.
-ADDED_IN = {("labels", "stats"): 2}
+ADDED_IN = {("labels", "stats"): 2, ("labels", "prompt_digest"): 3}
 META_KEY = b"hrlaif.schema"
 
 _message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -101,6 +102,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("judge_model", pa.string()),
             pa.field("template_version", pa.string()),
             pa.field("idempotency_key", pa.string()),
+            pa.field("prompt_digest", pa.string()),
             pa.field("tokens_in", pa.int64()),
             pa.field("tokens_out", pa.int64()),
             pa.field("cost_usd", pa.float64()),

@@ -20,6 +20,15 @@ import httpx
 from hrlaif_ray.zero import free_port
 
 
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -59,9 +68,16 @@ def vllm_server(
     timeout_s: float = 300,
     log_path: str | Path | None = None,
     env: dict[str, str] | None = None,
+    port: int = 0,
+    kv_cache_gib: float = 1.0,
 ) -> Iterator[str]:
-    """Yields the base URL of vLLM's OpenAI-compatible server over `model_dir`."""
-    port = free_port()
+    """Yields the base URL of vLLM's OpenAI-compatible server over `model_dir` (`port` 0: a free one). On a machine
+    without a GPU the CPU build gets a KV cache of `kv_cache_gib` and no thread binding, unless `env` or the
+    environment say otherwise: by default it reserves 92% of the machine's memory and binds threads to cores other
+    processes use, and fails to start where memory is shared."""
+    port = port or free_port()
+    cpu = {} if _has_gpu() else {"VLLM_CPU_KVCACHE_SPACE": f"{kv_cache_gib:g}", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    env = {**{k: v for k, v in cpu.items() if k not in os.environ}, **(env or {})}
     cmd = [
         sys.executable,
         "-m",

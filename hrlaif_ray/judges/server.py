@@ -174,8 +174,50 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed in the READY line)")
+    parser.add_argument(
+        "--model",
+        help="serve this model folder as the judge with vLLM's OpenAI-compatible server instead (the simulated "
+        "judge's keys do not apply); on CPU with a KV cache of --kv-cache-gib",
+    )
+    parser.add_argument("--served-model-name", default="judge", help="--model: the name requests give as `model`")
+    parser.add_argument("--max-model-len", type=int, default=2048, help="--model: the longest prompt + answer")
+    parser.add_argument("--kv-cache-gib", type=float, default=1.0, help="--model on CPU: vLLM's KV cache in GiB")
     cfg, args = parse_job(parser, SimJudgeConfig, argv)
+    if args.model:
+        serve_model(args)
+        return
     serve(cfg, args.host, args.port)
+
+
+def serve_model(args) -> None:
+    """`--model DIR`: vLLM over the folder on 127.0.0.1 until interrupted (its log in `vllm-judge.log`)."""
+    import signal
+    import time
+
+    from hrlaif_ray.config import HUB_HINT, model_folder_problem
+    from hrlaif_ray.errors import ConfigError
+    from hrlaif_ray.judges.launch import vllm_server
+
+    if problem := model_folder_problem(args.model):
+        raise ConfigError(f"--model: {args.model!r} is not a model folder ({problem}); {HUB_HINT}")
+    if args.host != "127.0.0.1":
+        raise ConfigError("--model: vLLM's server binds 127.0.0.1 only here (it has no token)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops vLLM too (the block below exits)
+    with vllm_server(
+        args.model,
+        args.served_model_name,
+        max_model_len=args.max_model_len,
+        timeout_s=600,
+        log_path="vllm-judge.log",
+        port=args.port,
+        kv_cache_gib=args.kv_cache_gib,
+    ) as base:
+        print(f"READY {base} (model {args.served_model_name})", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

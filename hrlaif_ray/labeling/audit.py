@@ -116,7 +116,7 @@ def verifier_audit_gsm8k(prompts: list[PromptRecord], seed: int = 0) -> dict[str
         for text, truth in cases:
             n += 1
             hits += (verifiers.verify_math(text, p.answer).verdict == verifiers.CORRECT) == truth
-    return {"items": n, "agreement": hits / n if n else 0.0}
+    return {"items": len(prompts), "answers": n, "agreement": hits / n if n else 0.0}
 
 
 def verifier_audit_mmlu(prompts: list[PromptRecord], seed: int = 0) -> dict[str, Any]:
@@ -130,4 +130,4 @@ def verifier_audit_mmlu(prompts: list[PromptRecord], seed: int = 0) -> dict[str,
             text = rng.choice(formats).format(L=CHOICE_LETTERS[idx], T=p.choices[idx])
             n += 1
             hits += (verifiers.verify_multiple_choice(text, p.answer, p.choices).verdict == verifiers.CORRECT) == truth
-    return {"items": n, "agreement": hits / n if n else 0.0}
+    return {"items": len(prompts), "answers": n, "agreement": hits / n if n else 0.0}

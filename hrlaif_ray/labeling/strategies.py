@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from hrlaif_ray.categories import Category
 from hrlaif_ray.config import LabelingConfig
+from hrlaif_ray.data.binding import prompt_digest
 from hrlaif_ray.data.records import LabelRecord, PreferencePair, PromptRecord, Response, Verdict
 from hrlaif_ray.labeling import verifiers
 from hrlaif_ray.labeling.cache import JudgeCache
@@ -449,6 +450,7 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         judge_model="+".join(sorted(judges.logs)) or cfg.judges[0].model,
         template_version=judges.template,
         idempotency_key=idempotency_key(item, cfg, judges.template),
+        prompt_digest=prompt_digest(prompt),
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         cost_usd=cost,

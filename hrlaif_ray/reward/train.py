@@ -19,9 +19,8 @@ from collections import Counter
 import torch
 
 from hrlaif_ray.config import RMTrainJob, dump_config
+from hrlaif_ray.data.binding import bound_labels
 from hrlaif_ray.data.chat import pad_token_id
-from hrlaif_ray.data.schemas import read_records
-from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.planner import check, plan_rm
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
@@ -101,10 +100,8 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)
     pad = pad_token_id(tokenizer)
-    prompts = {p.id: p for p in read_records(job.prompts, "prompts")}
-    examples = examples_from_labels(
-        LabelLedger(job.labels_dir).labels(), prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens
-    )
+    labels, prompts = bound_labels(job.labels_dir, job.prompts)
+    examples = examples_from_labels(labels, prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens)
     train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
     evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
     if not train:
