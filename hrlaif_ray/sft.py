@@ -26,12 +26,11 @@ from hrlaif_ray.data.sft_mix import SFTExample, generate_sft_examples
 from hrlaif_ray.errors import DataError
 from hrlaif_ray.planner import check, plan_sft
 from hrlaif_ray.zero import (
+    distributed_world,
     dtype_of,
-    init_distributed,
     initialize,
     learner_config,
     partitioned_loading,
-    single_process_env,
 )
 
 IGNORE = -100
@@ -89,19 +88,23 @@ def sft_examples(job: SFTJob) -> tuple[list[SFTExample], list]:
 
 
 def train_sft(job: SFTJob, log=print) -> dict:
+    world = int(os.environ.get("WORLD_SIZE", 1))  # a launcher's world, or the world of 1 made below
+    check(job, lambda j: plan_sft(j, world))  # before a process group is joined or a model loaded
+    if job.batch_size % world:
+        raise ValueError(f"batch_size ({job.batch_size}) must divide over {world} ranks")
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    with distributed_world() as (rank, world):
+        return _fit(job, rank, world, log)
+
+
+def _fit(job: SFTJob, rank: int, world: int, log) -> dict:
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hrlaif_ray.evaluation import hf_generate, verified_accuracy
     from hrlaif_ray.models.tiny import save_model_folder
 
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    single_process_env()
-    check(job, lambda j: plan_sft(j, int(os.environ["WORLD_SIZE"])))  # before a model is loaded
-    rank, world = init_distributed()
-    if job.batch_size % world:
-        raise ValueError(f"batch_size ({job.batch_size}) must divide over {world} ranks")
     torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)
     pad = pad_token_id(tokenizer)

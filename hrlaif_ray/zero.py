@@ -231,12 +231,32 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def single_process_env() -> None:
-    """Rank 0 of a world of 1 when no launcher (torchrun, a Ray learner group) set the distributed environment."""
-    if "RANK" not in os.environ:
+WORLD_KEYS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@contextmanager
+def distributed_world():
+    """(rank, world_size) of the process group the environment names, for the block.
+
+    Without a launcher (torchrun, a Ray learner group) it is rank 0 of a world of 1, made for the block and undone
+    at its end: the group destroyed, the environment as it was. A caller in a longer-lived process (a test, a
+    notebook) would otherwise keep a bound MASTER_PORT in its environment, and every child it starts would
+    inherit a port that is taken."""
+    import torch.distributed as dist
+
+    made = "RANK" not in os.environ
+    if made:
         os.environ.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
         )
+    try:
+        yield init_distributed()
+    finally:
+        if made:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            for k in WORLD_KEYS:
+                os.environ.pop(k, None)
 
 
 def init_distributed() -> tuple[int, int]:

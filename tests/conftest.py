@@ -149,7 +149,12 @@ def tiny_ppo_job(policy: Path, out: Path, **changes) -> dict:
 def script_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Environment for a child process: temp files and sockets under `tmp` (the compile cache shared), CPU
     DeepSpeed, both cores."""
-    env = dict(os.environ)
+    # A process group this worker joined in-process names a port it holds; a child starts its own world.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+    }
     env.update(
         TMPDIR=str(tmp),
         DS_ACCELERATOR="cpu",

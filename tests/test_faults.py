@@ -208,7 +208,7 @@ def test_an_engine_restarted_between_steps_gets_the_synced_weights_before_it_sam
     ray.kill(engine)
 
 
-def test_the_command_reports_a_role_that_died_for_good_in_one_line_with_status_1(monkeypatch, capsys):
+def test_the_command_reports_a_role_that_died_for_good_in_one_line_with_status_1(monkeypatch, capsys, tiny_model_dir):
     import cluster.ppo.run
     from cluster.cli import main
 
@@ -216,6 +216,6 @@ def test_the_command_reports_a_role_that_died_for_good_in_one_line_with_status_1
         raise RoleFailure("critic", 0, "10.0.0.3 (0badc0de)", "the actor died (node lost)", step=12)
 
     monkeypatch.setattr(cluster.ppo.run, "run_ppo", dies)
-    assert main(["ppo", "policy=p", "output_dir=o"]) == 1
+    assert main(["ppo", f"policy={tiny_model_dir}", "output_dir=o"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == "hrlaif ppo: error: critic rank 0 on node 10.0.0.3 (0badc0de) at step 12: the actor died (node lost)"

@@ -5,6 +5,7 @@ of a list of sections, the audit's table)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -147,3 +148,20 @@ def test_audit_names_its_columns_whole_and_counts_items(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "position_bias_rate" in proc.stdout and "agreement_when_consistent" in proc.stdout
+
+
+def test_a_world_of_one_is_undone_at_its_end(monkeypatch):
+    """A trainer called in a long-lived process leaves no process group and no MASTER_PORT behind: a child started
+    afterwards would inherit a port that is taken (EADDRINUSE)."""
+    import torch.distributed as dist
+
+    from hrlaif_ray.zero import WORLD_KEYS, distributed_world
+
+    for k in WORLD_KEYS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    with pytest.raises(RuntimeError, match="inside"):
+        with distributed_world() as (rank, world):
+            assert (rank, world) == (0, 1) and dist.is_initialized() and os.environ["WORLD_SIZE"] == "1"
+            raise RuntimeError("inside")
+    assert not dist.is_initialized() and not any(k in os.environ for k in WORLD_KEYS)

@@ -60,6 +60,7 @@ FAST = {"sample": ["rollout.backend=hf"], "ppo": ["rollout.backend=hf"], "eval":
 MODULES = {"cluster.ppo": "ppo"}  # `python -m MODULE` lines (through `ray job submit`) and their command
 CLI_FLAG_COMMANDS = {"audit-labels", "export-smollm2", "plan", "config", "serve-judge"}  # flags, no key=value
 AUDIT_SMALL = {"--pairs 200": "--pairs 4"}
+RAY_TMP_VAR = "HRLAIF_TEST_RAY_TMP"  # a ray block's head folder, passed by the environment (see `smaller`)
 
 
 def blocks(doc: str) -> list[tuple[str, str]]:
@@ -123,12 +124,13 @@ def smaller(text: str, ports: dict[str, str] | None = None, fast: bool = False) 
         if ports and body.startswith("ray start"):
             body += (
                 f" --port={ports['gcs']} --dashboard-port={ports['dash']}"
-                f" --dashboard-agent-listen-port={ports['agent']} --temp-dir={ports['tmp']}"
+                f' --dashboard-agent-listen-port={ports["agent"]} --temp-dir="${RAY_TMP_VAR}"'
             )
         if ports:
             body = body.replace("127.0.0.1:8265", f"127.0.0.1:{ports['dash']}")
             if body.strip() == "ray stop":  # every Ray on the machine: this head's processes only
-                body = f"pkill -f -- '{ports['tmp']}' || true"
+                # the folder by a variable: the block's own shell holds the script's text, never the path
+                body = f'pkill -f -- "${RAY_TMP_VAR}" || true'
         out.append(body + (" &" if background else ""))
     return "\n".join(out)
 
@@ -150,10 +152,10 @@ def _copy_checkout(dest: Path) -> None:
     (dest / ".venv").symlink_to(ROOT / ".venv")  # `make setup`'s venv, not built again
 
 
-def _run(checkout: Path, tmp: Path, script: str, timeout: float) -> str:
+def _run(checkout: Path, tmp: Path, script: str, timeout: float, **extra: str) -> str:
     """The script in bash as a reader's shell (`set -e`: the first failing command fails it), in its own process
     group, whose every process (a background judge) is stopped after; a trace with times for the failure's output."""
-    env = script_env(tmp, HOME=str(tmp / "home"))
+    env = script_env(tmp, HOME=str(tmp / "home"), **extra)
     env["PYTHONPATH"] = str(checkout)  # the copy's code, as a clone's own checkout is
     env.pop("RAY_ADDRESS", None)
     (tmp / "home").mkdir(exist_ok=True)
@@ -247,20 +249,23 @@ def _params():
 
 @pytest.mark.parametrize(("where", "text", "how"), list(_params()))
 def test_block_runs_as_written(where, text, how, request):
+    extra = {}
     if "audit-labels --pairs" in text:
-        from hrlaif_ray.data.readers import resolve_data_dir
+        from hrlaif_ray.data.readers import DATA_DIR_ENV, resolve_data_dir
 
         found = resolve_data_dir()
         if found is None or not found.is_dir():
             pytest.skip("the bundled human pairs need the data folder (../shared/data or HRLAIF_DATA_DIR)")
+        extra[DATA_DIR_ENV] = str(found.resolve())  # the copy is not beside ../shared/data, as the checkout is
     checkout = request.getfixturevalue("demo_world" if how == "demo" else "world")
     with short_temp_dir() as tmp:
         ports = None
         if how == "ray":
             ports = {"gcs": free_port(), "dash": free_port(), "agent": free_port(), "tmp": str(tmp / "ray")}
+            extra[RAY_TMP_VAR] = ports["tmp"]
         script = smaller(text, ports, fast=how == "fast")
         try:
-            output = _run(checkout, tmp, script, timeout=1500)
+            output = _run(checkout, tmp, script, timeout=1500, **extra)
         finally:
             if ports:
                 subprocess.run(["pkill", "-f", "--", ports["tmp"]], check=False)

@@ -26,12 +26,11 @@ from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
 from hrlaif_ray.zero import (
+    distributed_world,
     dtype_of,
-    init_distributed,
     initialize,
     learner_config,
     partitioned_loading,
-    single_process_env,
 )
 
 
@@ -92,20 +91,24 @@ def ranking_accuracy(
 
 
 def train_reward_model(job: RMTrainJob, log=print) -> dict:
-    import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    single_process_env()
-    rank, world = init_distributed()
-    torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)
-    pad = pad_token_id(tokenizer)
-    labels, prompts = bound_labels(job.labels_dir, job.prompts)
+    labels, prompts = bound_labels(job.labels_dir, job.prompts)  # the inputs are checked before any process group
     examples = examples_from_labels(labels, prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens)
+    if not any(not held_out(e.prompt_id, job.eval_fraction) for e in examples):
+        raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
+    with distributed_world() as (rank, world):
+        return _fit(job, tokenizer, examples, rank, world, log)
+
+
+def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world: int, log) -> dict:
+    import torch.distributed as dist
+
+    torch.manual_seed(job.seed)
+    pad = pad_token_id(tokenizer)
     train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
     evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]
-    if not train:
-        raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
     responses = max(len(e.response_ids) for e in train)
     check(job, lambda j: plan_rm(j, world, responses=responses))  # before the model is loaded
     with partitioned_loading(learner_config(job.learner, job.batch_prompts, world)):  # ZeRO-3: a shard each
