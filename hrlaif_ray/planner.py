@@ -230,9 +230,11 @@ class Plan:
     host_needed: int = 0
     host_capacity: int | None = None
     gpus: bool = False
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (key, what it is): needed, and left unset
 
-    def problems(self) -> list[str]:
-        out = [f"{r.role}: {r.problem}" for r in self.roles if r.problem]
+    def problems(self, prefix: str = "") -> list[str]:
+        out = [f"the plan cannot be checked: {prefix}{key} is not set ({what})" for key, what in self.unknown]
+        out += [f"{r.role}: {r.problem}" for r in self.roles if r.problem]
         for b in self.bundles:
             if b.capacity is not None and b.needed > b.capacity:
                 parts = "; ".join(f"{r.role} {r.memory.parts()}" for r in self.roles if r.role in b.roles)
@@ -253,6 +255,7 @@ class Plan:
             "host_needed": self.host_needed,
             "host_capacity": self.host_capacity,
             "gpus": self.gpus,
+            "unknown": self.unknown,
         }
 
     def table(self) -> str:
@@ -321,6 +324,12 @@ def place(plan: ResourcePlan, roles: dict[str, RolePlan], remote: bool = False) 
         out.host_capacity = int(plan.host_memory_gib * GiB)
     elif not gpus and not remote:
         out.host_capacity = machine_memory()
+    # A GPU plan is checked against the cluster's sizes, which the driver (often a CPU head node) cannot see: a
+    # job that leaves them unset is refused, not passed unchecked (an OOM an hour in is what the check prevents).
+    if gpus and per_gpu is None:
+        out.unknown.append(("resources.gpu_memory_gib", "one GPU's memory: 40 for an A100-40G, 80 for an H100"))
+    if gpus and out.host_capacity is None:
+        out.unknown.append(("resources.host_memory_gib", "the host memory the run may use, over all its nodes"))
     return out
 
 
@@ -491,9 +500,8 @@ def plan_torchrun(role: str, shape: ModelShape, learner: LearnerConfig, world: i
     mem_role = trained_role(role, shape, learner, world, learner.zero_stage, Batch(rows, seq, logits, gpu))
     plan = Plan([mem_role], gpus=gpu)
     plan.host_needed = world * host_bytes(mem_role, plan.gpus) + mem_role.rank0_host
-    if not plan.gpus:
-        plan.host_capacity = machine_memory()
-    else:
+    plan.host_capacity = machine_memory()  # torchrun's ranks share this machine's host memory, GPUs or not
+    if plan.gpus:
         import torch
 
         cap = int(torch.cuda.get_device_properties(0).total_memory * GPU_USABLE)
@@ -572,9 +580,11 @@ def suggestions(job, planner, limit: int = 4) -> list[str]:
 def refusal(job, planner, plan: Plan, prefix: str = "") -> PlanError:
     """The one-line error of a plan that does not fit: its first problem and the single settings that would fit
     (`prefix`: where the job's keys sit in the config given, e.g. 'ppo.' in a pipeline's)."""
+    where = f"{prefix.rstrip('.')}: " if prefix else ""
+    if plan.unknown:
+        return PlanError(f"{plan.problems(prefix)[0]}; set it in the job's config")
     fits = [prefix + f for f in suggestions(job, planner)]
     hint = f"; fits with {' or '.join(fits)}" if fits else "; no single setting fits (`hrlaif plan` shows every role)"
-    where = f"{prefix.rstrip('.')}: " if prefix else ""
     return PlanError(f"plan does not fit: {where}{plan.problems()[0]}{hint}")
 
 

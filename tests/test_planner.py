@@ -115,6 +115,22 @@ def test_a_plan_that_cannot_fit_is_refused_in_one_line_naming_what_would(tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.parametrize("key", ["gpu_memory_gib", "host_memory_gib"])
+def test_a_gpu_plan_without_the_clusters_memory_is_refused_not_passed_unchecked(key, tmp_path, capsys):
+    """The driver cannot see a GPU cluster's memory: a GPU job that leaves it unset is refused at once, in one line
+    naming the key, by `hrlaif plan` and by `hrlaif ppo` (which writes nothing), never run unchecked."""
+    from cluster.cli import main
+
+    config, out = str(ROOT / "cluster/configs/13b-8xa100.yaml"), tmp_path / "ppo"
+    plan = plan_ppo(_job(f"resources.{key}=null"))
+    assert plan.unknown and plan.problems()[0].startswith(f"the plan cannot be checked: resources.{key} is not set")
+    for command in (["plan", "ppo"], ["ppo"]):
+        assert main([*command, "--config", config, *PLAN_13B, f"output_dir={out}", f"resources.{key}=null"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"resources.{key} is not set" in line and "set it in the job's config" in line, line
+    assert not out.exists()
+
+
 def test_a_cpu_plan_is_checked_against_the_hosts_memory(tiny_model_dir):
     """Without GPUs every role lives in host memory: the tiny model's plan fits this machine, and is refused against
     a 1 GiB host."""

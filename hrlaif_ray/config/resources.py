@@ -63,14 +63,15 @@ class ResourcePlan(Section):
         None,
         gt=0,
         description="Memory of one GPU of the cluster (40 for an A100-40G): the planner (`hrlaif plan`) checks "
-        "every GPU bundle's roles against it before anything is reserved. None: GPU bundles are not checked.",
+        "every GPU bundle's roles against it before anything is reserved. None: a plan with GPU bundles is "
+        "refused (it cannot be checked); unused without GPUs.",
     )
     host_memory_gib: float | None = Field(
         None,
         gt=0,
         description="Host memory the run may use, over all its nodes: the planner checks what lives there (offloaded "
         "states, and every role of a plan without GPUs) against it. None: this machine's memory for a plan without "
-        "GPUs, unchecked for one with GPUs.",
+        "GPUs; a plan with GPUs is refused (it cannot be checked).",
     )
 
     @model_validator(mode="after")
