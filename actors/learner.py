@@ -26,7 +26,7 @@ import torch
 
 from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.group import join, rendezvous
-from actors.runtime import set_threads
+from actors.runtime import start_process
 from hrlaif_ray.config import FrozenConfig, LearnerConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
@@ -71,7 +71,7 @@ class LearnerRank:
         of a group must be started together (`master`: rank 0's address, None for an unsharded frozen role)."""
         from transformers import AutoModelForCausalLM
 
-        set_threads(threads)
+        start_process(threads)
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
         self.micro_batch = micro_batch

@@ -22,7 +22,7 @@ import torch
 
 from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.group import join, rendezvous
-from actors.runtime import actor_env, set_threads
+from actors.runtime import actor_env, start_process
 from hrlaif_ray.config import FrozenConfig
 from hrlaif_ray.reward.interface import Completions, ModelReward, Scores, VerifierReward, WeightedSum
 from hrlaif_ray.zero import dtype_of, frozen_config, frozen_engine, frozen_stage, partitioned_loading
@@ -60,7 +60,7 @@ class RewardReplica:
 
         from hrlaif_ray.reward.model import RewardModel
 
-        set_threads(threads)
+        start_process(threads)
         frozen = frozen or FrozenConfig()
         frozen = frozen.model_copy(update={"zero_stage": frozen_stage(frozen, world)})
         device = "cuda" if torch.cuda.is_available() else "cpu"

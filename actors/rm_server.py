@@ -82,10 +82,10 @@ class RMServer:
     ):
         from transformers import AutoTokenizer
 
-        from actors.runtime import set_threads
+        from actors.runtime import start_process
         from hrlaif_ray.reward.model import RewardModel
 
-        set_threads(threads)
+        start_process(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rm = RewardModel.from_pretrained(folder).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)

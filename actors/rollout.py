@@ -20,7 +20,7 @@ import ray
 import torch
 
 from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, row_ranges, wait_ready
-from actors.runtime import actor_env, set_threads
+from actors.runtime import actor_env, start_process
 from hrlaif_ray.config import RolloutConfig
 
 
@@ -139,7 +139,7 @@ class RolloutActor:
         kv_cache_gib: float = 1.0,
         gpu_memory_utilization: float = 0.4,
     ):
-        set_threads(threads)
+        start_process(threads)
         self.version = 0  # weights updates loaded since it started (a restart starts again at 0)
         engine = VLLMEngine if backend == "vllm" else HFEngine
         self.engine = engine(

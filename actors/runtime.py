@@ -7,13 +7,43 @@
   zero-copy tensors, DeepSpeed's accelerator, and for vLLM engines in-process mode and compile caches (where
   VLLM_CACHE_ROOT / TORCHINDUCTOR_CACHE_DIR say, else in the run folder).
 - `stage_env(threads, extra)`: the environment of one pipeline stage's child process.
-- `set_threads(threads)`: what a started actor or job sets first: torch's thread count (its OMP_NUM_THREADS sized
-  the OpenMP pool when torch loaded; torch keeps a count of its own).
+- `start_process(threads)`: what a started actor or job does first: torch's thread count (its OMP_NUM_THREADS
+  sized the OpenMP pool when torch loaded; torch keeps a count of its own) and the known warnings quiet.
+
+Zero-copy tensors are read-only views of the object store. Ray warns of it at every serialization and torch at every
+read; both warnings are silenced (`QUIET`), in every process, because nothing here writes into a tensor that crossed
+the Ray boundary: batches are split by index (`Experience.select`, `PreferenceBatch.select`: copies), results are
+joined with `torch.cat` (a copy), scores land in a tensor of the receiver's own, and weight reloads copy into the
+engine's own parameters. Code that starts writing into a received tensor must copy it first.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+
+# (message prefix) of warnings that every run would print and that say nothing about it (see the header): as
+# PYTHONWARNINGS entries, which match a message's start and may hold no comma.
+QUIET = ("Zero-copy tensor serialization is enabled", "The given NumPy array is not writable")
+
+
+def _quiet_env() -> str:
+    """PYTHONWARNINGS with `QUIET` added to what the environment already asks."""
+    ours = [f"ignore:{m}" for m in QUIET]
+    given = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w and w not in ours]
+    return ",".join(given + ours)
+
+
+def quiet_known_warnings() -> None:
+    """Silence `QUIET` in this process (a started child gets them from PYTHONWARNINGS too). Ray's serializer adds
+    its own filter ("once") when it is imported, ahead of PYTHONWARNINGS': it is imported first, so ours come
+    before it."""
+    try:
+        import ray._private.tensor_serialization_utils  # noqa: F401
+    except ImportError:  # pragma: no cover - a Ray without zero-copy tensors
+        pass
+    for message in QUIET:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def _accelerator(num_gpus: float = 0) -> str:
@@ -37,6 +67,7 @@ def process_defaults() -> None:
     # A Ray started here prestarts a default worker per CPU for the first driver; our actors carry a runtime_env of
     # their own (`actor_env`), so they never take one, and each costs a Python start with Ray imported.
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+    os.environ["PYTHONWARNINGS"] = _quiet_env()  # the children: a local Ray's workers, a pipeline's stages
 
 
 def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: str | None = None) -> dict:
@@ -45,9 +76,13 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
         "OMP_NUM_THREADS": str(threads),  # Ray sets 1 in workers; ours use what their plan gives them
         "DS_ACCELERATOR": _accelerator(num_gpus),
+        "PYTHONWARNINGS": _quiet_env(),
     }
     if vllm:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in the actor's own process
+        # vLLM logs its configuration at INFO (about 40 lines an engine start) and, on CPU, warns of its own set-up
+        # (tcmalloc, Triton, thread binding) at every start and call; its errors still show. The caller's wins.
+        env["VLLM_LOGGING_LEVEL"] = os.environ.get("VLLM_LOGGING_LEVEL", "ERROR")
         env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if _accelerator(num_gpus) == "cuda" else "nobind"
         # compile caches where the environment says (one cache shared by many runs compiles vLLM's CPU kernels once,
         # not at every engine start), else in the run folder
@@ -58,11 +93,12 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
     return {"env_vars": env}
 
 
-def set_threads(threads: int) -> None:
-    """This process's torch intra-op threads (the share of the node its plan gives it)."""
+def start_process(threads: int) -> None:
+    """This process's torch intra-op threads (the share of the node its plan gives it), and `QUIET` quiet."""
     import torch
 
     torch.set_num_threads(threads)
+    quiet_known_warnings()
 
 
 def stage_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from actors.runtime import process_defaults
+from actors.runtime import process_defaults, quiet_known_warnings
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) -> bool:
@@ -14,6 +14,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, **kwarg
 
     if ray.is_initialized():
         return False
+    quiet_known_warnings()  # in the driver, which puts and gets tensors too
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from actors.runtime import set_threads
+from actors.runtime import start_process
 from hrlaif_ray.config import RMProbeJob
 from hrlaif_ray.data.binding import bound_rollouts
 from hrlaif_ray.entry import load_job
@@ -18,7 +18,7 @@ from hrlaif_ray.mechanism import correct_above_wrong
 def run_probe(job: RMProbeJob) -> dict:
     from hrlaif_ray.reward.probe import score_rollouts
 
-    set_threads(job.threads)
+    start_process(job.threads)
     rollouts, prompts = bound_rollouts(job.rollouts, job.prompts)
     groups = score_rollouts(job.rm, prompts, rollouts, reference=job.reference)
 

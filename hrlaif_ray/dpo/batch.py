@@ -54,7 +54,7 @@ class PreferenceBatch:
 
     def select(self, prompts: list[int] | torch.Tensor) -> PreferenceBatch:
         """The sub-batch of these prompts (in this order), rows and pairs renumbered, trimmed of all-padding
-        columns."""
+        columns: copies (indexing by a tensor), never views of a zero-copy batch."""
         prompts = torch.as_tensor(prompts, dtype=torch.long)
         rows = torch.cat([torch.arange(self.starts[g], self.starts[g + 1]) for g in prompts.tolist()])
         new_row = torch.full((self.rows,), -1, dtype=torch.long)

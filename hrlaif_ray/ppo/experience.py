@@ -59,7 +59,9 @@ class Experience:
         )
 
     def select(self, idx: torch.Tensor, first: int, width: int, tokens: float) -> Experience:
-        """Rows `idx`, the columns from `first` of the full sequence and the first `width` response columns."""
+        """Rows `idx`, the columns from `first` of the full sequence and the first `width` response columns: copies
+        (indexing by a tensor), never views, so a batch that came through Ray's zero-copy object store is never
+        written through."""
         P = self.prompt_width
         per_token = {k: getattr(self, k)[idx, :width] for k in PER_TOKEN if getattr(self, k) is not None}
         return replace(
