@@ -12,7 +12,9 @@ so a 70B plan is checked on a laptop). Per rank, with P parameters, N ranks and 
   fp32 the gradients (4, over N from stage 2), ZeRO's fp32 partition (4, over N, from stage 1) and Adam (8, over N
   from stage 1); with `offload.optimizer` the fp32 part lives in host memory, with `offload.params` the weights too;
 - buffers: ZeRO's reduce and all-gather buckets (at most `zero.BUCKET_ELEMENTS`), and at stage 3 a gathered
-  layer (4 bytes a parameter of the largest layer, as DeepSpeed counts it);
+  layer (4 bytes a parameter of the largest layer, as DeepSpeed counts it) and, over more than one rank, the
+  gathered weights it keeps alive for reuse and prefetches (`stage3_max_live_parameters` and
+  `stage3_prefetch_bucket_size`, each capped at `zero.BUCKET_ELEMENTS`);
 - activations of one micro-batch (rows x sequence): per token and layer about 8h + 3 kv + 4 i elements (h the
   hidden size, kv the key/value width, i the MLP's) in the compute dtype, plus the attention scores where the
   kernel keeps them (CPU); with gradient checkpointing one layer's and every layer's input (h); the logits of the
@@ -166,6 +168,8 @@ def model_states(shape: ModelShape, learner: LearnerConfig, ranks: int, stage: i
         buckets = min(BUCKET_ELEMENTS, P) * (4 + b)  # a reduce bucket (fp32) and an all-gather bucket
     if stage >= 3:
         buckets += 4 * shape.largest_layer
+        if ranks > 1:  # gathered weights: those kept alive for reuse and the prefetch bucket, each capped (zero.py)
+            buckets += 2 * min(BUCKET_ELEMENTS, P) * b
     host = 0
     if learner.offload.optimizer == "cpu":  # the gradients go to the host partition bucket by bucket too
         host, optimizer = optimizer + (gradients if learner.precision == "fp32" else 0), 0
