@@ -42,6 +42,7 @@ from hrlaif_ray.zero import (
     initialize,
     learner_config,
     loaded_share,
+    optimizer_state_dtypes,
     partitioned_loading,
     stage_for_world,
 )
@@ -114,8 +115,7 @@ class LearnerRank:
         roles) optimizer states' dtypes."""
         out = {"loaded_share": self.loaded_share, "weights_dtype": str(next(self.model.parameters()).dtype)}
         if self.engine is not None:
-            states = [v for st in self.engine.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
-            out["optimizer_state_dtypes"] = sorted({str(v.dtype) for v in states if v.dim() > 0})
+            out["optimizer_state_dtypes"] = optimizer_state_dtypes(self.engine)
         return out
 
     # ------------------------------------------------------------------------------------- forwards

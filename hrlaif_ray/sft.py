@@ -28,8 +28,10 @@ from hrlaif_ray.planner import check, plan_sft
 from hrlaif_ray.zero import (
     distributed_world,
     dtype_of,
+    gathered_state_dict,
     initialize,
     learner_config,
+    optimizer_state_dtypes,
     partitioned_loading,
 )
 
@@ -143,7 +145,8 @@ def _fit(job: SFTJob, rank: int, world: int, log) -> dict:
                 )
             )
     train_s = time.perf_counter() - start
-    state = engine._zero3_consolidated_16bit_state_dict() if job.learner.zero_stage == 3 else None
+    # ZeRO-3: every rank joins the gathering, one parameter at a time; rank 0 keeps the whole weights on its host
+    state = gathered_state_dict(engine.module, rank, zero3=True) if job.learner.zero_stage == 3 else None
     result = {
         "steps": step,
         "train_s": train_s,
@@ -151,6 +154,8 @@ def _fit(job: SFTJob, rank: int, world: int, log) -> dict:
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "examples": len(rows),
         "world_size": world,
+        "weights_dtype": str(next(engine.module.parameters()).dtype),
+        "optimizer_state_dtypes": optimizer_state_dtypes(engine),
     }
     if rank == 0:
         if state is not None:  # the engine's module holds only this rank's shard: the whole weights in a fresh copy

@@ -205,6 +205,12 @@ def gathered_state_dict(model: torch.nn.Module, rank: int, zero3: bool) -> dict[
     return out
 
 
+def optimizer_state_dtypes(engine) -> list[str]:
+    """The dtypes of a DeepSpeed engine's optimizer states (Adam's moments; fp32 in both precisions)."""
+    states = [v for st in engine.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    return sorted({str(v.dtype) for v in states if v.dim() > 0})
+
+
 def stage_for_world(learner: LearnerConfig, world_size: int) -> int:
     """The ZeRO stage a Ray learner group of `world_size` ranks runs. ZeRO partitions optimizer states, gradients
     and parameters across ranks; one rank has nothing to partition, and stages 1-3 then only add work (gradient

@@ -90,10 +90,43 @@ def test_zero3_bf16_actor_and_reference_hold_their_partition_from_loading(local_
         topo.shutdown()
 
 
+def test_a_bf16_critic_trains_with_fp32_optimizer_states(local_ray, tiny_model_dir):
+    """The critic (a scalar-head model on the policy's body) in bf16 with its optimizer offloaded (ZeRO-2, the 13B
+    plan's critic): bf16 weights and values, fp32 Adam states, and a value step that moves the weights."""
+    from transformers import AutoTokenizer
+
+    from actors.learner import LearnerGroup
+    from actors.runtime import actor_env
+    from cluster.topology import Topology
+
+    topo = Topology(ResourcePlan(critic=RoleResources(replicas=1)), ("critic",))
+    folder, tok = str(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    try:
+        options = [{**o, "runtime_env": actor_env(1, 0)} for o in topo.options("critic")]
+        learner = LearnerConfig(lr=1e-2, zero_stage=2, precision="bf16", offload={"optimizer": "cpu"})
+        critic = LearnerGroup("critic", folder, options, learner=learner, micro_batch=2, grad_accum=2)
+        (memory,) = critic.memory()
+        assert memory["weights_dtype"] == "torch.bfloat16"
+        batch = _batch(tok)
+        values = critic.values(ray.put(batch), len(batch))
+        assert values.shape == batch.response_mask.shape and torch.isfinite(values).all()
+        before = {k: v.float() for k, v in ray.get(critic.weights_ref()).items()}
+        returns = torch.ones_like(values) * batch.response_mask
+        train = batch.with_training(torch.zeros_like(values), torch.zeros_like(values), returns, values)
+        stats = critic.train_critic(ray.put(train), len(batch), epochs=1, mini_batches=1, value_clip=None)
+        assert torch.isfinite(torch.tensor(list(stats.values()))).all(), stats
+        after = ray.get(critic.weights_ref())
+        assert all(v.dtype == torch.bfloat16 for v in after.values())
+        assert sum(not torch.equal(before[k], after[k].float()) for k in before) > len(before) // 2
+        assert critic.memory()[0]["optimizer_state_dtypes"] == ["torch.float32"]
+    finally:
+        topo.shutdown()
+
+
 def test_sft_and_the_reward_model_train_in_bf16(tmp_path, wide_model_dir):
     """SFT and reward-model training with `learner.precision: bf16` (SFT with the optimizer offloaded and gradient
-    checkpointing, the 13B plan's settings): the weights move and the saved models are bf16; the RM's scores (its
-    loss, its normalisation) stay finite."""
+    checkpointing, the 13B plan's settings): the weights move, the saved models are bf16 and the optimizer states
+    fp32; the RM's scores (its loss, its normalisation) stay finite."""
     import subprocess
 
     from labeling_fixtures import write_harm_and_math_labels
@@ -114,6 +147,9 @@ def test_sft_and_the_reward_model_train_in_bf16(tmp_path, wide_model_dir):
         sum(not torch.equal(weights[k].float(), start[k].to(torch.bfloat16).float()) for k in weights)
         > len(weights) // 2
     )
+    sft_metrics = json.loads((out / "sft_metrics.json").read_text())
+    assert sft_metrics["weights_dtype"] == "torch.bfloat16"
+    assert sft_metrics["optimizer_state_dtypes"] == ["torch.float32"]  # Adam's moments, on the host
     write_harm_and_math_labels(tmp_path)
     rm = {
         "init": str(out),
@@ -134,3 +170,8 @@ def test_sft_and_the_reward_model_train_in_bf16(tmp_path, wide_model_dir):
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in metrics["history"]) and metrics["std"] > 0
     head = load_file(tmp_path / "rm" / "scalar_head.safetensors")
     assert all(v.dtype == torch.bfloat16 for v in head.values())
+    assert metrics["weights_dtype"] == "torch.bfloat16" and metrics["optimizer_state_dtypes"] == ["torch.float32"]
+    backbone = load_file(tmp_path / "rm" / "model.safetensors")  # the SFT policy's body, trained on the labels
+    shared = [k for k in backbone if f"model.{k}" in weights]
+    assert len(shared) > 10 and all(backbone[k].dtype == torch.bfloat16 for k in shared)
+    assert sum(not torch.equal(backbone[k], weights[f"model.{k}"]) for k in shared) > len(shared) // 2

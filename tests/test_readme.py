@@ -94,6 +94,21 @@ def kind(where: str, text: str) -> tuple[str, str]:
 ALL = [(where, text) for doc in DOCS for where, text in blocks(doc)]
 
 
+def printed_after(where: str) -> list[str]:
+    """The output a doc shows after the block at `where` (a planner's tables, its host line and verdict), to be
+    printed as shown: the lines after the closing fence up to the first that is none of these."""
+    doc, start = where.rsplit(":", 1)
+    lines = (ROOT / doc).read_text().splitlines()[int(start) :]
+    after = lines[lines.index("```") + 1 :]
+    shown = []
+    for line in after:
+        if line.startswith("|") or line.startswith("host memory:") or line in ("fits", ""):
+            shown.append(line)
+        else:
+            break
+    return [line for line in shown if line]
+
+
 def _logical_lines(text: str) -> list[str]:
     """The block's commands, a line each (continuations joined, comments dropped)."""
     joined = text.replace("\\\n", " ")
@@ -270,6 +285,9 @@ def test_block_runs_as_written(where, text, how, request):
             if ports:
                 subprocess.run(["pkill", "-f", "--", ports["tmp"]], check=False)
     assert "Traceback" not in output, output[-4000:]
+    if "hrlaif plan" in text:  # what the doc shows the planner printing is what it prints
+        shown = printed_after(where)
+        assert shown and not [line for line in shown if line not in output.splitlines()], output[-4000:]
 
 
 def test_every_block_has_a_kind_and_its_commands_a_size():

@@ -28,8 +28,10 @@ from hrlaif_ray.reward.model import RewardModel
 from hrlaif_ray.zero import (
     distributed_world,
     dtype_of,
+    gathered_state_dict,
     initialize,
     learner_config,
+    optimizer_state_dtypes,
     partitioned_loading,
 )
 
@@ -159,8 +161,9 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
         dist.all_reduce(stats)
         mean = stats[0] / stats[2]
         model.mean, model.std = float(mean), float(max((stats[1] / stats[2] - mean**2).clamp(min=0).sqrt(), 1e-6))
-    # Under ZeRO-3 each rank holds a shard: every rank joins the consolidation, rank 0 writes the whole model.
-    state = engine._zero3_consolidated_16bit_state_dict() if job.learner.zero_stage == 3 else None
+    # Under ZeRO-3 each rank holds a shard: every rank joins the gathering, one parameter at a time, and rank 0
+    # writes the whole model from its host.
+    state = gathered_state_dict(model, rank, zero3=True) if job.learner.zero_stage == 3 else None
     if rank == 0:
         out = model.save_pretrained(job.output_dir, tokenizer=tokenizer, state_dict=state)
         (out / "train_config.yaml").write_text(dump_config(job))
@@ -173,6 +176,8 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
                     "eval_prompts": len(evaluation),
                     "mean": model.mean,
                     "std": model.std,
+                    "weights_dtype": str(next(model.parameters()).dtype),
+                    "optimizer_state_dtypes": optimizer_state_dtypes(engine),
                     "categories": dict(Counter(e.category for e in examples)),
                 },
                 indent=1,
