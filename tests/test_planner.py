@@ -4,6 +4,7 @@ line with the settings that would fit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,57 @@ def test_fp32_model_states_by_hand():
     assert (zero0.weights, zero0.gradients, zero0.optimizer, zero0.buffers) == (4_000_000, 4_000_000, 8_000_000, 0)
     zero2 = model_states(shape, LearnerConfig(zero_stage=2, precision="fp32"), 4, 2)
     assert (zero2.weights, zero2.gradients, zero2.optimizer) == (4_000_000, 1_000_000, 3_000_000)
+
+
+SMALL = ModelShape(
+    params=1_000_000, largest_layer=10_000, hidden=64, layers=4, heads=4, kv_width=32, intermediate=256, vocab=1000
+)
+
+
+def test_activations_by_hand():
+    """2 rows of 10 tokens, logits at 5 positions: per token and layer 8h + 3kv + 4i = 1632 elements; the logits
+    in the compute dtype, fp32 and (training) the softmax's gradient; checkpointing keeps every layer's input and
+    one layer's whole; a frozen role one layer; on a CPU one layer's attention scores; bf16 counted at 1.5x."""
+    from hrlaif_ray.planner import BF16_ACTIVATIONS, activations
+
+    layer, logits = 20 * 1632 * 4, 2 * 5 * 1000 * (4 + 4 + 4)
+    assert activations(SMALL, "fp32", 2, 10, 5, True, False, False) == 4 * layer + logits == 642_240
+    assert activations(SMALL, "fp32", 2, 10, 5, True, True, False) == 20 * 64 * 4 * 4 + layer + logits
+    assert activations(SMALL, "fp32", 2, 10, 5, False, False, False) == layer + 2 * 5 * 1000 * (4 + 4)
+    scores = 4 * 10 * 2 * 10 * 4  # heads x seq x rows x seq, fp32
+    assert activations(SMALL, "fp32", 2, 10, 5, True, False, True) == 4 * (layer + scores) + logits
+    bf16 = 4 * 20 * 1632 * 2 + 2 * 5 * 1000 * (2 + 4 + 4)
+    assert activations(SMALL, "bf16", 2, 10, 5, True, False, False) == int(bf16 * BF16_ACTIVATIONS)
+    assert activations(SMALL, "fp32", 2, 10, 0, True, False, False) == 4 * layer  # a scalar head: no logits
+
+
+def test_a_vllm_share_must_hold_its_weights_and_one_sequences_kv_cache():
+    """On a GPU the engine reserves its share of the GPU, which must hold its bf16 weights and the KV cache of one
+    whole sequence (keys and values, every layer): exactly enough fits, one parameter more does not."""
+    from hrlaif_ray.config import RolloutConfig
+    from hrlaif_ray.planner import engine_role
+
+    rollout = RolloutConfig(max_model_len=4096, gpu_memory_utilization=0.5)
+    gpu = 10 * GiB
+    kv_one = 4096 * 2 * 4 * 32 * 2  # tokens x (k, v) x layers x kv width x bf16
+    params = (int(0.5 * gpu) - kv_one) // 2
+    fits = engine_role(replace(SMALL, params=params), rollout, 1, True, gpu)
+    assert fits.problem is None and fits.memory.device == int(0.5 * gpu)
+    over = engine_role(replace(SMALL, params=params + 1), rollout, 1, True, gpu)
+    assert over.problem and "raise rollout.gpu_memory_utilization" in over.problem
+    cpu = engine_role(SMALL, rollout, 1, False, None)  # fp32 weights and the configured KV cache
+    assert cpu.memory.device == 4_000_000 + int(rollout.kv_cache_gib * GiB)
+
+
+def test_colocated_roles_add_up_in_their_bundle():
+    """The 13B plan's bundles: the actor and the reference share actor[i], the critic and the reward model share
+    critic[i], each bundle's need the sum of its roles' per-rank memory."""
+    plan = plan_ppo(_job())
+    device = {r.role: r.memory.device for r in plan.roles}
+    needed = {b.name: (b.roles, b.needed) for b in plan.bundles}
+    assert needed["actor[0]"] == (["actor", "reference"], device["actor"] + device["reference"])
+    assert needed["critic[1]"] == (["critic", "reward"], device["critic"] + device["reward"])
+    assert needed["rollout[0]"] == (["rollout"], device["rollout"])
 
 
 def _job(*overrides: str) -> PPOJob:
