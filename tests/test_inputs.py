@@ -28,9 +28,9 @@ def _error(capsys) -> str:
     return err
 
 
-def test_a_model_key_that_is_no_folder_fails_at_once_naming_key_and_path(tmp_path, capsys):
+def test_a_model_key_that_is_no_folder_fails_at_once_naming_key_and_path(tmp_path, tiny_model_dir, capsys):
     """The shipped PPO config with a policy that does not exist: exit 2 at once, nothing written (transformers would
-    take the path for a hub id and retry for a minute)."""
+    take the path for a hub id and retry for a minute); likewise a prompts file that cannot be read."""
     out = tmp_path / "ppo"
     code = hrlaif(
         ["ppo", "--config", str(ROOT / "cluster/configs/local-tiny.yaml"), "policy=runs/sft", f"output_dir={out}"]
@@ -38,6 +38,11 @@ def test_a_model_key_that_is_no_folder_fails_at_once_naming_key_and_path(tmp_pat
     err = _error(capsys)
     assert code == 2 and "policy: 'runs/sft' is not a model folder (no such folder)" in err and "hf download" in err
     assert not out.exists()
+    bad = tmp_path / "prompts.parquet"
+    bad.write_text("not a table")  # a prompts file that cannot be read: one line naming it, and no output folder
+    code = hrlaif(["ppo", "--config", str(ROOT / "cluster/configs/local-tiny.yaml"), f"policy={tiny_model_dir}",
+                   f"prompts={bad}", f"output_dir={out}"])  # fmt: skip
+    assert code == 2 and str(bad) in _error(capsys) and not out.exists()
     (tmp_path / "empty").mkdir()
     job = load_config(PPOJob, ROOT / "cluster/configs/local-tiny.yaml", [f"policy={tmp_path / 'empty'}"])
     with pytest.raises(ConfigError, match="policy: .* is not a model folder \\(no config.json there\\)"):

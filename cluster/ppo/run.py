@@ -73,6 +73,8 @@ def run_ppo(job: PPOJob) -> dict:
     mend in place (a trained rank died, a role ran out of restarts or did not answer) every role is restarted from
     the last checkpoint, at most `faults.max_failures` times. final.json and the returned summary count them."""
     check(job, plan_ppo)  # the roles fit their bundles, before anything is reserved or written
+    # the prompts read (a bad file is one error naming it) before the output folder is made
+    prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ppo_config.yaml").write_text(dump_config(job))
@@ -90,7 +92,7 @@ def run_ppo(job: PPOJob) -> dict:
     try:
         while True:
             try:
-                alert = run_attempt(job, faults, chaos, resume_from, saved)
+                alert = run_attempt(job, prompts, faults, chaos, resume_from, saved)
                 break
             except RoleFailure as exc:
                 if not exc.restartable or failures >= job.faults.max_failures:
@@ -136,7 +138,12 @@ def run_ppo(job: PPOJob) -> dict:
 
 
 def run_attempt(
-    job: PPOJob, faults: FaultLog, chaos: Chaos | None, resume_from: Path | None, saved: list[Path]
+    job: PPOJob,
+    prompts: list,
+    faults: FaultLog,
+    chaos: Chaos | None,
+    resume_from: Path | None,
+    saved: list[Path],
 ) -> str | None:
     """One start of every role (from checkpoint `resume_from`, else from the start: a fresh metrics log) and the
     loop to the end; each checkpoint it writes is appended to `saved`. The monitor's alert if it stopped the run.
@@ -162,7 +169,6 @@ def run_attempt(
     roles = None
     try:  # every exit path, a role that fails to start included, gives back the placement groups (and their actors)
         tokenizer = AutoTokenizer.from_pretrained(job.policy)
-        prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
         sampler = PromptSampler(prompts, job.prompts_per_step, job.seed)
         mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
         held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--served-model-name", default="judge", help="--model: the name requests give as `model`")
     parser.add_argument("--max-model-len", type=int, default=2048, help="--model: the longest prompt + answer")
     parser.add_argument("--kv-cache-gib", type=float, default=1.0, help="--model on CPU: vLLM's KV cache in GiB")
+    parser.add_argument("--log", default="runs/vllm-judge.log", help="--model: vLLM's own log (folders made)")
     cfg, args = parse_job(parser, SimJudgeConfig, argv)
     if args.model:
         serve_model(args)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def serve_model(args) -> None:
-    """`--model DIR`: vLLM over the folder on 127.0.0.1 until interrupted (its log in `vllm-judge.log`)."""
+    """`--model DIR`: vLLM over the folder on 127.0.0.1 until interrupted (its own log in `--log`)."""
     import signal
     import time
 
@@ -203,12 +205,13 @@ def serve_model(args) -> None:
     if args.host != "127.0.0.1":
         raise ConfigError("--model: vLLM's server binds 127.0.0.1 only here (it has no token)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops vLLM too (the block below exits)
+    Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     with vllm_server(
         args.model,
         args.served_model_name,
         max_model_len=args.max_model_len,
         timeout_s=600,
-        log_path="vllm-judge.log",
+        log_path=args.log,
         port=args.port,
         kv_cache_gib=args.kv_cache_gib,
     ) as base:
