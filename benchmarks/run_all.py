@@ -3,7 +3,13 @@
 import subprocess
 import sys
 
-BENCHMARKS = ["benchmarks.labeler_pool", "benchmarks.rm_forward", "benchmarks.ppo_step", "benchmarks.memory"]
+BENCHMARKS = [
+    "benchmarks.labeler_pool",
+    "benchmarks.rm_forward",
+    "benchmarks.ppo_step",
+    "benchmarks.memory",
+    "benchmarks.verifier",
+]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

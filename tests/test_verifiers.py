@@ -40,6 +40,67 @@ def test_math_formats(response, standard, verdict):
     assert verify_math(response, standard).verdict == verdict
 
 
+# Realistic final answers (competition-style LaTeX, GSM8K's "####", chatty prose), each with the standard answer, the
+# verdict and who decides: math-verify, or our own patterns where it abstains (number words, a unicode minus).
+MV, OURS = "math-verify", "ours"
+ANSWER_FORMATS = [
+    ("So the investment is worth $\\boxed{\\$16386.17}$ after 5 years.", "16386.17", CORRECT, MV),  # ours read 5
+    ("The final answer is $14{,}916$.", "14916", CORRECT, MV),  # ours read 14
+    ("Thus $x = \\boxed{\\dfrac{7}{2}}$, since $2x = 7$.", "3.5", CORRECT, MV),
+    ("The area is $\\boxed{12\\text{ cm}^2}$.", "12", CORRECT, MV),
+    ("We get $\\frac{6}{8} = \\frac{3}{4}$, so the answer is $\\boxed{0.75}$", "3/4", CORRECT, MV),
+    ("She saves 20% of $50, which is $10. #### 10", "10", CORRECT, MV),
+    ("The total is 1,234 + 66 = 1,300 people.", "1300", CORRECT, MV),
+    ("The answer is $\\boxed{-3}$.", "3", WRONG, MV),
+    ("He gives away 3, so 43 items are left.", "43", CORRECT, MV),
+    ("The answer is 27. Checking: 23 + 4 = 27.", "27", CORRECT, MV),
+    ("The answer is forty-three.", "43", CORRECT, OURS),
+    ("The final answer is one hundred and five.", "105", CORRECT, OURS),
+    ("The answer is twenty one.", "22", WRONG, OURS),
+    ("The temperature drops to −5 degrees.", "-5", CORRECT, OURS),
+]
+
+
+@pytest.mark.parametrize("response, standard, verdict, by", ANSWER_FORMATS)
+def test_answer_formats_and_who_reads_them(response, standard, verdict, by):
+    checked = verify_math(response, standard)
+    assert checked.verdict == verdict, checked
+    assert checked.reason.endswith("(math-verify)") == (by == MV), checked
+
+
+def test_math_verify_runs_off_the_main_thread_and_beside_a_callers_alarm():
+    """Its timeout is a SIGALRM alarm, which only the main thread may set and which would replace a caller's own
+    handler (and cancel its alarm): off the main thread, or with another handler installed, it runs without one,
+    on the end of the response only; the caller's handler and alarm are left as they were."""
+    import signal
+    import threading
+
+    out = []
+    worker = threading.Thread(target=lambda: out.append(verify_math("The answer is $\\boxed{27}$.", "27")))
+    worker.start()
+    worker.join()
+    assert out[0].verdict == CORRECT and out[0].reason.endswith("(math-verify)")
+
+    def mine(signum, frame):  # pragma: no cover - the alarm below is cancelled before it rings
+        raise AssertionError("the caller's alarm")
+
+    previous = signal.signal(signal.SIGALRM, mine)
+    try:
+        signal.alarm(100)
+        assert verify_math("x" * 100_000 + " The answer is 12.", "12").verdict == CORRECT
+        assert signal.getsignal(signal.SIGALRM) is mine and 0 < signal.alarm(0) <= 100
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_number_words():
+    from hrlaif_ray.labeling.verifiers import words_to_number
+
+    cases = {"forty-three": 43, "one hundred and five": 105, "minus two": -2, "three thousand two hundred": 3200,
+             "zero": 0, "twelve": 12, "two million": 2_000_000, "banana": None, "": None}  # fmt: skip
+    assert {w: words_to_number(w) for w in cases} == cases
+
+
 def test_parse_number():
     assert parse_number("1,000,000") == 1_000_000 and parse_number("3 / 4") == parse_number("0.75")
     assert parse_number("abc") is None and parse_number("1/0") is None

@@ -4,9 +4,12 @@ Each returns a `Check` with verdict "correct", "wrong" or "unparsed" (no final a
 labeler then asks the judge whether the final answer matches, as the paper's fallback), the extracted answer,
 and a reason that is kept with the label.
 
-- math: `\\boxed{x}`, `#### x`, "the answer is x" / "answer: x" (the last one, so corrections win), else the last
-  number; numbers compare as exact fractions after removing thousands separators, currency, percent signs,
-  unicode minus, `\\frac{a}{b}` and `a/b`.
+- math: HF's math-verify first (what TRL, open-r1 and veRL use: LaTeX, `\\boxed{}` first, thousands separators,
+  currency, percentages, fractions, symbolic equality); where it abstains, our own patterns: `\\boxed{x}`,
+  `#### x`, "the answer is x" / "answer: x" (the last one, so corrections win), "the answer is forty-three", else
+  the last number, compared as exact fractions after removing thousands separators, currency, percent signs,
+  unicode minus, `\\frac{a}{b}` and `a/b`. Ours stays as the fallback because math-verify abstains on number words
+  and on a unicode minus, where ours reads the answer; the judge is asked only where both abstain.
 - multiple choice: a letter ("(B)", "Answer: C", "option D", a lone "B."), the 1-based number of an option, or
   the text of exactly one option.
 - code: the HumanEval tests run in a subprocess sandbox with a time limit, a memory limit, no network and a
@@ -15,9 +18,13 @@ and a reason that is kept with the label.
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from hrlaif_ray.categories import CHOICE_LETTERS
@@ -75,7 +82,39 @@ def parse_number(raw: str) -> Fraction | None:
         return None
 
 
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen \
+seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_WORD_VALUES = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_WORD = "|".join([*_WORD_VALUES, *_SCALES, "and"])
+_WORD_ANSWER = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is|=|:)?\s*(?:\*\*)?\s*((?:minus\s+|negative\s+)?(?:(?:" + _WORD + r")\b[\s-]*)+)",
+    re.IGNORECASE,
+)
+
+
+def words_to_number(words: str) -> int | None:
+    """'forty-three' -> 43, 'one hundred and five' -> 105, 'minus two' -> -2, 'three thousand two hundred' -> 3200;
+    None where the words are no number."""
+    tokens = [t for t in re.split(r"[\s-]+", words.lower().strip()) if t and t != "and"]
+    sign = -1 if tokens and tokens[0] in ("minus", "negative") else 1
+    tokens = tokens[1:] if sign < 0 else tokens
+    total = current = 0
+    for t in tokens:
+        if t in _WORD_VALUES:
+            current += _WORD_VALUES[t]
+        elif t == "hundred":
+            current = max(current, 1) * 100
+        elif t in _SCALES:
+            total, current = total + max(current, 1) * _SCALES[t], 0
+        else:
+            return None
+    return sign * (total + current) if tokens else None
+
+
 def extract_math_answer(text: str) -> str | None:
+    """Our own reading of a final answer (the fallback where math-verify abstains)."""
     boxed = _boxed(text)
     if boxed is not None and parse_number(boxed) is not None:
         return boxed.strip()
@@ -83,21 +122,93 @@ def extract_math_answer(text: str) -> str | None:
         found = pattern.findall(text)
         if found:
             return found[-1].strip()
+    said = [w.strip() for w in _WORD_ANSWER.findall(text) if words_to_number(w) is not None]
+    if said:
+        return said[-1]
     numbers = _NUM_RE.findall(text)
     return numbers[-1].strip() if numbers else None
 
 
-def verify_math(response: str, standard: str) -> Check:
+# math-verify reads the end of a response (where a final answer is): a bound on its parse where no timeout can run
+MATH_VERIFY_CHARS = 4000
+MATH_VERIFY_TIMEOUT_S = 5
+
+
+class _NoTimeoutNotice(logging.Filter):
+    """math-verify logs once a process that it runs without a timeout; where it does, the bound above stands in."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutNotice())
+
+
+def _math_verify_timeout() -> int | None:
+    """math-verify's own timeout (a SIGALRM alarm) where it is safe: in the main thread (signals only work there),
+    and only where no one else's alarm handler is installed (a test runner's, the caller's), which its alarm would
+    replace and cancel; elsewhere none, with the input bounded instead (`MATH_VERIFY_CHARS`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return MATH_VERIFY_TIMEOUT_S if signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN) else None
+
+
+@lru_cache(maxsize=4096)
+def _gold(expected: Fraction) -> tuple:
+    """A standard answer as math-verify's parsed gold (our exact number, written as LaTeX)."""
+    from math_verify import parse
+
+    text = (
+        str(expected.numerator)
+        if expected.denominator == 1
+        else f"\\frac{{{expected.numerator}}}{{{expected.denominator}}}"
+    )
+    return tuple(parse(f"${text}$", parsing_timeout=None))
+
+
+def _by_math_verify(response: str, expected: Fraction, standard: str) -> Check | None:
+    """math-verify's verdict, or None where it finds no answer it can parse."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    timeout = _math_verify_timeout()
+    found = parse(
+        response[-MATH_VERIFY_CHARS:],
+        [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+        parsing_timeout=timeout,
+    )
+    if not any(not isinstance(x, str) for x in found):  # nothing parsed (a bare string match is no answer)
+        return None
+    raw = next((x for x in found if isinstance(x, str)), str(found[0]))
+    if verify(list(_gold(expected)), found, timeout_seconds=timeout):
+        return Check(CORRECT, raw, f"final answer {raw} equals {standard} (math-verify)")
+    return Check(WRONG, raw, f"final answer {raw} != standard {standard} (math-verify)")
+
+
+def _standard(standard: str) -> Fraction:
     expected = parse_number(standard)
     if expected is None:
         raise ValueError(f"standard answer {standard!r} is not a number")
+    return expected
+
+
+def verify_math_by_patterns(response: str, standard: str) -> Check:
+    """Our own patterns alone: `verify_math`'s fallback where math-verify abstains."""
+    expected = _standard(standard)
     raw = extract_math_answer(response)
     value = parse_number(raw) if raw is not None else None
+    if value is None and raw is not None and (words := words_to_number(raw)) is not None:
+        value = Fraction(words)
     if value is None:
         return Check(UNPARSED, raw, "no final number found")
     if value == expected:
         return Check(CORRECT, raw, f"final answer {raw} equals {standard}")
     return Check(WRONG, raw, f"final answer {raw} != standard {standard}")
+
+
+def verify_math(response: str, standard: str) -> Check:
+    """math-verify's verdict, or ours where it finds no answer it can parse."""
+    return _by_math_verify(response, _standard(standard), standard) or verify_math_by_patterns(response, standard)
 
 
 # -------------------------------------------------------------------------------------- multiple choice
