@@ -72,6 +72,28 @@ def test_train_rm_cli(tmp_path, tiny_model_dir):
     ids = tok(["I can't help with that.", "Sure, here is how."], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert rm(ids["input_ids"], ids["attention_mask"]).abs().max() <= 10.0
+    _loads_as_sequence_classification(tmp_path / "rm" / "sequence-classification", rm)
+
+
+def _loads_as_sequence_classification(folder, rm):
+    """The RM as the field loads it: transformers alone (`AutoModelForSequenceClassification`, num_labels=1, its
+    tokenizer), on right-padded batches as TRL pads them, gives our scores once the normalisation its config
+    records is applied (the head's bias is folded into the recorded mean)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hrlaif_ray.models.hf_formats import reward_from_logits
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.padding_side = "right"
+    texts = ["Tom has 23 apples and buys 4 more. The answer is 27.", "I can't help with that.", "Sure."]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        ours = rm(batch["input_ids"], batch["attention_mask"])
+    assert model.config.num_labels == 1 and logits.shape == (3, 1)
+    assert torch.allclose(reward_from_logits(logits, folder), ours, atol=1e-5), (logits, ours)
+    assert ours.std() > 0  # three different scores, not one constant matched three times
 
 
 @pytest.mark.slow

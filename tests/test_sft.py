@@ -90,6 +90,18 @@ def test_hrlaif_sft_trains_and_saves(tmp_path, tiny_tokenizer):
         name for (name, a), (_, b) in zip(init.named_parameters(), saved.named_parameters()) if not torch.equal(a, b)
     ]
     assert len(changed) == len(list(init.parameters())), "every trained weight is saved, none left at its init"
+    # the folder as the field's trainers load it: transformers alone, its chat template the prompt ours encodes
+    from transformers import AutoTokenizer
+
+    from hrlaif_ray.data.chat import prompt_token_ids
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "sft")
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "Tom has 23 apples."}], add_generation_prompt=True, return_dict=True
+    )
+    assert tok.chat_template and chat["input_ids"] == prompt_token_ids(tok, "Tom has 23 apples.", 256)
+    out = saved.generate(torch.tensor([chat["input_ids"]]), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > len(chat["input_ids"])
 
 
 @pytest.mark.slow

@@ -29,6 +29,12 @@ class RMTrainSettings(Section):
     )
     clip: float = Field(10.0, gt=0, description="Rewards are clipped to [-clip, clip] inside the RM's forward.")
     normalize: bool = Field(True, description="Save the training-set reward mean/std; forward normalises with them.")
+    sequence_classification: bool = Field(
+        True,
+        description="Also save the RM as `AutoModelForSequenceClassification` (num_labels=1: what TRL's RewardTrainer "
+        "and OpenRLHF load) in output_dir/sequence-classification, its normalisation and clip in its config.json "
+        "(`hrlaif_reward`).",
+    )
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts held out (by a hash of the id).")
     max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
     max_response_tokens: int = Field(
