@@ -81,8 +81,10 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
     if vllm:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in the actor's own process
         # vLLM logs its configuration at INFO (about 40 lines an engine start) and, on CPU, warns of its own set-up
-        # (tcmalloc, Triton, thread binding) at every start and call; its errors still show. The caller's wins.
-        env["VLLM_LOGGING_LEVEL"] = os.environ.get("VLLM_LOGGING_LEVEL", "ERROR")
+        # (tcmalloc, Triton, thread binding) at every start and call: ERROR there, WARNING on a GPU (where its
+        # warnings, KV-cache limits and dtype casts, are worth reading). The caller's wins.
+        quiet = "WARNING" if _accelerator(num_gpus) == "cuda" else "ERROR"
+        env["VLLM_LOGGING_LEVEL"] = os.environ.get("VLLM_LOGGING_LEVEL", quiet)
         env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if _accelerator(num_gpus) == "cuda" else "nobind"
         # compile caches where the environment says (one cache shared by many runs compiles vLLM's CPU kernels once,
         # not at every engine start), else in the run folder

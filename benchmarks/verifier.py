@@ -4,9 +4,10 @@ reward and evaluation run) against our patterns alone (what the verifier was bef
 The verifier runs inside labeling and the online reward, once a sampled response: its time a response times the
 responses of a step is what it adds to that step. Answers: the demo's SFT style ("... The answer is 27."), prose
 with the number last, GSM8K's `#### x`, competition-style LaTeX (`\\boxed{}`, fractions, thousands separators) and
-number words, each repeated; every one timed after a warm-up call (the first call imports math-verify and sympy).
-Both paths run in this process's main thread, math-verify with its SIGALRM timeout as labeling's main thread has
-it.
+number words, each with a different number at every call (math-verify caches its parses: a repeated string would
+be timed from its cache); timed after a warm-up call (the first imports math-verify and sympy). Both paths run in
+this process's main thread, math-verify with its SIGALRM timeout (labeling verifies in worker threads, without
+it: the same parse).
 
 Run: `python -m benchmarks.verifier [--repeats N]`; the rows are appended to benchmarks/results/verifier.json.
 """
@@ -18,14 +19,16 @@ import statistics
 import sys
 import time
 
+# (response, standard answer) templates: `{n}` is a different number at every call, so no reader's cache (math-verify
+# keeps LRU caches of its parses) answers a repeat
 ANSWERS = {
-    "sft style": ("Tom has 23 apples and buys 4 more. He counts them again. The answer is 27.", "27"),
-    "prose, number last": ("She has 3 apples, then 4 more, so 7 apples in all", "7"),
-    "gsm8k ####": ("16 - 3 - 4 = 9 eggs, 9 * 2 = 18 dollars. #### 18", "18"),
-    "latex boxed": ("So the investment is worth $\\boxed{\\$16386.17}$ after 5 years.", "16386.17"),
-    "latex fraction": ("Thus $x = \\boxed{\\dfrac{7}{2}}$, since $2x = 7$.", "3.5"),
-    "thousands": ("The final answer is $14{,}916$.", "14916"),
-    "number words": ("The answer is forty-three.", "43"),
+    "sft style": ("Tom has 23 apples and buys 4 more. He counts them again. The answer is {n}.", "{n}"),
+    "prose, number last": ("She has 3 apples, then 4 more, so {n} apples in all", "{n}"),
+    "gsm8k ####": ("16 - 3 - 4 = 9 eggs, 9 * 2 = 18 dollars. #### {n}", "{n}"),
+    "latex boxed": ("So the investment is worth $\\boxed{{\\${n}.17}}$ after 5 years.", "{n}.17"),
+    "latex fraction": ("Thus $x = \\boxed{{\\dfrac{{{n}}}{{2}}}}$, since $2x = {n}$.", "{n}/2"),
+    "thousands": ("The final answer is $14{{,}}{n}$.", "14{n}"),
+    "number words": ("The answer is forty-three, not {n}.", "43"),
 }
 
 
@@ -41,11 +44,13 @@ def verdict_of(verify):
 
 
 def time_per_answer(fn, response: str, standard: str, repeats: int) -> list[float]:
-    fn(response, standard)  # warm-up: imports, caches
+    """Microseconds a call, each on a number of its own (`{n}`: 100-999), after a warm-up call (imports)."""
+    fn(response.format(n=99), standard.format(n=99))
     out = []
-    for _ in range(repeats):
+    for i in range(repeats):
+        r, s = response.format(n=100 + i % 900), standard.format(n=100 + i % 900)
         start = time.perf_counter()
-        fn(response, standard)
+        fn(r, s)
         out.append((time.perf_counter() - start) * 1e6)
     return out
 
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "answer": name,
                     "verifier": path,
-                    "correct": fn(response, standard),
+                    "correct": fn(response.format(n=123), standard.format(n=123)),
                     "median_us": round(statistics.median(times), 1),
                     "p90_us": round(statistics.quantiles(times, n=10)[-1], 1),
                     "repeats": args.repeats,

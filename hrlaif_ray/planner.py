@@ -150,6 +150,16 @@ def _divided(n: float, ranks: int, when: bool) -> int:
     return int(n / ranks) if when else int(n)
 
 
+def zero3_gathered(shape: ModelShape, b: int, ranks: int) -> int:
+    """What a ZeRO-3 rank holds gathered beyond its partition: a layer (4 bytes a parameter of the largest, as
+    DeepSpeed counts it) and, over more than one rank, the weights kept alive for reuse and the prefetch bucket
+    (`stage3_max_live_parameters`, `stage3_prefetch_bucket_size`: each capped at `zero.BUCKET_ELEMENTS`), trained
+    or frozen alike."""
+    from hrlaif_ray.zero import BUCKET_ELEMENTS
+
+    return 4 * shape.largest_layer + (2 * min(BUCKET_ELEMENTS, shape.params) * b if ranks > 1 else 0)
+
+
 def model_states(shape: ModelShape, learner: LearnerConfig, ranks: int, stage: int) -> Memory:
     """A trained rank's weights, gradients, optimizer states and ZeRO buffers (see the module's text)."""
     P, b = shape.params, BYTES[learner.precision]
@@ -167,9 +177,7 @@ def model_states(shape: ModelShape, learner: LearnerConfig, ranks: int, stage: i
 
         buckets = min(BUCKET_ELEMENTS, P) * (4 + b)  # a reduce bucket (fp32) and an all-gather bucket
     if stage >= 3:
-        buckets += 4 * shape.largest_layer
-        if ranks > 1:  # gathered weights: those kept alive for reuse and the prefetch bucket, each capped (zero.py)
-            buckets += 2 * min(BUCKET_ELEMENTS, P) * b
+        buckets += zero3_gathered(shape, b, ranks)
     host = 0
     if learner.offload.optimizer == "cpu":  # the gradients go to the host partition bucket by bucket too
         host, optimizer = optimizer + (gradients if learner.precision == "fp32" else 0), 0
@@ -395,7 +403,7 @@ def frozen_role(role: str, shape: ModelShape, frozen: FrozenConfig, ranks: int, 
 
     b, stage = BYTES[frozen.precision], frozen_stage(frozen, ranks)
     weights = _divided(shape.params * b, ranks, stage == 3)
-    mem = Memory(weights=weights, buffers=4 * shape.largest_layer if stage == 3 else 0, loading=weights)
+    mem = Memory(weights=weights, buffers=zero3_gathered(shape, b, ranks) if stage == 3 else 0, loading=weights)
     if frozen.offload_params:
         mem.host, mem.weights = mem.weights, 0
     mem.activations = activations(

@@ -90,7 +90,7 @@ def sft_examples(job: SFTJob) -> tuple[list[SFTExample], list]:
 
 
 def train_sft(job: SFTJob, log=print) -> dict:
-    world = int(os.environ.get("WORLD_SIZE", 1))  # a launcher's world, or the world of 1 made below
+    world = int(os.environ.get("WORLD_SIZE", 1)) if "RANK" in os.environ else 1  # a launcher's, or the one made below
     check(job, lambda j: plan_sft(j, world))  # before a process group is joined or a model loaded
     if job.batch_size % world:
         raise ValueError(f"batch_size ({job.batch_size}) must divide over {world} ranks")

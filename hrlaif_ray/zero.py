@@ -244,13 +244,14 @@ WORLD_KEYS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
 def distributed_world():
     """(rank, world_size) of the process group the environment names, for the block.
 
-    Without a launcher (torchrun, a Ray learner group) it is rank 0 of a world of 1, made for the block and undone
-    at its end: the group destroyed, the environment as it was. A caller in a longer-lived process (a test, a
-    notebook) would otherwise keep a bound MASTER_PORT in its environment, and every child it starts would
-    inherit a port that is taken."""
+    Without a launcher (torchrun, a Ray learner group: no RANK) and without a group already joined, it is rank 0 of
+    a world of 1, made for the block and undone at its end: the group destroyed, the environment as it was (a
+    caller's own MASTER_ADDR kept). A caller in a longer-lived process (a test, a notebook) would otherwise keep a
+    bound MASTER_PORT in its environment, and every child it starts would inherit a port that is taken."""
     import torch.distributed as dist
 
-    made = "RANK" not in os.environ
+    made = "RANK" not in os.environ and not dist.is_initialized()
+    before = {k: os.environ.get(k) for k in WORLD_KEYS}
     if made:
         os.environ.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
@@ -261,8 +262,11 @@ def distributed_world():
         if made:
             if dist.is_initialized():
                 dist.destroy_process_group()
-            for k in WORLD_KEYS:
-                os.environ.pop(k, None)
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def init_distributed() -> tuple[int, int]:

@@ -165,8 +165,10 @@ def test_a_world_of_one_is_undone_at_its_end(monkeypatch):
     for k in WORLD_KEYS:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.2")  # the caller's own: kept (the world of 1 binds 127.0.0.1)
     with pytest.raises(RuntimeError, match="inside"):
         with distributed_world() as (rank, world):
             assert (rank, world) == (0, 1) and dist.is_initialized() and os.environ["WORLD_SIZE"] == "1"
             raise RuntimeError("inside")
-    assert not dist.is_initialized() and not any(k in os.environ for k in WORLD_KEYS)
+    assert not dist.is_initialized() and os.environ["MASTER_ADDR"] == "127.0.0.2"
+    assert not any(k in os.environ for k in WORLD_KEYS if k != "MASTER_ADDR")

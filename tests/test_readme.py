@@ -139,13 +139,13 @@ def smaller(text: str, ports: dict[str, str] | None = None, fast: bool = False) 
         if ports and body.startswith("ray start"):
             body += (
                 f" --port={ports['gcs']} --dashboard-port={ports['dash']}"
-                f' --dashboard-agent-listen-port={ports["agent"]} --temp-dir="${RAY_TMP_VAR}"'
+                f' --dashboard-agent-listen-port={ports["agent"]} --temp-dir="${{{RAY_TMP_VAR}:?}}"'
             )
         if ports:
             body = body.replace("127.0.0.1:8265", f"127.0.0.1:{ports['dash']}")
             if body.strip() == "ray stop":  # every Ray on the machine: this head's processes only
                 # the folder by a variable: the block's own shell holds the script's text, never the path
-                body = f'pkill -f -- "${RAY_TMP_VAR}" || true'
+                body = f'pkill -f -- "${{{RAY_TMP_VAR}:?}}" || true'
         out.append(body + (" &" if background else ""))
     return "\n".join(out)
 

@@ -112,8 +112,23 @@ def test_train_rm_on_two_torchrun_ranks_zero3(tmp_path, tiny_model_dir):
     # forwards must be a real chunk's, or ZeRO-3's parameter gathers differ between the ranks and hang.
     assert metrics["train_batches"] % 2 == 1 and history[0]["steps"] == metrics["train_batches"] // 2
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["eval_accuracy"]["harmful"] >= 0.9
-    assert RewardModel.from_pretrained(tmp_path / "rm").std != 1.0
+    rm = RewardModel.from_pretrained(tmp_path / "rm").eval()
+    assert rm.std != 1.0
     assert _prefers_refusal(tmp_path / "rm")  # the consolidated ZeRO-3 weights were saved, not empty shards
+    _loads_as_sequence_classification(tmp_path / "rm" / "sequence-classification", rm)  # from the gathered weights
+
+
+def test_a_tokenizer_that_pads_with_its_end_token_is_not_exported(tiny_tokenizer):
+    """Our reward is read at the end-of-turn token; transformers reads the last token that is not the pad token, so a
+    tokenizer padding with its end token (SmolLM2's) would have it read the token before: refused, saying why."""
+    import copy
+
+    from hrlaif_ray.models.hf_formats import export_problem
+
+    assert export_problem(tiny_tokenizer) is None
+    same = copy.deepcopy(tiny_tokenizer)
+    same.pad_token = same.eos_token
+    assert "pads with its end-of-turn token" in export_problem(same)
 
 
 def test_every_rank_runs_the_same_number_of_collective_steps():

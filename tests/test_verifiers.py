@@ -41,31 +41,51 @@ def test_math_formats(response, standard, verdict):
 
 
 # Realistic final answers (competition-style LaTeX, GSM8K's "####", chatty prose), each with the standard answer, the
-# verdict and who decides: math-verify, or our own patterns where it abstains (number words, a unicode minus).
-MV, OURS = "math-verify", "ours"
+# verdict and who reads it: math-verify (a boxed answer, or prose both readers agree on), our patterns (an answer
+# marked in words; prose math-verify cannot parse), or no one (the two disagree: the judge decides).
+MV, OURS, NOONE = "math-verify", "ours", "no one"
 ANSWER_FORMATS = [
     ("So the investment is worth $\\boxed{\\$16386.17}$ after 5 years.", "16386.17", CORRECT, MV),  # ours read 5
-    ("The final answer is $14{,}916$.", "14916", CORRECT, MV),  # ours read 14
     ("Thus $x = \\boxed{\\dfrac{7}{2}}$, since $2x = 7$.", "3.5", CORRECT, MV),
     ("The area is $\\boxed{12\\text{ cm}^2}$.", "12", CORRECT, MV),
     ("We get $\\frac{6}{8} = \\frac{3}{4}$, so the answer is $\\boxed{0.75}$", "3/4", CORRECT, MV),
-    ("She saves 20% of $50, which is $10. #### 10", "10", CORRECT, MV),
-    ("The total is 1,234 + 66 = 1,300 people.", "1300", CORRECT, MV),
     ("The answer is $\\boxed{-3}$.", "3", WRONG, MV),
+    ("The final answer is $14{,}916$.", "14916", CORRECT, OURS),  # ours read 14 before LaTeX's separator
+    ("The total is 1,234 + 66 = 1,300 people.", "1300", CORRECT, MV),
     ("He gives away 3, so 43 items are left.", "43", CORRECT, MV),
-    ("The answer is 27. Checking: 23 + 4 = 27.", "27", CORRECT, MV),
+    ("She saves 20% of $50, which is $10. #### 10", "10", CORRECT, OURS),
+    ("The answer is 27. Check: 27 - 4 = 23.", "27", CORRECT, OURS),  # math-verify reads the 23 after the "="
+    ("The answer for 3 weeks is 84.", "84", UNPARSED, NOONE),  # math-verify reads 3, our last number 84
+    ("To answer this, we add 23 and 4 to get 27.", "27", UNPARSED, NOONE),
     ("The answer is forty-three.", "43", CORRECT, OURS),
+    ("Tom has 23 apples and buys 4 more. The answer is twenty-seven.", "27", CORRECT, OURS),
     ("The final answer is one hundred and five.", "105", CORRECT, OURS),
     ("The answer is twenty one.", "22", WRONG, OURS),
-    ("The temperature drops to −5 degrees.", "-5", CORRECT, OURS),
+    ("The temperature drops to −5 degrees.", "-5", CORRECT, MV),
+    ("The answer is −5, since 3 − 8 = −5.", "-5", CORRECT, OURS),
+    ("At 8 am it was −5.", "-5", CORRECT, MV),
 ]
 
 
 @pytest.mark.parametrize("response, standard, verdict, by", ANSWER_FORMATS)
 def test_answer_formats_and_who_reads_them(response, standard, verdict, by):
     checked = verify_math(response, standard)
-    assert checked.verdict == verdict, checked
-    assert checked.reason.endswith("(math-verify)") == (by == MV), checked
+    reader = (
+        MV if checked.reason.endswith("(math-verify)") else NOONE if checked.reason.endswith("no verdict") else OURS
+    )
+    assert (checked.verdict, reader) == (verdict, by), checked
+
+
+def test_what_sympy_would_compute_forever_is_read_by_our_patterns():
+    """A power tower or a huge exponent would have sympy evaluate it before comparing (and no timeout interrupts
+    that): such a response is never given to math-verify."""
+    import time
+
+    start = time.perf_counter()
+    for response in ("The answer is $\\boxed{9^{9^{9^9}}}$.", "So x = 9**9**9**9, i.e. 7", "It is 2^{100000}."):
+        checked = verify_math(response, "7")
+        assert not checked.reason.endswith("(math-verify)"), checked
+    assert time.perf_counter() - start < 5
 
 
 def test_math_verify_runs_off_the_main_thread_and_beside_a_callers_alarm():

@@ -4,12 +4,12 @@ Each returns a `Check` with verdict "correct", "wrong" or "unparsed" (no final a
 labeler then asks the judge whether the final answer matches, as the paper's fallback), the extracted answer,
 and a reason that is kept with the label.
 
-- math: HF's math-verify first (what TRL, open-r1 and veRL use: LaTeX, `\\boxed{}` first, thousands separators,
-  currency, percentages, fractions, symbolic equality); where it abstains, our own patterns: `\\boxed{x}`,
-  `#### x`, "the answer is x" / "answer: x" (the last one, so corrections win), "the answer is forty-three", else
-  the last number, compared as exact fractions after removing thousands separators, currency, percent signs,
-  unicode minus, `\\frac{a}{b}` and `a/b`. Ours stays as the fallback because math-verify abstains on number words
-  and on a unicode minus, where ours reads the answer; the judge is asked only where both abstain.
+- math: two readers, each where it reads best (`verify_math`): HF's math-verify (what TRL, open-r1 and veRL use:
+  LaTeX, currency and thousands separators inside `\\boxed{}`, fractions, percentages, symbolic equality) for a
+  boxed answer; our own patterns for an answer the response marks in words (`#### x`, "the answer is x", "the
+  answer is forty-three", the last one, so corrections win); elsewhere both, math-verify's reading against our
+  last number, and no verdict where they disagree (the judge decides). Ours compare exact fractions after removing
+  thousands separators, currency, percent signs, unicode minus, `\\frac{a}{b}` and `a/b`.
 - multiple choice: a letter ("(B)", "Answer: C", "option D", a lone "B."), the 1-based number of an option, or
   the text of exactly one option.
 - code: the HumanEval tests run in a subprocess sandbox with a time limit, a memory limit, no network and a
@@ -47,7 +47,7 @@ class Check:
 _NUM = r"[-−–]?\s*[$€£]?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?\s*%?|[-−–]?\.\d+"
 _NUM_RE = re.compile(_NUM)
 _ANSWER_IS = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:is|=|:)?\s*(?:\*\*)?\s*(?:approximately\s+|about\s+)?(" + _NUM + r")",
+    r"(?:final\s+answer|answer)\s*(?:is|=|:)?\s*(?:\*\*)?\s*(?:approximately\s+|about\s+)?(" + _NUM + r")(?![\d{\\])",
     re.IGNORECASE,
 )
 _HASHES = re.compile(r"####\s*(" + _NUM + r")")
@@ -113,29 +113,51 @@ def words_to_number(words: str) -> int | None:
     return sign * (total + current) if tokens else None
 
 
-def extract_math_answer(text: str) -> str | None:
-    """Our own reading of a final answer (the fallback where math-verify abstains)."""
-    boxed = _boxed(text)
-    if boxed is not None and parse_number(boxed) is not None:
-        return boxed.strip()
+def anchored_answer(text: str) -> str | None:
+    """Where a response marks its answer: `#### x`, "the answer is x" (x a plain number, never the start of LaTeX
+    such as `$14{,}916$`), "the answer is forty-three"; the last one (a correction wins)."""
+    text = text.replace("{,}", ",")  # LaTeX's thousands separator
     for pattern in (_HASHES, _ANSWER_IS):
         found = pattern.findall(text)
         if found:
             return found[-1].strip()
     said = [w.strip() for w in _WORD_ANSWER.findall(text) if words_to_number(w) is not None]
-    if said:
-        return said[-1]
-    numbers = _NUM_RE.findall(text)
+    return said[-1] if said else None
+
+
+def extract_math_answer(text: str) -> str | None:
+    """Our own reading of a final answer: a numeric `\\boxed{}`, an anchored answer, else the last number."""
+    boxed = _boxed(text)
+    if boxed is not None and parse_number(boxed) is not None:
+        return boxed.strip()
+    anchored = anchored_answer(text)
+    if anchored is not None:
+        return anchored
+    numbers = _NUM_RE.findall(text.replace("{,}", ","))
     return numbers[-1].strip() if numbers else None
+
+
+def _value(raw: str) -> Fraction | None:
+    value = parse_number(raw)
+    if value is None and (words := words_to_number(raw)) is not None:
+        value = Fraction(words)
+    return value
 
 
 # math-verify reads the end of a response (where a final answer is): a bound on its parse where no timeout can run
 MATH_VERIFY_CHARS = 4000
 MATH_VERIFY_TIMEOUT_S = 5
+# What sympy would compute before it could compare (it evaluates integer powers and factorials as it parses): a
+# power tower (`9^{9^{9^9}}`, `9**9**9`), an exponent of 4 digits or more, the factorial of a 4-digit number. No
+# timeout interrupts that computation (it holds the interpreter), so such a response is read by our patterns only.
+_TOO_BIG = re.compile(
+    r"\^\s*\{[^{}]*\^|\^\s*\(?\s*\d+\s*\)?\s*\^|\^\s*\{?\s*\(?\s*\d{4,}|\*\*\s*\(?\s*\d{4,}|\*\*[^*\n]{0,20}\*\*\s*\d"
+    r"|\d{4,}\s*!"
+)
 
 
 class _NoTimeoutNotice(logging.Filter):
-    """math-verify logs once a process that it runs without a timeout; where it does, the bound above stands in."""
+    """math-verify logs once a process that it runs without a timeout; where it does, the bounds above stand in."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Timeout is disabled")
@@ -148,7 +170,7 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 def _math_verify_timeout() -> int | None:
     """math-verify's own timeout (a SIGALRM alarm) where it is safe: in the main thread (signals only work there),
     and only where no one else's alarm handler is installed (a test runner's, the caller's), which its alarm would
-    replace and cancel; elsewhere none, with the input bounded instead (`MATH_VERIFY_CHARS`)."""
+    replace and cancel; elsewhere (labeling verifies in worker threads) none, with the input bounded instead."""
     if threading.current_thread() is not threading.main_thread():
         return None
     return MATH_VERIFY_TIMEOUT_S if signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN) else None
@@ -159,27 +181,25 @@ def _gold(expected: Fraction) -> tuple:
     """A standard answer as math-verify's parsed gold (our exact number, written as LaTeX)."""
     from math_verify import parse
 
-    text = (
-        str(expected.numerator)
-        if expected.denominator == 1
-        else f"\\frac{{{expected.numerator}}}{{{expected.denominator}}}"
-    )
-    return tuple(parse(f"${text}$", parsing_timeout=None))
+    n, d = expected.numerator, expected.denominator
+    return tuple(parse(f"${n}$" if d == 1 else f"$\\frac{{{n}}}{{{d}}}$", parsing_timeout=None))
 
 
 def _by_math_verify(response: str, expected: Fraction, standard: str) -> Check | None:
-    """math-verify's verdict, or None where it finds no answer it can parse."""
+    """math-verify's verdict, or None where it finds no answer it can parse (or the response is `_TOO_BIG`)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+    text = response[-MATH_VERIFY_CHARS:].replace("\u2212", "-").replace("\u2013", "-")  # a unicode minus it skips
+    if _TOO_BIG.search(text):
+        return None
     timeout = _math_verify_timeout()
     found = parse(
-        response[-MATH_VERIFY_CHARS:],
-        [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-        parsing_timeout=timeout,
+        text, [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()], parsing_timeout=timeout
     )
-    if not any(not isinstance(x, str) for x in found):  # nothing parsed (a bare string match is no answer)
+    parsed = next((x for x in found if not isinstance(x, str)), None)
+    if parsed is None:  # nothing parsed (a bare string match is no answer)
         return None
-    raw = next((x for x in found if isinstance(x, str)), str(found[0]))
+    raw = str(parsed)
     if verify(list(_gold(expected)), found, timeout_seconds=timeout):
         return Check(CORRECT, raw, f"final answer {raw} equals {standard} (math-verify)")
     return Check(WRONG, raw, f"final answer {raw} != standard {standard} (math-verify)")
@@ -193,12 +213,10 @@ def _standard(standard: str) -> Fraction:
 
 
 def verify_math_by_patterns(response: str, standard: str) -> Check:
-    """Our own patterns alone: `verify_math`'s fallback where math-verify abstains."""
+    """Our own patterns alone (`extract_math_answer`)."""
     expected = _standard(standard)
     raw = extract_math_answer(response)
-    value = parse_number(raw) if raw is not None else None
-    if value is None and raw is not None and (words := words_to_number(raw)) is not None:
-        value = Fraction(words)
+    value = _value(raw) if raw is not None else None
     if value is None:
         return Check(UNPARSED, raw, "no final number found")
     if value == expected:
@@ -207,8 +225,30 @@ def verify_math_by_patterns(response: str, standard: str) -> Check:
 
 
 def verify_math(response: str, standard: str) -> Check:
-    """math-verify's verdict, or ours where it finds no answer it can parse."""
-    return _by_math_verify(response, _standard(standard), standard) or verify_math_by_patterns(response, standard)
+    """A math answer, read by whichever reader the response's form favours:
+    1. a `\\boxed{}` answer: math-verify (LaTeX, currency, separators inside the box);
+    2. an answer the response marks in words ("the answer is 27", `#### 27`, "the answer is forty-three"): ours,
+       which takes the number right after the words (math-verify also takes a number up to 50 characters after
+       "answer", which reads "to answer this, we add 23 and 4 to get 27" as 23);
+    3. otherwise both: math-verify's reading and our last number; where they disagree on the verdict, the response
+       is unparsed and the judge decides (the paper's fallback)."""
+    expected = _standard(standard)
+    if "\\boxed" in response and (boxed := _by_math_verify(response, expected, standard)) is not None:
+        return boxed
+    anchored = anchored_answer(response)
+    if anchored is not None and (value := _value(anchored)) is not None:
+        if value == expected:
+            return Check(CORRECT, anchored, f"final answer {anchored} equals {standard}")
+        return Check(WRONG, anchored, f"final answer {anchored} != standard {standard}")
+    theirs, ours = _by_math_verify(response, expected, standard), verify_math_by_patterns(response, standard)
+    if theirs is None or ours.verdict in (UNPARSED, theirs.verdict):
+        return theirs or ours
+    return Check(
+        UNPARSED,
+        theirs.extracted,
+        f"math-verify reads {theirs.extracted} ({theirs.verdict}), the last number is {ours.extracted} "
+        f"({ours.verdict}): no verdict",
+    )
 
 
 # -------------------------------------------------------------------------------------- multiple choice

@@ -21,7 +21,7 @@ import torch
 from hrlaif_ray.config import RMTrainJob, dump_config
 from hrlaif_ray.data.binding import bound_labels
 from hrlaif_ray.data.chat import pad_token_id
-from hrlaif_ray.models.hf_formats import SEQUENCE_CLASSIFICATION, save_sequence_classification
+from hrlaif_ray.models.hf_formats import SEQUENCE_CLASSIFICATION, export_problem, save_sequence_classification
 from hrlaif_ray.planner import check, plan_rm
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
@@ -167,7 +167,9 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
     state = gathered_state_dict(model, rank, zero3=True) if job.learner.zero_stage == 3 else None
     if rank == 0:
         out = model.save_pretrained(job.output_dir, tokenizer=tokenizer, state_dict=state)
-        if job.sequence_classification:
+        if job.sequence_classification and (problem := export_problem(tokenizer)):
+            log(f"not saved as sequence classification: {problem}")
+        elif job.sequence_classification:
             save_sequence_classification(model, tokenizer, out / SEQUENCE_CLASSIFICATION, state)
         (out / "train_config.yaml").write_text(dump_config(job))
         (out / "metrics.json").write_text(
