@@ -1,5 +1,6 @@
-"""The math verifier's time per answer: math-verify (with our patterns as its fallback, what labeling, the verifier
-reward and evaluation run) against our patterns alone (what the verifier was before it), on the same answers.
+"""The math verifier's time per answer: `verify_math` (math-verify and our patterns, each where it reads best:
+what labeling, the verifier reward and evaluation run) against our patterns alone (what the verifier was before
+math-verify), on the same answers.
 
 The verifier runs inside labeling and the online reward, once a sampled response: its time a response times the
 responses of a step is what it adds to that step. Answers: the demo's SFT style ("... The answer is 27."), prose
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from hrlaif_ray.labeling.verifiers import verify_math, verify_math_by_patterns
 
     paths = {
-        "math-verify, ours as fallback": verdict_of(verify_math),
+        "verify_math (both readers)": verdict_of(verify_math),
         "ours alone": verdict_of(verify_math_by_patterns),
     }
     rows = []
