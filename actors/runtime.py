@@ -22,9 +22,15 @@ from __future__ import annotations
 import os
 import warnings
 
-# (message prefix) of warnings that every run would print and that say nothing about it (see the header): as
-# PYTHONWARNINGS entries, which match a message's start and may hold no comma.
-QUIET = ("Zero-copy tensor serialization is enabled", "The given NumPy array is not writable")
+# (message prefix) of warnings that every run would print and that say nothing about it: the zero-copy pair (see
+# the header), and torch's deprecation of names that vLLM's and DeepSpeed's own code still calls. As PYTHONWARNINGS
+# entries, which match a message's start and may hold no comma.
+QUIET = (
+    "Zero-copy tensor serialization is enabled",
+    "The given NumPy array is not writable",
+    "`torch.distributed.reduce_op` is deprecated",
+    "`torch.distributed.all_gather_into_tensor` is deprecated",
+)
 
 
 def _quiet_env() -> str:
