@@ -244,13 +244,15 @@ WORLD_KEYS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
 def distributed_world():
     """(rank, world_size) of the process group the environment names, for the block.
 
-    Without a launcher (torchrun, a Ray learner group: no RANK) and without a group already joined, it is rank 0 of
-    a world of 1, made for the block and undone at its end: the group destroyed, the environment as it was (a
-    caller's own MASTER_ADDR kept). A caller in a longer-lived process (a test, a notebook) would otherwise keep a
-    bound MASTER_PORT in its environment, and every child it starts would inherit a port that is taken."""
+    A group joined for the block is left at its end. Without a launcher (torchrun, a Ray learner group: no RANK)
+    and without a group already joined, it is rank 0 of a world of 1, made for the block and undone at its end: the
+    environment as it was (a caller's own MASTER_ADDR kept). A caller in a longer-lived process (a test, a
+    notebook) would otherwise keep a bound MASTER_PORT in its environment, and every child it starts would inherit
+    a port that is taken."""
     import torch.distributed as dist
 
-    made = "RANK" not in os.environ and not dist.is_initialized()
+    joined = not dist.is_initialized()
+    made = "RANK" not in os.environ and joined
     before = {k: os.environ.get(k) for k in WORLD_KEYS}
     if made:
         os.environ.update(
@@ -259,9 +261,11 @@ def distributed_world():
     try:
         yield init_distributed()
     finally:
+        # a group joined here is left here: gloo's threads still running at interpreter exit abort the process
+        # ("terminate called without an active exception") now and then
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
         if made:
-            if dist.is_initialized():
-                dist.destroy_process_group()
             for k, v in before.items():
                 if v is None:
                     os.environ.pop(k, None)

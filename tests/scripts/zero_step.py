@@ -51,6 +51,7 @@ def main() -> None:
                 fh,
             )
     dist.barrier()
+    dist.destroy_process_group()  # gloo's threads still running at interpreter exit abort the process now and then
 
 
 if __name__ == "__main__":
