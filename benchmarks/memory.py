@@ -59,6 +59,7 @@ def rank_step(folder: str, precision: str, stage: int, out: str) -> None:
         engine.backward(loss)
         engine.step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    torch.distributed.destroy_process_group()  # gloo's threads still running at exit abort a rank now and then
     Path(out).with_suffix(f".{rank}.json").write_text(
         json.dumps(
             {
