@@ -212,16 +212,19 @@ def _standard(standard: str) -> Fraction:
     return expected
 
 
-def verify_math_by_patterns(response: str, standard: str) -> Check:
-    """Our own patterns alone (`extract_math_answer`)."""
-    expected = _standard(standard)
-    raw = extract_math_answer(response)
+def _compared(raw: str | None, expected: Fraction, standard: str) -> Check:
+    """Our reading `raw` (None: none found) against the standard answer."""
     value = _value(raw) if raw is not None else None
     if value is None:
         return Check(UNPARSED, raw, "no final number found")
     if value == expected:
         return Check(CORRECT, raw, f"final answer {raw} equals {standard}")
     return Check(WRONG, raw, f"final answer {raw} != standard {standard}")
+
+
+def verify_math_by_patterns(response: str, standard: str) -> Check:
+    """Our own patterns alone (`extract_math_answer`)."""
+    return _compared(extract_math_answer(response), _standard(standard), standard)
 
 
 def verify_math(response: str, standard: str) -> Check:
@@ -235,11 +238,9 @@ def verify_math(response: str, standard: str) -> Check:
     expected = _standard(standard)
     if "\\boxed" in response and (boxed := _by_math_verify(response, expected, standard)) is not None:
         return boxed
-    anchored = anchored_answer(response)
-    if anchored is not None and (value := _value(anchored)) is not None:
-        if value == expected:
-            return Check(CORRECT, anchored, f"final answer {anchored} equals {standard}")
-        return Check(WRONG, anchored, f"final answer {anchored} != standard {standard}")
+    anchored = _compared(anchored_answer(response), expected, standard)
+    if anchored.verdict != UNPARSED:
+        return anchored
     theirs, ours = _by_math_verify(response, expected, standard), verify_math_by_patterns(response, standard)
     if theirs is None or ours.verdict in (UNPARSED, theirs.verdict):
         return theirs or ours

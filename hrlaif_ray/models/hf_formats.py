@@ -62,13 +62,13 @@ def save_sequence_classification(rm, tokenizer, path: str | Path, state: dict[st
     setattr(config, CONFIG_KEY, {"mean": rm.mean - bias, "std": rm.std, "clip": rm.clip})
     tensors = {f"{prefix}.{k.removeprefix('backbone.')}": v for k, v in state.items() if k.startswith("backbone.")}
     tensors["score.weight"] = state["head.weight"]
-    seen: dict[int, str] = {}
+    seen: set[int] = set()
     out = {}
     for key, value in tensors.items():  # tied tensors saved once each (safetensors refuses shared storage)
         value = value.detach().to("cpu").contiguous()
         ptr = value.untyped_storage().data_ptr()
         out[key] = value.clone() if ptr in seen else value
-        seen.setdefault(ptr, key)
+        seen.add(ptr)
     save_file(out, path / "model.safetensors", metadata={"format": "pt"})
     config.save_pretrained(path)
     tokenizer.save_pretrained(path)
