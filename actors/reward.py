@@ -23,7 +23,7 @@ import torch
 from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.group import join, rendezvous
 from actors.runtime import actor_env, start_process
-from hrlaif_ray.config import FrozenConfig
+from hrlaif_ray.config import FrozenConfig, RewardRoleConfig
 from hrlaif_ray.reward.interface import Completions, ModelReward, Scores, VerifierReward, WeightedSum
 from hrlaif_ray.zero import dtype_of, frozen_config, frozen_engine, frozen_stage, partitioned_loading
 
@@ -40,6 +40,16 @@ class RewardPart:
     def __post_init__(self):
         if (self.name == "rm") != bool(self.folder) or self.name not in ("rm", "verifier"):
             raise ValueError(f"a reward part is 'rm' with a folder or 'verifier' without, got {self}")
+
+
+def parts_of(cfg: RewardRoleConfig) -> list[RewardPart]:
+    """What the replicas hold for a reward role's kind (none for the online judge alone)."""
+    parts = []
+    if cfg.uses_rm:
+        parts.append(RewardPart("rm", 1.0, cfg.rm))
+    if cfg.kind in ("verifier", "rm+verifier"):
+        parts.append(RewardPart("verifier", cfg.verifier_weight if cfg.kind == "rm+verifier" else 1.0))
+    return parts
 
 
 @ray.remote

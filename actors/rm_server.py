@@ -3,8 +3,8 @@
 Contract (what clients rely on):
 - `POST /score` with {"sequences": [[token ids], ...]} or {"prompts": [...], "responses": [...]} returns
   {"rewards": [...]} (normalised and clipped inside the RM's forward).
-- Every /score request needs `Authorization: Bearer <token>`. A replica holds only the token's SHA-256 (the
-  secret never reaches Ray's state, logs or the dashboard) and compares digests in constant time.
+- Every /score request needs `Authorization: Bearer <token>`, checked against the token's digest
+  (`actors/http_front.py`).
 - A body over `max_request_bytes` is refused (413) before it is read when its Content-Length says so; a body
   that is not the JSON above, an empty sequence, a token id outside the vocabulary or a sequence longer than the
   model's positions gets a 400 naming what is wrong.
@@ -17,9 +17,6 @@ length-sorted forward, run in a worker thread so the replica's event loop keeps 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 from typing import Any
 
 import torch
@@ -27,15 +24,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from actors.http_front import authorized, read_json, token_digest
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class BadRequest(ValueError):
-    """A request the server refuses with 400, saying why."""
+from hrlaif_ray.reward.remote import BadRequest
 
 
 def parse_body(body: Any, vocab: int, max_len: int) -> tuple[str, Any]:
@@ -97,31 +88,19 @@ class RMServer:
         self._score.set_max_batch_size(max_batch_size)
         self._score.set_batch_wait_timeout_s(batch_wait_s)
 
-    def _authorized(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        presented = header[7:] if header.startswith("Bearer ") else ""
-        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self.digest)
-
     async def __call__(self, request: Request) -> JSONResponse:
         path = request.url.path.rstrip("/")
         if path.endswith("/health") and request.method == "GET":
             return JSONResponse({"ok": True, "model": "reward", "device": self.device})
         if not path.endswith("/score") or request.method != "POST":
             return JSONResponse({"error": "not found: POST /score or GET /health"}, 404)
-        if not self._authorized(request):
+        if not authorized(request, self.digest):
             return JSONResponse({"error": "missing or wrong bearer token"}, 401)
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, 413)
-        raw = bytearray()
-        async for chunk in request.stream():  # counted as it comes: a body without Content-Length is bounded too
-            raw += chunk
-            if len(raw) > self.max_bytes:
-                return JSONResponse({"error": f"request body over {self.max_bytes} bytes"}, 413)
-        try:  # decoding and checking up to max_bytes of JSON: off the event loop
-            kind, payload = await asyncio.to_thread(self._parse, bytes(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return JSONResponse({"error": "bad request: the body is not JSON"}, 400)
+        body, refused = await read_json(request, self.max_bytes)
+        if refused is not None:
+            return refused
+        try:  # checking up to max_bytes of token ids: off the event loop
+            kind, payload = await asyncio.to_thread(parse_body, body, self.vocab, self.max_len)
         except BadRequest as exc:
             return JSONResponse({"error": f"bad request: {exc}"}, 400)
         if kind == "texts":
@@ -129,9 +108,6 @@ class RMServer:
             if any(len(s) > self.max_len for s in payload):
                 return JSONResponse({"error": f"bad request: a prompt + response over {self.max_len} tokens"}, 400)
         return JSONResponse({"rewards": await self._score(payload)})
-
-    def _parse(self, raw: bytes) -> tuple[str, Any]:
-        return parse_body(json.loads(raw or b"null"), self.vocab, self.max_len)
 
     def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
         return [

@@ -53,6 +53,11 @@ COMMANDS: dict[str, Command] = {
         "serve the simulated judge (OpenAI-compatible, explicit biases) on 127.0.0.1",
     ),
     "serve-rm": Command("cluster.serve_rm:main", None, "serve a reward model over HTTP on 127.0.0.1 (bearer token)"),
+    "serve-reward": Command(
+        "cluster.serve_reward:main",
+        C + "ServeRewardJob",
+        "serve the hybrid reward to OpenRLHF and veRL over HTTP on 127.0.0.1 (bearer token)",
+    ),
     # the tools
     "plan": Command(
         "hrlaif_ray.planner:main",

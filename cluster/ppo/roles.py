@@ -18,7 +18,7 @@ import ray
 from actors.calls import Member
 from actors.learner import LearnerGroup
 from actors.online_reward import OnlineReward
-from actors.reward import RewardPart, RewardService
+from actors.reward import RewardService, parts_of
 from actors.rollout import RolloutGroup, start_engines
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob
@@ -65,20 +65,12 @@ class Roles:
             self.online.shutdown()
 
 
-def reward_parts(job: PPOJob) -> list[RewardPart]:
-    """What the reward service's replicas hold for the job's reward kind (none for the online judge alone)."""
-    cfg, parts = job.reward, []
-    if cfg.uses_rm:
-        parts.append(RewardPart("rm", 1.0, cfg.rm))
-    if cfg.kind in ("verifier", "rm+verifier"):
-        parts.append(RewardPart("verifier", cfg.verifier_weight if cfg.kind == "rm+verifier" else 1.0))
-    return parts
-
-
 def placed_roles(job: PPOJob, critic: bool) -> tuple[str, ...]:
     """The roles whose actors the job places."""
     return (
-        ("actor", "reference", "rollout") + (("reward",) if reward_parts(job) else ()) + (("critic",) if critic else ())
+        ("actor", "reference", "rollout")
+        + (("reward",) if parts_of(job.reward) else ())
+        + (("critic",) if critic else ())
     )
 
 
@@ -114,7 +106,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         str(Path(job.output_dir) / "cache"),
         faults.actor_restarts,
     )
-    parts = reward_parts(job)
+    parts = parts_of(job.reward)
     service = None
     if parts:
         service = RewardService(

@@ -5,7 +5,7 @@ overrides (`base.py`: the machinery, and why a job's own defaults are a `variant
 - `learner`: the one learner section of every trained role;    - `resources`: the resource plan (roles, bundles);
 - `labeling`: judges, labeling, the labeler pool, `hrlaif label` and `hrlaif revise`, the simulated judge;
 - `sft`, `reward` (`train-rm`, `rm-probe`), `ppo` (and `sample`), `dpo`, `evaluation`: each stage's job;
-- `run`: the pipeline, whose stage sections are the stages' own settings.
+- `run`: the pipeline, whose stage sections are the stages' own settings; `serve`: `hrlaif serve-reward`.
 
 Each job `XJob` is its settings `XSettings` (what a pipeline's stage section holds) plus the files it reads and
 writes and its seed, which a pipeline sets.
@@ -78,6 +78,7 @@ from hrlaif_ray.config.ppo import (
 from hrlaif_ray.config.resources import ROLES, DPOResourcePlan, ResourcePlan, Role, RoleResources, TwoRanks, TwoThreads
 from hrlaif_ray.config.reward import RMProbeJob, RMProbeSettings, RMTrainJob, RMTrainSettings
 from hrlaif_ray.config.run import STAGES, ArmConfig, RunJob, TargetConfig
+from hrlaif_ray.config.serve import ServeRewardJob
 from hrlaif_ray.config.sft import SFTJob, SFTSettings
 
 __all__ = [
@@ -144,6 +145,7 @@ __all__ = [
     "SampleJob",
     "SampleSettings",
     "Section",
+    "ServeRewardJob",
     "SFTJob",
     "SFTLearner",
     "SFTMixConfig",
