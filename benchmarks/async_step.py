@@ -47,7 +47,7 @@ def run(folder: str, root: Path, reward: dict, staleness: int, steps: int) -> li
             "prompts": str(root / "prompts.parquet"),
             "steps": steps,
             "prompts_per_step": PROMPTS,
-            "tensorboard": False,
+            "logging": {"tensorboard": False},
             "algo": {"estimator": "rloo", "micro_batch_size": 16, "use_rollout_logprobs": True},
             "actor": {"lr": 1e-6, "zero_stage": 2},
             "rollout": {"samples_per_prompt": SAMPLES, "max_new_tokens": TOKENS, "max_model_len": 512},

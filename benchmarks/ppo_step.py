@@ -123,7 +123,7 @@ def ours(folder: str, root: Path, steps: int) -> dict:
             "prompts": str(root / "prompts.parquet"),
             "steps": steps,
             "prompts_per_step": PROMPTS,
-            "tensorboard": False,
+            "logging": {"tensorboard": False},
             "actor": {"lr": 1e-6, "zero_stage": 2},
             "critic": {"lr": 1e-6, "zero_stage": 2},
             "algo": {

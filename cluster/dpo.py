@@ -40,6 +40,7 @@ from hrlaif_ray.planner import check, plan_dpo
 from hrlaif_ray.ppo.experience import sequence_logps
 from hrlaif_ray.reward.data import examples_from_labels
 from hrlaif_ray.reward.train import held_out
+from hrlaif_ray.tracking import Tracker, check_trackers, stage_tracker
 
 
 def load_preferences(job: DPOJob, tokenizer) -> tuple[PreferenceBatch, PreferenceBatch | None]:
@@ -134,12 +135,23 @@ def run_dpo(job: DPOJob) -> dict:
     train, evaluation = load_preferences(job, tokenizer)
     responses = int((train.starts[1:] - train.starts[:-1]).max())  # a prompt's responses keep their graphs together
     check(job, lambda j: plan_dpo(j, responses=responses))  # before anything is reserved or written
+    check_trackers(job.logging)
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dpo_config.yaml").write_text(dump_config(job))
     for name in ("metrics.jsonl", "final.json"):  # a run owns its metrics
         (out / name).unlink(missing_ok=True)
     connect_ray(job.ray_address, num_cpus=8)
+    with stage_tracker(job.logging, "dpo", job) as tracker:
+        result = _train(job, out, train, evaluation, tracker)
+        tracker.summary({**(result["history"][-1] if result["history"] else {}), "steps": result["steps"]})
+        for name in ("final.json", "dpo_config.yaml"):
+            tracker.artifact(out / name)
+    return result
+
+
+def _train(job: DPOJob, out: Path, train, evaluation, tracker: Tracker) -> dict:
+    """The reference's log-probs, then the policy's DPO epochs; final.json."""
     topo = Topology(job.resources, ("actor", "reference"))
     try:  # every exit path gives back the placement groups (and their actors)
 
@@ -167,7 +179,7 @@ def run_dpo(job: DPOJob) -> dict:
                 evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation))
             reference.close()
         actor = learner("actor", job.policy)
-        log = MetricsLog(out, job.tensorboard)
+        log = MetricsLog(out, job.logging.tensorboard, tracker)
         try:
             history = dpo_loop(job, actor, train, evaluation, log)
         finally:

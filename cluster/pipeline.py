@@ -27,8 +27,10 @@ from pathlib import Path
 
 from actors.runtime import stage_env
 from hrlaif_ray.config import RunJob, dump_config, load_config
+from hrlaif_ray.config.run import STAGES
 from hrlaif_ray.entry import job_parser, parse_job
 from hrlaif_ray.errors import HrlaifError
+from hrlaif_ray.tracking import check_trackers, stage_tracker
 
 
 def sampled_all(prompts: Path, rollouts: Path) -> bool:
@@ -91,6 +93,8 @@ class Run:
         self.rm_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels and RM are there (or failed)
         self.labels_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels are there (or failed)
         self.machine: dict = {}
+        # one group in the trackers per invocation: its stage runs and its report
+        self.group = job.logging.group or f"{self.out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
 
@@ -172,8 +176,15 @@ class Run:
         kind: str | None = None,
         **paths,
     ) -> Stage:
-        """A stage named `name` (its log and config file) running the job of `kind` (default: the name's last part)."""
-        return Stage(self, name, argv, self.job.stage_job(kind or name.split("/")[-1], **paths), done, threads)
+        """A stage named `name` (its log and config file) running the job of `kind` (default: the name's last part);
+        a trained stage's tracker run is named `name`, in the run's group."""
+        kind = kind or name.split("/")[-1]
+        if "logging.name" in STAGES[kind][1]:
+            paths.update({"logging.name": name, "logging.group": self.group})
+            for key in ("wandb", "mlflow"):
+                if (tracker := getattr(self.job.logging, key)) is not None:
+                    paths[f"logging.{key}"] = tracker.model_dump(mode="json")
+        return Stage(self, name, argv, self.job.stage_job(kind, **paths), done, threads)
 
     def eval_stage(
         self, name: str, policy: Path, out: Path, baseline: Path | None, threads: int, seed: int = 0
@@ -322,6 +333,7 @@ class Run:
         from hrlaif_ray.provenance import measure_machine
 
         _, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
+        check_trackers(self.job.logging)
         for line in warnings:
             self.say(f"plan: {line}")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -340,6 +352,10 @@ class Run:
                 self.run_seed(seed, first=i == 0)
         result = write_report(self.out, self.job, machine)
         self.say(f"report: {self.out / 'report.md'}")
+        logging = self.job.logging.model_copy(update={"name": "report", "group": self.group})
+        with stage_tracker(logging, "report", self.job) as tracker:
+            for name in ("report.md", "results.json", "run_config.yaml"):
+                tracker.artifact(self.out / name, "report")
         return result
 
     def run_seed(self, seed: int, first: bool) -> None:

@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.connect import connect_ray
     from hrlaif_ray.zero import free_port
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     own_cluster = not os.environ.get("RAY_ADDRESS")  # else we joined someone's cluster: leave it as it was
     connect_ray(log_to_driver=False, configure_logging=False)
+    stop = threading.Event()  # after Ray's start, whose own SIGTERM handler would dump a stack trace first
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     port = args.port or free_port()
     serve.start(http_options={"host": args.host, "port": port}, proxy_location="HeadOnly")
     app = rm_app(

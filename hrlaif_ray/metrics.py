@@ -1,5 +1,6 @@
 """Step metrics under stable keys (`reward/*`, `actor/*`, `critic/*`, `time/*`...): one JSON line per step in
-`metrics.jsonl` and, when tensorboardX is installed, TensorBoard events beside it; and the phase timer."""
+`metrics.jsonl`, TensorBoard events beside it (tensorboardX), and the stage's W&B and MLflow runs when configured
+(`hrlaif_ray/tracking.py`); and the phase timer."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ def truncate_jsonl(path: Path, last_step: int) -> int:
 
 
 class MetricsLog:
-    def __init__(self, folder: str | Path, tensorboard: bool = True):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, tensorboard: bool = True, tracker=None):
+        """`tracker`: a `hrlaif_ray.tracking.Tracker` that gets every row too (its owner closes it)."""
+        self.folder, self.tracker = Path(folder), tracker
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "metrics.jsonl"
         self.writer = None
@@ -90,10 +92,14 @@ class MetricsLog:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, float(v), step)
             self.writer.flush()
+        if self.tracker is not None:
+            self.tracker.log(step, metrics)
 
     def truncate(self, last_step: int) -> int:
         """Drop the rows after `last_step` (a resume redoes those steps from its checkpoint, so each step is logged
         once); returns how many were dropped. Rewritten atomically."""
+        if self.tracker is not None:
+            self.tracker.restarted()
         return truncate_jsonl(self.path, last_step)
 
     def rows(self) -> list[dict]:

@@ -25,6 +25,7 @@ from hrlaif_ray.data.readers import iter_jsonl
 from hrlaif_ray.data.sft_mix import SFTExample, generate_sft_examples
 from hrlaif_ray.errors import DataError
 from hrlaif_ray.planner import check, plan_sft
+from hrlaif_ray.tracking import Tracker, check_trackers, stage_tracker
 from hrlaif_ray.zero import (
     distributed_world,
     dtype_of,
@@ -92,15 +93,20 @@ def sft_examples(job: SFTJob) -> tuple[list[SFTExample], list]:
 def train_sft(job: SFTJob, log=print) -> dict:
     world = int(os.environ.get("WORLD_SIZE", 1)) if "RANK" in os.environ else 1  # a launcher's, or the one made below
     check(job, lambda j: plan_sft(j, world))  # before a process group is joined or a model loaded
+    check_trackers(job.logging)
     if job.batch_size % world:
         raise ValueError(f"batch_size ({job.batch_size}) must divide over {world} ranks")
     if job.threads:
         torch.set_num_threads(job.threads)
     with distributed_world() as (rank, world):
-        return _fit(job, rank, world, log)
+        with stage_tracker(job.logging, "sft", job, rank) as tracker:
+            result = _fit(job, rank, world, log, tracker)
+            tracker.summary(result)
+            tracker.artifact(Path(job.output_dir) / "sft_metrics.json")
+            return result
 
 
-def _fit(job: SFTJob, rank: int, world: int, log) -> dict:
+def _fit(job: SFTJob, rank: int, world: int, log, tracker: Tracker) -> dict:
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,6 +139,7 @@ def _fit(job: SFTJob, rank: int, world: int, log) -> dict:
         engine.step()
         losses.append(loss.item())
         step += 1
+        tracker.log(step, {"sft/loss": losses[-1], "sft/lr": sched.get_last_lr()[0]})
         if rank == 0 and (step % 50 == 0 or step == 1):
             log(
                 json.dumps(

@@ -264,7 +264,12 @@ def distributed_world():
         # a group joined here is left here: gloo's threads still running at interpreter exit abort the process
         # ("terminate called without an active exception") now and then
         if joined and dist.is_initialized():
-            dist.destroy_process_group()
+            import deepspeed.comm as ds_comm
+
+            if ds_comm.is_initialized():  # DeepSpeed's way also drops its clone of the world group, which a later
+                ds_comm.destroy_process_group()  # world in this process (SFT, then the RM) would find dead
+            else:
+                dist.destroy_process_group()
         if made:
             for k, v in before.items():
                 if v is None:

@@ -163,7 +163,7 @@ def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
                 "eval_fraction": 0.25,
                 "sft_weight": 0.1,
                 "resources": {"actor": {"replicas": 2}, "reference": {"threads": 2}},
-                "tensorboard": False,
+                "logging": {"tensorboard": False},
             }
         )
     )
@@ -236,7 +236,7 @@ def test_iterative_dpo_rounds_sample_label_train_and_resume(local_ray, tmp_path,
                 "micro_batch_prompts": 8,
                 "learner": {"lr": 1e-3},
                 "eval_fraction": 0.25,
-                "tensorboard": False,
+                "logging": {"tensorboard": False},
                 "iterative": {
                     "rounds": 1,
                     "prompts_per_round": 24,

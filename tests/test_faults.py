@@ -13,6 +13,7 @@ import pytest
 import ray
 from conftest import merged, tiny_ppo_job
 from fault_workers import Worker
+from tracking_readers import mlflow_run, wandb_run
 
 from actors.calls import (
     Member,
@@ -94,13 +95,13 @@ def test_a_role_out_of_memory_is_told_which_setting_to_lower():
 
 def _chaos_job(tmp_path, policy, **changes) -> dict:
     """The tiny job (`tiny_ppo_job`) over 4 steps, a checkpoint after each, chaos on the rollout and an actor rank."""
-    chaos = {"every": 2, "roles": ["rollout", "actor"], "delay_s": 0.5}
+    chaos = {"every": 2, "roles": ["rollout", "actor"], "delay_s": 0.05}  # well inside a step, even the last
     job = tiny_ppo_job(
         policy,
         tmp_path / "ppo",
         steps=4,
         checkpoint_every=1,
-        tensorboard=False,
+        logging={"tensorboard": False},
         faults={"call_timeout_s": 300, "chaos": chaos},
     )
     return merged(job, changes)
@@ -120,7 +121,15 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
     from hrlaif_ray.config import PPOJob
 
     # seed 9 draws the rollout engine at step 2 and an actor rank at step 4 (chaos is seeded)
-    job = _chaos_job(tmp_path, tiny_model_dir, algo={"estimator": "rloo"}, faults={"chaos": {"seed": 9}})
+    mlflow = {
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "experiment": "chaos",
+        "artifact_location": str(tmp_path),
+    }
+    logging = {"tensorboard": False, "wandb": {"project": "chaos", "mode": "offline"}, "mlflow": mlflow, "name": "ppo"}
+    job = _chaos_job(
+        tmp_path, tiny_model_dir, algo={"estimator": "rloo"}, faults={"chaos": {"seed": 9}}, logging=logging
+    )
     job["reward"] = {"kind": "verifier"}  # RLOO and the verifier: no critic, no RM, fewer actors (the slow run has all)
     job["resources"] = {k: v for k, v in job["resources"].items() if k not in ("critic", "reward")}
     job = PPOJob.model_validate(job)
@@ -134,7 +143,11 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
     restarted = [e for e in events if e["event"] == "restarted"]
     resumed = [e for e in events if e["event"] == "resumed"]
     assert [(e["role"], e["rank"]) for e in restarted] == [("rollout", 0)], events  # reloaded and resampled in place
-    assert rows[1]["faults/restarts"] == 1
+    # counted in the metrics of the step that found the engine dead (2, or 3 when step 2's samples were in first)
+    assert [r["step"] for r in rows if r["faults/restarts"]] == [restarted[0]["step"]] and restarted[0]["step"] in (
+        2,
+        3,
+    )
     assert len(resumed) == 1 and resumed[0]["role"] == "actor" and resumed[0]["from_step"] == 3, events
     assert resumed[0]["failed_step"] == 4 and "the actor died" in resumed[0]["what"]
     assert result["faults"] == {
@@ -145,6 +158,17 @@ def test_chaos_kills_a_rollout_engine_and_an_actor_rank_and_the_run_finishes_wit
     }
     assert (tmp_path / "ppo" / "checkpoints" / "step_4" / "actor" / "config.json").is_file()
     assert result["checkpoint"].endswith("step_4")
+    # the trackers got every step once, under the JSONL's names, through the restart from the checkpoint
+    keys = {k for r in rows for k in r} - {"step"}
+    ml = mlflow_run(mlflow["tracking_uri"], "chaos", "ppo")
+    assert {k for k in ml["metrics"] if not k.startswith("final/")} == keys and ml["status"] == "FINISHED"
+    steps = {k: sorted(s for s, _ in ml["metrics"][k]) for k in keys}
+    assert all(steps[k] == [r["step"] for r in rows if k in r] for k in keys), (steps, rows)
+    assert ml["metrics"]["reward/score_mean"] == [(r["step"], pytest.approx(r["reward/score_mean"])) for r in rows]
+    assert sorted(ml["artifacts"]) == ["config.json", "results/final.json", "results/ppo_config.yaml"]
+    wb = wandb_run(tmp_path / "ppo")
+    assert [h["_step"] for h in wb["history"]] == [1, 2, 3, 4] and wb["exit_code"] == 0
+    assert {k for h in wb["history"] for k in h if not k.startswith("_")} == keys
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ SMALL = {
     "plan": [],
     "config": [],
     "serve-judge": [],
+    "serve-reward": [],
     "export-smollm2": [],
     "audit-labels": [],
 }

@@ -127,7 +127,7 @@ def test_two_nodes_lose_the_worker_during_labeling_and_during_ppo(two_nodes, tmp
         ppo_out,
         steps=6,
         checkpoint_every=1,
-        tensorboard=False,
+        logging={"tensorboard": False},
         resources=resources,
         faults={"call_timeout_s": 120},
     )

@@ -34,6 +34,7 @@ from hrlaif_ray.planner import check, plan_ppo
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Rollouts
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
+from hrlaif_ray.tracking import Tracker, check_trackers
 
 BUFFER = "buffer.pt"  # in an asynchronous run's checkpoint: the next step's batch, already made
 
@@ -73,6 +74,7 @@ def run_ppo(job: PPOJob) -> dict:
     mend in place (a trained rank died, a role ran out of restarts or did not answer) every role is restarted from
     the last checkpoint, at most `faults.max_failures` times. final.json and the returned summary count them."""
     check(job, plan_ppo)  # the roles fit their bundles, before anything is reserved or written
+    check_trackers(job.logging)
     # the prompts read (a bad file is one error naming it) before the output folder is made
     prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)
     out = Path(job.output_dir)
@@ -83,16 +85,18 @@ def run_ppo(job: PPOJob) -> dict:
     faults = FaultLog(out)
     if not job.resume:
         faults.clear()
+    # a resumed run goes on logging into its tracker runs
+    tracker = Tracker(job.logging, "ppo", out, job.model_dump(mode="json", by_alias=True), resume=job.resume)
     chaos = Chaos(job.faults.chaos, faults) if job.faults.chaos else None
     # Where an attempt starts: the last checkpoint when resuming, then the last one this run saved (never one an
     # earlier run left in the folder).
     resume_from = last_checkpoint(out) if job.resume else None
     saved: list[Path] = []
-    failures = 0
+    failures, failed = 0, True
     try:
         while True:
             try:
-                alert = run_attempt(job, prompts, faults, chaos, resume_from, saved)
+                alert = run_attempt(job, prompts, faults, chaos, resume_from, saved, tracker)
                 break
             except RoleFailure as exc:
                 if not exc.restartable or failures >= job.faults.max_failures:
@@ -112,9 +116,12 @@ def run_ppo(job: PPOJob) -> dict:
                     node=exc.node,
                     what=exc.what,
                 )
+        failed = False
     finally:
         if chaos is not None:
             chaos.stop()
+        if failed:
+            tracker.close(failed=True)
     rows = MetricsLog(out, tensorboard=False).rows()
     events = faults.rows()
     result = {
@@ -134,6 +141,10 @@ def run_ppo(job: PPOJob) -> dict:
     }
     # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
     (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
+    tracker.summary({**(rows[-1] if rows else {}), "steps": len(rows)})
+    for name in ("final.json", "ppo_config.yaml"):
+        tracker.artifact(out / name)
+    tracker.close()
     return result
 
 
@@ -144,6 +155,7 @@ def run_attempt(
     chaos: Chaos | None,
     resume_from: Path | None,
     saved: list[Path],
+    tracker: Tracker,
 ) -> str | None:
     """One start of every role (from checkpoint `resume_from`, else from the start: a fresh metrics log) and the
     loop to the end; each checkpoint it writes is appended to `saved`. The monitor's alert if it stopped the run.
@@ -193,7 +205,7 @@ def run_attempt(
             saved.append(folder)
             prune_checkpoints(out, job.max_checkpoints, step, protect=resume_from)
 
-        log = MetricsLog(out, job.tensorboard)
+        log = MetricsLog(out, job.logging.tensorboard, tracker)
         log.truncate(start_step)  # steps logged after the checkpoint are redone from it: each step once
         truncate_jsonl(out / "alerts.jsonl", start_step)  # and so are their monitor checks
         try:

@@ -5,6 +5,7 @@ overrides (`base.py`: the machinery, and why a job's own defaults are a `variant
 - `learner`: the one learner section of every trained role;    - `resources`: the resource plan (roles, bundles);
 - `labeling`: judges, labeling, the labeler pool, `hrlaif label` and `hrlaif revise`, the simulated judge;
 - `sft`, `reward` (`train-rm`, `rm-probe`), `ppo` (and `sample`), `dpo`, `evaluation`: each stage's job;
+- `tracking`: where metrics go (TensorBoard, W&B, MLflow);
 - `run`: the pipeline, whose stage sections are the stages' own settings; `serve`: `hrlaif serve-reward`.
 
 Each job `XJob` is its settings `XSettings` (what a pipeline's stage section holds) plus the files it reads and
@@ -80,6 +81,7 @@ from hrlaif_ray.config.reward import RMProbeJob, RMProbeSettings, RMTrainJob, RM
 from hrlaif_ray.config.run import STAGES, ArmConfig, RunJob, TargetConfig
 from hrlaif_ray.config.serve import ServeRewardJob
 from hrlaif_ray.config.sft import SFTJob, SFTSettings
+from hrlaif_ray.config.tracking import LoggingConfig, MlflowConfig, WandbConfig
 
 __all__ = [
     "HUB_HINT",
@@ -115,8 +117,10 @@ __all__ = [
     "LabelJob",
     "LabelSettings",
     "LearnerConfig",
+    "LoggingConfig",
     "load_config",
     "model_folder_problem",
+    "MlflowConfig",
     "ModelConfig",
     "MonitorConfig",
     "OnlinePool",
@@ -158,5 +162,6 @@ __all__ = [
     "TwoRanks",
     "TwoThreads",
     "variant",
+    "WandbConfig",
     "yaml_problem",
 ]

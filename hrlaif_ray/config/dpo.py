@@ -11,6 +11,7 @@ from hrlaif_ray.config.labeling import LabelJob, LabelSettings
 from hrlaif_ray.config.learner import DPOLearner, FrozenConfig, moved_into
 from hrlaif_ray.config.ppo import SampleJob, SampleSettings
 from hrlaif_ray.config.resources import DPOResourcePlan
+from hrlaif_ray.config.tracking import LoggingConfig
 
 
 class IterativeDPOConfig(Section):
@@ -44,7 +45,7 @@ IterativeDPOConfig.moved = set_by(
 class DPOSettings(Section):
     """`hrlaif dpo`'s settings: everything but its files and seed (a pipeline's `dpo` section)."""
 
-    moved = moved_into("learner")
+    moved = {**moved_into("learner"), "tensorboard": ("logging.tensorboard",)}
 
     reference: str | None = Field(None, description="The frozen reference's folder (None: the policy).")
     beta: float = Field(
@@ -94,7 +95,10 @@ class DPOSettings(Section):
         description="The policy's ranks (actor) and the reference's replicas (only they are placed).",
     )
     ray_address: str | None = Field(None, description="Ray cluster to join (None: RAY_ADDRESS, else a local one).")
-    tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboardX is installed).")
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig,
+        description="Where the metrics go besides metrics.jsonl: TensorBoard, W&B, MLflow (hrlaif_ray/tracking.py).",
+    )
     iterative: IterativeDPOConfig | None = Field(
         None,
         description="Iterative DPO: rounds of sample (vLLM) -> label (the pool) -> DPO after the first, each in "

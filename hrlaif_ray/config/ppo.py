@@ -12,6 +12,7 @@ from hrlaif_ray.config.data import PPOPromptMix
 from hrlaif_ray.config.labeling import LabelingConfig, OnlinePool
 from hrlaif_ray.config.learner import ActorLearner, CriticLearner, FrozenConfig
 from hrlaif_ray.config.resources import ROLES, ResourcePlan, Role, TwoThreads
+from hrlaif_ray.config.tracking import LoggingConfig
 
 
 class RolloutConfig(Section):
@@ -229,6 +230,7 @@ class PPOSettings(Section):
         "algo.critic_lr": ("critic.lr",),
         **{f"algo.{k}": (f"actor.{k}", f"critic.{k}") for k in ("weight_decay", "grad_clip")},
         "zero_stage": ("actor.zero_stage", "critic.zero_stage"),
+        "tensorboard": ("logging.tensorboard",),
     }
 
     critic_init: str | None = Field(None, description="Critic's starting folder (default: the RM, else the policy).")
@@ -275,7 +277,10 @@ class PPOSettings(Section):
         description="The resource plan: bundles, replicas, colocation (cluster/topology.py).",
     )
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="The reward-hacking monitor.")
-    tensorboard: bool = Field(True, description="Also write TensorBoard events (when tensorboard is installed).")
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig,
+        description="Where the metrics go besides metrics.jsonl: TensorBoard, W&B, MLflow (hrlaif_ray/tracking.py).",
+    )
     overlap: bool = Field(
         True,
         description="Run independent phases at once: the reward, reference, actor log-prob "

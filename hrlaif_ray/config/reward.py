@@ -9,6 +9,7 @@ from pydantic import Field
 
 from hrlaif_ray.config.base import Section
 from hrlaif_ray.config.learner import RMLearner, moved_into
+from hrlaif_ray.config.tracking import LoggingConfig
 
 
 class RMTrainSettings(Section):
@@ -39,6 +40,10 @@ class RMTrainSettings(Section):
     max_prompt_tokens: int = Field(256, gt=0, description="Prompts are cut to this many tokens.")
     max_response_tokens: int = Field(
         128, gt=0, description="Responses are cut to this many tokens (the end token, where the reward is read, kept)."
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig,
+        description="Where the loss curve and the results go besides the JSON files: W&B, MLflow (hrlaif_ray/tracking.py).",
     )
 
 

@@ -16,19 +16,22 @@ from hrlaif_ray.config.model import TinyModelJob
 from hrlaif_ray.config.ppo import PPOJob, PPOSettings, SampleJob, SampleSettings
 from hrlaif_ray.config.reward import RMProbeJob, RMProbeSettings, RMTrainJob, RMTrainSettings
 from hrlaif_ray.config.sft import SFTJob, SFTSettings
+from hrlaif_ray.config.tracking import LoggingConfig
 
 # stage -> its job, and the keys inside its section that the run sets for each arm (a config that sets one is an
 # error: the run would overwrite it)
+TRACKED = ("logging.name", "logging.group")  # each stage's run in the trackers, named and grouped by the run
 STAGES: dict[str, tuple[type[Section], tuple[str, ...]]] = {
-    "sft": (SFTJob, ()),
+    "sft": (SFTJob, TRACKED),
     "sample": (SampleJob, ()),
     "label": (LabelJob, ("labeling.method", "labeling.cache_dir")),
-    "rm": (RMTrainJob, ()),
+    "rm": (RMTrainJob, TRACKED),
     "ppo": (
         PPOJob,
-        ("reward.kind", "reward.rm", "reward.labels_dir", "reward.labeling.method", "reward.labeling.cache_dir"),
+        ("reward.kind", "reward.rm", "reward.labels_dir", "reward.labeling.method", "reward.labeling.cache_dir")
+        + TRACKED,
     ),
-    "dpo": (DPOJob, ("iterative.label.labeling.method",)),
+    "dpo": (DPOJob, ("iterative.label.labeling.method", *TRACKED)),
     "eval": (EvalJob, ()),
     "probe": (RMProbeJob, ()),
 }
@@ -136,6 +139,12 @@ class RunJob(Section):
     targets: list[TargetConfig] = Field(
         default_factory=list,
         description="Claims the report checks, each stated met, not met or not measured (none: no claims).",
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig,
+        description="W&B and MLflow for every trained stage (sft, rm, ppo, dpo: a run each, named by the stage's "
+        "folder, one group per `hrlaif run`) and a `report` run with report.md; a stage section's own logging "
+        "keeps its tensorboard and, when this sets none, its trackers.",
     )
     parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
     ray_num_cpus: int = Field(16, ge=1, description="Logical CPUs of the run's local Ray cluster (slots, not cores).")

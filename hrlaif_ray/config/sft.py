@@ -9,6 +9,7 @@ from pydantic import Field
 from hrlaif_ray.config.base import Section
 from hrlaif_ray.config.data import SFTMixConfig, SFTPromptMix
 from hrlaif_ray.config.learner import SFTLearner, moved_into
+from hrlaif_ray.config.tracking import LoggingConfig
 
 
 class SFTSettings(Section):
@@ -44,6 +45,10 @@ class SFTSettings(Section):
     eval_prompts: int = Field(128, ge=0, description="Held-out verifiable prompts for greedy accuracy at the end.")
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default).")
     seed: int = Field(0, description="Seed of the initialisation order and the batch order.")
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig,
+        description="Where the loss curve and the results go besides the JSON files: W&B, MLflow (hrlaif_ray/tracking.py).",
+    )
 
 
 class SFTJob(SFTSettings):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -26,6 +27,7 @@ from hrlaif_ray.planner import check, plan_rm
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
 from hrlaif_ray.reward.loss import partial_order_loss
 from hrlaif_ray.reward.model import RewardModel
+from hrlaif_ray.tracking import Tracker, check_trackers, stage_tracker
 from hrlaif_ray.zero import (
     distributed_world,
     dtype_of,
@@ -101,11 +103,17 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     examples = examples_from_labels(labels, prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens)
     if not any(not held_out(e.prompt_id, job.eval_fraction) for e in examples):
         raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
+    check_trackers(job.logging)
     with distributed_world() as (rank, world):
-        return _fit(job, tokenizer, examples, rank, world, log)
+        with stage_tracker(job.logging, "train-rm", job, rank) as tracker:
+            result = _fit(job, tokenizer, examples, rank, world, log, tracker)
+            last = result["history"][-1]
+            tracker.summary({k: v for k, v in last.items() if k != "eval_accuracy"})
+            tracker.artifact(Path(job.output_dir) / "metrics.json")
+            return result
 
 
-def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world: int, log) -> dict:
+def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world: int, log, tracker: Tracker) -> dict:
     import torch.distributed as dist
 
     torch.manual_seed(job.seed)
@@ -118,7 +126,7 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
         rm = RewardModel.from_pretrained(job.init, clip=job.clip, dtype=dtype_of(job.learner.precision))
     engine = initialize(rm, job.learner, job.batch_prompts, world)
     model: RewardModel = engine.module
-    rng, history = random.Random(job.seed), []
+    rng, history, step = random.Random(job.seed), [], 0
     eval_chunks = batches(evaluation, job.batch_prompts)  # the same every epoch: dealt once
     eval_share = rank_share(eval_chunks, rank, world, pad=True)
     for epoch in range(job.epochs):
@@ -133,6 +141,8 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
+            step += 1
+            tracker.log(step, {"rm/loss": losses[-1]})
         model.eval()
         counts = ranking_accuracy(model, eval_share, eval_chunks[0], pad) if eval_chunks else {}
         cats = sorted({e.category for e in evaluation})
@@ -149,6 +159,10 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
             "steps": len(losses),  # this rank's optimizer steps; every rank makes as many
         }
         history.append(entry)
+        metrics = {"rm/epoch_loss": entry["loss"], **{f"rm/eval_accuracy/{c}": a for c, a in acc.items()}}
+        if entry["eval_accuracy_all"] is not None:
+            metrics["rm/eval_accuracy_all"] = entry["eval_accuracy_all"]
+        tracker.log(step, metrics)
         if rank == 0:
             log(json.dumps(entry))
     # Normalisation from the training set's rewards (ZeRO-3's hooks gather the weights for these forwards).
