@@ -41,5 +41,5 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, JSONResponse
             return None, too_big
     try:  # decoding up to max_bytes of JSON: off the event loop
         return await asyncio.to_thread(json.loads, bytes(raw) or b"null"), None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # (nesting deeper than the parser goes)
         return None, JSONResponse({"error": "bad request: the body is not JSON"}, 400)

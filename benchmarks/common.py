@@ -44,3 +44,19 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+async def timed_post(http, url: str, n: int, latencies: list[float], **request) -> bool:
+    """POST `request` (json=, headers=) with an httpx AsyncClient: whether it answered 200 with `n` rewards; its
+    latency is appended to `latencies` when it did."""
+    import httpx
+
+    t = time.perf_counter()
+    try:
+        r = await http.post(url, **request)
+        ok = r.status_code == 200 and len(r.json()["rewards"]) == n
+    except httpx.HTTPError:
+        ok = False
+    if ok:
+        latencies.append(time.perf_counter() - t)
+    return ok

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import print_table, timed_post, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 8
@@ -109,20 +109,9 @@ def start_server(base: str, folder: Path, tmp: Path, token: str | None) -> tuple
         *([] if token else ["no_token=true"]),
     ]
     env = {**os.environ, "TMPDIR": str(tmp), **({"HRLAIF_REWARD_TOKEN": token} if token else {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve-reward", *overrides],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"serve-reward did not start: {line!r}")
-    return proc, line.split()[1]
+    from hrlaif_ray.judges.launch import ready_process
+
+    return ready_process([sys.executable, "-m", "cluster.cli", "serve-reward", *overrides], env, ROOT)
 
 
 async def over_http(name: str, url: str, steps: list, token: str | None) -> dict:
@@ -134,16 +123,7 @@ async def over_http(name: str, url: str, steps: list, token: str | None) -> dict
 
         async def post(body: dict, n: int) -> None:
             nonlocal errors
-            t = time.perf_counter()
-            try:
-                r = await http.post(f"{url}/reward", json=body, headers=auth)
-                ok = r.status_code == 200 and len(r.json()["rewards"]) == n
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - t)
-            else:
-                errors += 1
+            errors += not await timed_post(http, f"{url}/reward", n, latencies, json=body, headers=auth)
 
         async def prober(done: asyncio.Event) -> None:
             big = b"{" + b" " * (8 * 2**20 + 1) + b"}"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import print_table, timed_post, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 K, LENGTH = 8, 96
@@ -53,20 +53,10 @@ def start_server(
     folder: Path, replicas: int, token: str, tmp: Path, extra: tuple[str, ...] = (), address: str | None = None
 ) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "HRLAIF_RM_TOKEN": token, "TMPDIR": str(tmp), **({"RAY_ADDRESS": address} if address else {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "serve-rm", "--rm", str(folder), "--replicas", str(replicas), *extra],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"serve-rm did not start: {line!r}")
-    return proc, line.split()[1]
+    from hrlaif_ray.judges.launch import ready_process
+
+    cmd = [sys.executable, "-m", "cluster.cli", "serve-rm", "--rm", str(folder), "--replicas", str(replicas), *extra]
+    return ready_process(cmd, env, ROOT)
 
 
 async def load(url: str, token: str, vocab: int, clients: int, seconds: float) -> dict:
@@ -84,16 +74,7 @@ async def load(url: str, token: str, vocab: int, clients: int, seconds: float) -
             nonlocal errors
             payload = body(vocab, i)
             while time.monotonic() < stop:
-                t = time.perf_counter()
-                try:
-                    r = await http.post(f"{url}/score", json=payload, headers=auth)
-                    ok = r.status_code == 200 and len(r.json()["rewards"]) == K
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t)
-                else:
-                    errors += 1
+                errors += not await timed_post(http, f"{url}/score", K, latencies, json=payload, headers=auth)
 
         async def prober() -> None:
             big = b"{" + b" " * (8 * 2**20 + 1) + b"}"

@@ -334,6 +334,8 @@ class Run:
 
         _, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
         check_trackers(self.job.logging)
+        for stage in ("sft", "rm", "ppo", "dpo"):  # a stage section's own trackers, named by their path
+            check_trackers(getattr(self.job, stage).logging, f"{stage}.logging")
         for line in warnings:
             self.say(f"plan: {line}")
         self.out.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,7 @@ application is up; SIGTERM or Ctrl-C shuts it down. The contract in full: actors
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from hrlaif_ray.config import ServeRewardJob, dump_config
@@ -32,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             f"set {job.token_env} to the bearer token clients must send (or no_token=true, loopback only)"
         )
     if job.no_token:
+        if os.environ.get("RAY_ADDRESS"):  # a running Serve keeps its own proxy's address: maybe not loopback
+            raise HrlaifError("no_token=true: only on a Ray this command starts (unset RAY_ADDRESS)")
         token = None
         print(
             f"hrlaif serve-reward: WARNING: no token (no_token=true): any process on this machine can call it; "
@@ -43,29 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve-reward.yaml").write_text(dump_config(job))
 
-    import ray
-    from ray import serve
-
     from actors.reward_server import reward_app
-    from cluster.connect import connect_ray
-    from hrlaif_ray.zero import free_port
+    from cluster.serving import serve_until_stopped
 
-    own_cluster = not os.environ.get("RAY_ADDRESS")  # else we joined someone's cluster: leave it as it was
-    connect_ray(log_to_driver=False, configure_logging=False)
-    stop = threading.Event()  # after Ray's start, whose own SIGTERM handler would dump a stack trace first
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    port = job.port or free_port()
-    serve.start(http_options={"host": job.host, "port": port}, proxy_location="HeadOnly")
-    try:
-        serve.run(reward_app(job, token), name="hrlaif-reward", route_prefix="/")
-        print(f"READY http://{job.host}:{port}", flush=True)
-        stop.wait()
-    finally:
-        if own_cluster:  # the local Ray this command started goes, Serve and the labelers with it
-            ray.shutdown()
-        else:  # someone else's cluster: only our application goes
-            serve.delete("hrlaif-reward")
+    serve_until_stopped("hrlaif-reward", job.host, job.port, lambda: reward_app(job, token))
     return 0
 
 

@@ -13,9 +13,7 @@ actors/rm_server.py.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from hrlaif_ray.errors import HrlaifError, OneLineParser
@@ -47,41 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         raise HrlaifError(f"set {args.token_env} to the bearer token clients must send")
 
-    import ray
-    from ray import serve
-
     from actors.rm_server import rm_app
-    from cluster.connect import connect_ray
-    from hrlaif_ray.zero import free_port
+    from cluster.serving import serve_until_stopped
 
-    own_cluster = not os.environ.get("RAY_ADDRESS")  # else we joined someone's cluster: leave it as it was
-    connect_ray(log_to_driver=False, configure_logging=False)
-    stop = threading.Event()  # after Ray's start, whose own SIGTERM handler would dump a stack trace first
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    port = args.port or free_port()
-    serve.start(http_options={"host": args.host, "port": port}, proxy_location="HeadOnly")
-    app = rm_app(
-        str(Path(args.rm).resolve()),
-        token,
-        min_replicas=low,
-        max_replicas=high,
-        target_ongoing_requests=args.target_ongoing_requests,
-        num_cpus=args.num_cpus,
-        num_gpus=args.num_gpus,
-        threads=args.threads,
-        max_request_bytes=args.max_request_bytes,
-        max_batch_size=args.max_batch_size,
-    )
-    try:
-        serve.run(app, name="hrlaif-rm", route_prefix="/")
-        print(f"READY http://{args.host}:{port}", flush=True)
-        stop.wait()
-    finally:
-        if own_cluster:  # the local Ray this command started goes, Serve with it (serve.shutdown alone is slow)
-            ray.shutdown()
-        else:  # someone else's cluster: only our application goes
-            serve.delete("hrlaif-rm")
+    def app():
+        return rm_app(
+            str(Path(args.rm).resolve()),
+            token,
+            min_replicas=low,
+            max_replicas=high,
+            target_ongoing_requests=args.target_ongoing_requests,
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            threads=args.threads,
+            max_request_bytes=args.max_request_bytes,
+            max_batch_size=args.max_batch_size,
+        )
+
+    serve_until_stopped("hrlaif-rm", args.host, args.port, app)
     return 0
 
 

@@ -16,6 +16,7 @@ module-level "active run" APIs: two stages in one process (the tests, a notebook
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -28,16 +29,28 @@ from hrlaif_ray.errors import ConfigError
 
 EXTRA = "pip install 'hrlaif-ray[tracking]'"
 IDS = "tracking.json"
+log = logging.getLogger("hrlaif.tracking")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")  # user:password@ in a URL
 
 
-def check_trackers(cfg: LoggingConfig) -> None:
-    """One line naming the key when a configured tracker's library is missing, before anything trains."""
+def check_trackers(cfg: LoggingConfig, where: str = "logging") -> None:
+    """One line naming the key (`where`: the section's path) when a configured tracker's library is missing,
+    before anything trains."""
     for key, module in (("wandb", "wandb"), ("mlflow", "mlflow")):
         if getattr(cfg, key) is not None:
             try:
                 __import__(module)
             except ImportError:
-                raise ConfigError(f"logging.{key}: the {module} package is not installed ({EXTRA})") from None
+                raise ConfigError(f"{where}.{key}: the {module} package is not installed ({EXTRA})") from None
+
+
+def redacted(value: Any) -> Any:
+    """The config with the credentials a URL may carry (scheme://user:token@host) left out: it goes to the trackers."""
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return _USERINFO.sub("***@", value) if isinstance(value, str) else value
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -104,19 +117,30 @@ class _Mlflow:
             client.update_run(run_id, status="RUNNING")
             self.id = run_id
             return
-        found = client.get_experiment_by_name(cfg.experiment)
-        if found is None:
-            location = cfg.artifact_location
-            location = Path(location).resolve().as_uri() if location and "://" not in location else location
-            experiment = client.create_experiment(cfg.experiment, artifact_location=location)
-        else:
-            experiment = found.experiment_id
+        experiment = self._experiment(cfg)
         tags = {"hrlaif.group": group, "hrlaif.stage": stage, "hrlaif.output": str(folder)}
         self.id = client.create_run(experiment, run_name=name, tags=tags).info.run_id
         params = [Param(k, v[: self.MAX_VALUE]) for k, v in flatten(config).items()]
         for i in range(0, len(params), self.MAX_PARAMS):
             client.log_batch(self.id, params=params[i : i + self.MAX_PARAMS])
         client.log_dict(self.id, config, "config.json")
+
+    def _experiment(self, cfg: MlflowConfig) -> str:
+        """The experiment's id, made when missing (a stage started beside this one may make it first)."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(cfg.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = cfg.artifact_location
+        location = Path(location).resolve().as_uri() if location and "://" not in location else location
+        try:
+            return self.client.create_experiment(cfg.experiment, artifact_location=location)
+        except MlflowException:
+            found = self.client.get_experiment_by_name(cfg.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -135,7 +159,9 @@ class _Mlflow:
 
 
 class Tracker:
-    """The configured trackers' runs for one stage; without W&B and MLflow every call does nothing."""
+    """The configured trackers' runs for one stage; without W&B and MLflow every call does nothing. A tracker that
+    fails once started (its server down, a full disk) is warned of and skipped for that call: the stage goes on,
+    and metrics.jsonl and the results files stay the record."""
 
     def __init__(
         self, cfg: LoggingConfig, stage: str, folder: str | Path, config: dict | None = None, resume: bool = False
@@ -150,17 +176,21 @@ class Tracker:
         ids_path = self.folder / IDS
         ids = json.loads(ids_path.read_text()) if resume and ids_path.is_file() else {}
         # steps up to `floor` are in the trackers already: a resumed stage's, or those before an in-process restart
-        self.ids_path, self.last_step = ids_path, ids.get("last_step", 0)
-        self.floor = self.last_step
+        self.ids_path, self.last_step = ids_path, ids.get("last_step", -1)
+        self.floor, self.failures = self.last_step, 0
         name = cfg.name or stage
         group = cfg.group or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        config = config or {}
-        for key, cls in (("wandb", _Wandb), ("mlflow", _Mlflow)):
-            section = getattr(cfg, key)
-            if section is not None:
-                run = cls(section, name, group, stage, self.folder, config, ids.get(key))
-                ids[key] = run.id
-                self.runs.append(run)
+        config = redacted(config or {})
+        try:
+            for key, cls in (("wandb", _Wandb), ("mlflow", _Mlflow)):
+                section = getattr(cfg, key)
+                if section is not None:
+                    run = cls(section, name, group, stage, self.folder, config, ids.get(key))
+                    ids[key] = run.id
+                    self.runs.append(run)
+        except BaseException:  # the runs already started end as failed; the error is the stage's
+            self.close(failed=True)
+            raise
         self.ids = ids
         ids_path.write_text(json.dumps(ids))
 
@@ -169,7 +199,7 @@ class Tracker:
             return
         values = {k: float(v) for k, v in metrics.items()}
         for run in self.runs:
-            run.log(step, values)
+            self._guard(run, "log", lambda: run.log(step, values))
         if step > self.last_step:
             self.last_step = self.ids["last_step"] = step
             self.ids_path.write_text(json.dumps(self.ids))
@@ -183,17 +213,27 @@ class Tracker:
         """The stage's results (the numbers among them) as the run's summary."""
         numbers = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for run in self.runs:
-            run.summary(numbers)
+            self._guard(run, "summary", lambda: run.summary(numbers))
 
     def artifact(self, path: str | Path, kind: str = "results") -> None:
         if Path(path).is_file():
             for run in self.runs:
-                run.artifact(Path(path), kind)
+                self._guard(run, f"artifact {Path(path).name}", lambda: run.artifact(Path(path), kind))
 
     def close(self, failed: bool = False) -> None:
         for run in self.runs:
-            run.close(failed)
+            self._guard(run, "close", lambda: run.close(failed))
         self.runs = []
+
+    def _guard(self, run, what: str, call) -> None:
+        try:
+            call()
+        except Exception as exc:  # a tracker's failure is not the stage's: warned of (the first ten), skipped
+            self.failures += 1
+            if self.failures <= 10:
+                tracker = type(run).__name__.strip("_").lower()
+                why = redacted(str(exc))[:300]
+                log.warning("%s: %s failed (%s: %s); the stage goes on", tracker, what, type(exc).__name__, why)
 
 
 @contextmanager

@@ -54,7 +54,7 @@ def test_shipped_config_files_validate():
     test_cluster_configs), and says what its comment says."""
     from pathlib import Path
 
-    from hrlaif_ray.config import LabelJob, PPOJob, RunJob, SFTJob
+    from hrlaif_ray.config import LabelJob, PPOJob, RunJob, ServeRewardJob, SFTJob
 
     folder = Path(__file__).parents[1] / "cluster" / "configs"
     jobs = {
@@ -64,6 +64,7 @@ def test_shipped_config_files_validate():
         "local-tiny.yaml": PPOJob,
         "smollm2-cpu.yaml": PPOJob,
         "13b-8xa100.yaml": PPOJob,
+        "serve-reward.yaml": ServeRewardJob,
     }
     shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml", "constitution.yaml"}
     assert shipped == set(jobs), f"a shipped config without a test: {shipped ^ set(jobs)}"
@@ -89,6 +90,9 @@ def test_shipped_config_files_validate():
     assert [(t.policy, t.than) for t in demo.targets][:3] == [("hrlaif", 0.8), ("hrlaif", 0.8), ("hrlaif", "sft")]
     assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor
     assert loaded["13b-8xa100.yaml"].resources.bundle.get("GPU") == 1
+    served = loaded["serve-reward.yaml"]  # its comments: the hybrid online reward, groups of 8, a loopback judge
+    assert (served.reward.kind, served.reward.labeling.method, served.group_size) == ("online", "hybrid", 8)
+    assert served.reward.labeling.judges[0].base_url == "http://127.0.0.1:8000/v1" and not served.no_token
 
 
 def test_label_config_file_validates():

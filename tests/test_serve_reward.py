@@ -16,7 +16,7 @@ from conftest import ROOT, script_env
 
 from hrlaif_ray.config import PromptMixConfig, ServeRewardJob
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
-from hrlaif_ray.judges.launch import sim_judge_server
+from hrlaif_ray.judges.launch import ready_process, sim_judge_server
 from hrlaif_ray.labeling.synthetic import perturbed_items
 from hrlaif_ray.reward import remote
 from hrlaif_ray.reward.remote import BadRequest, ChatFrame, GroupGatherer, parse_request, prompt_record
@@ -58,6 +58,10 @@ def test_labels_become_prompt_records():
         prompt_record("x", '{"category": "poetry"}')
     with pytest.raises(BadRequest, match="not a JSON object"):
         prompt_record("x", "{oops")
+    with pytest.raises(BadRequest, match="the verifier cannot use it.*not a number"):
+        prompt_record("x", "nan")  # it would fail its whole batch at scoring time
+    with pytest.raises(BadRequest, match="'choices' must be a list of strings"):
+        prompt_record("x", '{"category": "multiple_choice", "answer": "A", "choices": "AB"}')
 
 
 def test_the_chat_frame_gives_back_the_question(tiny_model_dir):
@@ -128,6 +132,17 @@ def test_a_failing_scorer_fails_its_requests_and_the_gatherer_goes_on():
     assert asyncio.run(run()) == [(1.0, 1)]
 
 
+def test_a_reward_that_answers_the_wrong_shape_fails_its_requests_not_the_gatherer():
+    async def run():
+        gatherer = GroupGatherer(lambda groups: [[1.0]], group_size=2, group_wait_s=5)  # one reward for two
+        with pytest.raises(RuntimeError, match="different number"):
+            await gatherer.submit([(_records(1)[0], "x"), (_records(1)[0], "y")])
+        gatherer.scorer = lambda groups: [[0.5] * len(t) for _, t in groups]
+        return await gatherer.submit([(_records(1)[0], "z")], complete=True)
+
+    assert asyncio.run(run()) == [(0.5, 1)]
+
+
 def test_no_token_is_for_loopback_only():
     with pytest.raises(ValueError, match="binds 127.0.0.1 only"):
         ServeRewardJob(group_size=2, output_dir="x", no_token=True, host="0.0.0.0")
@@ -135,19 +150,9 @@ def test_no_token_is_for_loopback_only():
 
 
 def _start(env: dict, *overrides: str) -> tuple[subprocess.Popen, str, str]:
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/hrlaif"), "serve-reward", *overrides],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    line = proc.stdout.readline()
-    if not line.startswith("READY http://127.0.0.1:"):
-        proc.kill()
-        raise AssertionError(f"serve-reward did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, line.split()[1], ""
+    proc, url = ready_process([str(ROOT / ".venv/bin/hrlaif"), "serve-reward", *overrides], env, stderr=subprocess.PIPE)
+    assert url.startswith("http://127.0.0.1:")
+    return proc, url, ""
 
 
 def _stop(proc: subprocess.Popen) -> str:
@@ -185,6 +190,15 @@ def test_openrlhf_and_verl_get_the_hybrid_reward_of_each_group(tmp_path, short_t
             timeout=60,
         )
         assert refused.returncode == 2 and "HRLAIF_REWARD_TOKEN" in refused.stderr
+        # without a token on someone else's Ray: its Serve proxy may listen beyond loopback, so it refuses
+        joined = subprocess.run(
+            [str(ROOT / ".venv/bin/hrlaif"), "serve-reward", f"output_dir={tmp_path / 'x'}", "no_token=true", *common],
+            env={**env, "RAY_ADDRESS": "127.0.0.1:6379"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert joined.returncode == 2 and "only on a Ray this command starts" in joined.stderr
 
         # OpenRLHF's client: one request a sample, all at once, no header; templated prompts, math labels
         proc, url, _ = _start(env, f"output_dir={tmp_path / 'openrlhf'}", "no_token=true", *common)

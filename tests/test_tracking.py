@@ -58,6 +58,26 @@ def test_both_trackers_get_the_metrics_config_summary_and_files_and_a_resume_goe
     assert len(wandb_ids(out)) == 2 and wandb_ids(out)[0] == wb["id"]
 
 
+def test_a_tracker_that_fails_is_warned_of_and_the_stage_goes_on_and_urls_lose_their_credentials(tmp_path, caplog):
+    import shutil
+
+    store = tmp_path / "artifacts"
+    mlflow = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(store)}
+    config = {"reward": {"labeling": {"judges": [{"base_url": "https://user:s3cret@judge.example/v1"}]}}}
+    tracker = Tracker(LoggingConfig(mlflow=mlflow, name="ppo"), "ppo", tmp_path / "out", config)
+    shutil.rmtree(store)
+    store.write_text("")  # the artifact store is a file now: every upload fails
+    (tmp_path / "final.json").write_text("{}")
+    tracker.artifact(tmp_path / "final.json")
+    tracker.log(1, {"reward/mean": 1.0})
+    tracker.close()
+    assert "mlflow: artifact final.json failed" in caplog.text and "the stage goes on" in caplog.text
+    run = mlflow_run(mlflow["tracking_uri"], "hrlaif", "ppo")
+    assert run["metrics"]["reward/mean"] == [(1, 1.0)] and run["status"] == "FINISHED"
+    assert run["params"]["reward.labeling.judges"] == json.dumps([{"base_url": "https://***@judge.example/v1"}])
+    assert "s3cret" not in json.dumps(run["params"])
+
+
 def test_without_trackers_nothing_is_written_and_a_missing_library_is_one_error(tmp_path, monkeypatch):
     Tracker(LoggingConfig(), "sft", tmp_path / "x").log(1, {"sft/loss": 1.0})
     assert not (tmp_path / "x").exists()

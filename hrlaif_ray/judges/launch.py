@@ -2,7 +2,8 @@
 
 `sim_judge_server(...)` runs the simulated judge; `vllm_server(...)` runs vLLM's OpenAI-compatible server
 (the module form: the CPU build's distribution name breaks `vllm serve`). Both bind 127.0.0.1 and stop the
-child (SIGTERM, then SIGKILL) on exit.
+child (SIGTERM, then SIGKILL) on exit. `ready_process(...)` starts any of our servers that print `READY <url>`
+(`hrlaif serve-rm`, `serve-reward`) and leaves stopping it to the caller.
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def ready_process(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None, stderr=subprocess.DEVNULL
+) -> tuple[subprocess.Popen, str]:
+    """Start `cmd` in a session of its own (stop it with `os.killpg(proc.pid, signal.SIGTERM)`) and wait for its
+    `READY <url>` line: (the process, the url). A command that ends or says anything else first is killed, and the
+    error quotes what it said (and its stderr, when `stderr` is a pipe)."""
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
+    )
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        said = proc.stderr.read()[-2000:] if stderr == subprocess.PIPE else ""
+        raise RuntimeError(f"{' '.join(cmd[:4])} did not start: {line!r} {said}")
+    return proc, line.split()[1]
 
 
 @contextlib.contextmanager

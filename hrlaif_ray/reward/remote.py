@@ -101,7 +101,7 @@ def split_query(query: str, prompt: str, index: int = 0) -> str:
     """The response inside OpenRLHF's query (the decoded prompt + response tokens): what follows the prompt."""
     if query.startswith(prompt):
         return query[len(prompt) :]
-    at = query.rfind(prompt)  # a decoder that adds a prefix (a BOS token) before the prompt
+    at = query.find(prompt)  # a decoder that adds a prefix (a BOS token) before the prompt
     if prompt and at >= 0:
         return query[at + len(prompt) :]
     raise BadRequest(f"query[{index}] does not contain prompts[{index}]: cannot tell the response apart")
@@ -166,10 +166,30 @@ def prompt_record(question: str, label: str) -> PromptRecord:
     elif label:
         fields = {"category": "math", "answer": label}
     pid = str(fields.pop("id", "")) or hashlib.sha256(json.dumps([question, label]).encode()).hexdigest()[:16]
+    for key in ("answer", "tests", "entry_point"):
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise BadRequest(f"label {label[:60]!r}: {key!r} must be a string")
+    choices = fields.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+        raise BadRequest(f"label {label[:60]!r}: 'choices' must be a list of strings")
     try:
-        return PromptRecord(id=pid, text=question, source="remote", **fields)
+        record = PromptRecord(id=pid, text=question, source="remote", **fields)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"label {label[:60]!r}: {exc}") from None
+    _verifiable(record, label)
+    return record
+
+
+def _verifiable(record: PromptRecord, label: str) -> None:
+    """A verifiable prompt's standard answer must be one the verifier reads (it would fail the whole batch later)."""
+    from hrlaif_ray.evaluation import correctness
+
+    if record.category not in ("math", "multiple_choice") or record.answer is None:  # (code runs its tests later)
+        return
+    try:
+        correctness(record, "")
+    except Exception as exc:  # the verifier's own words: what it could not read
+        raise BadRequest(f"label {label[:60]!r}: the verifier cannot use it ({type(exc).__name__}: {exc})") from None
 
 
 Groups = list[tuple[PromptRecord, list[str]]]
@@ -202,7 +222,7 @@ class GroupGatherer:
         """(reward, group size) for each (prompt record, response). Samples of one prompt (same id and text) join
         one group; `complete`: each prompt's samples here are its whole group (a trainer that sends a batch), scored
         without waiting for more."""
-        if self.worker is None:
+        if self.worker is None or self.worker.done():  # (a worker that died is replaced; `_run` should not die)
             self.wake = asyncio.Event()
             self.worker = asyncio.get_running_loop().create_task(self._run())
         loop = asyncio.get_running_loop()
@@ -246,6 +266,9 @@ class GroupGatherer:
             batch, self.ready = self.ready[: self.max_batch], self.ready[self.max_batch :]
             try:
                 rewards = await asyncio.to_thread(self.scorer, [(g.record, g.texts) for g in batch])
+                if len(rewards) != len(batch) or any(len(r) != len(g.texts) for g, r in zip(batch, rewards)):
+                    raise RuntimeError("the reward returned a different number of groups or samples than it was given")
+                results = [[(float(r), len(g.texts)) for r in got] for g, got in zip(batch, rewards)]
             except Exception as exc:  # every waiter of the batch gets the error; the gatherer goes on
                 for g in batch:
                     for f in g.waiters:
@@ -253,10 +276,10 @@ class GroupGatherer:
                             f.set_exception(exc)
                 continue
             self.scored_groups += len(batch)
-            for g, got in zip(batch, rewards):
+            for g, got in zip(batch, results):
                 for f, r in zip(g.waiters, got):
-                    if not f.done():
-                        f.set_result((float(r), len(g.texts)))
+                    if not f.done():  # (a client that left: its future was cancelled)
+                        f.set_result(r)
 
 
 def _sample_prompt(extra_info: dict | None, index: int) -> str:
