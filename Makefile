@@ -67,7 +67,13 @@ test-all: setup
 # A run's results go to $(BENCH_RESULTS) (runs/bench/, not committed); to add them to the committed records:
 # `make bench BENCH_RESULTS=benchmarks/results`.
 BENCH_RESULTS ?= runs/bench
-bench: setup
+BENCH_STAMP := $(VENV)/.hrlaif-bench-stamp
+# The peers the benchmarks run beside ours (TRL, datasets): the `bench` extra, installed once.
+$(BENCH_STAMP): $(STAMP)
+	$(PIPI) -e ".[cpu,dev,tracking,bench]"
+	touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
 	HRLAIF_BENCH_RESULTS=$(BENCH_RESULTS) $(PY) -m benchmarks.run_all
 
 clean:

@@ -1,15 +1,25 @@
-"""`make bench`: every benchmark in turn."""
+"""`make bench`: every benchmark in turn, each appending its record (date, commit, machine) to its results file in
+$HRLAIF_BENCH_RESULTS (`make bench` sets runs/bench/). `make bench` installs the `bench` extra first: TRL and
+datasets, the peers that ppo_step and dpo_step run side by side with ours.
+
+One is left to its own command: `python -m benchmarks.ci_time` clones the checkout and times install plus the
+whole test suite (about 15 minutes), and nothing else may run while it does."""
 
 import subprocess
 import sys
 
 BENCHMARKS = [
     "benchmarks.labeler_pool",
-    "benchmarks.rm_forward",
-    "benchmarks.ppo_step",
-    "benchmarks.memory",
     "benchmarks.verifier",
+    "benchmarks.rm_forward",
+    "benchmarks.memory",
+    "benchmarks.ppo_step",
+    "benchmarks.dpo_step",
+    "benchmarks.async_step",
+    "benchmarks.rm_service",
+    "benchmarks.reward_service",
 ]
+APART = {"benchmarks.ci_time": "times install plus the test suite in a clone, alone on the machine"}
 
 if __name__ == "__main__":
     for name in BENCHMARKS:
