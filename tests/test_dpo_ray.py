@@ -8,6 +8,7 @@ import pytest
 import ray
 import torch
 from labeling_fixtures import COMPLY, REFUSE, write_harm_and_math_labels
+from tracking_readers import mlflow_run
 
 from hrlaif_ray.config import LearnerConfig, ResourcePlan, RoleResources
 from hrlaif_ray.dpo.batch import preference_batch
@@ -148,6 +149,7 @@ def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
     from hrlaif_ray.config import DPOJob
 
     write_harm_and_math_labels(tmp_path)
+    mlflow = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "artifacts")}
     final = run_dpo(
         DPOJob.model_validate(
             {
@@ -163,11 +165,16 @@ def test_hrlaif_dpo_learns_the_labels(local_ray, tmp_path, tiny_model_dir):
                 "eval_fraction": 0.25,
                 "sft_weight": 0.1,
                 "resources": {"actor": {"replicas": 2}, "reference": {"threads": 2}},
-                "logging": {"tensorboard": False},
+                "logging": {"tensorboard": False, "mlflow": mlflow, "name": "dpo"},
             }
         )
     )
     assert final == json.loads((tmp_path / "dpo" / "final.json").read_text())
+    # MLflow got every row under the JSONL's names (eval/accuracy beside eval/accuracy/harmful: the SQLite store)
+    logged = mlflow_run(mlflow["tracking_uri"], "hrlaif", "dpo")
+    rows = read_jsonl(tmp_path / "dpo" / "metrics.jsonl")
+    assert {k for k in logged["metrics"] if not k.startswith("final/")} == {k for r in rows for k in r} - {"step"}
+    assert logged["status"] == "FINISHED" and "results/final.json" in logged["artifacts"]
     history = final["history"]
     print(json.dumps(history[-1], indent=1))
     assert final["steps"] == 2 * (final["train_prompts"] // 16)
