@@ -201,8 +201,9 @@ class LearnerRank:
             rmask = m.response_mask.to(self.device)
             logits = self._logits(m)
             logp = core.token_logprobs(logits, m.input_ids[:, m.prompt_width :].to(self.device), self.temperature)
+            weights = m.is_weights.to(self.device) if m.is_weights is not None else None
             loss, s = core.policy_loss(
-                logp, m.old_logprobs.to(self.device), m.advantages.to(self.device), rmask, clip, dual_clip
+                logp, m.old_logprobs.to(self.device), m.advantages.to(self.device), rmask, clip, dual_clip, weights
             )
             entropy = core.masked_mean(
                 core.entropy_from_logits(logits if entropy_coef else logits.detach(), self.temperature), rmask

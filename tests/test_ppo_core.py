@@ -80,6 +80,23 @@ def test_policy_loss_ignores_padding():
     assert loss.item() == pytest.approx(-math.exp(0.1))
 
 
+def test_truncated_importance_sampling_and_the_mismatch_hand_computed():
+    actor = torch.log(torch.tensor([[0.5, 0.2, 0.9, 0.3]]))
+    sampler = torch.log(torch.tensor([[0.25, 0.4, 0.9, 0.1]]))  # ratios actor / sampler: 2, 0.5, 1, 3
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last token is padding
+    weights = core.truncated_is_weights(actor.requires_grad_(), sampler, cap=1.5)
+    assert torch.allclose(weights, torch.tensor([[1.5, 0.5, 1.0, 1.5]])) and not weights.requires_grad
+    # the loss of each token is weighted: ratio 1 (logp = old), advantages 1 -> per-token loss -1 x weight
+    logp = old = torch.zeros(1, 4)
+    loss, _ = core.policy_loss(logp, old, torch.ones(1, 4), mask, clip=0.2, is_weights=weights)
+    assert loss.item() == pytest.approx(-(1.5 + 0.5 + 1.0) / 3)
+    found = core.logprob_mismatch(actor.detach(), sampler, mask, threshold=0.5)
+    diffs = [math.log(2), math.log(2), 0.0]  # |log 2|, |log 0.5|, 0 on the three response tokens
+    assert found["logprob_diff_mean"].item() == pytest.approx(sum(diffs) / 3)
+    assert found["logprob_max_abs_diff"].item() == pytest.approx(math.log(2))  # not the padding's log 3
+    assert found["logprob_diff_over_frac"].item() == pytest.approx(2 / 3)
+
+
 def test_value_loss_hand_computed():
     v, old, ret = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.0]])
     loss, stats = core.value_loss(v, old, ret, torch.ones(1, 2), clip=0.2)

@@ -4,6 +4,7 @@ log-probs as the old ones), the weight sync every step, the metrics rows, the mo
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from actors.rollout import Sample
@@ -110,6 +111,47 @@ def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
     assert torch.allclose(seq_adv, torch.tensor([4 / 3, -4 / 3, 4 / 3, -4 / 3] * 2))
     assert torch.allclose(batch.old_logprobs, -0.5 * batch.response_mask)  # the sampler's log-probs
     assert rows[0]["reward/score_mean"] == 0.0 and rows[0]["response/length_mean"] == 2.5
+
+
+def test_truncated_importance_sampling_has_the_actor_recompute_and_weights_each_token(tmp_path, tiny_tokenizer):
+    """With algo.tis_cap the actor's log-probs (-0.4 a token) are the ratio's, though the engines' (-0.5) would
+    serve; each token weighs min(exp(0.1), cap); the mismatch is logged."""
+    good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
+    job = PPOJob(
+        policy="p",
+        output_dir=str(tmp_path),
+        steps=1,
+        prompts_per_step=2,
+        overlap=False,
+        algo={"estimator": "rloo", "use_rollout_logprobs": True, "tis_cap": 1.05, "mismatch_threshold": 0.05},
+        rollout={"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 64},
+    )
+    prompts = [PromptRecord(f"p{i}", "math", f"Tom has {i} apples.", "generated", answer=str(i)) for i in range(2)]
+    actor = FakeLearner()
+    roles = Roles(
+        rollout=FakeRollout(good, bad, fill), actor=actor, reference=FakeLearner(), critic=None, reward=FakeReward()
+    )
+    roles.put = lambda batch: batch
+    log = MetricsLog(tmp_path, tensorboard=False)
+    source = experience_source(job, roles, tiny_tokenizer, PromptSampler(prompts, 2, 0), 0, None)
+    ppo_loop(
+        job,
+        roles,
+        source,
+        0,
+        core.KLController(0.0),
+        log,
+        lambda *a, **k: None,
+        Watch(job, tiny_tokenizer, [], RewardHackingMonitor()),
+    )
+    log.close()
+    (batch,) = actor.trained
+    mask = batch.response_mask
+    assert torch.allclose(batch.old_logprobs, -0.4 * mask)  # the actor's recomputation
+    assert torch.allclose(batch.is_weights * mask, 1.05 * mask)  # exp(0.1) = 1.105, truncated at 1.05
+    (row,) = log.rows()
+    assert row["rollout/logprob_diff_mean"] == pytest.approx(0.1) and row["rollout/logprob_diff_over_frac"] == 1.0
+    assert row["rollout/tis_weight_mean"] == pytest.approx(1.05) and row["rollout/tis_truncated_frac"] == 1.0
 
 
 class FakeOnline:

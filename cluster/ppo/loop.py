@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from actors.calls import RoleFailure
@@ -58,13 +59,16 @@ def ppo_loop(
                 adv = compute_advantages(
                     job.algo, forwards, batch.response_mask, kl_ctl.coef, job.rollout.samples_per_prompt
                 )
-                train = batch.with_training(forwards.old_logprobs, adv.advantages, adv.returns, forwards.values)
+                train = batch.with_training(
+                    forwards.old_logprobs, adv.advantages, adv.returns, forwards.values, tis_weights(job, forwards)
+                )
                 stats = update(job, roles, roles.put(train), len(batch), timer)
                 source.before_sync(timer)
                 with timer("sync"):
                     reload_s = sync_weights(roles)
             metrics = {
                 **step_metrics(step, rollouts, forwards, adv, stats, kl_ctl.coef, timer, reload_s),
+                **mismatch_metrics(job, forwards, train.is_weights, batch.response_mask),
                 **sync_metrics(roles, timer),
                 "faults/restarts": log_recoveries(roles, faults, step + 1),
             }
@@ -86,8 +90,16 @@ def ppo_loop(
 
 
 def behaviour_logprobs(job: PPOJob) -> bool:
-    """Whether the PPO ratio takes the engines' log-probs: by choice, and always when the samples are a step stale."""
-    return job.algo.use_rollout_logprobs or job.async_.max_staleness > 0
+    """Whether the PPO ratio takes the engines' log-probs: by choice, and always when the samples are a step stale
+    (unless truncated importance sampling has the actor recompute them: then the engines' only weight the loss)."""
+    return (job.algo.use_rollout_logprobs or job.async_.max_staleness > 0) and job.algo.tis_cap is None
+
+
+def tis_weights(job: PPOJob, forwards: Forwards) -> torch.Tensor | None:
+    """Truncated importance sampling's per-token weights (algo.tis_cap), or None when it is off."""
+    if job.algo.tis_cap is None:
+        return None
+    return core.truncated_is_weights(forwards.actor_logprobs, forwards.rollout_logprobs, job.algo.tis_cap)
 
 
 def run_phases(timer: PhaseTimer, overlap: bool, phases: dict) -> dict:
@@ -117,7 +129,8 @@ def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: Phase
     rollout_logp = pad_rows([s.logprobs for s in rollouts.samples], rollouts.batch.response_width)
     old_logp = rollout_logp if from_rollout else out["actor_logprobs"]
     scores = rollouts.scores if rollouts.scores is not None else out["reward"]
-    return Forwards(scores, out["reference"], old_logp, rollout_logp, out.get("critic"), from_rollout)
+    actor = out.get("actor_logprobs")
+    return Forwards(scores, out["reference"], old_logp, rollout_logp, out.get("critic"), from_rollout, actor)
 
 
 def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> tuple[dict, dict]:
@@ -185,11 +198,24 @@ def step_metrics(
         "data/batch_step": rollouts.step,  # the prompt batch's step (a resumed buffered batch keeps its own)
     }
     metrics.update(rollouts.info)
-    if not forwards.from_rollout:
-        diff = (forwards.rollout_logprobs - forwards.old_logprobs).abs() * mask
-        metrics["rollout/logprob_max_abs_diff"] = diff.max()
     if verdicts:
         metrics["eval/batch_accuracy"] = sum(verdicts) / len(verdicts)
+    return metrics
+
+
+def mismatch_metrics(job: PPOJob, forwards: Forwards, weights: torch.Tensor | None, mask: torch.Tensor) -> dict:
+    """The engines' log-probs of the sampled tokens against the actor's, whenever the actor recomputed them (mean
+    and largest difference, the share over algo.mismatch_threshold), and truncated importance sampling's weights
+    (their mean, the share truncated at algo.tis_cap)."""
+    metrics = {}
+    if forwards.actor_logprobs is not None:
+        found = core.logprob_mismatch(
+            forwards.actor_logprobs, forwards.rollout_logprobs, mask, job.algo.mismatch_threshold
+        )
+        metrics.update({f"rollout/{k}": v for k, v in found.items()})
+    if weights is not None:
+        metrics["rollout/tis_weight_mean"] = core.masked_mean(weights, mask)
+        metrics["rollout/tis_truncated_frac"] = core.masked_mean((weights >= job.algo.tis_cap).float(), mask)
     return metrics
 
 

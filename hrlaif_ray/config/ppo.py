@@ -75,6 +75,20 @@ class PPOAlgoConfig(Section):
         "processed logprobs match the learner's to ~1e-6 after a sync, a test) instead of "
         "a learner forward: one forward less per step, as TRL does with its generate logits.",
     )
+    tis_cap: float | None = Field(
+        None,
+        gt=0,
+        description="Truncated importance sampling (veRL's and OpenRLHF's correction of the sampler's mismatch): "
+        "the actor recomputes the samples' log-probs (the ratio's old log-probs, even where the engines' would "
+        "serve), and each token's policy loss is weighted by min(exp(actor - engine log-prob), tis_cap), since "
+        "the engines' kernels (vLLM's bf16 on a GPU), not the learner's, drew the tokens. None: off.",
+    )
+    mismatch_threshold: float = Field(
+        0.1,
+        gt=0,
+        description="The engines' and the actor's log-probs of a token differing by more than this count in "
+        "rollout/logprob_diff_over_frac (logged whenever the actor recomputes them).",
+    )
     reward_clip: float = Field(
         10.0, gt=0, description="Bound of the programmatic reward (the RM clips in its forward)."
     )
@@ -143,7 +157,8 @@ class AsyncConfig(Section):
         le=1,
         description="0: the synchronous loop (generate, then train, then sync). 1: one-step off-policy: step t+1's "
         "samples are made by the weights before step t's update, and then their rewards (the RM's scores, the online "
-        "judge's labels), while the learners train on step t; the PPO ratio uses the engines' log-probs (the behaviour policy's), and a "
+        "judge's labels), while the learners train on step t; the PPO ratio uses the engines' log-probs (the behaviour policy's; "
+        "with algo.tis_cap, the actor's, each token weighted), and a "
         "checkpoint keeps the buffered batch so a resume neither loses nor repeats it.",
     )
 

@@ -131,9 +131,11 @@ def policy_loss(
     mask: torch.Tensor,
     clip: float = 0.2,
     dual_clip: float | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate loss, all [B, T] -> (scalar loss, stats). dual_clip c > 1 bounds the loss of a
-    negative advantage at -c A (Ye et al.), so a huge ratio cannot blow it up."""
+    negative advantage at -c A (Ye et al.), so a huge ratio cannot blow it up. `is_weights` [B, T] (constants,
+    `truncated_is_weights`) weight each token's loss."""
     ratio = torch.exp(logp - old_logp)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip, 1 + clip)
@@ -142,12 +144,34 @@ def policy_loss(
         if dual_clip <= 1:
             raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
         loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
+    if is_weights is not None:
+        loss = loss * is_weights
     stats = {
         "clip_frac": masked_mean((clipped > unclipped).float(), mask),
         "approx_kl": masked_mean(0.5 * (logp - old_logp) ** 2, mask),
         "ratio": masked_mean(ratio, mask),
     }
     return masked_mean(loss, mask), stats
+
+
+def truncated_is_weights(actor_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling [B, T]: min(pi_actor / pi_sampler, cap) per token, a constant (no gradient).
+    The tokens were drawn by the engines' kernels; the loss is the actor's, so each token is reweighted to the
+    actor's distribution, truncated so that a token the engines over-sampled by chance cannot dominate."""
+    return torch.exp(actor_logp - sampler_logp).clamp(max=cap).detach()
+
+
+def logprob_mismatch(
+    actor_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, threshold: float
+) -> dict[str, torch.Tensor]:
+    """How far the engines' log-probs of the sampled tokens are from the actor's (mask [B, T]: response tokens):
+    the mean and largest absolute difference, and the share of tokens over `threshold`."""
+    diff = (actor_logp - sampler_logp).abs()
+    return {
+        "logprob_diff_mean": masked_mean(diff, mask),
+        "logprob_max_abs_diff": (diff * mask).max(),
+        "logprob_diff_over_frac": masked_mean((diff > threshold).float(), mask),
+    }
 
 
 def value_loss(

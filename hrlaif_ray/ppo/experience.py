@@ -11,7 +11,7 @@ from hrlaif_ray.config import PPOAlgoConfig
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.ppo import core
 
-PER_TOKEN = ("response_mask", "old_logprobs", "advantages", "returns", "old_values")  # the [B, T] fields
+PER_TOKEN = ("response_mask", "old_logprobs", "advantages", "returns", "old_values", "is_weights")  # [B, T] fields
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Experience:
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
     old_values: torch.Tensor | None = None
+    is_weights: torch.Tensor | None = None  # truncated importance sampling's per-token weights (algo.tis_cap)
     token_share: float = 1.0
 
     def __len__(self) -> int:
@@ -48,14 +49,17 @@ class Experience:
         advantages: torch.Tensor,
         returns: torch.Tensor,
         old_values: torch.Tensor | None,
+        is_weights: torch.Tensor | None = None,
     ) -> Experience:
-        """The batch with what the learners train on ([B, T] each; old_values zeros without a critic)."""
+        """The batch with what the learners train on ([B, T] each; old_values zeros without a critic; is_weights
+        only under truncated importance sampling)."""
         return replace(
             self,
             old_logprobs=old_logprobs,
             advantages=advantages,
             returns=returns,
             old_values=old_values if old_values is not None else torch.zeros_like(self.response_mask),
+            is_weights=is_weights,
         )
 
     def select(self, idx: torch.Tensor, first: int, width: int, tokens: float) -> Experience:
@@ -168,6 +172,7 @@ class Forwards:
     rollout_logprobs: torch.Tensor
     values: torch.Tensor | None
     from_rollout: bool  # old_logprobs are the engines' (the behaviour policy's), not the actor's recomputation
+    actor_logprobs: torch.Tensor | None = None  # the actor's recomputation, when it ran
 
 
 @dataclass
