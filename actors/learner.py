@@ -26,7 +26,7 @@ import torch
 
 from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.group import join, rendezvous
-from actors.runtime import start_process
+from actors.runtime import actor_device, start_process
 from hrlaif_ray.config import FrozenConfig, LearnerConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
@@ -76,7 +76,7 @@ class LearnerRank:
         torch.manual_seed(seed)
         self.role, self.rank, self.world, self.temperature = role, rank, world, temperature
         self.micro_batch = micro_batch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = actor_device()
         frozen = frozen or FrozenConfig()
         if role in TRAINED_ROLES:
             self.zero_stage, precision = stage_for_world(learner, world), learner.precision

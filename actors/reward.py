@@ -22,7 +22,7 @@ import torch
 
 from actors.calls import Member, Recovery, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.group import join, rendezvous
-from actors.runtime import actor_env, start_process
+from actors.runtime import actor_device, placed_env, start_process
 from hrlaif_ray.config import FrozenConfig, RewardRoleConfig
 from hrlaif_ray.reward.interface import Completions, ModelReward, Scores, VerifierReward, WeightedSum
 from hrlaif_ray.zero import dtype_of, frozen_config, frozen_engine, frozen_stage, partitioned_loading
@@ -73,7 +73,7 @@ class RewardReplica:
         start_process(threads)
         frozen = frozen or FrozenConfig()
         frozen = frozen.model_copy(update={"zero_stage": frozen_stage(frozen, world)})
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = actor_device()
         self.engines = []  # ZeRO-3 engines, kept: their hooks gather the weights
         if master is not None:
             join(master, rank, world)
@@ -124,7 +124,6 @@ class RewardService:
     ):
         if not parts:
             raise ValueError("a reward service needs at least one reward part")
-        env = actor_env(threads, num_gpus)
         options = options or [{"num_cpus": num_cpus, "num_gpus": num_gpus} for _ in range(replicas)]
         world = len(options)
         self.grouped = frozen is not None and frozen_stage(frozen, world) == 3 and any(p.folder for p in parts)
@@ -135,7 +134,7 @@ class RewardService:
             Member(
                 "reward",
                 i,
-                RewardReplica.options(**opt, runtime_env=env, max_restarts=self.restarts).remote(
+                RewardReplica.options(**opt, runtime_env=placed_env(opt, threads), max_restarts=self.restarts).remote(
                     parts, threads, micro_batch, frozen, i, world, master
                 ),
             )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import torch
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -73,11 +72,11 @@ class RMServer:
     ):
         from transformers import AutoTokenizer
 
-        from actors.runtime import start_process
+        from actors.runtime import actor_device, start_process
         from hrlaif_ray.reward.model import RewardModel
 
         start_process(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = actor_device()
         self.rm = RewardModel.from_pretrained(folder).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.pad = pad_token_id(self.tokenizer)

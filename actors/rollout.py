@@ -20,7 +20,7 @@ import ray
 import torch
 
 from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, row_ranges, wait_ready
-from actors.runtime import actor_env, start_process
+from actors.runtime import actor_device, placed_env, start_process
 from hrlaif_ray.config import RolloutConfig
 
 
@@ -36,17 +36,18 @@ class VLLMEngine:
     def __init__(self, folder: str, seed: int, max_model_len: int, kv_cache_gib: float, gpu_memory_utilization: float):
         from vllm import LLM
 
+        gpu = actor_device() == "cuda"
         # On CPU an explicit KV-cache size: otherwise vLLM reserves gpu_memory_utilization of the machine's memory
         # (0.92 by default) and refuses to start when other roles already hold more than the rest.
         kwargs = (
             {"gpu_memory_utilization": gpu_memory_utilization}
-            if torch.cuda.is_available()
+            if gpu
             else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
         )
         self.llm = LLM(
             model=folder,
-            dtype="float32" if not torch.cuda.is_available() else "bfloat16",
-            enforce_eager=not torch.cuda.is_available(),
+            dtype="bfloat16" if gpu else "float32",
+            enforce_eager=not gpu,
             max_model_len=max_model_len,
             seed=seed,
             logprobs_mode="processed_logprobs",
@@ -191,7 +192,7 @@ def start_engines(
     names them)."""
     return [
         RolloutActor.options(
-            **o, runtime_env=actor_env(threads, vllm=True, cache_dir=cache_dir), max_restarts=max_restarts
+            **o, runtime_env=placed_env(o, threads, vllm=True, cache_dir=cache_dir), max_restarts=max_restarts
         ).remote(
             policy,
             rollout.backend,

@@ -5,7 +5,12 @@
   workers, zero-copy tensors through the object store. Values already in the environment win.
 - `actor_env(...)`: a Ray actor's `runtime_env` (learners, reward replicas, rollout engines): its thread count,
   zero-copy tensors, DeepSpeed's accelerator, and for vLLM engines in-process mode and compile caches (where
-  VLLM_CACHE_ROOT / TORCHINDUCTOR_CACHE_DIR say, else in the run folder).
+  VLLM_CACHE_ROOT / TORCHINDUCTOR_CACHE_DIR say, else in the run folder); `placed_env(options, ...)` the same for
+  the actor its Ray options (a placement-group bundle's share) start.
+- The device rule: an actor's device is decided by the GPUs it reserved, never by the driver's environment or by
+  whether its node has one: `actor_env` sets DeepSpeed's accelerator from the actor's `num_gpus` (a `hrlaif ppo`
+  started on a CPU head node still gives GPU learners cuda and nccl), and inside the actor `actor_device()` reads
+  the GPUs Ray assigned it.
 - `stage_env(threads, extra)`: the environment of one pipeline stage's child process.
 - `start_process(threads)`: what a started actor or job does first: torch's thread count (its OMP_NUM_THREADS
   sized the OpenMP pool when torch loaded; torch keeps a count of its own) and the known warnings quiet.
@@ -52,11 +57,11 @@ def quiet_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _accelerator(num_gpus: float = 0) -> str:
+def _accelerator() -> str:
+    """This process's own accelerator (the environment's, else whether it sees a GPU): for the `hrlaif` command
+    itself; an actor's is its reserved GPUs' (`actor_env`)."""
     if "DS_ACCELERATOR" in os.environ:
         return os.environ["DS_ACCELERATOR"]
-    if num_gpus:
-        return "cuda"
     try:
         import torch
 
@@ -77,11 +82,12 @@ def process_defaults() -> None:
 
 
 def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: str | None = None) -> dict:
-    """The `runtime_env` of one of our Ray actors."""
+    """The `runtime_env` of one of our Ray actors, which reserves `num_gpus` (its accelerator follows from them)."""
+    device = "cuda" if num_gpus > 0 else "cpu"
     env = {
         "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
         "OMP_NUM_THREADS": str(threads),  # Ray sets 1 in workers; ours use what their plan gives them
-        "DS_ACCELERATOR": _accelerator(num_gpus),
+        "DS_ACCELERATOR": device,
         "PYTHONWARNINGS": _quiet_env(),
     }
     if vllm:
@@ -89,9 +95,9 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
         # vLLM logs its configuration at INFO (about 40 lines an engine start) and, on CPU, warns of its own set-up
         # (tcmalloc, Triton, thread binding) at every start and call: ERROR there, WARNING on a GPU (where its
         # warnings, KV-cache limits and dtype casts, are worth reading). The caller's wins.
-        quiet = "WARNING" if _accelerator(num_gpus) == "cuda" else "ERROR"
+        quiet = "WARNING" if device == "cuda" else "ERROR"
         env["VLLM_LOGGING_LEVEL"] = os.environ.get("VLLM_LOGGING_LEVEL", quiet)
-        env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if _accelerator(num_gpus) == "cuda" else "nobind"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if device == "cuda" else "nobind"
         # compile caches where the environment says (one cache shared by many runs compiles vLLM's CPU kernels once,
         # not at every engine start), else in the run folder
         for key, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
@@ -99,6 +105,23 @@ def actor_env(threads: int, num_gpus: float = 0, vllm: bool = False, cache_dir: 
             if value:
                 env[key] = value
     return {"env_vars": env}
+
+
+def placed_env(options: dict, threads: int, **kwargs) -> dict:
+    """`actor_env` for the actor that Ray `options` (num_cpus, num_gpus, a bundle) start: its GPUs are the options'."""
+    return actor_env(threads, options.get("num_gpus", 0) or 0, **kwargs)
+
+
+def actor_device() -> str:
+    """The device of the actor this runs in: "cuda" when Ray assigned it GPUs (CUDA_VISIBLE_DEVICES then names
+    them, so its first is cuda:0), else "cpu"; outside an actor, the process's own GPUs decide."""
+    import ray
+
+    if ray.is_initialized():
+        return "cuda" if ray.get_gpu_ids() else "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def start_process(threads: int) -> None:

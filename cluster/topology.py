@@ -15,7 +15,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.runtime import actor_env
+from actors.runtime import placed_env
 from hrlaif_ray.config import ROLES, ResourcePlan, RoleResources
 
 
@@ -72,7 +72,7 @@ class Topology:
         """`options(name)` with each actor's runtime environment (its threads, DeepSpeed's accelerator): what a
         learner group or a reward replica is started with."""
         threads = self.role(name).threads
-        return [{**o, "runtime_env": actor_env(threads, o["num_gpus"])} for o in self.options(name)]
+        return [{**o, "runtime_env": placed_env(o, threads)} for o in self.options(name)]
 
     def shutdown(self) -> None:
         for g in self.groups.values():
