@@ -110,6 +110,15 @@ class LearnerRank:
         """This rank's node, once it has started."""
         return node_of_this_process()
 
+    def read_probe(self, path: str) -> dict:
+        """What this rank finds at `path` (the driver's probe file): its node, the path as it resolves here, and the
+        file's text (None when there is no such file here)."""
+        from pathlib import Path
+
+        probe = Path(path)
+        text = probe.read_text() if probe.is_file() else None
+        return {"node": node_of_this_process(), "path": str(probe.resolve()), "text": text}
+
     def memory(self) -> dict:
         """What this rank holds: the share of the model's parameters it loaded, and its weights' and (trained
         roles) optimizer states' dtypes."""
@@ -403,6 +412,11 @@ class LearnerGroup:
     def memory(self) -> list[dict]:
         """Each rank's `LearnerRank.memory()`: what it holds."""
         return self._all(lambda r: r.memory.remote())
+
+    def read_probe(self, path: str) -> dict:
+        """Rank 0's `LearnerRank.read_probe(path)` (the rank that writes checkpoints), bounded."""
+        first = self.members[0]
+        return gather([first], [first.handle.read_probe.remote(path)], self.timeout_s)[0]
 
     def close(self) -> None:
         """End the ranks now (their memory back before the run ends; the placement group stays the run's)."""

@@ -24,6 +24,7 @@ from cluster.ppo.experience import PromptSampler, experience_source
 from cluster.ppo.faults import Chaos, ChaosSource, FaultLog
 from cluster.ppo.loop import Watch, ppo_loop
 from cluster.ppo.roles import build_roles, placed_roles
+from cluster.storage import check_shared_folder
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob, dump_config
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
@@ -185,6 +186,7 @@ def run_attempt(
         mix = job.prompt_mix.model_copy(update={"seed": job.monitor.seed, "n": job.monitor.prompts * 4})
         held_out = [p for p in generate_prompt_mix(mix) if p.answer is not None][: job.monitor.prompts]
         roles = build_roles(job, topo, policy, critic_init)
+        check_shared_folder(out, roles.actor.read_probe)  # checkpoints: written by rank 0, read by this driver
         kl_ctl = core.KLController(kl_coef, job.algo.kl_target, job.algo.kl_horizon)
         watch = Watch(
             job, tokenizer, held_out, RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
