@@ -64,18 +64,23 @@ class FakeReward:
         return Scores(torch.tensor([1.0 if t.startswith("A") else -1.0 for t in batch.texts]))
 
 
-def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
-    good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
-    job = PPOJob(
+def _fake_job(tmp_path, steps: int, algo: dict, **extra) -> PPOJob:
+    """RLOO over 2 prompts x 4 samples a step, the engines' log-probs asked for, phases one after another."""
+    return PPOJob(
         policy="p",
         output_dir=str(tmp_path),
-        steps=3,
+        steps=steps,
         prompts_per_step=2,
         overlap=False,
-        algo={"estimator": "rloo", "use_rollout_logprobs": True, "whiten_advantages": False, "kl_coef": 0.0},
+        algo={"estimator": "rloo", "use_rollout_logprobs": True, **algo},
         rollout={"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 64},
-        monitor={"every": 2, "prompts": 2},
+        **extra,
     )
+
+
+def test_ppo_loop_runs_the_algorithm_phase_by_phase(tmp_path, tiny_tokenizer):
+    good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
+    job = _fake_job(tmp_path, 3, {"whiten_advantages": False, "kl_coef": 0.0}, monitor={"every": 2, "prompts": 2})
     prompts = [
         PromptRecord(f"p{i}", "math", f"Tom has {10 + i} apples. How many?", "generated", answer=str(10 + i))
         for i in range(4)
@@ -117,15 +122,7 @@ def test_truncated_importance_sampling_has_the_actor_recompute_and_weights_each_
     """With algo.tis_cap the actor's log-probs (-0.4 a token) are the ratio's, though the engines' (-0.5) would
     serve; each token weighs min(exp(0.1), cap); the mismatch is logged."""
     good, bad, fill = (tiny_tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("A", "B", "x"))
-    job = PPOJob(
-        policy="p",
-        output_dir=str(tmp_path),
-        steps=1,
-        prompts_per_step=2,
-        overlap=False,
-        algo={"estimator": "rloo", "use_rollout_logprobs": True, "tis_cap": 1.05, "mismatch_threshold": 0.05},
-        rollout={"samples_per_prompt": 4, "max_new_tokens": 8, "max_model_len": 64},
-    )
+    job = _fake_job(tmp_path, 1, {"tis_cap": 1.05, "mismatch_threshold": 0.05})
     prompts = [PromptRecord(f"p{i}", "math", f"Tom has {i} apples.", "generated", answer=str(i)) for i in range(2)]
     actor = FakeLearner()
     roles = Roles(
