@@ -114,6 +114,24 @@ def test_the_gatherer_scores_whole_groups_and_waits_no_longer_than_it_may():
     assert asyncio.run(run()) == 4
 
 
+def test_a_sample_whose_client_left_is_not_scored():
+    seen = []
+
+    def scorer(groups):
+        seen.extend(list(t) for _, t in groups)
+        return [[1.0] * len(t) for _, t in groups]
+
+    async def run():
+        gatherer = GroupGatherer(scorer, group_size=3, group_wait_s=5)
+        record = _records(1)[0]
+        left = asyncio.ensure_future(gatherer.submit([(record, "gone")]))
+        await asyncio.sleep(0.01)
+        left.cancel()  # the client disconnected: Starlette cancels its handler
+        return await asyncio.gather(*(gatherer.submit([(record, t)]) for t in ("a", "b")))
+
+    assert asyncio.run(run()) == [[(1.0, 2)], [(1.0, 2)]] and seen == [["a", "b"]]  # scored as the group of 2 left
+
+
 def test_a_failing_scorer_fails_its_requests_and_the_gatherer_goes_on():
     calls = []
 
@@ -246,7 +264,7 @@ def test_openrlhf_and_verl_get_the_hybrid_reward_of_each_group(tmp_path, short_t
             assert bad.status_code == 400 and "labels[0]" in bad.json()["error"]
             os.environ.update(HRLAIF_REWARD_TOKEN="s3cret", HRLAIF_REWARD_URL=url)
             try:
-                batch = remote.compute_score_batch(
+                call = (
                     ["gsm8k"] * 8,
                     [r.text for item, _ in items[:2] for r in item.responses],
                     [item.prompt.answer for item, _ in items[:2] for _ in item.responses],
@@ -256,6 +274,9 @@ def test_openrlhf_and_verl_get_the_hybrid_reward_of_each_group(tmp_path, short_t
                         for _ in range(4)
                     ],
                 )
+                batch = remote.compute_score_batch(*call)
+                # a request a group (the byte budget below any group's size): the same rewards, in the same order
+                assert remote.compute_score_batch(*call, max_request_bytes=1) == batch
                 alone = remote.compute_score(
                     "gsm8k",
                     items[2][0].responses[0].text,

@@ -203,6 +203,13 @@ class _Pending:
     waiters: list[asyncio.Future] = field(default_factory=list)  # one per sample, in order
     since: float = field(default_factory=time.monotonic)
 
+    def live(self) -> _Pending:
+        """The group without the samples whose request is gone (a client that disconnected or gave up)."""
+        keep = [i for i, f in enumerate(self.waiters) if not f.cancelled()]
+        if len(keep) == len(self.waiters):
+            return self
+        return _Pending(self.record, [self.texts[i] for i in keep], [self.waiters[i] for i in keep], self.since)
+
 
 class GroupGatherer:
     """Gathers samples into their prompt's group and scores complete groups, a batch at a time (`scorer` runs in
@@ -264,6 +271,9 @@ class GroupGatherer:
             if not self.ready:
                 continue
             batch, self.ready = self.ready[: self.max_batch], self.ready[self.max_batch :]
+            batch = [g for g in (g.live() for g in batch) if g.texts]  # (samples whose client left are not scored)
+            if not batch:
+                continue
             try:
                 rewards = await asyncio.to_thread(self.scorer, [(g.record, g.texts) for g in batch])
                 if len(rewards) != len(batch) or any(len(r) != len(g.texts) for g, r in zip(batch, rewards)):
@@ -333,10 +343,32 @@ def compute_score_batch(
     url: str | None = None,
     token_env: str = "HRLAIF_REWARD_TOKEN",
     timeout_s: float = 600,
+    max_request_bytes: int = 4 * 2**20,
 ) -> list[float]:
-    """veRL's batch reward manager's function (`reward_model.reward_manager=batch`): the whole batch in one
-    request, each prompt's samples one group."""
+    """veRL's batch reward manager's function (`reward_model.reward_manager=batch`): each prompt's samples one
+    group, whole groups sent together in requests of at most `max_request_bytes` of JSON (the server's limit is
+    8 MiB; a single group over it is sent alone); the rewards in the batch's order."""
     prompts = [_sample_prompt(info, i) for i, info in enumerate(extra_infos)]
     labels = [g if isinstance(g, dict) else "" if g is None else str(g) for g in ground_truths]
-    body = {"prompts": prompts, "responses": list(solution_strs), "labels": labels, "complete": True}
-    return _post(url, token_env, body, timeout_s)
+    groups: dict[str, list[int]] = {}
+    for i, (p, label) in enumerate(zip(prompts, labels)):
+        groups.setdefault(json.dumps([p, label]), []).append(i)
+    chunks, size = [[]], 0
+    for rows in groups.values():
+        cost = sum(len(json.dumps([prompts[i], solution_strs[i], labels[i]])) for i in rows)
+        if chunks[-1] and size + cost > max_request_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1] += rows
+        size += cost
+    rewards = [0.0] * len(prompts)
+    for rows in chunks:
+        body = {
+            "prompts": [prompts[i] for i in rows],
+            "responses": [str(solution_strs[i]) for i in rows],
+            "labels": [labels[i] for i in rows],
+            "complete": True,
+        }
+        for i, r in zip(rows, _post(url, token_env, body, timeout_s)):
+            rewards[i] = r
+    return rewards
