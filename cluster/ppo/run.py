@@ -35,7 +35,7 @@ from hrlaif_ray.planner import check, plan_ppo
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Rollouts
 from hrlaif_ray.ppo.monitor import RewardHackingMonitor
-from hrlaif_ray.tracking import Tracker, check_trackers
+from hrlaif_ray.tracking import Tracker, check_trackers, stage_tracker
 
 BUFFER = "buffer.pt"  # in an asynchronous run's checkpoint: the next step's batch, already made
 
@@ -87,13 +87,24 @@ def run_ppo(job: PPOJob) -> dict:
     if not job.resume:
         faults.clear()
     # a resumed run goes on logging into its tracker runs
-    tracker = Tracker(job.logging, "ppo", out, job.model_dump(mode="json", by_alias=True), resume=job.resume)
+    with stage_tracker(job.logging, "ppo", job, resume=job.resume) as tracker:
+        result = run_with_restarts(job, prompts, faults, tracker)
+        tracker.summary({**(result["last"] or {}), "steps": result["steps"]})
+        for name in ("final.json", "ppo_config.yaml"):
+            tracker.artifact(out / name)
+    return result
+
+
+def run_with_restarts(job: PPOJob, prompts: list, faults: FaultLog, tracker: Tracker) -> dict:
+    """`run_attempt` until the run ends, restarting every role from the last checkpoint after a role's failure
+    (`faults.max_failures` times at most); final.json, also returned."""
+    out = Path(job.output_dir)
     chaos = Chaos(job.faults.chaos, faults) if job.faults.chaos else None
     # Where an attempt starts: the last checkpoint when resuming, then the last one this run saved (never one an
     # earlier run left in the folder).
     resume_from = last_checkpoint(out) if job.resume else None
     saved: list[Path] = []
-    failures, failed = 0, True
+    failures = 0
     try:
         while True:
             try:
@@ -117,12 +128,9 @@ def run_ppo(job: PPOJob) -> dict:
                     node=exc.node,
                     what=exc.what,
                 )
-        failed = False
     finally:
         if chaos is not None:
             chaos.stop()
-        if failed:
-            tracker.close(failed=True)
     rows = MetricsLog(out, tensorboard=False).rows()
     events = faults.rows()
     result = {
@@ -142,10 +150,6 @@ def run_ppo(job: PPOJob) -> dict:
     }
     # The run is over (all steps, or stopped by the monitor): what the pipeline and a user look for.
     (out / "final.json").write_text(json.dumps(result, indent=1, default=float))
-    tracker.summary({**(rows[-1] if rows else {}), "steps": len(rows)})
-    for name in ("final.json", "ppo_config.yaml"):
-        tracker.artifact(out / name)
-    tracker.close()
     return result
 
 
