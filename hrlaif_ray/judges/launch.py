@@ -41,13 +41,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def ready_process(
-    cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None, stderr=subprocess.DEVNULL
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    stderr=subprocess.DEVNULL,
+    new_session: bool = True,
 ) -> tuple[subprocess.Popen, str]:
-    """Start `cmd` in a session of its own (stop it with `os.killpg(proc.pid, signal.SIGTERM)`) and wait for its
-    `READY <url>` line: (the process, the url). A command that ends or says anything else first is killed, and the
-    error quotes what it said (and its stderr, when `stderr` is a pipe)."""
+    """Start `cmd` and wait for its `READY <url>` line: (the process, the url). In a session of its own unless
+    `new_session` is off (stop it and what it started with `os.killpg(proc.pid, signal.SIGTERM)`). A command that
+    ends or says anything else first is killed, and the error quotes what it said (and its stderr, when `stderr` is
+    a pipe)."""
     proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=new_session
     )
     line = proc.stdout.readline()
     if not line.startswith("READY "):
@@ -58,22 +63,12 @@ def ready_process(
 
 
 @contextlib.contextmanager
-def sim_judge_server(
-    overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None, timeout_s: float = 60
-) -> Iterator[str]:
+def sim_judge_server(overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None) -> Iterator[str]:
     """Yields the base URL (http://127.0.0.1:PORT/v1) of a simulated judge started with these overrides."""
     cmd = [sys.executable, "-m", "hrlaif_ray.judges.server", *(["--config", str(config)] if config else []), *overrides]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    proc, base = ready_process(cmd, stderr=None, new_session=False)
     try:
-        deadline = time.monotonic() + timeout_s
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("READY ") or proc.poll() is not None:
-                break
-        if not line.startswith("READY "):
-            raise RuntimeError(f"simulated judge did not start (exit {proc.poll()}): {line!r}")
-        yield line.split()[1]
+        yield base
     finally:
         _stop(proc)
 
