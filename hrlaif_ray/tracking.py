@@ -176,8 +176,7 @@ class Tracker:
         ids_path = self.folder / IDS
         ids = json.loads(ids_path.read_text()) if resume and ids_path.is_file() else {}
         # steps up to `floor` are in the trackers already: a resumed stage's, or those before an in-process restart
-        self.ids_path, self.last_step = ids_path, ids.get("last_step", -1)
-        self.floor, self.failures = self.last_step, 0
+        self.ids_path, self.floor, self.failures = ids_path, ids.get("last_step", -1), 0
         name = cfg.name or stage
         group = cfg.group or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         config = redacted(config or {})
@@ -200,14 +199,14 @@ class Tracker:
         values = {k: float(v) for k, v in metrics.items()}
         for run in self.runs:
             self._guard(run, "log", lambda: run.log(step, values))
-        if step > self.last_step:
-            self.last_step = self.ids["last_step"] = step
+        if step > self.ids.get("last_step", -1):  # kept with the ids: a resumed stage starts above it
+            self.ids["last_step"] = step
             self.ids_path.write_text(json.dumps(self.ids))
 
     def restarted(self) -> None:
         """The stage starts again from a checkpoint in this process: the steps logged so far keep their values."""
         if self.runs:
-            self.floor = self.last_step
+            self.floor = self.ids.get("last_step", -1)
 
     def summary(self, values: dict[str, Any]) -> None:
         """The stage's results (the numbers among them) as the run's summary."""
