@@ -292,6 +292,13 @@ class GroupGatherer:
                         f.set_result(r)
 
 
+def _label(ground_truth: Any) -> str | dict:
+    """veRL's ground truth as a label: an object of prompt fields as it is, none as an open question's "", else text."""
+    if isinstance(ground_truth, dict):
+        return ground_truth
+    return "" if ground_truth is None else str(ground_truth)
+
+
 def _sample_prompt(extra_info: dict | None, index: int) -> str:
     for key in ("prompt", "question", "problem"):
         if extra_info and isinstance(extra_info.get(key), str):
@@ -329,8 +336,7 @@ def compute_score(
     'prompt', 'question' or 'problem'. The sample joins its prompt's group on the server, so concurrent calls
     (veRL's async reward loop) are labeled together; sequential ones each wait the server's group_wait_s."""
     prompt = _sample_prompt(extra_info, 0)
-    label = ground_truth if isinstance(ground_truth, dict) else "" if ground_truth is None else str(ground_truth)
-    body = {"prompts": [prompt], "responses": [solution_str], "labels": [label]}
+    body = {"prompts": [prompt], "responses": [solution_str], "labels": [_label(ground_truth)]}
     return _post(url, token_env, body, timeout_s)[0]
 
 
@@ -349,7 +355,7 @@ def compute_score_batch(
     group, whole groups sent together in requests of at most `max_request_bytes` of JSON (the server's limit is
     8 MiB; a single group over it is sent alone); the rewards in the batch's order."""
     prompts = [_sample_prompt(info, i) for i, info in enumerate(extra_infos)]
-    labels = [g if isinstance(g, dict) else "" if g is None else str(g) for g in ground_truths]
+    labels = [_label(g) for g in ground_truths]
     groups: dict[str, list[int]] = {}
     for i, (p, label) in enumerate(zip(prompts, labels)):
         groups.setdefault(json.dumps([p, label]), []).append(i)
