@@ -15,15 +15,14 @@ import sys
 from pathlib import Path
 
 from hrlaif_ray.config import ServeRewardJob, dump_config
-from hrlaif_ray.entry import job_parser, parse_job
+from hrlaif_ray.entry import load_job
 from hrlaif_ray.errors import HrlaifError
 
 EXAMPLE = "group_size=8 reward.kind=online"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser("hrlaif serve-reward", ServeRewardJob, EXAMPLE)
-    job, _ = parse_job(parser, ServeRewardJob, argv)
+    job = load_job("hrlaif serve-reward", ServeRewardJob, argv, EXAMPLE)
     token = os.environ.pop(job.token_env, None)  # out of the environment that Ray's processes inherit
     if not token and not job.no_token:
         raise HrlaifError(
