@@ -19,6 +19,7 @@ roles from the last checkpoint (cluster/ppo/run.py). Every call waits at most `t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
@@ -30,15 +31,18 @@ from actors.runtime import actor_device, start_process
 from hrlaif_ray.config import FrozenConfig, LearnerConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
+from hrlaif_ray.metrics import PeakMemory
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
+from hrlaif_ray.weight_sync import SyncGroup, TensorSpec, send, specs_of
 from hrlaif_ray.zero import (
     dtype_of,
     frozen_config,
     frozen_engine,
     frozen_stage,
     gathered_state_dict,
+    gathered_tensors,
     initialize,
     learner_config,
     loaded_share,
@@ -94,6 +98,7 @@ class LearnerRank:
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype_of(precision))
         self.loaded_share = loaded_share(model)  # what this rank held as soon as it had loaded
         self.engine = None
+        self.sync_group = None  # rank 0's generation of the weight-sync group (serve_sync, join_sync)
         if role in TRAINED_ROLES:
             self.engine = initialize(model, learner, micro_batch, world, grad_accum, stage=self.zero_stage)
             self.model = self.engine.module
@@ -305,15 +310,69 @@ class LearnerRank:
         """Rank 0 puts the whole model's weights in the object store (unsharded: straight from the parameters, so
         the put is the one copy; ZeRO-3: the host copy gathered one parameter at a time); returns [ref, bytes] (in a
         list, so Ray hands the reference back instead of resolving it), None on other ranks; every rank must call
-        it. A tied lm_head goes too: vLLM on CPU packs it apart from the embeddings, so the engine reloads both."""
-        if self.zero_stage == 3:
-            state = self.full_state_dict()
-        else:
-            state = {k: v.detach() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
-        if state is None:
+        it. A tied lm_head goes too: vLLM on CPU packs it apart from the embeddings, so the engine reloads both. The
+        third element: the most rank 0 held above its start meanwhile (`PeakMemory`)."""
+        with PeakMemory(self.device) as peak:
+            if self.zero_stage == 3:
+                state = self.full_state_dict()
+            else:
+                state = {k: v.detach() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
+            if state is None:
+                return None
+            unique = {id(t): t for t in state.values()}.values()  # a tied tensor is put once
+            ref = ray.put(state)
+        return [ref, sum(t.numel() * t.element_size() for t in unique), peak.bytes]
+
+    # ---------------------------------------------------------------- broadcast weight sync (rank 0 sends)
+
+    def weight_specs(self) -> list[TensorSpec]:
+        """The weights as the broadcast sends them: unique tensors in order, with their names and full shapes."""
+        return specs_of(self.model)
+
+    def serve_sync(self, world_limit: int, timeout_s: float) -> tuple[str, int, str]:
+        """Rank 0: start the sync group's store on this node (a port the OS picks): (host, port, backend)."""
+        host = ray.util.get_node_ip_address()
+        self.sync_store, port = SyncGroup.serve(host, world_limit, timeout_s)
+        self.sync_backend = "nccl" if self.device == "cuda" else "gloo"
+        self.sync_group = None
+        return host, port, self.sync_backend
+
+    def join_sync(self, world: int, generation: int, timeout_s: float) -> None:
+        """Rank 0: join generation `generation` of the sync group as its rank 0 (the engines join at once)."""
+        self.sync_group = None  # the last generation's group goes first
+        self.sync_group = SyncGroup.join(
+            "", 0, 0, world, generation, self.sync_backend, timeout_s, store=self.sync_store
+        )
+
+    def broadcast_weights(self, buckets: list[list[TensorSpec]], checked: list[str]) -> dict | None:
+        """Every rank: gather the weights one tensor at a time (ZeRO-3), rank 0 broadcasting them bucket by bucket
+        to the engines. Rank 0 returns what it sent ({"bytes", "buckets", "sums", "seconds"}, or {"error"} when a
+        broadcast failed: it then leaves the group, so the engines waiting on it fail at once rather than at the
+        timeout, and goes on gathering, so its peers' gathers still match); the other ranks return None."""
+        start = time.perf_counter()
+        tensors = gathered_tensors(self.model, self.rank, self.zero_stage == 3)
+        group = self.sync_group if self.rank == 0 else None
+        if self.rank == 0 and group is None:
+            for _ in tensors:  # no group (a failed sync left it): the peers' gathers must still match
+                pass
+            return {"error": "not in a sync group (the last one failed)"}
+        try:
+            with PeakMemory(self.device) as peak:
+                sent = send(group, buckets, tensors, frozenset(checked))
+        except Exception as exc:  # noqa: BLE001 - reported to the controller, which re-forms the group
+            for _ in tensors:
+                pass
+            self.sync_group = None
+            return {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+        if self.rank != 0:
             return None
-        unique = {id(t): t for t in state.values()}.values()  # a tied tensor is put once
-        return [ray.put(state), sum(t.numel() * t.element_size() for t in unique)]
+        return {
+            "bytes": sent.nbytes,
+            "buckets": sent.buckets,
+            "sums": sent.sums,
+            "seconds": time.perf_counter() - start,
+            "peak_bytes": peak.bytes,
+        }
 
     def save(self, path: str, tokenizer_folder: str) -> str | None:
         from transformers import AutoTokenizer
@@ -351,6 +410,7 @@ class LearnerGroup:
         self.restarts = 0 if grouped else restarts  # a grouped rank's peers wait for it in their collectives
         self.recoveries: list[Recovery] = []
         self.weights_bytes = 0  # the size of the last weights_ref's state dict
+        self.weights_peak: int | None = None  # the most rank 0 held above its start while putting it
         master = rendezvous(role, options[0], timeout_s) if grouped else None
         self.members = [
             Member(
@@ -403,7 +463,7 @@ class LearnerGroup:
 
     def weights_ref(self):
         """An object-store reference to the full weights (rank 0 puts them; the controller never copies them)."""
-        ref, self.weights_bytes = self._all(lambda r: r.put_weights.remote())[0]
+        ref, self.weights_bytes, self.weights_peak = self._all(lambda r: r.put_weights.remote())[0]
         return ref
 
     def save(self, path: str, tokenizer_folder: str) -> None:

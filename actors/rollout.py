@@ -13,7 +13,9 @@ logprobs those of softmax(logits / temperature), the distribution PPO's ratio is
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import ray
@@ -22,6 +24,15 @@ import torch
 from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.runtime import actor_device, placed_env, start_process
 from hrlaif_ray.config import RolloutConfig
+from hrlaif_ray.weight_sync import (
+    SyncGroup,
+    TensorSpec,
+    TransportError,
+    comparable,
+    loaded_sums,
+    receive,
+    received_sums,
+)
 
 
 @dataclass
@@ -74,8 +85,25 @@ class VLLMEngine:
         return samples
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state.items())})
+        self.load_stream(list(state.items()))
+
+    def load_stream(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load (name, tensor) pairs as they come (vLLM's loader consumes an iterator: a broadcast's buckets are
+        loaded while the next arrive)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
         self.llm.reset_prefix_cache()
+
+    def model(self) -> torch.nn.Module:
+        """The engine's own model (in this process: the engine runs in-process)."""
+        return self.llm.collective_rpc(_model_of)[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.llm_engine.model_config.dtype
+
+
+def _model_of(worker) -> torch.nn.Module:
+    return worker.model_runner.get_model()
 
 
 class HFEngine:
@@ -85,7 +113,7 @@ class HFEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        self.hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
     @torch.no_grad()
     def generate(
@@ -100,7 +128,7 @@ class HFEngine:
         ids, mask = left_pad(rows, pad)
         P = ids.size(1)
         sample = temperature > 0  # temperature 0: greedy, as vLLM reads it
-        out = self.model.generate(
+        out = self.hf.generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_tokens,
@@ -123,7 +151,19 @@ class HFEngine:
         return samples
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state, strict=False)
+        self.load_stream(state.items())
+
+    def load_stream(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
+        own = self.hf.state_dict()
+        with torch.no_grad():
+            for name, t in pairs:
+                if name in own:
+                    own[name].copy_(t)
+
+    def model(self) -> torch.nn.Module:
+        return self.hf
+
+    dtype = torch.float32
 
 
 @ray.remote
@@ -142,6 +182,7 @@ class RolloutActor:
     ):
         start_process(threads)
         self.version = 0  # weights updates loaded since it started (a restart starts again at 0)
+        self.sync: SyncGroup | None = None  # its generation of the broadcast weight-sync group
         engine = VLLMEngine if backend == "vllm" else HFEngine
         self.engine = engine(
             folder,
@@ -176,6 +217,63 @@ class RolloutActor:
         self.engine.load_weights(state)
         self.version = version
         return time.perf_counter() - start
+
+    def join_sync(
+        self,
+        address: tuple[str, int, str],
+        rank: int,
+        world: int,
+        generation: int,
+        specs: list[TensorSpec],
+        timeout_s: float,
+    ) -> list[str]:
+        """Join generation `generation` of the weight-sync group (rank 0 and the other engines join at once); returns
+        the sent names this engine can check after a load (`weight_sync.comparable`)."""
+        host, port, backend = address
+        mine = "nccl" if actor_device() == "cuda" else "gloo"
+        if backend != mine:
+            raise RuntimeError(
+                f"weight sync: the actor's rank 0 broadcasts over {backend} but this engine runs on "
+                f"{'a GPU' if mine == 'nccl' else 'CPU'}; give both the same device, or use sync.method: object_store"
+            )
+        self.sync = None  # the last generation's group goes first
+        self.sync = SyncGroup.join(host, port, rank, world, generation, backend, timeout_s)
+        self.specs = specs
+        return sorted(comparable(self.engine.model(), specs))
+
+    def sync_generation(self) -> int | None:
+        """The sync group generation this engine is in (None: none, as after a restart)."""
+        return self.sync.generation if self.sync is not None else None
+
+    def receive_weights(
+        self, buckets: list[list[TensorSpec]], generation: int, version: int, checked: list[str]
+    ) -> dict:
+        """Take a broadcast sync: load the tensors as they arrive, then report the checksums of the checked names as
+        received and as loaded, and the load's time."""
+        if self.sync is None or self.sync.generation != generation:
+            raise StaleState(f"in sync group generation {self.sync_generation()}, the sync is generation {generation}")
+        start = time.perf_counter()
+        received: dict[str, float] = {}
+        names = frozenset(checked)
+        try:
+            self.engine.load_stream(received_sums(receive(self.sync, buckets), names, received))
+        except TransportError:
+            # The broadcast broke off (another member died): vLLM's loader holds half-loaded layers it cannot
+            # finish or undo, so this engine ends, Ray starts it afresh, and the sync is redone with it.
+            os._exit(1)
+        except Exception:
+            self.sync = None  # a failed load leaves the group unusable: the controller forms a new one
+            raise
+        self.version = version
+        shapes = {n: s.shape for b in buckets for s in b for n in s.names if n in names}
+        loaded = loaded_sums(self.engine.model(), shapes) if names else {}
+        sent_dtypes = {s.dtype for b in buckets for s in b}
+        return {
+            "seconds": time.perf_counter() - start,
+            "received": received,
+            "loaded": loaded,
+            "cast": sent_dtypes != {str(self.engine.dtype)},
+        }
 
 
 def start_engines(
@@ -220,6 +318,7 @@ class RolloutGroup:
         self.recoveries: list[Recovery] = []
         self.weights = None  # the object-store reference every engine holds now (None: the folder it started from)
         self.version = 0  # how many updates the engines hold (an engine restarted by Ray is back at 0)
+        self.restorer = self._restore  # how a restarted engine gets the current weights (the sync's method decides)
         wait_ready(self.members, timeout_s)
 
     def _restore(self, member: Member):
@@ -240,7 +339,7 @@ class RolloutGroup:
             self.timeout_s,
             self.restarts,
             self.recoveries,
-            self._restore,
+            self.restorer,
         )
         samples = []
         for (offset, _), out in zip(chunks, outs):
@@ -248,6 +347,10 @@ class RolloutGroup:
                 s.prompt_index += offset
                 samples.append(s)
         return samples
+
+    def synced(self) -> None:
+        """Every engine now holds the next weights version (a broadcast sync loaded it into each)."""
+        self.version += 1
 
     def update_weights(self, state_ref) -> list[float]:
         """Every engine loads the same object-store state dict (one put, read zero-copy by each)."""

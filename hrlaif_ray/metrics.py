@@ -14,6 +14,44 @@ from pathlib import Path
 from typing import Any
 
 
+class PeakMemory:
+    """The most this process held above what it held when the block began: allocated GPU memory on `cuda`, else
+    the host's resident set (its peak reset through /proc/self/clear_refs, Linux; None elsewhere). `bytes` after
+    the block."""
+
+    def __init__(self, device: str):
+        self.device, self.bytes, self._start = device, None, 0
+
+    @staticmethod
+    def _status(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            self._start = self._status("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.device == "cuda":
+            self.bytes = torch.cuda.max_memory_allocated() - self._start
+        elif self._start is not None:
+            self.bytes = max(0, self._status("VmHWM") - self._start)
+
+
 class PhaseTimer:
     """`with timer("generate"): ...` records `time/generate` in seconds; phases that repeat add up.
     `timer.together(reward=f, reference=g)` runs independent phases at once (threads that wait on remote

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -185,24 +185,37 @@ def frozen_engine(model: torch.nn.Module, frozen: FrozenConfig, world_size: int)
     return engine
 
 
-def gathered_state_dict(model: torch.nn.Module, rank: int, zero3: bool) -> dict[str, torch.Tensor] | None:
-    """The whole model's weights as host tensors on rank 0 (None on the others). Under ZeRO-3 one parameter is
-    gathered at a time (every rank must call it), so no rank holds more than its partition plus one parameter on its
-    device; the copy on rank 0's host is what a checkpoint writes. Tied weights appear under each of their keys."""
-    live = model.state_dict(keep_vars=True)
-    if not zero3:
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in live.items()} if rank == 0 else None
-    import deepspeed
+def gathered_tensors(model: torch.nn.Module, rank: int, zero3: bool) -> Iterator[torch.Tensor | None]:
+    """The model's unique state-dict tensors in order (`hrlaif_ray.weight_sync.specs_of`'s order), whole, on rank 0's
+    device (None on the other ranks). Under ZeRO-3 each is gathered when it is asked for and released before the
+    next (every rank must iterate to the end: each step is a gather they all take part in)."""
+    seen: set[int] = set()
+    for tensor in model.state_dict(keep_vars=True).values():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if not zero3 or not hasattr(tensor, "ds_id"):
+            yield tensor.detach() if rank == 0 else None
+            continue
+        import deepspeed
 
-    out: dict[str, torch.Tensor] | None = {} if rank == 0 else None
-    done: dict[int, torch.Tensor] = {}
-    for key, tensor in live.items():
-        if id(tensor) not in done:
-            with deepspeed.zero.GatheredParameters([tensor], enabled=hasattr(tensor, "ds_id")):
-                done[id(tensor)] = tensor.detach().to("cpu", copy=True).contiguous() if rank == 0 else None
-        if out is not None:
-            out[key] = done[id(tensor)]
-    return out
+        with deepspeed.zero.GatheredParameters([tensor]):
+            yield tensor.detach() if rank == 0 else None
+
+
+def gathered_state_dict(model: torch.nn.Module, rank: int, zero3: bool) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights as host tensors on rank 0 (None on the others), gathered one parameter at a time
+    under ZeRO-3 (every rank must call it), so no rank holds more than its partition plus one parameter on its
+    device; the copy on rank 0's host is what a checkpoint writes. Tied weights appear under each of their keys."""
+    names: dict[int, list[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(tensor), []).append(key)
+    out: dict[str, torch.Tensor] = {}
+    for keys, tensor in zip(names.values(), gathered_tensors(model, rank, zero3)):
+        if tensor is not None:
+            host = tensor.to("cpu", copy=True).contiguous()
+            out.update((k, host) for k in keys)
+    return out if rank == 0 else None
 
 
 def optimizer_state_dtypes(engine) -> list[str]:

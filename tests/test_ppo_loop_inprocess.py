@@ -41,6 +41,8 @@ class FakeRollout:
 
 
 class FakeLearner:
+    weights_bytes = 0
+
     def __init__(self):
         self.trained: list[Experience] = []
 

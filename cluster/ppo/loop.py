@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from actors.calls import RoleFailure
+from actors.weight_sync import SyncResult
 from cluster.ppo.experience import ExperienceSource, completions, rewards
 from cluster.ppo.faults import FaultLog
 from cluster.ppo.roles import Roles
@@ -65,11 +66,11 @@ def ppo_loop(
                 stats = update(job, roles, roles.put(train), len(batch), timer)
                 source.before_sync(timer)
                 with timer("sync"):
-                    reload_s = sync_weights(roles)
+                    synced = roles.sync.sync()
             metrics = {
-                **step_metrics(step, rollouts, forwards, adv, stats, kl_ctl.coef, timer, reload_s),
+                **step_metrics(step, rollouts, forwards, adv, stats, kl_ctl.coef, timer),
                 **mismatch_metrics(job, forwards, train.is_weights, batch.response_mask),
-                **sync_metrics(roles, timer),
+                **sync_metrics(synced, timer),
                 "faults/restarts": log_recoveries(roles, faults, step + 1),
             }
             kl_ctl.update(float(adv.kl.mean()), len(batch))
@@ -155,17 +156,19 @@ def update(job: PPOJob, roles: Roles, train_ref, n: int, timer: PhaseTimer) -> t
     return out["actor_train"], out.get("critic_train", {})
 
 
-def sync_weights(roles: Roles) -> float:
-    """The actor's new weights into every rollout engine (through the object store, across nodes where the engines
-    run on others); the engines' reload time."""
-    return max(roles.rollout.update_weights(roles.actor.weights_ref()))
-
-
-def sync_metrics(roles: Roles, timer: PhaseTimer) -> dict:
-    """What the weight sync moved (the state dict's bytes, put once, read by every engine wherever it runs) and
-    at what rate (bytes / time/sync, the put, the transfer to the engines' nodes and their reload)."""
-    size, seconds = getattr(roles.actor, "weights_bytes", 0), timer.times.get("time/sync", 0.0)
-    return {"sync/bytes": size, "sync/gb_per_s": size / seconds / 1e9 if seconds > 0 else 0.0}
+def sync_metrics(synced: SyncResult, timer: PhaseTimer) -> dict:
+    """What the weight sync moved (the bytes that left the actor's rank 0, once whatever the number of engines), at
+    what rate (bytes / time/sync: the gathers, the transfer and the engines' loading), the engines' loading time
+    (vLLM's loader, and on CPU its repacking; a broadcast overlaps it with the transfer) and how many tensors each
+    engine's check compared, and the most the actor's rank 0 held above its start meanwhile."""
+    seconds = timer.times.get("time/sync", 0.0)
+    return {
+        "sync/bytes": synced.bytes,
+        "sync/gb_per_s": synced.bytes / seconds / 1e9 if seconds > 0 else 0.0,
+        "sync/checked": synced.checked,
+        "sync/rank0_peak_mb": (synced.peak_bytes or 0) / 2**20,
+        "time/sync_reload": synced.reload_s,
+    }
 
 
 def step_metrics(
@@ -176,7 +179,6 @@ def step_metrics(
     stats: tuple[dict, dict],
     kl_coef: float,
     timer: PhaseTimer,
-    reload_s: float,
 ) -> dict:
     """Step `step`'s metrics row (reward, KL, losses, lengths, batch accuracy, phase times, the batch's staleness)."""
     batch, B = rollouts.batch, len(rollouts.batch)
@@ -193,7 +195,6 @@ def step_metrics(
         "response/length_mean": mask.sum(1).mean(),
         "response/stop_frac": sum(s.finish_reason == "stop" for s in rollouts.samples) / B,
         **timer.times,
-        "time/sync_reload": reload_s,  # of time/sync: the engines' reload (vLLM's loader and CPU repacking)
         "async/staleness": step - rollouts.version,  # updates since the weights that sampled the batch
         "data/batch_step": rollouts.step,  # the prompt batch's step (a resumed buffered batch keeps its own)
     }

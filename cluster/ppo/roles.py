@@ -20,6 +20,7 @@ from actors.learner import LearnerGroup
 from actors.online_reward import OnlineReward
 from actors.reward import RewardService, parts_of
 from actors.rollout import RolloutGroup, start_engines
+from actors.weight_sync import BroadcastSync, ObjectStoreSync, weight_sync
 from cluster.topology import Topology
 from hrlaif_ray.config import PPOJob
 from hrlaif_ray.reward.interface import Reward, WeightedSum
@@ -38,6 +39,11 @@ class Roles:
     put: Callable[[Any], Any] = ray.put  # shares a batch with every learner rank (the object store)
     reward_service: RewardService | None = None  # the reward's Ray replicas, where it has them
     online: OnlineReward | None = None  # the labeler pool labeling each group during the step (online kinds)
+    sync: BroadcastSync | ObjectStoreSync | None = None  # the actor's weights into the engines (job.sync.method)
+
+    def __post_init__(self):
+        if self.sync is None:  # the fallback needs nothing but the two handles
+            self.sync = ObjectStoreSync(self.actor, self.rollout)
 
     def members(self) -> dict[str, list[Member]]:
         """Each Ray role's actors (what fault injection picks from); roles without actors are left out."""
@@ -126,6 +132,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         rm_reads_policy_tokens=job.reward.uses_rm and same_tokenizer(job.policy, job.reward.rm),
         reward_service=service,
     )
+    roles.sync = weight_sync(job.sync, roles.actor, roles.rollout, faults.call_timeout_s, faults.actor_restarts)
     if job.reward.online:  # last: its labelers live outside the placement groups, so nothing may fail after them
         folder = job.reward.labels_dir or str(Path(job.output_dir) / "online-labels")
         roles.online = OnlineReward(job.reward.labeling, job.reward.pool, folder)

@@ -75,6 +75,7 @@ from hrlaif_ray.config.ppo import (
     RolloutConfig,
     SampleJob,
     SampleSettings,
+    SyncConfig,
 )
 from hrlaif_ray.config.resources import ROLES, DPOResourcePlan, ResourcePlan, Role, RoleResources, TwoRanks, TwoThreads
 from hrlaif_ray.config.reward import RMProbeJob, RMProbeSettings, RMTrainJob, RMTrainSettings
@@ -108,6 +109,7 @@ __all__ = [
     "EvalPromptMix",
     "EvalSettings",
     "FaultsConfig",
+    "SyncConfig",
     "field_order",
     "format_validation_error",
     "IterativeDPOConfig",

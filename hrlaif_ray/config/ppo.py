@@ -163,6 +163,31 @@ class AsyncConfig(Section):
     )
 
 
+class SyncConfig(Section):
+    """How the actor's new weights reach the rollout engines after each update (hrlaif_ray/weight_sync.py)."""
+
+    method: Literal["broadcast", "object_store"] = Field(
+        "broadcast",
+        description="broadcast: the actor's rank 0 sends the weights a bucket at a time over a process group that "
+        "joins it to every engine (gloo on CPU, nccl on GPU), as OpenRLHF, veRL and NeMo-RL do; object_store: rank 0 "
+        "puts the whole state dict in Ray's object store and every engine reads it (the fallback: it holds a whole "
+        "copy of the weights, and on a GPU pickles CUDA tensors). Broadcast over nccl needs the engines on GPUs of "
+        "their own: not colocated with the actor.",
+    )
+    bucket_mb: float = Field(
+        256.0,
+        gt=0,
+        description="The broadcast's bucket in MiB: consecutive tensors sent as one buffer (a larger tensor alone). "
+        "Rank 0 holds one bucket beyond its shard; each engine the one it loads and the one arriving.",
+    )
+    check: bool = Field(
+        True,
+        description="After each broadcast sync, check that every engine holds what was sent: the checksums of "
+        "the sent, the received and the loaded tensors (those the engine keeps under their own name and shape) "
+        "agree; a sync that fails it fails the step, naming the engine.",
+    )
+
+
 class ChaosConfig(Section):
     """Fault injection (for testing a deployment's recovery): the controller kills one actor of a role at random
     every few steps, at a random moment inside the step, as a dying process or node would."""
@@ -305,6 +330,9 @@ class PPOSettings(Section):
         default_factory=FaultsConfig,
         description="Restarts, timeouts and (for tests) fault injection: how a run survives faults.",
     )
+    sync: SyncConfig = Field(
+        default_factory=SyncConfig, description="The weight sync from the actor to the rollout engines."
+    )
     async_: AsyncConfig = Field(
         default_factory=AsyncConfig,
         alias="async",
@@ -329,6 +357,16 @@ class PPOSettings(Section):
                 raise ValueError(
                     f"algo.micro_batch_size: {micro} does not divide the {batch // parts}-row mini-batch of each {role} rank"
                 )
+        rollout = self.resources.rollout
+        if (
+            self.sync.method == "broadcast"
+            and rollout.colocate_with == "actor"
+            and self.resources.bundle_of("actor").get("GPU", 0) > 0
+        ):
+            raise ValueError(
+                "sync.method: broadcast joins the engines to the actor's rank 0 in an nccl group, which needs them on "
+                "GPUs of their own; with resources.rollout.colocate_with: actor use sync.method: object_store"
+            )
         if batch % self.resources.reference.replicas:
             raise ValueError(
                 f"prompts_per_step x samples_per_prompt ({batch}) must split evenly over reference.replicas"
