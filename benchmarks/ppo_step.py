@@ -21,7 +21,11 @@ forwards_vs_floor = the reward/reference/critic forwards' wall time over the sum
 overlapped phase by its own floor). sync_vs_memcpy = the sync's
 bandwidth (weight bytes / time/sync) over a plain memcpy's. vllm_vs_hf: SmolLM2-135M, EOS-terminated sampling.
 
-Run: `python -m benchmarks.ppo_step [--models tiny,50m,smollm2] [--steps 4] [--no-trl]`; TRL needs the `bench`
+Each model runs once per weight-sync method (`--sync`, both by default: `broadcast` bucket by bucket over a process
+group, `object_store` the whole state dict put once), side by side in one run; sync_bytes is what left the actor's
+rank 0, sync_rank0_peak_mb the most rank 0 held above its start during the sync.
+
+Run: `python -m benchmarks.ppo_step [--models tiny,50m,smollm2] [--steps 4] [--no-trl] [--sync broadcast]`; TRL needs the `bench`
 extra (`pip install -e .[bench]`: trl==1.12.0, the last release with PPO, as trl.experimental.ppo).
 """
 
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, print_table, write_results
+from benchmarks.common import print_table, write_results
 from hrlaif_ray.config import ModelConfig, PPOJob, PromptMixConfig
 from hrlaif_ray.data.chat import left_pad, pad_token_id, prompt_token_ids
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
@@ -106,7 +110,7 @@ def prompt_texts() -> list[str]:
 # ------------------------------------------------------------------------------------------------ ours
 
 
-def ours(folder: str, root: Path, steps: int) -> dict:
+def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast") -> dict:
     import ray
 
     from cluster.ppo import run_ppo
@@ -140,6 +144,7 @@ def ours(folder: str, root: Path, steps: int) -> dict:
                 "max_model_len": 512,
             },
             "reward": {"kind": "rm", "rm": folder},
+            "sync": {"method": sync_method},
             "resources": {
                 "bundle": {"CPU": 1},
                 "actor": one,
@@ -157,7 +162,7 @@ def ours(folder: str, root: Path, steps: int) -> dict:
     finally:
         ray.shutdown()
     rows = [json.loads(line) for line in (root / "ppo" / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up
-    return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith(("time/", "sync/"))}
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -298,6 +303,9 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,50m,smollm2")
     parser.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is warm-up)")
     parser.add_argument("--no-trl", action="store_true")
+    parser.add_argument(
+        "--sync", default="broadcast,object_store", help="weight-sync methods, each a run of ours side by side"
+    )
     parser.add_argument("--out", default="ppo_step", help="results name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-generation", action="store_true", help="skip the SmolLM2 vLLM-vs-HF generation run")
     args = parser.parse_args()
@@ -314,47 +322,62 @@ def main() -> None:
 
             tok = AutoTokenizer.from_pretrained(folder)
             prompt_tokens = max(len(prompt_token_ids(tok, t, 256)) for t in prompt_texts())
-            times = ours(folder, root / f"ours-{kind}", args.steps)
             trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps)
             floor = floors(n_params, rate, prompt_tokens)
-            row = {
-                "model": kind,
-                "params_matmul": n_params,
-                "step_s": times["time/step"],
-                "trl_step_s": trl_s,
-                "ratio_vs_trl": times["time/step"] / trl_s if trl_s else None,
-                **{f"{p}_s": times.get(f"time/{p}", 0.0) for p in PHASES},
-                **{f"{p}_floor_s": f for p, f in floor.items()},
-                **{f"{p}_vs_floor": times.get(f"time/{p}", 0.0) / f for p, f in floor.items() if p.endswith("train")},
-                # Overlapping phases share the cores: their wall time against the sum of their floors.
-                "forwards_vs_floor": max(times.get(f"time/{p}", 0.0) for p in FORWARDS)
-                / sum(floor[p] for p in FORWARDS),
-                "updates_vs_floor": max(times.get(f"time/{p}", 0.0) for p in UPDATES) / sum(floor[p] for p in UPDATES),
-                "sync_share": times["time/sync"] / times["time/step"],
-                "sync_vs_memcpy": (nbytes / times["time/sync"]) / memcpy,
-                "weights_mb": nbytes / 2**20,
-                # The sync's two parts: the learner's put through the object store (and the calls), and the
-                # engines' reload_weights (vLLM's loader plus oneDNN repacking on CPU).
-                "sync_reload_s": times.get("time/sync_reload", 0.0),
-                "transfer_vs_memcpy": (nbytes / max(times["time/sync"] - times.get("time/sync_reload", 0.0), 1e-9))
-                / memcpy,
-            }
-            rows.append(row)
-            print_table(
-                [row],
-                [
-                    "model",
-                    "step_s",
-                    "trl_step_s",
-                    "ratio_vs_trl",
-                    "generate_s",
-                    "actor_train_s",
-                    "forwards_vs_floor",
-                    "updates_vs_floor",
-                    "sync_share",
-                    "sync_vs_memcpy",
-                ],
-            )
+            for method in [m for m in args.sync.split(",") if m]:
+                times = ours(folder, root / f"ours-{kind}-{method}", args.steps, method)
+                row = {
+                    "model": kind,
+                    "sync_method": method,
+                    "params_matmul": n_params,
+                    "step_s": times["time/step"],
+                    "trl_step_s": trl_s,
+                    "ratio_vs_trl": times["time/step"] / trl_s if trl_s else None,
+                    **{f"{p}_s": times.get(f"time/{p}", 0.0) for p in PHASES},
+                    **{f"{p}_floor_s": f for p, f in floor.items()},
+                    **{
+                        f"{p}_vs_floor": times.get(f"time/{p}", 0.0) / f
+                        for p, f in floor.items()
+                        if p.endswith("train")
+                    },
+                    # Overlapping phases share the cores: their wall time against the sum of their floors.
+                    "forwards_vs_floor": max(times.get(f"time/{p}", 0.0) for p in FORWARDS)
+                    / sum(floor[p] for p in FORWARDS),
+                    "updates_vs_floor": max(times.get(f"time/{p}", 0.0) for p in UPDATES)
+                    / sum(floor[p] for p in UPDATES),
+                    "sync_share": times["time/sync"] / times["time/step"],
+                    "sync_bytes": times.get("sync/bytes", nbytes),
+                    "sync_vs_memcpy": (times.get("sync/bytes", nbytes) / times["time/sync"]) / memcpy,
+                    "weights_mb": nbytes / 2**20,
+                    "sync_rank0_peak_mb": times.get("sync/rank0_peak_mb"),
+                    "sync_checked": times.get("sync/checked"),
+                    # The sync's two parts: the transfer (the object store's put and read, or the broadcast) and
+                    # the engines' loading (vLLM's loader plus oneDNN repacking on CPU; a broadcast overlaps the
+                    # two, so for it the difference is the part of the transfer the loading did not hide).
+                    "sync_reload_s": times.get("time/sync_reload", 0.0),
+                    "transfer_vs_memcpy": (
+                        times.get("sync/bytes", nbytes)
+                        / max(times["time/sync"] - times.get("time/sync_reload", 0.0), 1e-9)
+                    )
+                    / memcpy,
+                }
+                rows.append(row)
+                print_table(
+                    [row],
+                    [
+                        "model",
+                        "sync_method",
+                        "step_s",
+                        "trl_step_s",
+                        "ratio_vs_trl",
+                        "generate_s",
+                        "actor_train_s",
+                        "sync_s",
+                        "sync_share",
+                        "sync_vs_memcpy",
+                        "sync_rank0_peak_mb",
+                    ],
+                )
         if not args.no_generation:
             gen = vllm_vs_hf(make_model("smollm2", root))
             print(
@@ -363,6 +386,7 @@ def main() -> None:
             )
     cols = [
         "model",
+        "sync_method",
         "step_s",
         "trl_step_s",
         "ratio_vs_trl",
@@ -373,14 +397,9 @@ def main() -> None:
         "sync_vs_memcpy",
         "sync_reload_s",
         "transfer_vs_memcpy",
+        "sync_rank0_peak_mb",
     ]
     print_table(rows, cols)
-    # Rows of models not run this time (and an earlier generation run) are kept from the results file.
-    previous = RESULTS / f"{args.out}.json"
-    if previous.is_file():
-        old = json.loads(previous.read_text())
-        rows = [r for r in old.get("rows", []) if r["model"] not in {x["model"] for x in rows}] + rows
-        gen = gen or old.get("generation")
     path = write_results(
         args.out,
         rows,
