@@ -16,7 +16,9 @@ share of the call is redone; each such recovery is appended to `recoveries` for 
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,10 +179,13 @@ def gather_restarting(
     restarts: int,
     recoveries: list[Recovery],
     restore: Callable[[Member], Any] | None = None,
+    lock: threading.Lock | None = None,
 ) -> list:
     """`gather` of call(member) for every member; a member that died or hung is recovered in place (at most
-    `restarts` times in this call) and its call redone. An error the actor raised itself is not retried."""
-    refs = [call(m) for m in members]
+    `restarts` times in this call) and its call redone. An error the actor raised itself is not retried. `lock`,
+    held while the calls are submitted, keeps them contiguous among other threads' calls on the same actors."""
+    with lock or contextlib.nullcontext():
+        refs = [call(m) for m in members]
     redone = 0
     while True:
         try:

@@ -19,6 +19,7 @@ roles from the last checkpoint (cluster/ppo/run.py). Every call waits at most `t
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -409,6 +410,10 @@ class LearnerGroup:
         grouped = role in TRAINED_ROLES or (frozen is not None and frozen_stage(frozen, world) == 3)
         self.restarts = 0 if grouped else restarts  # a grouped rank's peers wait for it in their collectives
         self.recoveries: list[Recovery] = []
+        # Held while one call is submitted to every rank: Ray runs one caller's calls on an actor in the order they
+        # were submitted, so calls submitted whole, one after another, run in the same order on every rank (two
+        # threads interleaving their submissions could leave two ranks in different collectives).
+        self.submit_lock = threading.Lock()
         self.weights_bytes = 0  # the size of the last weights_ref's state dict
         self.weights_peak: int | None = None  # the most rank 0 held above its start while putting it
         master = rendezvous(role, options[0], timeout_s) if grouped else None
@@ -439,11 +444,14 @@ class LearnerGroup:
             self.timeout_s,
             self.restarts,
             self.recoveries,
+            lock=self.submit_lock,
         )
 
     def _all(self, call) -> list:
         """call(rank) on every rank (collectives: every rank must take part), bounded."""
-        return gather(self.members, [call(m.handle) for m in self.members], self.timeout_s)
+        with self.submit_lock:
+            refs = [call(m.handle) for m in self.members]
+        return gather(self.members, refs, self.timeout_s)
 
     def logprobs(self, batch_ref, n: int) -> torch.Tensor:
         return torch.cat(self._per_rank(n, lambda r, s, e: r.logprobs.remote(batch_ref, s, e)))

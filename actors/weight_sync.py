@@ -11,9 +11,9 @@ Faults: every call is bounded by `faults.call_timeout_s` and a failure names the
 a broadcast is restarted by Ray (its `max_restarts`); rank 0 then leaves the group (so the other engines' waits
 fail at once), a new generation of the group is formed with every engine and the sync is redone. An engine
 restarted at any other time (found by the next generate, which restores it) gets the current weights through a
-group of its own with rank 0, and the next sync forms the whole group again. The lock keeps one broadcast at a time:
-a restore from the background generation of an asynchronous step and the loop's sync never interleave their calls
-on the actor's ranks.
+group of its own with rank 0, and the next sync forms the whole group again. The lock keeps one broadcast at a time, and
+the actor group's submit lock keeps a broadcast's calls contiguous on its ranks: a restore from the background
+generation of an asynchronous step runs before or after the loop's update on every rank alike, never between.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class SyncResult:
     reload_s: float
     checked: int = 0
     peak_bytes: int | None = None  # the most the actor's rank 0 held above its start during the sync
+    send_s: float | None = None  # rank 0's own time in a broadcast (its gathers, packing and sending)
 
 
 class ObjectStoreSync:
@@ -122,7 +123,9 @@ class BroadcastSync:
             except RoleFailure as exc:  # an engine died before the broadcast began: restarted, then a new group
                 failures, results = [exc], []
             else:
-                refs = [m.handle.broadcast_weights.remote(self.buckets, self.checked) for m in learners] + [
+                with self.actor.submit_lock:  # contiguous among the loop's calls on the actor's ranks
+                    refs = [m.handle.broadcast_weights.remote(self.buckets, self.checked) for m in learners]
+                refs += [
                     m.handle.receive_weights.remote(self.buckets, self.generation, version, self.checked)
                     for m in engines
                 ]
@@ -159,7 +162,7 @@ class BroadcastSync:
                     restartable=False,
                 )
         reload_s = max(got["seconds"] for got in received)
-        return SyncResult(self.method, sent["bytes"], reload_s, len(self.checked), sent["peak_bytes"])
+        return SyncResult(self.method, sent["bytes"], reload_s, len(self.checked), sent["peak_bytes"], sent["seconds"])
 
 
 def _settle(members: list[Member], refs: list, timeout_s: float) -> tuple[list, list[RoleFailure]]:

@@ -40,12 +40,13 @@ from hrlaif_ray.config import (
     LearnerConfig,
     ResourcePlan,
     RolloutConfig,
+    SyncConfig,
     load_config,
     model_folder_problem,
 )
 from hrlaif_ray.errors import ConfigError, HrlaifError
 
-GiB = 2**30
+GiB, MiB = 2**30, 2**20
 # host memory of one actor process before its model (measured: 0.42 GiB with torch, transformers and DeepSpeed
 # imported; Ray adds its own)
 PROCESS_GIB = 0.5
@@ -222,7 +223,9 @@ class RolePlan:
     what: str
     process_bytes: int = int(PROCESS_GIB * GiB)
     problem: str | None = None  # a role that cannot start whatever the bundle holds
-    rank0_host: int = 0  # on rank 0's host only: a gathered copy of the model (a checkpoint, a weight sync's put)
+    rank0_host: int = (
+        0  # on rank 0's host only: a gathered copy of the model (a checkpoint, an object-store sync's put)
+    )
 
 
 @dataclass
@@ -374,10 +377,17 @@ class Batch:
 
 
 def trained_role(
-    role: str, shape: ModelShape, learner: LearnerConfig, ranks: int, stage: int, batch: Batch, synced: bool = False
+    role: str,
+    shape: ModelShape,
+    learner: LearnerConfig,
+    ranks: int,
+    stage: int,
+    batch: Batch,
+    sync: SyncConfig | None = None,
 ) -> RolePlan:
-    """A trained role's rank; `synced`: its weights go to the rollout engines every step (through the object
-    store: a copy on rank 0's host, and under ZeRO-3 the gathered copy it is put from, as a checkpoint's)."""
+    """A trained role's rank; `sync`: how its weights go to the rollout engines every step. A broadcast holds one
+    bucket on rank 0's device (counted on every rank: a plan is per rank); the object store a copy on rank 0's
+    host. Under ZeRO-3 rank 0's host also takes a checkpoint's gathered copy."""
     mem = model_states(shape, learner, ranks, stage)
     mem.buffers += TRAINER_BUFFERS
     mem.activations = activations(
@@ -394,7 +404,9 @@ def trained_role(
         mem.activations = int(mem.activations * ZERO3_CPU_ACTIVATIONS)
     mem.runtime = int(CUDA_CONTEXT_GIB * GiB) if batch.gpu else 0
     whole = shape.params * BYTES[learner.precision]
-    rank0 = (whole if stage == 3 else 0) + (whole if synced else 0)
+    rank0 = (whole if stage == 3 else 0) + (whole if sync is not None and sync.method == "object_store" else 0)
+    if sync is not None and sync.method == "broadcast":
+        mem.buffers += min(int(sync.bucket_mb * MiB), whole)
     return RolePlan(role, ranks, mem, describe(learner, shape, stage), rank0_host=rank0)
 
 
@@ -413,11 +425,28 @@ def frozen_role(role: str, shape: ModelShape, frozen: FrozenConfig, ranks: int, 
     return RolePlan(role, ranks, mem, describe(frozen, shape, stage))
 
 
-def engine_role(shape: ModelShape, rollout: RolloutConfig, ranks: int, gpu: bool, gpu_bytes: int | None) -> RolePlan:
+def engine_role(
+    shape: ModelShape,
+    rollout: RolloutConfig,
+    ranks: int,
+    gpu: bool,
+    gpu_bytes: int | None,
+    sync: SyncConfig | None = None,
+) -> RolePlan:
     """vLLM: on a GPU what it reserves (and that this holds its weights and one sequence's KV cache); on a CPU
-    its fp32 weights and KV cache."""
+    its fp32 weights and KV cache. A broadcast sync adds two buckets beside it (the one loading, the one
+    arriving)."""
     b = 2 if gpu else 4
     weights = shape.params * b
+    plan = _engine_role(shape, rollout, ranks, gpu, gpu_bytes, b, weights)
+    if sync is not None and sync.method == "broadcast":
+        plan.memory.buffers += 2 * min(int(sync.bucket_mb * MiB), weights)
+    return plan
+
+
+def _engine_role(
+    shape: ModelShape, rollout: RolloutConfig, ranks: int, gpu: bool, gpu_bytes: int | None, b: int, weights: int
+) -> RolePlan:
     kv_one = rollout.max_model_len * 2 * shape.layers * shape.kv_width * b
     if gpu:
         share = f"reserves {rollout.gpu_memory_utilization:g} of the GPU"
@@ -458,7 +487,7 @@ def plan_ppo(job, shape_of=None) -> Plan:
     roles, ranks = {}, res.actor.replicas
     answer = r.max_new_tokens + 1  # the positions whose logits predict the response
     roles["actor"] = trained_role(
-        "actor", policy, job.actor, ranks, stage_for_world(job.actor, ranks), batch("actor", answer), synced=True
+        "actor", policy, job.actor, ranks, stage_for_world(job.actor, ranks), batch("actor", answer), sync=job.sync
     )
     roles["reference"] = frozen_role(
         "reference", policy, job.frozen, res.reference.replicas, batch("reference", answer)
@@ -481,7 +510,7 @@ def plan_ppo(job, shape_of=None) -> Plan:
         roles["labelers"] = RolePlan("labelers", labelers, Memory(), "the online reward's labeler pool")
     gpu_bytes = int(res.gpu_memory_gib * GiB) if res.gpu_memory_gib else None
     on_gpu = res.bundle_of("rollout").get("GPU", 0) > 0
-    roles["rollout"] = engine_role(policy, r, res.rollout.replicas, on_gpu, gpu_bytes)
+    roles["rollout"] = engine_role(policy, r, res.rollout.replicas, on_gpu, gpu_bytes, job.sync)
     return place(res, roles, remote=bool(job.ray_address))
 
 

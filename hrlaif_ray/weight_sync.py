@@ -4,9 +4,9 @@ process group of their own, a bucket at a time, and each engine loads them as th
 This is how OpenRLHF, veRL and NeMo-RL move weights on GPUs (nccl there; gloo here on CPU): no copy of the whole
 model is ever put anywhere. Rank 0 gathers one parameter at a time (ZeRO-3) into a bucket of `bucket_bytes`, the
 bucket is broadcast as one flat byte buffer, and the engines rebuild the tensors from a plan both sides hold (the
-names, dtypes and shapes, in order: `TensorSpec`, `plan_buckets`). Rank 0 thus holds at most one bucket beyond its
-shard; an engine holds the bucket being loaded and the one arriving (`receive` reads ahead by one in a thread, so
-the transfer overlaps the engine's loader).
+names, dtypes and shapes, in order: `TensorSpec`, `plan_buckets`). Rank 0 thus holds one bucket's buffer (filled
+again for each bucket) and one gathered parameter beyond its shard; an engine holds the bucket being loaded and
+the one arriving (`receive` reads ahead by one in a thread, so the transfer overlaps the engine's loader).
 
 The group is stateless in torch's sense: a `TCPStore` that rank 0 serves (its port chosen by the OS) and a gloo or
 nccl process group made straight from it under a prefix per generation, never `init_process_group`, so it lives
@@ -178,10 +178,12 @@ def send(
     in); only rank 0, whose tensors are not None, packs and broadcasts: `group` is None elsewhere."""
     checksums: dict[str, float] = {}
     nbytes = 0
+    # One buffer for every bucket: a broadcast has completed (gloo) or is ordered before the next copy on the
+    # stream (nccl's wait) when the buffer is filled again; fresh buffers cost their first-touch page faults.
+    largest = max((bucket_nbytes(b) for b in buckets), default=0)
+    buffer = torch.empty(largest, dtype=torch.uint8, device=group.device) if group is not None else None
     for bucket in buckets:
-        flat = None
-        if group is not None:
-            flat = torch.empty(bucket_nbytes(bucket), dtype=torch.uint8, device=group.device)
+        flat = buffer[: bucket_nbytes(bucket)] if buffer is not None else None
         offset = 0
         for spec in bucket:
             t = next(tensors)

@@ -150,6 +150,18 @@ def test_the_papers_13b_plan_fits_eight_a100_40g():
     assert plan.host_needed < plan.host_capacity  # the offloaded optimizer states, in the node's 1 TB
 
 
+def test_the_weight_syncs_memory_is_planned_where_it_is_held():
+    """A broadcast holds a bucket on the actor's device and two beside each engine; the object store a whole copy
+    on rank 0's host (26 GB for 13B in bf16)."""
+    broadcast = {r.role: r for r in plan_ppo(_job("sync.method=broadcast", "sync.bucket_mb=512")).roles}
+    stored = {r.role: r for r in plan_ppo(_job("sync.method=object_store")).roles}
+    bucket = 512 * 2**20
+    assert broadcast["actor"].memory.buffers - stored["actor"].memory.buffers == bucket
+    assert broadcast["rollout"].memory.buffers - stored["rollout"].memory.buffers == 2 * bucket
+    whole = stored["actor"].rank0_host - broadcast["actor"].rank0_host
+    assert 25e9 < whole < 27e9  # 13B parameters in bf16
+
+
 def test_a_plan_that_cannot_fit_is_refused_in_one_line_naming_what_would(tmp_path, capsys):
     """Without optimizer offload the actor's fp32 states do not fit a 40 GiB GPU: `hrlaif plan` and `hrlaif ppo`
     both refuse with exit status 2, naming the bundle, the bytes and the setting that would fit, and `hrlaif ppo`

@@ -220,3 +220,22 @@ def test_broadcast_sync_on_ray_matches_the_learner_holds_a_bucket_and_survives_a
         assert len(rollout.recoveries) >= 2
     finally:
         topo.shutdown()
+
+
+def test_a_broadcast_to_engines_on_the_actors_gpus_is_refused():
+    """nccl cannot join two processes on one GPU: a GPU plan with the engines colocated with the actor must use the
+    object store, and the config says so."""
+    from pydantic import ValidationError
+
+    from hrlaif_ray.config import PPOJob
+
+    colocated = {
+        "bundle": {"GPU": 1, "CPU": 4},
+        "actor": {"replicas": 1, "share": 0.5},
+        "rollout": {"replicas": 1, "share": 0.5, "colocate_with": "actor"},
+    }
+    with pytest.raises(ValidationError, match="sync.method: object_store"):
+        PPOJob(policy="p", output_dir="o", resources=colocated)
+    assert PPOJob(policy="p", output_dir="o", resources=colocated, sync={"method": "object_store"})
+    cpu = {**colocated, "bundle": {"CPU": 1}}  # gloo has no such limit
+    assert PPOJob(policy="p", output_dir="o", resources=cpu).sync.method == "broadcast"
