@@ -14,6 +14,7 @@ BENCHMARKS = [
     "benchmarks.rm_forward",
     "benchmarks.memory",
     "benchmarks.ppo_step",
+    "benchmarks.weight_sync",
     "benchmarks.dpo_step",
     "benchmarks.async_step",
     "benchmarks.rm_service",

@@ -41,7 +41,7 @@ class FakeRollout:
 
 
 class FakeLearner:
-    weights_bytes = 0
+    weights_bytes, weights_peak = 0, None
 
     def __init__(self):
         self.trained: list[Experience] = []
