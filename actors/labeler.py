@@ -13,6 +13,7 @@ judge for labels already paid for, and its Parquet writes are not atomic, so it 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -104,6 +105,41 @@ class PoolStats:
         return self.labeled / self.seconds if self.seconds else 0.0
 
 
+class ItemFeed:
+    """Items that arrive while the pool runs (a PPO step's groups as the engines finish them): `put` them, `close`
+    after the last; `LabelerPool.run` takes them as they come."""
+
+    def __init__(self):
+        self._items: deque[LabelItem] = deque()
+        self._closed = False
+        self._ready = threading.Condition()
+
+    def put(self, item: LabelItem) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def take(self, wait_s: float) -> list[LabelItem]:
+        """What has arrived, waiting up to `wait_s` for something when nothing has."""
+        with self._ready:
+            if not self._items and not self._closed and wait_s > 0:
+                self._ready.wait(wait_s)
+            out = list(self._items)
+            self._items.clear()
+            return out
+
+    @property
+    def drained(self) -> bool:
+        """Closed, and everything put in was taken."""
+        with self._ready:
+            return self._closed and not self._items
+
+
 class LabelerPool:
     def __init__(self, labeling: LabelingConfig, pool: PoolConfig):
         self.labeling, self.pool = labeling, pool
@@ -154,7 +190,7 @@ class LabelerPool:
 
     def run(
         self,
-        items: list[LabelItem],
+        items: list[LabelItem] | ItemFeed,
         ledger: LabelLedger,
         progress: bool = False,
         control: Callable[[], int | None] | None = None,
@@ -164,8 +200,10 @@ class LabelerPool:
         """Label `items`, committing to `ledger` every shard_size labels or commit_interval_s seconds.
         `control`, polled each round, may return a new pool size; otherwise `pool.autoscale` sizes the pool. With
         `cap`, no label starts that could take the spend past it (see `SpendCap`); the rest stay queued. With `keep`,
-        the stats hold the labels too."""
-        stats, queue = PoolStats(), deque(items)
+        the stats hold the labels too. `items` may be an `ItemFeed`: items are taken as they are put in, until it is
+        closed."""
+        feed = items if isinstance(items, ItemFeed) else None
+        stats, queue = PoolStats(), deque(() if feed is not None else items)
         scaler = Autoscaler(self.pool.autoscale, self.pool.concurrency, self.pool.rpm) if self.pool.autoscale else None
         if scaler is not None:
             self.resize(max(scaler.cfg.min, min(scaler.cfg.max, self.size)))
@@ -177,7 +215,7 @@ class LabelerPool:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(items), unit="label", dynamic_ncols=True)
+            bar = tqdm(total=None if feed is not None else len(items), unit="label", dynamic_ncols=True)
 
         def commit() -> None:
             nonlocal last_commit
@@ -188,7 +226,9 @@ class LabelerPool:
 
         try:
             stats.size_log.append((0.0, self.size))
-            while queue or inflight:
+            while queue or inflight or (feed is not None and not feed.drained):
+                if feed is not None:
+                    queue.extend(feed.take(wait_s=0.0 if queue or inflight else 0.05))
                 wanted = control() if control else None
                 if not wanted and scaler is not None:
                     wanted = scaler.decide(time.monotonic(), len(queue) + sum(load.values()), self.size)

@@ -4,11 +4,12 @@ partial order turned into rewards (`hrlaif_ray/reward/group.py`); a failed label
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from actors.labeler import LabelerPool
+from actors.labeler import ItemFeed, LabelerPool, PoolStats
 from hrlaif_ray.config import LabelingConfig, PoolConfig
 from hrlaif_ray.data.records import PromptRecord, Response
 from hrlaif_ray.labeling.constitution import file_template_version
@@ -36,10 +37,21 @@ class OnlineReward:
 
     def rewards(self, groups: list[tuple[PromptRecord, list[str]]]) -> tuple[list[list[float]], dict]:
         """One reward per sample of each (prompt, sample texts) group, and what labeling them did and cost."""
-        items = [LabelItem(prompt, [Response(t) for t in texts]) for prompt, texts in groups]
+        items = [self.item(prompt, texts) for prompt, texts in groups]
         keys = [idempotency_key(item, self.labeling, self.template) for item in items]
         pending = list({k: i for k, i in zip(keys, items) if not self.ledger.is_done(k)}.items())
         stats = self.pool.run([i for _, i in pending], self.ledger, keep=True)
+        return self.found(keys, items, stats)
+
+    def item(self, prompt: PromptRecord, texts: list[str]) -> LabelItem:
+        return LabelItem(prompt, [Response(t) for t in texts])
+
+    def stream(self, groups: int, group_size: int) -> OnlineStream:
+        """The batch's groups labeled as they arrive (see `OnlineStream`)."""
+        return OnlineStream(self, groups)
+
+    def found(self, keys: list[str], items: list[LabelItem], stats: PoolStats) -> tuple[list[list[float]], dict]:
+        """Each group's rewards from its label (made now, or read back from the ledger), and the labeling's info."""
         found = {label.idempotency_key: label for label in stats.labels}
         if any(k not in found for k in keys):  # labeled before (a rerun): read them back
             found.update({l.idempotency_key: l for l in self.ledger.labels() if l.idempotency_key in set(keys)})
@@ -54,3 +66,41 @@ class OnlineReward:
 
     def shutdown(self) -> None:
         self.pool.shutdown()
+
+
+class OnlineStream:
+    """One batch's groups labeled as they arrive: the labeler pool runs in a thread of its own on an `ItemFeed`, so
+    the judge answers while the engines are still sampling; `result()` waits for the last label. A group labeled
+    before (a rerun) or twice in one batch is asked once."""
+
+    def __init__(self, reward: OnlineReward, groups: int):
+        self.reward = reward
+        self.keys: list[str | None] = [None] * groups
+        self.items: list[LabelItem | None] = [None] * groups
+        self.fed: set[str] = set()
+        self.feed = ItemFeed()
+        self.labeling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-labels")
+        self.running = self.labeling.submit(reward.pool.run, self.feed, reward.ledger, keep=True)
+
+    def add(self, index: int, group: Completions) -> None:
+        (prompt, texts), *rest = group.groups()
+        if rest:
+            raise ValueError(f"group {index}: one prompt's completions expected, got {len(rest) + 1} groups")
+        item = self.reward.item(prompt, texts)
+        key = idempotency_key(item, self.reward.labeling, self.reward.template)
+        self.keys[index], self.items[index] = key, item
+        if key not in self.fed and not self.reward.ledger.is_done(key):
+            self.fed.add(key)
+            self.feed.put(item)
+
+    def result(self) -> Scores:
+        self.feed.close()
+        try:
+            stats = self.running.result()
+        finally:
+            self.labeling.shutdown(wait=False)
+        missing = [i for i, k in enumerate(self.keys) if k is None]
+        if missing:
+            raise ValueError(f"groups {missing[:5]} were never added")
+        rewards, info = self.reward.found(self.keys, self.items, stats)
+        return Scores(torch.tensor([r for group in rewards for r in group], dtype=torch.float32), info)

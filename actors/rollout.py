@@ -14,14 +14,25 @@ logprobs those of softmax(logits / temperature), the distribution PPO's ratio is
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import ray
 import torch
 
-from actors.calls import Member, Recovery, StaleState, gather_restarting, node_of_this_process, row_ranges, wait_ready
+from actors.calls import (
+    Member,
+    Recovery,
+    StaleState,
+    failure,
+    gather_restarting,
+    node_of_this_process,
+    row_ranges,
+    wait_ready,
+)
 from actors.runtime import actor_device, placed_env, start_process
 from hrlaif_ray.config import RolloutConfig
 from hrlaif_ray.weight_sync import (
@@ -69,20 +80,28 @@ class VLLMEngine:
     def generate(
         self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
     ) -> list[Sample]:
+        groups = dict(self.generate_groups(prompts, n, max_tokens, temperature, top_p, seed))
+        return [s for i in range(len(prompts)) for s in groups[i]]
+
+    def generate_groups(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> Iterator[tuple[int, list[Sample]]]:
+        """Each prompt's n samples as soon as all n have finished: (prompt index, samples), in finishing order.
+        The requests are queued and stepped exactly as `LLM.generate` does (`enqueue`, then the engine's steps), so
+        the samples are the same whether they are streamed or not."""
         from vllm import SamplingParams
 
         # No per-request seed: vLLM's CPU sampler rejects per-request generators on larger batches ("CPU Generator
         # does not use offset"); the engine's own seed (set at start) makes a run reproducible.
         params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0)
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        samples = []
-        for i, out in enumerate(outs):
-            for c in out.outputs:
-                ids = list(c.token_ids)
-                samples.append(
-                    Sample(i, ids, [step[t].logprob for step, t in zip(c.logprobs, ids)], c.finish_reason or "length")
-                )
-        return samples
+        ids = self.llm.enqueue([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        index = {request: i for i, request in enumerate(ids)}
+        engine = self.llm.llm_engine
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.finished:
+                    i = index[out.request_id]
+                    yield i, [_sample(i, c) for c in out.outputs]
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         self.load_stream(list(state.items()))
@@ -100,6 +119,12 @@ class VLLMEngine:
     @property
     def dtype(self) -> torch.dtype:
         return self.llm.llm_engine.model_config.dtype
+
+
+def _sample(i: int, completion) -> Sample:
+    ids = list(completion.token_ids)
+    logprobs = [step[t].logprob for step, t in zip(completion.logprobs, ids)]
+    return Sample(i, ids, logprobs, completion.finish_reason or "length")
 
 
 def _model_of(worker) -> torch.nn.Module:
@@ -149,6 +174,14 @@ class HFEngine:
             end = toks.index(eos) + 1 if eos in toks else len(toks)
             samples.append(Sample(i // n, toks[:end], logp[i, :end].tolist(), "stop" if eos in toks else "length"))
         return samples
+
+    def generate_groups(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> Iterator[tuple[int, list[Sample]]]:
+        """transformers' generate finishes every row at once: the groups come after the whole batch."""
+        samples = self.generate(prompts, n, max_tokens, temperature, top_p, seed)
+        for i in range(len(prompts)):
+            yield i, samples[i * n : (i + 1) * n]
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         self.load_stream(state.items())
@@ -211,6 +244,22 @@ class RolloutActor:
         if version is not None and version != self.version:
             raise StaleState(f"holds weights version {self.version}, the caller expects {version}")
         return self.engine.generate(prompts, n, max_tokens, temperature, top_p, seed)
+
+    def generate_groups(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        version: int | None = None,
+    ) -> Iterator[tuple[int, list[Sample]]]:
+        """`generate`, one prompt's group at a time as each finishes (a Ray streaming generator: call it with
+        `.options(num_returns="streaming")`)."""
+        if version is not None and version != self.version:
+            raise StaleState(f"holds weights version {self.version}, the caller expects {version}")
+        yield from self.engine.generate_groups(prompts, n, max_tokens, temperature, top_p, seed)
 
     def update_weights(self, state: dict[str, torch.Tensor], version: int = 0) -> float:
         start = time.perf_counter()
@@ -304,6 +353,13 @@ def start_engines(
     ]
 
 
+def _shifted(samples: list[Sample], offset: int) -> list[Sample]:
+    """Samples whose prompt index is local to a call, with the call's first prompt at `offset`."""
+    for s in samples:
+        s.prompt_index += offset
+    return samples
+
+
 class RolloutGroup:
     """The rollout engines behind one handle: prompts are dealt evenly, samples come back in prompt order.
 
@@ -347,6 +403,66 @@ class RolloutGroup:
                 s.prompt_index += offset
                 samples.append(s)
         return samples
+
+    def generate_groups(
+        self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> Iterator[tuple[int, list[Sample]]]:
+        """`generate`, each prompt's group handed on as soon as its engine has finished it: (prompt index, its n
+        samples), in finishing order. The prompts are dealt as `generate` deals them and every engine gets the same
+        seed and weights version, so the samples are the same as `generate`'s. An engine whose stream fails by
+        dying (or going stale) is restarted and restored as in `generate`, and its prompts not yet handed on are
+        sampled again, whole."""
+        chunks = row_ranges(len(prompts), len(self.members))
+        arrived: queue.Queue = queue.Queue()
+        deadline = time.monotonic() + self.timeout_s
+
+        def stream(m: Member, offset: int, chunk: list[list[int]]) -> None:
+            done: set[int] = set()
+            try:
+                try:
+                    refs = m.handle.generate_groups.options(num_returns="streaming").remote(
+                        chunk, n, max_tokens, temperature, top_p, seed + m.rank, self.version
+                    )
+                    for ref in refs:
+                        i, samples = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
+                        done.add(i)
+                        arrived.put((offset + i, _shifted(samples, offset)))
+                except Exception as exc:  # noqa: BLE001 - a dead engine is redone below, anything else raised
+                    lost = failure(m, exc)
+                    if not lost.restartable or self.restarts == 0:
+                        raise lost from exc
+                    rest = [i for i in range(len(chunk)) if i not in done]
+                    samples = gather_restarting(
+                        [m],
+                        lambda mm: mm.handle.generate.remote(
+                            [chunk[i] for i in rest], n, max_tokens, temperature, top_p, seed + m.rank, self.version
+                        ),
+                        self.timeout_s,
+                        self.restarts,
+                        self.recoveries,
+                        self.restorer,
+                    )[0]
+                    for k, i in enumerate(rest):
+                        arrived.put((offset + i, _shifted(samples[k * n : (k + 1) * n], offset + i - k)))
+                arrived.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                arrived.put(exc)
+
+        threads = [
+            threading.Thread(target=stream, args=(m, a, prompts[a:b]), name=f"rollout-stream-{m.rank}", daemon=True)
+            for m, (a, b) in zip(self.members, chunks)
+        ]
+        for t in threads:
+            t.start()
+        finished = 0
+        while finished < len(threads):
+            item = arrived.get()
+            if item is None:
+                finished += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
 
     def synced(self) -> None:
         """Every engine now holds the next weights version (a broadcast sync loaded it into each)."""

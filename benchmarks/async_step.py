@@ -1,18 +1,24 @@
-"""PPO step time, synchronous against asynchronous (one-step off-policy), side by side in one run.
+"""PPO step time with an online judge: synchronous, synchronous with streaming rewards, and asynchronous (one-step
+off-policy) with streaming, at several judge latencies, side by side in one run; and with a reward model,
+synchronous against asynchronous.
 
-Two rewards:
-- `rm`: the reward model (the ~50M Qwen2 of benchmarks/ppo_step.py, its backbone with a fresh scalar head): every
-  phase is compute and the cores are busy in both loops, so overlap has little to give (what it gives is the
-  generation running while the updates wait on each other, and the reload);
-- `online`: the online hybrid reward (`reward.kind: online`) from the simulated judge at 300 ms latency per answer,
-  with the tiny demo Qwen2: the judge's latency is most of a synchronous step, and the asynchronous loop labels step
-  t+1's samples while step t trains. Target: async <= 0.7 x sync.
+- `online`: the online hybrid reward (`reward.kind: online`) from the simulated judge at a fixed latency per answer
+  (`--latencies`, ms; 0 is the baseline "without the judge's latency"), with the tiny demo Qwen2. Three modes:
+  `sync` (the reward waits for the whole batch: `rollout.stream: false`), `sync+stream` (each prompt's group is
+  labeled as soon as its samples finish, while the engines sample the rest) and `async+stream`
+  (`async.max_staleness: 1` as well: step t+1's samples and labels are made while step t trains).
+  `judge_hidden` = 1 - (step - the same mode's step at latency 0) / (the synchronous step - the synchronous step at
+  latency 0): the share of the judge's time on a synchronous step's critical path that the mode hides.
+  Targets: async+stream <= 0.7 x sync at 300 ms; judge_hidden >= 0.8 at 1 s.
+- `rm` (`--rm`): the reward model (the ~50M Qwen2 of benchmarks/ppo_step.py, its backbone with a fresh scalar
+  head): every phase is compute and the cores are busy in both loops, so overlap has little to give.
 
 Settings: RLOO, 16 math prompts x 4 samples x 32 new tokens, one PPO epoch, one optimizer step per step; vLLM with 2
 threads, learners and RM one thread each; the labeler pool 2 actors x 16. Step time = the median of `time/step` over
 steps 3..N (the first two warm up; the asynchronous loop's first step has nothing made ahead).
 
-Run: `python -m benchmarks.async_step [--steps 8]`; results in benchmarks/results/async_step.json.
+Run: `python -m benchmarks.async_step [--steps 6] [--latencies 0,300,1000,2000] [--rm]`; results in
+benchmarks/results/async_step.json.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.common import print_table, write_results
@@ -31,10 +38,11 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.schemas import write_records
 from hrlaif_ray.judges.launch import sim_judge_server
 
-PROMPTS, SAMPLES, TOKENS, LATENCY_MS = 16, 4, 32, 300
+PROMPTS, SAMPLES, TOKENS = 16, 4, 32
+MODES = {"sync": (0, False), "sync+stream": (0, True), "async+stream": (1, True)}  # (max_staleness, stream)
 
 
-def run(folder: str, root: Path, reward: dict, staleness: int, steps: int) -> list[dict]:
+def run(folder: str, root: Path, reward: dict, staleness: int, steps: int, stream: bool = True) -> list[dict]:
     import ray
 
     from cluster.ppo import run_ppo
@@ -43,14 +51,19 @@ def run(folder: str, root: Path, reward: dict, staleness: int, steps: int) -> li
     job = PPOJob.model_validate(
         {
             "policy": folder,
-            "output_dir": str(root / f"ppo-{reward['kind']}-{staleness}"),
+            "output_dir": str(root / f"ppo-{reward['kind']}-{staleness}-{stream}-{time.monotonic_ns()}"),
             "prompts": str(root / "prompts.parquet"),
             "steps": steps,
             "prompts_per_step": PROMPTS,
             "logging": {"tensorboard": False},
             "algo": {"estimator": "rloo", "micro_batch_size": 16, "use_rollout_logprobs": True},
             "actor": {"lr": 1e-6, "zero_stage": 2},
-            "rollout": {"samples_per_prompt": SAMPLES, "max_new_tokens": TOKENS, "max_model_len": 512},
+            "rollout": {
+                "samples_per_prompt": SAMPLES,
+                "max_new_tokens": TOKENS,
+                "max_model_len": 512,
+                "stream": stream,
+            },
             "reward": reward,
             "async": {"max_staleness": staleness},
             "resources": {
@@ -76,10 +89,13 @@ def step_time(rows: list[dict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--latencies", default="0,300,1000,2000", help="the judge's latency per answer, ms")
+    parser.add_argument("--rm", action="store_true", help="also the reward-model case (50M, sync vs async)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
     gflops = matmul_rate() / 1e9
+    latencies = [int(x) for x in args.latencies.split(",")]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,35 +103,49 @@ def main() -> None:
             PromptMixConfig(n=PROMPTS * args.steps, seed=3, math=1.0, multiple_choice=0.0, harmful=0.0, open_qa=0.0)
         )
         write_records(root / "prompts.parquet", prompts)
-        big = make_model("50m", root)
         tiny = make_model("tiny", root)
-        cases = [("rm", "50m", big, {"kind": "rm", "rm": big})]
-        with sim_judge_server([f"latency_ms={LATENCY_MS}"]) as base:
-            judge = {"base_url": base, "model": "gpt-3.5-turbo", "timeout_s": 30}
-            online = {
-                "kind": "online",
-                "labeling": {"judges": [judge], "rewriter": {**judge, "model": "gpt-4"}, "cache": False},
-                "pool": {"labelers": 2, "concurrency": 16},
-            }
-            cases.append(("online", "tiny", tiny, online))
-            for name, model, folder, reward in cases:
-                times = {}
-                for staleness in (0, 1):
-                    rows = run(folder, root, reward, staleness, args.steps)
-                    times[staleness] = step_time(rows)
-                    print(f"{name} {model} max_staleness={staleness}: {times[staleness]:.2f} s/step")
+        step: dict[tuple[str, int], float] = {}
+        for latency in latencies:
+            with sim_judge_server([f"latency_ms={latency}"]) as base:
+                judge = {"base_url": base, "model": "gpt-3.5-turbo", "timeout_s": 30}
+                online = {
+                    "kind": "online",
+                    "labeling": {"judges": [judge], "rewriter": {**judge, "model": "gpt-4"}, "cache": False},
+                    "pool": {"labelers": 2, "concurrency": 16},
+                }
+                for mode, (staleness, stream) in MODES.items():
+                    rows = run(tiny, root, online, staleness, args.steps, stream)
+                    step[mode, latency] = step_time(rows)
+                    print(f"online {mode} judge {latency} ms: {step[mode, latency]:.2f} s/step", flush=True)
+        for latency in latencies:
+            judge_s = step["sync", latency] - step["sync", latencies[0]] if latency else 0.0
+            for mode in MODES:
+                hidden = None
+                if latency and judge_s > 0:
+                    hidden = 1 - (step[mode, latency] - step[mode, latencies[0]]) / judge_s
                 results.append(
                     {
-                        "reward": name,
-                        "model": model,
-                        "judge_latency_ms": LATENCY_MS if name == "online" else None,
-                        "sync_step_s": round(times[0], 3),
-                        "async_step_s": round(times[1], 3),
-                        "async_vs_sync": round(times[1] / times[0], 3),
-                        "staleness_logged": [r["async/staleness"] for r in rows],
+                        "reward": "online",
+                        "model": "tiny",
+                        "mode": mode,
+                        "judge_latency_ms": latency,
+                        "step_s": round(step[mode, latency], 3),
+                        "vs_sync": round(step[mode, latency] / step["sync", latency], 3),
+                        "judge_on_sync_path_s": round(judge_s, 3),
+                        "judge_hidden": None if hidden is None else round(hidden, 3),
                     }
                 )
-    print_table(results, ["reward", "model", "sync_step_s", "async_step_s", "async_vs_sync"])
+        if args.rm:
+            big = make_model("50m", root)
+            for staleness, mode in ((0, "sync"), (1, "async")):
+                rows = run(big, root, {"kind": "rm", "rm": big}, staleness, args.steps)
+                results.append(
+                    {"reward": "rm", "model": "50m", "mode": mode, "judge_latency_ms": None, "step_s": step_time(rows)}
+                )
+            sync_s = results[-2]["step_s"]
+            for r in results[-2:]:
+                r["vs_sync"] = round(r["step_s"] / sync_s, 3)
+    print_table(results, ["reward", "model", "mode", "judge_latency_ms", "step_s", "vs_sync", "judge_hidden"])
     path = write_results(
         "async_step",
         results,

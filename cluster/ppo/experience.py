@@ -30,7 +30,7 @@ from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.metrics import PhaseTimer
 from hrlaif_ray.ppo.experience import Group, Rollouts, layout
 from hrlaif_ray.reward.group import has_signal
-from hrlaif_ray.reward.interface import Completions
+from hrlaif_ray.reward.interface import Completions, GroupStream, Scores, stream_of
 
 
 class PromptSampler:
@@ -55,46 +55,73 @@ class PromptSampler:
         return [self.prompts[i] for i in order[: self.size]]
 
 
-def sample_groups(job: PPOJob, roles: Roles, tokenizer, prompts: list[PromptRecord], seed: int) -> list[Group]:
-    """n samples of every prompt from the rollout engines, grouped by prompt (in prompt order)."""
-    r = job.rollout
+def sample_groups(
+    job: PPOJob, roles: Roles, tokenizer, prompts: list[PromptRecord], seed: int, stream: GroupStream | None = None
+) -> list[Group]:
+    """n samples of every prompt from the rollout engines, grouped by prompt (in prompt order). With
+    `rollout.stream`, each group goes to `stream` (the reward's) as soon as its engine has finished it."""
+    r, n = job.rollout, job.rollout.samples_per_prompt
     eos = tokenizer.eos_token_id
     prompt_ids = [prompt_token_ids(tokenizer, p.text, r.max_model_len - r.max_new_tokens) for p in prompts]
-    samples = roles.rollout.generate(prompt_ids, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, seed)
-    texts = tokenizer.batch_decode([s.token_ids for s in samples], skip_special_tokens=True)
     groups = [
         Group(p, ids, [], [], [] if roles.rm_reads_policy_tokens else None) for p, ids in zip(prompts, prompt_ids)
     ]
-    for sample, text in zip(samples, texts):
-        group = groups[sample.prompt_index]
-        group.samples.append(sample)
-        group.texts.append(text)
+    args = (prompt_ids, n, r.max_new_tokens, r.temperature, r.top_p, seed)
+    if r.stream:
+        arrivals = roles.rollout.generate_groups(*args)
+    else:
+        samples = roles.rollout.generate(*args)
+        arrivals = ((i, samples[i * n : (i + 1) * n]) for i in range(len(prompts)))
+    for i, group_samples in arrivals:
+        group = groups[i]
+        group.samples = group_samples
+        group.texts = tokenizer.batch_decode([s.token_ids for s in group_samples], skip_special_tokens=True)
         if group.sequences is not None:  # each response ends in the end-of-turn token, where the RM reads
-            group.sequences.append(
-                group.prompt_ids + sample.token_ids + ([] if sample.token_ids[-1:] == [eos] else [eos])
-            )
+            group.sequences = [
+                group.prompt_ids + s.token_ids + ([] if s.token_ids[-1:] == [eos] else [eos]) for s in group_samples
+            ]
+        if stream is not None:
+            stream.add(i, Completions([group.prompt] * n, group.texts, group.sequences, n))
     return groups
 
 
-def rewards(job: PPOJob, roles: Roles, batch: Completions, info: dict) -> torch.Tensor:
-    """The reward of every completion (prompt-major, n samples a prompt), clipped to +-algo.reward_clip; what
-    scoring measured is added to `info`."""
-    got = roles.reward.score(batch)
+def clipped(job: PPOJob, got: Scores, info: dict) -> torch.Tensor:
+    """A reward's scores clipped to +-algo.reward_clip; what scoring measured is added to `info`."""
     for key, value in got.info.items():
         info[key] = info.get(key, 0) + value
     return got.scores.clamp(-job.algo.reward_clip, job.algo.reward_clip)
 
 
-def reward_groups(job: PPOJob, roles: Roles, groups: list[Group], info: dict) -> None:
-    """`rewards` of the groups' samples, set on each group."""
-    sequences = [q for g in groups for q in g.sequences] if roles.rm_reads_policy_tokens else None
-    batch = Completions(
-        [g.prompt for g in groups for _ in g.texts],
-        [t for g in groups for t in g.texts],
-        sequences,
-        job.rollout.samples_per_prompt,
-    )
-    flat, k = rewards(job, roles, batch, info), 0
+def rewards(job: PPOJob, roles: Roles, batch: Completions, info: dict) -> torch.Tensor:
+    """The reward of every completion (prompt-major, n samples a prompt), clipped to +-algo.reward_clip; what
+    scoring measured is added to `info`."""
+    return clipped(job, roles.reward.score(batch), info)
+
+
+def reward_of(job: PPOJob, roles: Roles, rollouts: Rollouts) -> torch.Tensor:
+    """The batch's rewards: the result of the reward's stream that took its groups as they were sampled, or,
+    without one, the reward of the whole batch."""
+    if rollouts.pending is not None:
+        stream, rollouts.pending = rollouts.pending, None
+        return clipped(job, stream.result(), rollouts.info)
+    return rewards(job, roles, completions(job, rollouts), rollouts.info)
+
+
+def reward_groups(job: PPOJob, roles: Roles, groups: list[Group], info: dict, stream: GroupStream | None) -> None:
+    """The rewards of the groups' samples (from `stream`, which took them as they were sampled, or now), set on each
+    group."""
+    if stream is not None:
+        flat = clipped(job, stream.result(), info)
+    else:
+        sequences = [q for g in groups for q in g.sequences] if roles.rm_reads_policy_tokens else None
+        batch = Completions(
+            [g.prompt for g in groups for _ in g.texts],
+            [t for g in groups for t in g.texts],
+            sequences,
+            job.rollout.samples_per_prompt,
+        )
+        flat = rewards(job, roles, batch, info)
+    k = 0
     for g in groups:
         g.scores, k = flat[k : k + len(g.texts)].tolist(), k + len(g.texts)
 
@@ -106,14 +133,17 @@ def make_experience(job: PPOJob, roles: Roles, tokenizer, sampler: PromptSampler
     algo, size = job.algo, job.prompts_per_step
     info: dict = {}
     kept, dropped, rounds = [], [], 0
+    stream = None
     while True:
         prompts = sampler.batch(step) if rounds == 0 else sampler.extra(step, rounds)
-        groups = sample_groups(job, roles, tokenizer, prompts, job.seed * 100_003 + step + 7_919 * rounds)
+        stream = stream_of(roles.reward, len(prompts), job.rollout.samples_per_prompt) if job.rollout.stream else None
+        groups = sample_groups(job, roles, tokenizer, prompts, job.seed * 100_003 + step + 7_919 * rounds, stream)
         rounds += 1
         if not algo.dynamic_sampling:
             kept = groups
             break
-        reward_groups(job, roles, groups, info)
+        reward_groups(job, roles, groups, info, stream)
+        stream = None  # its result is in the groups
         for g in groups:
             (kept if has_signal(g.scores) else dropped).append(g)
         if len(kept) >= size or rounds >= algo.max_generation_rounds:
@@ -127,7 +157,9 @@ def make_experience(job: PPOJob, roles: Roles, tokenizer, sampler: PromptSampler
             }
         )
         kept = (kept + dropped)[:size]
-    return assemble(kept, pad_token_id(tokenizer), info, step, version)
+    rollouts = assemble(kept, pad_token_id(tokenizer), info, step, version)
+    rollouts.pending = stream  # the reward of a batch whose groups were streamed to it (None: not yet asked)
+    return rollouts
 
 
 def assemble(groups: list[Group], pad: int, info: dict, step: int, version: int) -> Rollouts:
@@ -221,7 +253,7 @@ class OneStepAhead:
     def _rewarded(self, sampled: Future) -> Rollouts:
         rollouts = sampled.result()
         if rollouts.scores is None:  # dynamic sampling rewarded them already
-            rollouts.scores = rewards(self.job, self.roles, completions(self.job, rollouts), rollouts.info)
+            rollouts.scores = reward_of(self.job, self.roles, rollouts)
         return rollouts
 
     def next(self, step: int) -> Rollouts:

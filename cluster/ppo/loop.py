@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from actors.calls import RoleFailure
 from actors.weight_sync import SyncResult
-from cluster.ppo.experience import ExperienceSource, completions, rewards
+from cluster.ppo.experience import ExperienceSource, reward_of
 from cluster.ppo.faults import FaultLog
 from cluster.ppo.roles import Roles
 from hrlaif_ray.config import PPOJob
@@ -120,8 +120,8 @@ def score(job: PPOJob, roles: Roles, rollouts: Rollouts, batch_ref, timer: Phase
     sampler's are used."""
     B, from_rollout = len(rollouts.batch), behaviour_logprobs(job)
     phases = {"reference": lambda: roles.reference.logprobs(batch_ref, B)}
-    if rollouts.scores is None:
-        phases["reward"] = lambda: rewards(job, roles, completions(job, rollouts), rollouts.info)
+    if rollouts.scores is None:  # else it came with the samples (dynamic sampling, one step ahead)
+        phases["reward"] = lambda: reward_of(job, roles, rollouts)
     if not from_rollout:
         phases["actor_logprobs"] = lambda: roles.actor.logprobs(batch_ref, B)
     if roles.critic is not None:

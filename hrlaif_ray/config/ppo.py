@@ -32,6 +32,12 @@ class RolloutConfig(Section):
     gpu_memory_utilization: float = Field(
         0.4, gt=0, le=1, description="vLLM's share of a GPU (colocated engines want less)."
     )
+    stream: bool = Field(
+        True,
+        description="Hand each prompt's group to the reward as soon as its engine has finished its n samples, so the "
+        "online judge labels while the engines still sample (the same samples and rewards as without; a reward "
+        "model or the verifier scores the whole batch either way). False: the reward waits for the whole batch.",
+    )
 
 
 class PPOAlgoConfig(Section):

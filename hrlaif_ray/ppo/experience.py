@@ -4,6 +4,7 @@ computed from what the roles returned."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -229,6 +230,7 @@ class Rollouts:
     info: dict = field(default_factory=dict)
     step: int = 0
     version: int = 0
+    pending: Any = None  # the reward's stream of these groups while it scores them (its result() gives the scores)
 
 
 @dataclass

@@ -5,6 +5,12 @@ spreads it over replicas), the online hybrid reward (`actors.online_reward.Onlin
 each prompt's group) and weighted sums of them (`WeightedSum`). The loop calls `score` once a batch and never asks
 which kind it holds.
 
+A reward may also take a batch as a stream of groups (`stream_of(reward, groups, group_size)`): each prompt's
+group is `add`ed as soon as the rollout engines have finished it, in any order, and `result()` gives the scores of
+all of them in prompt order. The online reward labels each group as it arrives, so the judge works while the
+engines still sample; a reward with nothing to gain from it (`Gathered`: the verifier, an RM) scores the whole
+batch at `result()`.
+
 Completions are prompt-major: the `group_size` completions of one prompt are consecutive, which a reward that
 labels a prompt's samples together (the online reward) relies on, and which RLOO/GRPO's baselines need anyway.
 """
@@ -68,6 +74,47 @@ class Reward(Protocol):
         ...
 
 
+class GroupStream(Protocol):
+    def add(self, index: int, group: Completions) -> None:
+        """Group `index` of the batch (one prompt's completions), in any order."""
+        ...
+
+    def result(self) -> Scores:
+        """Every group's scores, in group order (once every group was added)."""
+        ...
+
+
+class Gathered:
+    """The stream of a reward that scores a whole batch at once: the groups are kept, and scored at `result()`."""
+
+    def __init__(self, reward: Reward, groups: int, group_size: int):
+        self.reward, self.group_size = reward, group_size
+        self.parts: list[Completions | None] = [None] * groups
+
+    def add(self, index: int, group: Completions) -> None:
+        self.parts[index] = group
+
+    def result(self) -> Scores:
+        missing = [i for i, p in enumerate(self.parts) if p is None]
+        if missing:
+            raise ValueError(f"groups {missing[:5]} were never added")
+        return self.reward.score(joined(self.parts, self.group_size))
+
+
+def joined(parts: list[Completions], group_size: int) -> Completions:
+    """Groups as one prompt-major batch."""
+    sequences = None if any(p.sequences is None for p in parts) else [q for p in parts for q in p.sequences]
+    return Completions(
+        [x for p in parts for x in p.prompts], [t for p in parts for t in p.texts], sequences, group_size
+    )
+
+
+def stream_of(reward: Reward, groups: int, group_size: int) -> GroupStream:
+    """The reward's own stream where it has one (`reward.stream`), else `Gathered`."""
+    own = getattr(reward, "stream", None)
+    return own(groups, group_size) if own is not None else Gathered(reward, groups, group_size)
+
+
 def verifier_scores(prompts: list[PromptRecord], texts: list[str]) -> torch.Tensor:
     """+1 for a verified-correct response, -1 for a wrong one, 0 where the prompt has no standard answer (or the
     verifier cannot tell)."""
@@ -124,10 +171,29 @@ class WeightedSum:
         self.parts = parts
 
     def score(self, batch: Completions) -> Scores:
-        total, info = torch.zeros(len(batch)), {}
-        for _, weight, reward in self.parts:
-            got = reward.score(batch)
-            total = total + weight * got.scores
-            for key, value in got.info.items():
+        return self.summed([reward.score(batch) for _, _, reward in self.parts])
+
+    def summed(self, got: list[Scores]) -> Scores:
+        total, info = 0, {}
+        for (_, weight, _), part in zip(self.parts, got, strict=True):
+            total = total + weight * part.scores
+            for key, value in part.info.items():
                 info[key] = info.get(key, 0) + value
-        return Scores(total, info)
+        return Scores(torch.as_tensor(total, dtype=torch.float32), info)
+
+    def stream(self, groups: int, group_size: int) -> GroupStream:
+        return _SummedStream(self, [stream_of(r, groups, group_size) for _, _, r in self.parts])
+
+
+class _SummedStream:
+    """A weighted sum's stream: every group to each part's stream, the parts' results summed."""
+
+    def __init__(self, total: WeightedSum, streams: list[GroupStream]):
+        self.total, self.streams = total, streams
+
+    def add(self, index: int, group: Completions) -> None:
+        for s in self.streams:
+            s.add(index, group)
+
+    def result(self) -> Scores:
+        return self.total.summed([s.result() for s in self.streams])
