@@ -95,7 +95,8 @@ class VLLMEngine:
         # does not use offset"); the engine's own seed (set at start) makes a run reproducible.
         params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0)
         ids = self.llm.enqueue([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        index = {request: i for i, request in enumerate(ids)}
+        # The engine's outputs carry the request's counter, the part of enqueue's id before its random suffix.
+        index = {request.split("-", 1)[0]: i for i, request in enumerate(ids)}
         engine = self.llm.llm_engine
         while engine.has_unfinished_requests():
             for out in engine.step():
