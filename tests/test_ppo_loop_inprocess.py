@@ -35,6 +35,12 @@ class FakeRollout:
                 out.append(Sample(i, ids, [-0.5] * len(ids), "stop"))
         return out
 
+    def generate_groups(self, prompt_ids, n, max_tokens, temperature, top_p, seed):
+        """`generate`'s groups, the last prompt's first (streamed groups come in any order)."""
+        samples = self.generate(prompt_ids, n, max_tokens, temperature, top_p, seed)
+        for i in reversed(range(len(prompt_ids))):
+            yield i, samples[i * n : (i + 1) * n]
+
     def update_weights(self, ref):
         self.synced.append(ref)
         return [0.01]
