@@ -3,7 +3,8 @@ off-policy) with streaming, at several judge latencies, side by side in one run;
 synchronous against asynchronous.
 
 - `online`: the online hybrid reward (`reward.kind: online`) from the simulated judge at a fixed latency per answer
-  (`--latencies`, ms; 0 is the baseline "without the judge's latency"), with the tiny demo Qwen2. Three modes:
+  (`--latencies`, ms; 0 is the baseline "without the judge's latency"), with the tiny demo Qwen2 (`--model 50m`:
+  the ~50M Qwen2, whose update gives the judge something to hide behind). Three modes:
   `sync` (the reward waits for the whole batch: `rollout.stream: false`), `sync+stream` (each prompt's group is
   labeled as soon as its samples finish, while the engines sample the rest) and `async+stream`
   (`async.max_staleness: 1` as well: step t+1's samples and labels are made while step t trains).
@@ -17,7 +18,7 @@ Settings: RLOO, 16 math prompts x 4 samples x 32 new tokens, one PPO epoch, one 
 threads, learners and RM one thread each; the labeler pool 2 actors x 16. Step time = the median of `time/step` over
 steps 3..N (the first two warm up; the asynchronous loop's first step has nothing made ahead).
 
-Run: `python -m benchmarks.async_step [--steps 6] [--latencies 0,300,1000,2000] [--rm]`; results in
+Run: `python -m benchmarks.async_step [--steps 6] [--latencies 0,300,1000,2000] [--model tiny|50m] [--rm]`; results in
 benchmarks/results/async_step.json.
 """
 
@@ -92,6 +93,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--latencies", default="0,300,1000,2000", help="the judge's latency per answer, ms")
     parser.add_argument("--rm", action="store_true", help="also the reward-model case (50M, sync vs async)")
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        choices=["tiny", "50m"],
+        help="the policy of the online case (50m: a step with compute to hide the judge behind)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
     gflops = matmul_rate() / 1e9
@@ -103,7 +110,7 @@ def main() -> None:
             PromptMixConfig(n=PROMPTS * args.steps, seed=3, math=1.0, multiple_choice=0.0, harmful=0.0, open_qa=0.0)
         )
         write_records(root / "prompts.parquet", prompts)
-        tiny = make_model("tiny", root)
+        policy = make_model(args.model, root)
         step: dict[tuple[str, int], float] = {}
         for latency in latencies:
             with sim_judge_server([f"latency_ms={latency}"]) as base:
@@ -114,7 +121,7 @@ def main() -> None:
                     "pool": {"labelers": 2, "concurrency": 16},
                 }
                 for mode, (staleness, stream) in MODES.items():
-                    rows = run(tiny, root, online, staleness, args.steps, stream)
+                    rows = run(policy, root, online, staleness, args.steps, stream)
                     step[mode, latency] = step_time(rows)
                     print(f"online {mode} judge {latency} ms: {step[mode, latency]:.2f} s/step", flush=True)
         for latency in latencies:
@@ -126,7 +133,7 @@ def main() -> None:
                 results.append(
                     {
                         "reward": "online",
-                        "model": "tiny",
+                        "model": args.model,
                         "mode": mode,
                         "judge_latency_ms": latency,
                         "step_s": round(step[mode, latency], 3),
