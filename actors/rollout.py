@@ -242,9 +242,12 @@ class RolloutActor:
     ) -> list[Sample]:
         """Samples; `version`: the weights the caller expects this engine to hold (the count of its updates), so an
         engine that Ray restarted (back at its starting weights) refuses to sample rather than sample stale."""
+        self._expect(version)
+        return self.engine.generate(prompts, n, max_tokens, temperature, top_p, seed)
+
+    def _expect(self, version: int | None) -> None:
         if version is not None and version != self.version:
             raise StaleState(f"holds weights version {self.version}, the caller expects {version}")
-        return self.engine.generate(prompts, n, max_tokens, temperature, top_p, seed)
 
     def generate_groups(
         self,
@@ -258,8 +261,7 @@ class RolloutActor:
     ) -> Iterator[tuple[int, list[Sample]]]:
         """`generate`, one prompt's group at a time as each finishes (a Ray streaming generator: call it with
         `.options(num_returns="streaming")`)."""
-        if version is not None and version != self.version:
-            raise StaleState(f"holds weights version {self.version}, the caller expects {version}")
+        self._expect(version)
         yield from self.engine.generate_groups(prompts, n, max_tokens, temperature, top_p, seed)
 
     def update_weights(self, state: dict[str, torch.Tensor], version: int = 0) -> float:
