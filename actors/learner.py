@@ -353,15 +353,13 @@ class LearnerRank:
         start = time.perf_counter()
         tensors = gathered_tensors(self.model, self.rank, self.zero_stage == 3)
         group = self.sync_group if self.rank == 0 else None
-        if self.rank == 0 and group is None:
-            for _ in tensors:  # no group (a failed sync left it): the peers' gathers must still match
-                pass
-            return {"error": "not in a sync group (the last one failed)"}
         try:
+            if self.rank == 0 and group is None:
+                raise RuntimeError("not in a sync group (the last one failed)")
             with PeakMemory(self.device) as peak:
                 sent = send(group, buckets, tensors, frozenset(checked))
         except Exception as exc:  # noqa: BLE001 - reported to the controller, which re-forms the group
-            for _ in tensors:
+            for _ in tensors:  # the peers' gathers must still match
                 pass
             self.sync_group = None
             return {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}

@@ -32,8 +32,7 @@ class OnlineReward:
     def score(self, batch: Completions) -> Scores:
         """One reward per sample, each prompt's group (`batch.group_size` samples) labeled together, and what
         labeling them did and cost."""
-        rewards, info = self.rewards(batch.groups())
-        return Scores(torch.tensor([r for group in rewards for r in group], dtype=torch.float32), info)
+        return _scores(*self.rewards(batch.groups()))
 
     def rewards(self, groups: list[tuple[PromptRecord, list[str]]]) -> tuple[list[list[float]], dict]:
         """One reward per sample of each (prompt, sample texts) group, and what labeling them did and cost."""
@@ -102,5 +101,9 @@ class OnlineStream:
         missing = [i for i, k in enumerate(self.keys) if k is None]
         if missing:
             raise ValueError(f"groups {missing[:5]} were never added")
-        rewards, info = self.reward.found(self.keys, self.items, stats)
-        return Scores(torch.tensor([r for group in rewards for r in group], dtype=torch.float32), info)
+        return _scores(*self.reward.found(self.keys, self.items, stats))
+
+
+def _scores(rewards: list[list[float]], info: dict) -> Scores:
+    """Each group's rewards as one flat score per sample, in group order."""
+    return Scores(torch.tensor([r for group in rewards for r in group], dtype=torch.float32), info)
