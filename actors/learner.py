@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -29,19 +32,32 @@ import torch
 from actors.calls import Member, Recovery, gather, gather_restarting, node_of_this_process, row_ranges, wait_ready
 from actors.group import join, rendezvous
 from actors.runtime import actor_device, start_process
-from hrlaif_ray.config import FrozenConfig, LearnerConfig
+from hrlaif_ray.config import FrozenConfig, LearnerConfig, LoRAConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
+from hrlaif_ray.lora import (
+    MERGED,
+    adapter_parameters,
+    adapters_off,
+    has_adapters,
+    load_causal_lm,
+    merge,
+    merge_groups,
+    model_folders,
+    scaling,
+    with_adapters,
+)
 from hrlaif_ray.metrics import PeakMemory
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
-from hrlaif_ray.weight_sync import SyncGroup, TensorSpec, send, specs_of
+from hrlaif_ray.weight_sync import SyncGroup, TensorSpec, send, specs_named
 from hrlaif_ray.zero import (
     dtype_of,
     frozen_config,
     frozen_engine,
     frozen_stage,
+    gathered_groups,
     gathered_state_dict,
     gathered_tensors,
     initialize,
@@ -92,13 +108,21 @@ class LearnerRank:
             config = frozen_config(frozen, world)
         if master is not None:
             join(master, rank, world)
+        lora = learner.lora if role in TRAINED_ROLES else LoRAConfig()
         with partitioned_loading(config):
             if role == "critic":
-                model = ScalarHeadModel.from_pretrained(folder, kind="critic", dtype=dtype_of(precision))
-            else:
-                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype_of(precision))
+                model = ScalarHeadModel.from_pretrained(folder, kind="critic", dtype=dtype_of(precision), lora=lora)
+            elif lora.enabled:  # fresh adapters on a model folder, or an adapter folder's own (a resumed run)
+                base, adapter = model_folders(folder)
+                model = with_adapters(
+                    AutoModelForCausalLM.from_pretrained(base, dtype=dtype_of(precision)), lora, adapter
+                )
+            else:  # an adapter folder is merged into its base
+                model = load_causal_lm(folder, dtype_of(precision))
         self.loaded_share = loaded_share(model)  # what this rank held as soon as it had loaded
         self.engine = None
+        self.lora = lora
+        self.sync_as = "adapter" if lora.enabled else "full"  # what a sync sends (`sync_mode`)
         self.sync_group = None  # rank 0's generation of the weight-sync group (serve_sync, join_sync)
         if role in TRAINED_ROLES:
             self.engine = initialize(model, learner, micro_batch, world, grad_accum, stage=self.zero_stage)
@@ -152,15 +176,19 @@ class LearnerRank:
         return out
 
     @torch.no_grad()
-    def logprobs(self, batch: Experience, start: int, end: int) -> torch.Tensor:
-        return self._per_token(
-            batch,
-            start,
-            end,
-            lambda m: core.token_logprobs(
-                self._logits(m), m.input_ids[:, m.prompt_width :].to(self.device), self.temperature
-            ),
-        )
+    def logprobs(self, batch: Experience, start: int, end: int, base: bool = False) -> torch.Tensor:
+        """Per-token log-probs of this rank's rows; `base`: with the adapters off (the reference of a LoRA role)."""
+        if base and not has_adapters(self.model):
+            raise ValueError(f"{self.role}: has no adapters to turn off (its learner section's lora.r is 0)")
+        with adapters_off(self.model) if base else nullcontext():
+            return self._per_token(
+                batch,
+                start,
+                end,
+                lambda m: core.token_logprobs(
+                    self._logits(m), m.input_ids[:, m.prompt_width :].to(self.device), self.temperature
+                ),
+            )
 
     @torch.no_grad()
     def values(self, batch: Experience, start: int, end: int) -> torch.Tensor:
@@ -307,28 +335,61 @@ class LearnerRank:
         under ZeRO-3; every rank must call it."""
         return gathered_state_dict(self.model, self.rank, self.zero_stage == 3)
 
+    def sync_mode(self, mode: str) -> None:
+        """What a sync sends: 'full' (every weight), 'adapter' (the adapters only, under PEFT's names) or 'merged'
+        (the base weights with the adapters merged in: for engines that cannot load adapters). Every rank."""
+        if mode != "full" and not has_adapters(self.model):
+            raise ValueError(f"sync mode {mode!r} needs adapters (lora.r > 0)")
+        self.sync_as = mode
+
+    def _sync_named(self) -> list[tuple[tuple[str, ...], tuple[torch.Tensor, ...]]]:
+        """What a sync sends, in order: each tensor's names and the live tensors it is made of (a merged weight is
+        its base weight and its two adapter matrices; anything else one tensor)."""
+        if self.sync_as == "adapter":
+            return [((name,), (p,)) for name, p in adapter_parameters(self.model)]
+        if self.sync_as == "merged":
+            return merge_groups(self.model)
+        names: dict[int, list[str]] = {}
+        tensors: dict[int, torch.Tensor] = {}
+        for key, t in self.model.state_dict(keep_vars=True).items():
+            names.setdefault(id(t), []).append(key)
+            tensors[id(t)] = t
+        return [(tuple(names[k]), (tensors[k],)) for k in names]
+
+    def _sync_tensors(self, named) -> Iterator[torch.Tensor | None]:
+        """The tensors of `named` whole on rank 0 (None elsewhere), one at a time (gathered under ZeRO-3: every rank
+        iterates to the end)."""
+        scale = scaling(self.model) if self.sync_as == "merged" else 1.0
+        for group in gathered_groups([g for _, g in named], self.rank, self.zero_stage == 3):
+            yield None if group is None else merge(group, scale) if len(group) == 3 else group[0]
+
     def put_weights(self) -> list | None:
-        """Rank 0 puts the whole model's weights in the object store (unsharded: straight from the parameters, so
-        the put is the one copy; ZeRO-3: the host copy gathered one parameter at a time); returns [ref, bytes] (in a
-        list, so Ray hands the reference back instead of resolving it), None on other ranks; every rank must call
-        it. A tied lm_head goes too: vLLM on CPU packs it apart from the embeddings, so the engine reloads both. The
-        third element: the most rank 0 held above its start meanwhile (`PeakMemory`)."""
+        """Rank 0 puts what a sync sends (`sync_mode`: every weight, the adapters, or the merged weights) in the
+        object store (unsharded: straight from the parameters, so the put is the one copy; ZeRO-3: host copies
+        gathered one parameter at a time); returns [ref, bytes, peak] (in a list, so Ray hands the reference back
+        instead of resolving it), None on other ranks; every rank must call it. A tied lm_head goes too: vLLM on CPU
+        packs it apart from the embeddings, so the engine reloads both. The peak: the most rank 0 held above its
+        start meanwhile (`PeakMemory`)."""
         with PeakMemory(self.device) as peak:
-            if self.zero_stage == 3:
-                state = self.full_state_dict()
-            else:
-                state = {k: v.detach() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
-            if state is None:
+            named = self._sync_named()
+            state: dict[str, torch.Tensor] = {}
+            nbytes = 0
+            for (names, _), t in zip(named, self._sync_tensors(named)):
+                if t is None:
+                    continue
+                t = t.to("cpu", copy=True) if self.zero_stage == 3 else t  # a gathered parameter is released next
+                state.update((n, t) for n in names)
+                nbytes += t.numel() * t.element_size()  # a tied tensor counted (and put) once
+            if self.rank != 0:
                 return None
-            unique = {id(t): t for t in state.values()}.values()  # a tied tensor is put once
             ref = ray.put(state)
-        return [ref, sum(t.numel() * t.element_size() for t in unique), peak.bytes]
+        return [ref, nbytes, peak.bytes]
 
     # ---------------------------------------------------------------- broadcast weight sync (rank 0 sends)
 
     def weight_specs(self) -> list[TensorSpec]:
-        """The weights as the broadcast sends them: unique tensors in order, with their names and full shapes."""
-        return specs_of(self.model)
+        """What the broadcast sends (`sync_mode`): unique tensors in order, with their names and full shapes."""
+        return specs_named((names, group[0]) for names, group in self._sync_named())
 
     def serve_sync(self, world_limit: int, timeout_s: float) -> tuple[str, int, str]:
         """Rank 0: start the sync group's store on this node (a port the OS picks): (host, port, backend)."""
@@ -351,7 +412,7 @@ class LearnerRank:
         broadcast failed: it then leaves the group, so the engines waiting on it fail at once rather than at the
         timeout, and goes on gathering, so its peers' gathers still match); the other ranks return None."""
         start = time.perf_counter()
-        tensors = gathered_tensors(self.model, self.rank, self.zero_stage == 3)
+        tensors = self._sync_tensors(self._sync_named())
         group = self.sync_group if self.rank == 0 else None
         try:
             if self.rank == 0 and group is None:
@@ -374,8 +435,12 @@ class LearnerRank:
         }
 
     def save(self, path: str, tokenizer_folder: str) -> str | None:
+        """The role's folder at `path` on rank 0 (every rank must call it): the whole model as an HF folder, or with
+        adapters an adapter folder in PEFT's format (and, with lora.save_merged, the merged model in `merged/`)."""
         from transformers import AutoTokenizer
 
+        if has_adapters(getattr(self.model, "backbone", self.model)):
+            return self._save_adapters(path, tokenizer_folder)
         state = self.full_state_dict()
         if self.rank != 0:
             return None
@@ -386,6 +451,38 @@ class LearnerRank:
             from hrlaif_ray.models.tiny import save_model_folder
 
             save_model_folder(self.model, tokenizer, path, state_dict=state)
+        return path
+
+    def _save_adapters(self, path: str, tokenizer_folder: str) -> str | None:
+        """An adapter folder (gathered one adapter tensor at a time under ZeRO-3; a critic's head beside it) and, on
+        request, the merged model."""
+        from transformers import AutoTokenizer
+
+        zero3 = self.zero_stage == 3
+        trained = [(n, p) for n, p in self.model.named_parameters() if "lora_" in n or n.startswith("head.")]
+        gathered = gathered_tensors(self.model, self.rank, zero3, [p for _, p in trained])
+        state = {n: t.to("cpu", copy=True) for (n, _), t in zip(trained, gathered) if t is not None}
+        merged = None
+        if self.lora.save_merged and self.role == "actor":
+            named = merge_groups(self.model)
+            scale = scaling(self.model)
+            merged = {}
+            for (names, _), g in zip(named, gathered_groups([g for _, g in named], self.rank, zero3)):
+                if g is not None:
+                    t = merge(g, scale).to("cpu", copy=True)
+                    merged.update((n, t) for n in names)
+        if self.rank != 0:
+            return None
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+        if self.role == "critic":
+            self.model.save_pretrained(path, tokenizer=tokenizer, state_dict=state)
+            return path
+        self.model.save_pretrained(path, state_dict=state)  # PEFT: adapter_config.json, adapter_model.safetensors
+        tokenizer.save_pretrained(path)
+        if merged is not None:
+            from hrlaif_ray.models.tiny import save_model_folder
+
+            save_model_folder(self.model.get_base_model(), tokenizer, Path(path) / MERGED, state_dict=merged)
         return path
 
 
@@ -451,8 +548,13 @@ class LearnerGroup:
             refs = [call(m.handle) for m in self.members]
         return gather(self.members, refs, self.timeout_s)
 
-    def logprobs(self, batch_ref, n: int) -> torch.Tensor:
-        return torch.cat(self._per_rank(n, lambda r, s, e: r.logprobs.remote(batch_ref, s, e)))
+    def logprobs(self, batch_ref, n: int, base: bool = False) -> torch.Tensor:
+        """Per-token log-probs of an n-row batch; `base`: with the adapters off (a LoRA role's reference)."""
+        return torch.cat(self._per_rank(n, lambda r, s, e: r.logprobs.remote(batch_ref, s, e, base)))
+
+    def sync_mode(self, mode: str) -> None:
+        """What its syncs send (`LearnerRank.sync_mode`), on every rank."""
+        self._all(lambda r: r.sync_mode.remote(mode))
 
     def values(self, batch_ref, n: int) -> torch.Tensor:
         return torch.cat(self._per_rank(n, lambda r, s, e: r.values.remote(batch_ref, s, e)))

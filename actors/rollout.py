@@ -28,17 +28,20 @@ from actors.calls import (
     Recovery,
     StaleState,
     failure,
+    gather,
     gather_restarting,
     node_of_this_process,
     row_ranges,
     wait_ready,
 )
 from actors.runtime import actor_device, placed_env, start_process
-from hrlaif_ray.config import RolloutConfig
+from hrlaif_ray.config import LoRAConfig, RolloutConfig
+from hrlaif_ray.lora import load_causal_lm, model_folders, peft_config, read_adapter, write_adapter
 from hrlaif_ray.weight_sync import (
     SyncGroup,
     TensorSpec,
     TransportError,
+    checksum,
     comparable,
     loaded_sums,
     receive,
@@ -54,10 +57,28 @@ class Sample:
     finish_reason: str
 
 
+# The adapter ranks vLLM serves (its config's `max_lora_rank` takes one of these).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
 class VLLMEngine:
-    def __init__(self, folder: str, seed: int, max_model_len: int, kv_cache_gib: float, gpu_memory_utilization: float):
+    def __init__(
+        self,
+        folder: str,
+        seed: int,
+        max_model_len: int,
+        kv_cache_gib: float,
+        gpu_memory_utilization: float,
+        lora: LoRAConfig | None = None,
+    ):
+        """An engine of `folder` (a model folder, or an adapter folder: its base with its adapter). With `lora` on,
+        vLLM serves adapters (`enable_lora`) and every sync loads a new one (`load_adapter`); where vLLM cannot,
+        the engine takes merged weights instead and `fallback` says why."""
         from vllm import LLM
 
+        self.adapters = AdapterSlot(lora) if lora is not None and lora.enabled else None
+        self.fallback: str | None = None  # why adapters are not served (the sync then sends merged weights)
+        base, adapter = model_folders(folder)
         gpu = actor_device() == "cuda"
         # On CPU an explicit KV-cache size: otherwise vLLM reserves gpu_memory_utilization of the machine's memory
         # (0.92 by default) and refuses to start when other roles already hold more than the rest.
@@ -66,16 +87,31 @@ class VLLMEngine:
             if gpu
             else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
         )
-        self.llm = LLM(
-            model=folder,
+        kwargs.update(
+            model=base,
             dtype="bfloat16" if gpu else "float32",
             enforce_eager=not gpu,
             max_model_len=max_model_len,
             seed=seed,
             logprobs_mode="processed_logprobs",
             enable_prefix_caching=True,
-            **kwargs,
         )
+        if self.adapters is not None and (rank := vllm_lora_rank(lora.r)) is None:
+            self.fallback = f"lora.r {lora.r} is above the largest adapter rank vLLM serves ({VLLM_LORA_RANKS[-1]})"
+        elif self.adapters is not None:
+            try:
+                self.llm = LLM(**kwargs, enable_lora=True, max_lora_rank=rank, max_loras=1)
+            except Exception as exc:  # noqa: BLE001 - vLLM refuses adapters for this model or device: merged instead
+                self.fallback = f"vLLM cannot serve adapters here: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        if self.fallback is not None or self.adapters is None:
+            if self.fallback is not None:
+                print(f"rollout engine: {self.fallback}; it takes merged weights at each sync", flush=True)
+                self.adapters = None
+            self.llm = LLM(**kwargs)
+        if adapter is not None and self.adapters is not None:  # a resumed run samples with its checkpoint's adapter
+            self.adapters.use(adapter)
+        elif adapter is not None:
+            self.load_weights(load_causal_lm(adapter).state_dict())
 
     def generate(
         self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, top_p: float, seed: int
@@ -94,7 +130,8 @@ class VLLMEngine:
         # No per-request seed: vLLM's CPU sampler rejects per-request generators on larger batches ("CPU Generator
         # does not use offset"); the engine's own seed (set at start) makes a run reproducible.
         params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0)
-        ids = self.llm.enqueue([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        request = self.adapters.request if self.adapters is not None else None  # the newest adapter, never a stale one
+        ids = self.llm.enqueue([{"prompt_token_ids": p} for p in prompts], params, lora_request=request, use_tqdm=False)
         # The engine's outputs carry the request's counter, the part of enqueue's id before its random suffix.
         index = {request.split("-", 1)[0]: i for i, request in enumerate(ids)}
         engine = self.llm.llm_engine
@@ -113,6 +150,10 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
         self.llm.reset_prefix_cache()
 
+    def load_adapter(self, tensors: dict[str, torch.Tensor]) -> str:
+        """A new adapter (its tensors under PEFT's names) for every sample from now on; its folder."""
+        return self.adapters.load(tensors)
+
     def model(self) -> torch.nn.Module:
         """The engine's own model (in this process: the engine runs in-process)."""
         return self.llm.collective_rpc(_model_of)[0]
@@ -120,6 +161,41 @@ class VLLMEngine:
     @property
     def dtype(self) -> torch.dtype:
         return self.llm.llm_engine.model_config.dtype
+
+
+def vllm_lora_rank(r: int) -> int | None:
+    """The smallest adapter rank vLLM serves that holds rank r (None: r is above them all)."""
+    return next((k for k in VLLM_LORA_RANKS if k >= r), None)
+
+
+class AdapterSlot:
+    """The engine's current adapter: each load is written as an adapter folder (PEFT's format, what vLLM loads)
+    under a new id, so a request never samples with an adapter it has replaced; the last folder is removed once the
+    next one is in use."""
+
+    def __init__(self, lora: LoRAConfig):
+        import tempfile
+
+        self.config = peft_config(lora).to_dict()
+        self.root = tempfile.mkdtemp(prefix="adapters-")
+        self.request = None  # vLLM's LoRARequest of the current adapter (None: the base model)
+        self.loaded = 0
+
+    def use(self, folder: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        self.loaded += 1
+        self.request = LoRARequest(f"policy-{self.loaded}", self.loaded, folder)
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> str:
+        import shutil
+
+        old = self.request.lora_path if self.request is not None else None
+        folder = write_adapter(f"{self.root}/{self.loaded + 1}", self.config, tensors)
+        self.use(str(folder))
+        if old is not None and old.startswith(self.root):  # never a checkpoint's folder it started from
+            shutil.rmtree(old, ignore_errors=True)
+        return str(folder)
 
 
 def _sample(i: int, completion) -> Sample:
@@ -135,11 +211,14 @@ def _model_of(worker) -> torch.nn.Module:
 class HFEngine:
     """transformers' generate, one sample at a time per row; the fallback when vLLM is not installed."""
 
-    def __init__(self, folder: str, seed: int, **_):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    adapters = None
+
+    def __init__(self, folder: str, seed: int, lora: LoRAConfig | None = None, **_):
+        from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        self.hf = load_causal_lm(folder, torch.float32).eval()  # an adapter folder merged
+        self.fallback = "the hf backend takes merged weights" if lora is not None and lora.enabled else None
 
     @torch.no_grad()
     def generate(
@@ -213,6 +292,7 @@ class RolloutActor:
         max_model_len: int = 512,
         kv_cache_gib: float = 1.0,
         gpu_memory_utilization: float = 0.4,
+        lora: LoRAConfig | None = None,
     ):
         start_process(threads)
         self.version = 0  # weights updates loaded since it started (a restart starts again at 0)
@@ -224,11 +304,18 @@ class RolloutActor:
             max_model_len=max_model_len,
             kv_cache_gib=kv_cache_gib,
             gpu_memory_utilization=gpu_memory_utilization,
+            lora=lora,
         )
 
     def ready(self) -> str:
         """This engine's node, once it has started."""
         return node_of_this_process()
+
+    def takes(self) -> tuple[str, str | None]:
+        """What a sync must send this engine: 'adapter' (the adapters only) or 'full' (every weight: no adapters,
+        or merged ones where vLLM cannot serve adapters), and why it falls back to merged weights (None: it does
+        not)."""
+        return ("adapter" if self.engine.adapters is not None else "full"), self.engine.fallback
 
     def generate(
         self,
@@ -265,8 +352,12 @@ class RolloutActor:
         yield from self.engine.generate_groups(prompts, n, max_tokens, temperature, top_p, seed)
 
     def update_weights(self, state: dict[str, torch.Tensor], version: int = 0) -> float:
+        """Load a state dict: the whole weights, or an adapter's tensors where the engine serves adapters."""
         start = time.perf_counter()
-        self.engine.load_weights(state)
+        if self.engine.adapters is not None:
+            self.engine.load_adapter(state)
+        else:
+            self.engine.load_weights(state)
         self.version = version
         return time.perf_counter() - start
 
@@ -291,6 +382,8 @@ class RolloutActor:
         self.sync = None  # the last generation's group goes first
         self.sync = SyncGroup.join(host, port, rank, world, generation, backend, timeout_s)
         self.specs = specs
+        if self.engine.adapters is not None:  # an adapter is checked whole, as the folder vLLM loads holds it
+            return sorted(n for s in specs for n in s.names)
         return sorted(comparable(self.engine.model(), specs))
 
     def sync_generation(self) -> int | None:
@@ -308,7 +401,11 @@ class RolloutActor:
         received: dict[str, float] = {}
         names = frozenset(checked)
         try:
-            self.engine.load_stream(received_sums(receive(self.sync, buckets), names, received))
+            pairs = received_sums(receive(self.sync, buckets), names, received)
+            if self.engine.adapters is not None:
+                folder = self.engine.load_adapter(dict(pairs))
+            else:
+                self.engine.load_stream(pairs)
         except TransportError:
             # The broadcast broke off (another member died): vLLM's loader holds half-loaded layers it cannot
             # finish or undo, so this engine ends, Ray starts it afresh, and the sync is redone with it.
@@ -318,7 +415,10 @@ class RolloutActor:
             raise
         self.version = version
         shapes = {n: s.shape for b in buckets for s in b for n in s.names if n in names}
-        loaded = loaded_sums(self.engine.model(), shapes) if names else {}
+        if self.engine.adapters is not None:
+            loaded = {n: checksum(t) for n, t in read_adapter(folder).items() if n in names}
+        else:
+            loaded = loaded_sums(self.engine.model(), shapes) if names else {}
         sent_dtypes = {s.dtype for b in buckets for s in b}
         return {
             "seconds": time.perf_counter() - start,
@@ -336,10 +436,11 @@ def start_engines(
     seed: int,
     cache_dir: str,
     max_restarts: int = 0,
+    lora: LoRAConfig | None = None,
 ) -> list:
     """One rollout engine of `policy` per entry of `options` (its Ray options: a placement-group bundle), engine i
     seeded `seed + i`, with `threads` threads and its compile caches under `cache_dir` (unless the environment
-    names them)."""
+    names them); `lora`: the actor's adapters, which the engines serve."""
     return [
         RolloutActor.options(
             **o, runtime_env=placed_env(o, threads, vllm=True, cache_dir=cache_dir), max_restarts=max_restarts
@@ -351,6 +452,7 @@ def start_engines(
             rollout.max_model_len,
             rollout.kv_cache_gib,
             rollout.gpu_memory_utilization,
+            lora,
         )
         for i, o in enumerate(options)
     ]
@@ -466,6 +568,10 @@ class RolloutGroup:
                 raise item
             else:
                 yield item
+
+    def takes(self) -> list[tuple[str, str | None]]:
+        """Each engine's `RolloutActor.takes()`: what a sync sends it, and why it falls back to merged weights."""
+        return gather(self.members, [m.handle.takes.remote() for m in self.members], self.timeout_s)
 
     def synced(self) -> None:
         """Every engine now holds the next weights version (a broadcast sync loaded it into each)."""

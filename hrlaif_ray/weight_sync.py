@@ -62,10 +62,12 @@ def specs_of(model: torch.nn.Module) -> list[TensorSpec]:
     for name, t in model.state_dict(keep_vars=True).items():
         order.setdefault(id(t), []).append(name)
         tensors[id(t)] = t
-    return [
-        TensorSpec(tuple(names), str(tensors[k].dtype), tuple(getattr(tensors[k], "ds_shape", tensors[k].shape)))
-        for k, names in order.items()
-    ]
+    return specs_named((tuple(names), tensors[k]) for k, names in order.items())
+
+
+def specs_named(named: Iterable[tuple[tuple[str, ...], torch.Tensor]]) -> list[TensorSpec]:
+    """The specs of (names, tensor) pairs in order (a ZeRO-3 parameter's full shape is its `ds_shape`)."""
+    return [TensorSpec(tuple(names), str(t.dtype), tuple(getattr(t, "ds_shape", t.shape))) for names, t in named]
 
 
 def plan_buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[list[TensorSpec]]:

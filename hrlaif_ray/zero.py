@@ -185,22 +185,33 @@ def frozen_engine(model: torch.nn.Module, frozen: FrozenConfig, world_size: int)
     return engine
 
 
-def gathered_tensors(model: torch.nn.Module, rank: int, zero3: bool) -> Iterator[torch.Tensor | None]:
-    """The model's unique state-dict tensors in order (`hrlaif_ray.weight_sync.specs_of`'s order), whole, on rank 0's
-    device (None on the other ranks). Under ZeRO-3 each is gathered when it is asked for and released before the
-    next (every rank must iterate to the end: each step is a gather they all take part in)."""
-    seen: set[int] = set()
-    for tensor in model.state_dict(keep_vars=True).values():
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        if not zero3 or not hasattr(tensor, "ds_id"):
-            yield tensor.detach() if rank == 0 else None
+def gathered_tensors(
+    model: torch.nn.Module, rank: int, zero3: bool, tensors: list[torch.Tensor] | None = None
+) -> Iterator[torch.Tensor | None]:
+    """The model's unique state-dict tensors in order (`hrlaif_ray.weight_sync.specs_of`'s order), or `tensors` (some
+    of its parameters, e.g. its adapters), whole, on rank 0's device (None on the other ranks). Under ZeRO-3 each is
+    gathered when it is asked for and released before the next (every rank must iterate to the end: each step is a
+    gather they all take part in)."""
+    if tensors is None:
+        tensors = list({id(t): t for t in model.state_dict(keep_vars=True).values()}.values())
+    for group in gathered_groups([(t,) for t in tensors], rank, zero3):
+        yield group[0] if group is not None else None
+
+
+def gathered_groups(
+    groups: list[tuple[torch.Tensor, ...]], rank: int, zero3: bool
+) -> Iterator[tuple[torch.Tensor, ...] | None]:
+    """Each group of tensors whole at once (a weight with its adapters), on rank 0 (None elsewhere), gathered under
+    ZeRO-3 when it is asked for and released before the next; every rank must iterate to the end."""
+    for group in groups:
+        partitioned = [t for t in group if zero3 and hasattr(t, "ds_id")]
+        if not partitioned:
+            yield tuple(t.detach() for t in group) if rank == 0 else None
             continue
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters([tensor]):
-            yield tensor.detach() if rank == 0 else None
+        with deepspeed.zero.GatheredParameters(partitioned):
+            yield tuple(t.detach() for t in group) if rank == 0 else None
 
 
 def gathered_state_dict(model: torch.nn.Module, rank: int, zero3: bool) -> dict[str, torch.Tensor] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from tqdm import tqdm
 
 from actors.calls import Member
 from actors.learner import LearnerGroup
@@ -32,7 +33,7 @@ class Roles:
 
     rollout: RolloutGroup
     actor: LearnerGroup
-    reference: LearnerGroup
+    reference: LearnerGroup | BaseOf
     critic: LearnerGroup | None
     reward: Reward
     rm_reads_policy_tokens: bool = False  # the RM's tokenizer is the policy's: it scores the sampled token ids
@@ -54,7 +55,7 @@ class Roles:
             critic=self.critic,
             reward=self.reward_service,
         )
-        return {name: g.members for name, g in groups.items() if g is not None and hasattr(g, "members")}
+        return {name: g.members for name, g in groups.items() if g is not None and getattr(g, "members", None)}
 
     def recoveries(self) -> list:
         """The in-place restarts since the last call (each role's list is emptied)."""
@@ -71,10 +72,28 @@ class Roles:
             self.online.shutdown()
 
 
+class BaseOf:
+    """The KL reference of an actor with adapters: the actor's own ranks with the adapters off (its base model is
+    the reference: no second copy of the weights, nothing placed)."""
+
+    def __init__(self, actor: LearnerGroup):
+        self.actor = actor
+        self.members: list[Member] = []  # no actors of its own (fault injection picks from the actor's)
+
+    def logprobs(self, batch_ref, n: int):
+        return self.actor.logprobs(batch_ref, n, base=True)
+
+
+def shares_reference(job: PPOJob) -> bool:
+    """Whether the actor is its own reference: it trains adapters on the reference model (the policy folder)."""
+    return job.actor.lora.enabled
+
+
 def placed_roles(job: PPOJob, critic: bool) -> tuple[str, ...]:
-    """The roles whose actors the job places."""
+    """The roles whose actors the job places (a LoRA actor is its own reference)."""
     return (
-        ("actor", "reference", "rollout")
+        ("actor", "rollout")
+        + (() if shares_reference(job) else ("reference",))
         + (("reward",) if parts_of(job.reward) else ())
         + (("critic",) if critic else ())
     )
@@ -111,6 +130,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         job.seed,
         str(Path(job.output_dir) / "cache"),
         faults.actor_restarts,
+        job.actor.lora,
     )
     parts = parts_of(job.reward)
     service = None
@@ -123,15 +143,18 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             frozen=job.frozen,
             **bounded,
         )
+    actor = learner("actor", policy)
     roles = Roles(
         rollout=RolloutGroup(engines, **bounded),
-        actor=learner("actor", policy),
-        reference=learner("reference", job.policy),
+        actor=actor,
+        reference=BaseOf(actor) if shares_reference(job) else learner("reference", job.policy),
         critic=learner("critic", critic_folder) if critic_folder else None,
         reward=service,
         rm_reads_policy_tokens=job.reward.uses_rm and same_tokenizer(job.policy, job.reward.rm),
         reward_service=service,
     )
+    if job.actor.lora.enabled:
+        adapter_sync(roles)
     roles.sync = weight_sync(job.sync, roles.actor, roles.rollout, faults.call_timeout_s, faults.actor_restarts)
     if job.reward.online:  # last: its labelers live outside the placement groups, so nothing may fail after them
         folder = job.reward.labels_dir or str(Path(job.output_dir) / "online-labels")
@@ -142,6 +165,15 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
             else WeightedSum([("rm", 1.0, service), ("online", job.reward.online_weight, roles.online)])
         )
     return roles
+
+
+def adapter_sync(roles: Roles) -> None:
+    """With adapters on the actor, each sync sends only them, unless an engine cannot serve adapters: then every
+    engine takes the merged weights (one sync for all), and the reason is logged."""
+    fallbacks = [why for mode, why in roles.rollout.takes() if mode != "adapter"]
+    if fallbacks:
+        tqdm.write(f"LoRA: the engines take merged weights at each sync ({fallbacks[0]})")
+        roles.actor.sync_mode("merged")
 
 
 def same_tokenizer(a: str, b: str) -> bool:

@@ -30,6 +30,8 @@ from hrlaif_ray.config import PPOJob, dump_config
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.entry import job_parser, parse_job
+from hrlaif_ray.errors import ConfigError
+from hrlaif_ray.lora import is_adapter_folder
 from hrlaif_ray.metrics import MetricsLog, truncate_jsonl
 from hrlaif_ray.planner import check, plan_ppo
 from hrlaif_ray.ppo import core
@@ -75,6 +77,12 @@ def run_ppo(job: PPOJob) -> dict:
     mend in place (a trained rank died, a role ran out of restarts or did not answer) every role is restarted from
     the last checkpoint, at most `faults.max_failures` times. final.json and the returned summary count them."""
     check(job, plan_ppo)  # the roles fit their bundles, before anything is reserved or written
+    if job.actor.lora.enabled and is_adapter_folder(job.policy):
+        raise ConfigError(
+            f"policy: {job.policy!r} is an adapter folder, but actor.lora trains adapters on the policy and takes "
+            "the policy as the KL reference; give a whole model folder (an adapter folder's merged/ folder, written "
+            "with lora.save_merged: true)"
+        )
     check_trackers(job.logging)
     # the prompts read (a bad file is one error naming it) before the output folder is made
     prompts = read_records(job.prompts, "prompts") if job.prompts else generate_prompt_mix(job.prompt_mix)

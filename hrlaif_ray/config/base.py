@@ -41,12 +41,21 @@ HUB_HINT = "a hub model is downloaded to a folder first (`hf download ORG/NAME -
 
 
 def model_folder_problem(folder: str) -> str | None:
-    """Why `folder` is not an HF model folder (None: it is one). A model is always a local folder: an id that
+    """Why `folder` is not an HF model folder or an adapter folder on one (None: it is). A model is always a local folder: an id that
     is no folder would make transformers try the hub, which on an offline machine retries for a minute before it
     fails with a message that names neither the key nor the path."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         return "no such folder" if not path.exists() else "not a folder"
+    if (path / "adapter_config.json").is_file():  # an adapter folder: its base must be a model folder
+        from hrlaif_ray.lora import adapter_base
+
+        try:
+            base = adapter_base(path)
+        except ValueError as exc:
+            return str(exc)
+        problem = model_folder_problem(base) if Path(base).expanduser().resolve() != path.resolve() else "itself"
+        return f"an adapter folder whose base {base!r} is not a model folder ({problem})" if problem else None
     if not (path / "config.json").is_file():
         return "no config.json there"
     return None

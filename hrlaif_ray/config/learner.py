@@ -27,6 +27,30 @@ class OffloadConfig(Section):
     )
 
 
+class LoRAConfig(Section):
+    """Low-rank adapters on the role's linear layers (PEFT's LoRA): only the adapters (and a scalar head, where the
+    role has one) are trained and hold optimizer states; the base weights stay frozen and byte-identical. `r: 0` is
+    off: the whole model is trained."""
+
+    r: int = Field(0, ge=0, description="The adapters' rank; 0 trains the whole model (no adapters).")
+    alpha: float = Field(16.0, gt=0, description="LoRA's scale numerator: the update is (alpha / r) * B A.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input (training only).")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="The modules that get adapters: 'all-linear' (every linear layer of the decoder, not the output "
+        "layer: PEFT's choice and the usual one for RL) or a list of module names (e.g. [q_proj, v_proj]).",
+    )
+    save_merged: bool = Field(
+        False,
+        description="Beside the adapter folder (PEFT's format, what every save writes), also write the merged "
+        "model as a full HF folder in `merged/` inside it (what a tool without PEFT loads).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
+
+
 class LearnerConfig(Section):
     """One trained role's optimiser (AdamW), precision, ZeRO stage and offload: the one section every trained role
     has (its micro-batch is its job's: algo.micro_batch_size, batch_size, batch_prompts, micro_batch_prompts)."""
@@ -55,6 +79,12 @@ class LearnerConfig(Section):
         False,
         description="Recompute each layer's activations in the backward pass instead of keeping them (about a "
         "third more compute, a layer's activations instead of every layer's).",
+    )
+    lora: LoRAConfig = Field(
+        default_factory=LoRAConfig,
+        description="Train low-rank adapters instead of the whole model (r > 0). PPO's actor with adapters is "
+        "also its own KL reference (the adapters disabled: no second copy of the weights), syncs only the "
+        "adapters to the engines, and checkpoints adapter folders; DPO's reference likewise.",
     )
 
     @model_validator(mode="after")

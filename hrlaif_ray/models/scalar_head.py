@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
+
+if TYPE_CHECKING:
+    from hrlaif_ray.config import LoRAConfig
 
 HEAD_FILE = "scalar_head.safetensors"
 HEAD_META = "scalar_head.json"
@@ -67,8 +70,9 @@ class ScalarHeadModel(nn.Module):
         return {"kind": self.kind, "hidden_size": self.config.hidden_size}
 
     def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict | None = None) -> Path:
-        """Save as an HF folder; `state_dict` (this module's keys) overrides the live weights, e.g. the full
-        weights DeepSpeed ZeRO-3 consolidates from its shards."""
+        """Save as an HF folder (a backbone with adapters: as an adapter folder, PEFT's format); `state_dict` (this
+        module's keys) overrides the live weights, e.g. the full weights DeepSpeed ZeRO-3 consolidates from its
+        shards."""
         path = Path(path)
         state = state_dict if state_dict is not None else self.state_dict()
         self.backbone.save_pretrained(
@@ -85,11 +89,22 @@ class ScalarHeadModel(nn.Module):
 
     @staticmethod
     def load_parts(
-        path: str | Path, dtype: torch.dtype = torch.float32
+        path: str | Path, dtype: torch.dtype = torch.float32, lora: LoRAConfig | None = None
     ) -> tuple[PreTrainedModel, nn.Linear | None, dict]:
-        """(backbone, head or None, head meta) of a scalar-head folder or of a causal-LM folder."""
+        """(backbone, head or None, head meta) of a scalar-head folder or of a causal-LM folder, either of them
+        whole or as an adapter folder. With `lora` on, the backbone gets trainable adapters (fresh, or the adapter
+        folder's own: a resumed run); otherwise an adapter folder's adapters are merged into its base."""
+        from hrlaif_ray.lora import model_folders, with_adapters
+
         path = Path(path)
-        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+        base, adapter = model_folders(path)
+        backbone = AutoModel.from_pretrained(base, dtype=dtype)
+        if lora is not None and lora.enabled:
+            backbone = with_adapters(backbone, lora, adapter, task="FEATURE_EXTRACTION")
+        elif adapter is not None:
+            from peft import PeftModel
+
+            backbone = PeftModel.from_pretrained(backbone, adapter).merge_and_unload()
         if not (path / HEAD_FILE).is_file():
             return backbone, None, {}
         head = nn.Linear(backbone.config.hidden_size, 1, dtype=dtype)
@@ -98,8 +113,13 @@ class ScalarHeadModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, kind: Literal["reward", "critic"] | None = None, dtype: torch.dtype = torch.float32
+        cls,
+        path: str | Path,
+        kind: Literal["reward", "critic"] | None = None,
+        dtype: torch.dtype = torch.float32,
+        lora: LoRAConfig | None = None,
     ) -> ScalarHeadModel:
-        """Load a saved scalar-head folder, or start from a causal-LM folder with a fresh head."""
-        backbone, head, meta = cls.load_parts(path, dtype)
+        """Load a saved scalar-head folder, or start from a causal-LM folder with a fresh head (`lora`: see
+        `load_parts`)."""
+        backbone, head, meta = cls.load_parts(path, dtype, lora)
         return cls(backbone, kind or meta.get("kind", "reward"), head)

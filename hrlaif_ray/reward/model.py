@@ -13,12 +13,16 @@ responses, so a prompt costs O(1) forwards instead of O(K); it equals the full-s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from hrlaif_ray.models.scalar_head import ScalarHeadModel, last_token_index, position_ids_from_mask
+
+if TYPE_CHECKING:
+    from hrlaif_ray.config import LoRAConfig
 
 
 class RewardModel(ScalarHeadModel):
@@ -106,10 +110,15 @@ class RewardModel(ScalarHeadModel):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, clip: float | None = None, dtype: torch.dtype = torch.float32
+        cls,
+        path: str | Path,
+        clip: float | None = None,
+        dtype: torch.dtype = torch.float32,
+        lora: LoRAConfig | None = None,
     ) -> RewardModel:
-        """A saved RM folder (head, clip and normalisation), or a policy folder with a fresh head."""
-        backbone, head, meta = cls.load_parts(path, dtype)
+        """A saved RM folder (head, clip and normalisation), or a policy folder with a fresh head; either whole or
+        as an adapter folder (`ScalarHeadModel.load_parts`; `lora`: trainable adapters on the backbone)."""
+        backbone, head, meta = cls.load_parts(path, dtype, lora)
         return cls(
             backbone,
             head,
