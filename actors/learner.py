@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -36,15 +35,17 @@ from hrlaif_ray.config import FrozenConfig, LearnerConfig, LoRAConfig
 from hrlaif_ray.dpo.batch import PreferenceBatch
 from hrlaif_ray.dpo.loss import LossType, best_responses, dpo_loss, sft_loss
 from hrlaif_ray.lora import (
-    MERGED,
     adapter_parameters,
     adapters_off,
+    gathered_merged_state,
     has_adapters,
     load_causal_lm,
     merge,
     merge_groups,
     model_folders,
+    save_adapter_folder,
     scaling,
+    trained_state,
     with_adapters,
 )
 from hrlaif_ray.metrics import PeakMemory
@@ -59,7 +60,6 @@ from hrlaif_ray.zero import (
     frozen_stage,
     gathered_groups,
     gathered_state_dict,
-    gathered_tensors,
     initialize,
     learner_config,
     loaded_share,
@@ -455,34 +455,22 @@ class LearnerRank:
 
     def _save_adapters(self, path: str, tokenizer_folder: str) -> str | None:
         """An adapter folder (gathered one adapter tensor at a time under ZeRO-3; a critic's head beside it) and, on
-        request, the merged model."""
+        request, the merged model in `merged/`."""
         from transformers import AutoTokenizer
 
         zero3 = self.zero_stage == 3
-        trained = [(n, p) for n, p in self.model.named_parameters() if "lora_" in n or n.startswith("head.")]
-        gathered = gathered_tensors(self.model, self.rank, zero3, [p for _, p in trained])
-        state = {n: t.to("cpu", copy=True) for (n, _), t in zip(trained, gathered) if t is not None}
+        state = trained_state(self.model, self.rank, zero3)
         merged = None
-        if self.lora.save_merged and self.role == "actor":
-            named = merge_groups(self.model)
-            scale = scaling(self.model)
-            merged = {}
-            for (names, _), g in zip(named, gathered_groups([g for _, g in named], self.rank, zero3)):
-                if g is not None:
-                    t = merge(g, scale).to("cpu", copy=True)
-                    merged.update((n, t) for n in names)
+        if self.lora.save_merged:
+            peft = self.model.backbone if self.role == "critic" else self.model
+            merged = gathered_merged_state(peft, self.rank, zero3)
         if self.rank != 0:
             return None
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
         if self.role == "critic":
-            self.model.save_pretrained(path, tokenizer=tokenizer, state_dict=state)
-            return path
-        self.model.save_pretrained(path, state_dict=state)  # PEFT: adapter_config.json, adapter_model.safetensors
-        tokenizer.save_pretrained(path)
-        if merged is not None:
-            from hrlaif_ray.models.tiny import save_model_folder
-
-            save_model_folder(self.model.get_base_model(), tokenizer, Path(path) / MERGED, state_dict=merged)
+            self.model.save_pretrained(path, tokenizer=tokenizer, state_dict=state, merged=merged)
+        else:
+            save_adapter_folder(self.model, path, tokenizer, state, merged)
         return path
 
 

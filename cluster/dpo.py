@@ -35,6 +35,8 @@ from hrlaif_ray.data.schemas import read_records
 from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch
 from hrlaif_ray.dpo.loss import dpo_loss
 from hrlaif_ray.entry import load_job
+from hrlaif_ray.errors import ConfigError
+from hrlaif_ray.lora import is_adapter_folder
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.planner import check, plan_dpo
 from hrlaif_ray.ppo.experience import sequence_logps
@@ -58,13 +60,14 @@ def load_preferences(job: DPOJob, tokenizer) -> tuple[PreferenceBatch, Preferenc
     return preference_batch(train, pad), preference_batch(evaluation, pad) if evaluation else None
 
 
-def group_sequence_logps(group: LearnerGroup, batch: PreferenceBatch) -> torch.Tensor:
-    """[rows] sequence log-probs of every response under a learner group (rows padded to split over its ranks)."""
+def group_sequence_logps(group: LearnerGroup, batch: PreferenceBatch, base: bool = False) -> torch.Tensor:
+    """[rows] sequence log-probs of every response under a learner group (rows padded to split over its ranks);
+    `base`: with its adapters off (the reference of a LoRA policy)."""
     seq, ranks = batch.sequences, len(group.ranks)
     n = seq.input_ids.size(0)
     idx = torch.cat([torch.arange(n), torch.full((-n % ranks,), n - 1, dtype=torch.long)])
     padded = seq.select(idx, 0, seq.response_width, float(seq.response_mask.sum()) or 1.0)
-    token = group.logprobs(ray.put(padded), len(idx))
+    token = group.logprobs(ray.put(padded), len(idx), base=base)
     return sequence_logps(token, padded.response_mask)[:n]
 
 
@@ -132,6 +135,12 @@ def run_dpo(job: DPOJob) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(job.policy)
+    if job.learner.lora.enabled and not job.reference and is_adapter_folder(job.policy):
+        raise ConfigError(
+            f"policy: {job.policy!r} is an adapter folder, but learner.lora trains adapters on the policy and takes "
+            "it as the reference; give a whole model folder (an adapter folder's merged/ folder, written with "
+            "lora.save_merged: true), or name the reference"
+        )
     train, evaluation = load_preferences(job, tokenizer)
     responses = int((train.starts[1:] - train.starts[:-1]).max())  # a prompt's responses keep their graphs together
     check(job, lambda j: plan_dpo(j, responses=responses))  # before anything is reserved or written
@@ -151,8 +160,10 @@ def run_dpo(job: DPOJob) -> dict:
 
 
 def _train(job: DPOJob, out: Path, train, evaluation, tracker: Tracker) -> dict:
-    """The reference's log-probs, then the policy's DPO epochs; final.json."""
-    topo = Topology(job.resources, ("actor", "reference"))
+    """The reference's log-probs, then the policy's DPO epochs; final.json. A policy that trains adapters is its
+    own reference (the adapters off: no reference model is loaded) unless `reference` names another folder."""
+    shared = job.learner.lora.enabled and not job.reference
+    topo = Topology(job.resources, ("actor",) if shared else ("actor", "reference"))
     try:  # every exit path gives back the placement groups (and their actors)
 
         def learner(role: str, folder: str) -> LearnerGroup:
@@ -172,13 +183,15 @@ def _train(job: DPOJob, out: Path, train, evaluation, tracker: Tracker) -> dict:
             )
 
         timer = PhaseTimer()
+        actor = learner("actor", job.policy) if shared else None
         with timer("reference"):  # once: the reference is frozen, so its log-probs are data
-            reference = learner("reference", job.reference or job.policy)
-            train = train.with_reference(group_sequence_logps(reference, train))
+            reference = actor or learner("reference", job.reference or job.policy)
+            train = train.with_reference(group_sequence_logps(reference, train, base=shared))
             if evaluation is not None:
-                evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation))
-            reference.close()
-        actor = learner("actor", job.policy)
+                evaluation = evaluation.with_reference(group_sequence_logps(reference, evaluation, base=shared))
+            if not shared:
+                reference.close()
+        actor = actor or learner("actor", job.policy)
         log = MetricsLog(out, job.logging.tensorboard, tracker)
         try:
             history = dpo_loop(job, actor, train, evaluation, log)

@@ -163,20 +163,48 @@ def merge(group: tuple[torch.Tensor, ...], scale: float) -> torch.Tensor:
     return (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
 
 
-def merged_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The base model's state dict with the adapters merged, as host tensors (an unsharded model)."""
-    scale = scaling(model)
-    out: dict[str, torch.Tensor] = {}
-    for names, group in merge_groups(model):
-        tensor = merge(group, scale).to("cpu", copy=True)
-        out.update((n, tensor) for n in names)
-    return out
-
-
 def scaling(model: torch.nn.Module) -> float:
     """alpha / r of the model's adapter."""
     config = model.peft_config[ADAPTER_NAME]
     return config.lora_alpha / config.r
+
+
+def trained_state(model: torch.nn.Module, rank: int, zero3: bool) -> dict[str, torch.Tensor] | None:
+    """Host copies of a model's trained tensors beside a frozen base (its adapters, and a scalar head), live names,
+    on rank 0 (None elsewhere); gathered one at a time under ZeRO-3 (every rank must call it)."""
+    from hrlaif_ray.zero import gathered_tensors
+
+    trained = [(n, p) for n, p in model.named_parameters() if "lora_" in n or n.startswith("head.")]
+    tensors = gathered_tensors(model, rank, zero3, [p for _, p in trained])
+    state = {n: t.to("cpu", copy=True) for (n, _), t in zip(trained, tensors) if t is not None}
+    return state if rank == 0 else None
+
+
+def gathered_merged_state(model: torch.nn.Module, rank: int, zero3: bool) -> dict[str, torch.Tensor] | None:
+    """`merged_state` of a PEFT model that may be sharded: on rank 0 (None elsewhere), each weight gathered with
+    its adapters under ZeRO-3 and merged on its way to the host (every rank must call it)."""
+    from hrlaif_ray.zero import gathered_groups
+
+    named, scale = merge_groups(model), scaling(model)
+    out: dict[str, torch.Tensor] = {}
+    for (names, _), group in zip(named, gathered_groups([g for _, g in named], rank, zero3)):
+        if group is not None:
+            tensor = merge(group, scale).to("cpu", copy=True)
+            out.update((n, tensor) for n in names)
+    return out if rank == 0 else None
+
+
+def save_adapter_folder(model, path: str | Path, tokenizer, state: dict, merged: dict | None = None) -> Path:
+    """A causal LM with adapters saved as an adapter folder (PEFT's format, from `state`: `trained_state`) with its
+    tokenizer, and with `merged` (`gathered_merged_state`) the merged model as a full HF folder in `merged/`."""
+    path = Path(path)
+    model.save_pretrained(path, state_dict=state)
+    tokenizer.save_pretrained(path)
+    if merged is not None:
+        # a copy: transformers drops a tied weight's second name from the dict it is given
+        model.get_base_model().save_pretrained(path / MERGED, state_dict=dict(merged))
+        tokenizer.save_pretrained(path / MERGED)
+    return path
 
 
 def load_causal_lm(folder: str | Path, dtype: torch.dtype = torch.float32, merge: bool = True):

@@ -111,14 +111,27 @@ def _fit(job: SFTJob, rank: int, world: int, log, tracker: Tracker) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hrlaif_ray.evaluation import hf_generate, verified_accuracy
+    from hrlaif_ray.lora import (
+        gathered_merged_state,
+        load_causal_lm,
+        model_folders,
+        save_adapter_folder,
+        trained_state,
+        with_adapters,
+    )
     from hrlaif_ray.models.tiny import save_model_folder
 
     torch.manual_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.init)
     pad = pad_token_id(tokenizer)
     dtype = dtype_of(job.learner.precision)
+    lora = job.learner.lora
     with partitioned_loading(learner_config(job.learner, job.batch_size // world, world)):  # ZeRO-3: a shard each
-        model = AutoModelForCausalLM.from_pretrained(job.init, dtype=dtype)
+        if lora.enabled:  # fresh adapters, or an adapter folder's own (trained further)
+            base, adapter = model_folders(job.init)
+            model = with_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), lora, adapter)
+        else:  # an adapter folder is merged into its base
+            model = load_causal_lm(job.init, dtype)
     examples, held_out = sft_examples(job)
     rows = [encode(tokenizer, e, job.max_prompt_tokens, job.max_response_tokens) for e in examples]
     engine = initialize(
@@ -153,7 +166,12 @@ def _fit(job: SFTJob, rank: int, world: int, log, tracker: Tracker) -> dict:
             )
     train_s = time.perf_counter() - start
     # ZeRO-3: every rank joins the gathering, one parameter at a time; rank 0 keeps the whole weights on its host
-    state = gathered_state_dict(engine.module, rank, zero3=True) if job.learner.zero_stage == 3 else None
+    zero3 = job.learner.zero_stage == 3
+    if lora.enabled:  # the adapters (an adapter folder) and, on request, the merged model
+        state = trained_state(engine.module, rank, zero3)
+        merged = gathered_merged_state(engine.module, rank, zero3) if lora.save_merged else None
+    else:
+        state = gathered_state_dict(engine.module, rank, zero3=True) if zero3 else None
     result = {
         "steps": step,
         "train_s": train_s,
@@ -165,14 +183,19 @@ def _fit(job: SFTJob, rank: int, world: int, log, tracker: Tracker) -> dict:
         "optimizer_state_dtypes": optimizer_state_dtypes(engine),
     }
     if rank == 0:
-        if state is not None:  # the engine's module holds only this rank's shard: the whole weights in a fresh copy
-            model = AutoModelForCausalLM.from_pretrained(job.init, dtype=dtype)
-            model.load_state_dict(state)
+        if state is not None and zero3:  # the engine's module holds only this rank's shard: a fresh whole copy
+            model = AutoModelForCausalLM.from_pretrained(model_folders(job.init)[0], dtype=dtype)
+            if lora.enabled:
+                model = with_adapters(model, lora)
+            model.load_state_dict(state, strict=not lora.enabled)
         if held_out:
             texts = hf_generate(model, tokenizer, [p.text for p in held_out], max_new_tokens=job.max_response_tokens)
             result["greedy_accuracy"] = verified_accuracy(held_out, texts)
             result["mean_response_chars"] = sum(map(len, texts)) / len(texts)
-        out = save_model_folder(model, tokenizer, job.output_dir)
+        if lora.enabled:
+            out = save_adapter_folder(model, job.output_dir, tokenizer, state, merged)
+        else:
+            out = save_model_folder(model, tokenizer, job.output_dir)
         (out / "sft_config.yaml").write_text(dump_config(job))
         (out / "sft_metrics.json").write_text(json.dumps({**result, "losses": losses}, indent=1))
         log(json.dumps(result))

@@ -69,15 +69,28 @@ class ScalarHeadModel(nn.Module):
         """What the head file's JSON records beside the weights (subclasses add their own fields)."""
         return {"kind": self.kind, "hidden_size": self.config.hidden_size}
 
-    def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict | None = None) -> Path:
+    def save_pretrained(
+        self, path: str | Path, tokenizer=None, state_dict: dict | None = None, merged: dict | None = None
+    ) -> Path:
         """Save as an HF folder (a backbone with adapters: as an adapter folder, PEFT's format); `state_dict` (this
         module's keys) overrides the live weights, e.g. the full weights DeepSpeed ZeRO-3 consolidates from its
-        shards."""
+        shards. `merged` (a backbone with adapters: its merged weights, `lora.gathered_merged_state`) also writes
+        the merged model, head included, as a full folder in `merged/`."""
         path = Path(path)
         state = state_dict if state_dict is not None else self.state_dict()
         self.backbone.save_pretrained(
             path, state_dict={k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
         )
+        self._save_head(path, state, tokenizer)
+        if merged is not None:
+            from hrlaif_ray.lora import MERGED
+
+            self.backbone.get_base_model().save_pretrained(path / MERGED, state_dict=merged)
+            self._save_head(path / MERGED, state, tokenizer)
+        return path
+
+    def _save_head(self, path: Path, state: dict, tokenizer) -> None:
+        """The head's weights and meta (and the tokenizer) beside a saved backbone."""
         save_file(
             {k.removeprefix("head."): v.detach().contiguous() for k, v in state.items() if k.startswith("head.")},
             path / HEAD_FILE,
@@ -85,7 +98,6 @@ class ScalarHeadModel(nn.Module):
         (path / HEAD_META).write_text(json.dumps(self.head_meta()))
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
-        return path
 
     @staticmethod
     def load_parts(

@@ -22,6 +22,7 @@ import torch
 from hrlaif_ray.config import RMTrainJob, dump_config
 from hrlaif_ray.data.binding import bound_labels
 from hrlaif_ray.data.chat import pad_token_id
+from hrlaif_ray.lora import gathered_merged_state, trained_state
 from hrlaif_ray.models.hf_formats import SEQUENCE_CLASSIFICATION, export_problem, save_sequence_classification
 from hrlaif_ray.planner import check, plan_rm
 from hrlaif_ray.reward.data import RMExample, collate, examples_from_labels
@@ -123,7 +124,9 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
     responses = max(len(e.response_ids) for e in train)
     check(job, lambda j: plan_rm(j, world, responses=responses))  # before the model is loaded
     with partitioned_loading(learner_config(job.learner, job.batch_prompts, world)):  # ZeRO-3: a shard each
-        rm = RewardModel.from_pretrained(job.init, clip=job.clip, dtype=dtype_of(job.learner.precision))
+        rm = RewardModel.from_pretrained(
+            job.init, clip=job.clip, dtype=dtype_of(job.learner.precision), lora=job.learner.lora
+        )
     engine = initialize(rm, job.learner, job.batch_prompts, world)
     model: RewardModel = engine.module
     rng, history, step = random.Random(job.seed), [], 0
@@ -178,13 +181,27 @@ def _fit(job: RMTrainJob, tokenizer, examples: list[RMExample], rank: int, world
         model.mean, model.std = float(mean), float(max((stats[1] / stats[2] - mean**2).clamp(min=0).sqrt(), 1e-6))
     # Under ZeRO-3 each rank holds a shard: every rank joins the gathering, one parameter at a time, and rank 0
     # writes the whole model from its host.
-    state = gathered_state_dict(model, rank, zero3=True) if job.learner.zero_stage == 3 else None
+    # With adapters: the adapters and the head (an adapter folder), and the merged backbone where a merged folder
+    # or the sequence-classification export needs it.
+    zero3, lora = job.learner.zero_stage == 3, job.learner.lora
+    merged = whole = None
+    if lora.enabled:
+        state = trained_state(model, rank, zero3)
+        if lora.save_merged or job.sequence_classification:
+            merged = gathered_merged_state(model.backbone, rank, zero3)
+    else:
+        state = gathered_state_dict(model, rank, zero3=True) if zero3 else None
     if rank == 0:
-        out = model.save_pretrained(job.output_dir, tokenizer=tokenizer, state_dict=state)
+        out = model.save_pretrained(
+            job.output_dir, tokenizer=tokenizer, state_dict=state, merged=merged if lora.save_merged else None
+        )
+        if merged is not None:
+            head = {k: v for k, v in state.items() if k.startswith("head.")}
+            whole = {**{f"backbone.{k}": v for k, v in merged.items()}, **head}
         if job.sequence_classification and (problem := export_problem(tokenizer)):
             log(f"not saved as sequence classification: {problem}")
         elif job.sequence_classification:
-            save_sequence_classification(model, tokenizer, out / SEQUENCE_CLASSIFICATION, state)
+            save_sequence_classification(model, tokenizer, out / SEQUENCE_CLASSIFICATION, whole or state)
         (out / "train_config.yaml").write_text(dump_config(job))
         (out / "metrics.json").write_text(
             json.dumps(
