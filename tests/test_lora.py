@@ -107,6 +107,7 @@ def test_the_engine_serves_the_smallest_vllm_rank_that_holds_the_adapter(rank, s
 
 def test_an_actor_with_adapters_syncs_only_them_keeps_its_base_and_is_its_own_reference(local_ray, tiny_model_dir):
     import ray
+    from transformers import AutoTokenizer
 
     from actors.learner import LearnerGroup
     from actors.rollout import RolloutActor, RolloutGroup
@@ -116,7 +117,6 @@ def test_an_actor_with_adapters_syncs_only_them_keeps_its_base_and_is_its_own_re
     from hrlaif_ray.config import ResourcePlan, RoleResources, SyncConfig
     from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids
     from hrlaif_ray.ppo.experience import layout, pad_rows
-    from transformers import AutoTokenizer
 
     folder = str(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -197,3 +197,95 @@ def test_an_actor_with_adapters_syncs_only_them_keeps_its_base_and_is_its_own_re
         assert merged.bytes == whole and mismatch(merged_rollout) < 1e-3
     finally:
         topo.shutdown()
+
+
+def test_sft_with_adapters_trains_them_and_saves_an_adapter_folder_and_its_merged_model(tmp_path, tiny_model_dir):
+    import subprocess
+
+    from conftest import ROOT, script_env
+    from transformers import AutoModelForCausalLM
+
+    from hrlaif_ray.lora import MERGED, is_adapter_folder, load_causal_lm
+
+    out = tmp_path / "sft"
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/hrlaif"), "sft", "--init", str(tiny_model_dir), "--out", str(out)]
+        + ["steps=12", "batch_size=16", "warmup_steps=2", "eval_prompts=4", "prompts.n=300", "learner.lr=1e-2"]
+        + ["learner.zero_stage=3", "learner.lora.r=8", "learner.lora.save_merged=true"],
+        env=script_env(tmp_path, OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "sft_metrics.json").read_text())
+    assert metrics["final_loss"] < metrics["first_loss"] and "greedy_accuracy" in metrics
+    assert is_adapter_folder(out) and not (out / "model.safetensors").exists()
+    init = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    peft = load_causal_lm(out, merge=False)
+    base = {k.removeprefix("base_model.model.").replace(".base_layer", ""): v for k, v in peft.state_dict().items()}
+    assert all(torch.equal(init[k], base[k]) for k in init)  # the base as it was
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    adapted = _logits(load_causal_lm(out), ids)
+    assert (adapted - _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir), ids)).abs().max() > 1e-3
+    assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(out / MERGED), ids), adapted, atol=1e-5)
+
+
+def test_train_rm_with_adapters_ranks_held_out_pairs_and_exports_the_merged_model(tmp_path, tiny_model_dir):
+    import subprocess
+
+    from conftest import ROOT, script_env
+    from labeling_fixtures import write_harm_and_math_labels
+    from test_reward_train import _config, _loads_as_sequence_classification, _prefers_refusal
+
+    from hrlaif_ray.lora import is_adapter_folder
+    from hrlaif_ray.reward import RewardModel
+
+    write_harm_and_math_labels(tmp_path)
+    config = _config(tmp_path, tiny_model_dir, epochs=2, learner={"lr": 1e-2, "lora": {"r": 8}})
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/hrlaif"), "train-rm", "--config", str(config)],
+        env=script_env(tmp_path, OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    history = json.loads((tmp_path / "rm" / "metrics.json").read_text())["history"]
+    print(json.dumps(history))
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["eval_accuracy"]["harmful"] >= 0.9
+    assert is_adapter_folder(tmp_path / "rm") and _prefers_refusal(tmp_path / "rm")
+    rm = RewardModel.from_pretrained(tmp_path / "rm").eval()
+    _loads_as_sequence_classification(tmp_path / "rm" / "sequence-classification", rm)
+
+
+def test_dpo_with_adapters_learns_the_labels_with_its_base_as_the_reference(local_ray, tmp_path, tiny_model_dir):
+    from labeling_fixtures import write_harm_and_math_labels
+
+    from cluster.dpo import run_dpo
+    from hrlaif_ray.config import DPOJob
+    from hrlaif_ray.lora import is_adapter_folder
+
+    write_harm_and_math_labels(tmp_path)
+    final = run_dpo(
+        DPOJob.model_validate(
+            {
+                "policy": str(tiny_model_dir),
+                "labels_dir": str(tmp_path / "labels"),
+                "prompts": str(tmp_path / "prompts.parquet"),
+                "output_dir": str(tmp_path / "dpo"),
+                "epochs": 2,
+                "batch_prompts": 16,
+                "micro_batch_prompts": 8,
+                "beta": 0.5,
+                "learner": {"lr": 1e-2, "lora": {"r": 8}},
+                "eval_fraction": 0.25,
+                "resources": {"actor": {"replicas": 2}},
+                "logging": {"tensorboard": False},
+            }
+        )
+    )
+    history = final["history"]
+    print(json.dumps(history[-1], indent=1))
+    assert history[-1]["eval/accuracy/harmful"] >= 0.9 and history[-1]["eval/loss"] < 0.6931
+    assert is_adapter_folder(final["policy"])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, merged, run_hrlaif, script_env, tiny_ppo_job
 
 from hrlaif_ray.metrics import read_jsonl
@@ -198,6 +199,43 @@ def test_ray_job_submit_ppo_three_asynchronous_steps(ray_head, tmp_path, tiny_mo
     # Step 3's batch, made by the weights after 1 update while step 2 trained: what a resume from step 2 trains on.
     buffered = _buffered_batch(out, 2)
     assert (buffered.step, buffered.version, len(buffered.batch)) == (2, 1, 8) and buffered.scores is not None
+
+
+def test_ray_job_submit_ppo_with_adapters_syncs_only_them_and_resumes_with_the_same_adapter(
+    ray_head, tmp_path, tiny_model_dir
+):
+    """The actor and the critic train LoRA adapters, the actor is its own reference (no reference placed), each sync
+    sends only the adapter to the vLLM engine, which samples with it; a resume goes on with the checkpoint's
+    adapter in the learner and in the engine alike (tests/test_lora.py checks the base stays byte-identical)."""
+    from safetensors.torch import load_file
+
+    address, env = ray_head
+    out = tmp_path / "ppo"
+    lora = {"lora": {"r": 8, "alpha": 16}}
+    config = _config(tmp_path / "ppo.json", tiny_model_dir, out, checkpoint_every=1, actor=lora, critic=lora)
+    job_id = f"ppo-lora-{os.getpid()}"
+    proc = _submit(address, env, job_id, config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _wait(address, job_id, env) == "SUCCEEDED"
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    _has_the_step_metrics(rows)
+    adapter = load_file(out / "checkpoints" / "step_1" / "actor" / "adapter_model.safetensors")
+    adapter_bytes = sum(t.numel() * t.element_size() for t in adapter.values())
+    assert all(r["sync/bytes"] == adapter_bytes and r["sync/checked"] == len(adapter) for r in rows)
+    assert all(r["rollout/logprob_max_abs_diff"] < 1e-3 for r in rows)  # the engine samples the learner's adapter
+    later = load_file(out / "checkpoints" / "step_2" / "actor" / "adapter_model.safetensors")
+    assert any(not torch.equal(adapter[k], later[k]) for k in adapter)  # the adapter moved
+    assert (out / "checkpoints" / "step_2" / "critic" / "adapter_config.json").is_file()
+    assert not (out / "checkpoints" / "step_2" / "actor" / "model.safetensors").exists()
+
+    _submit(address, env, job_id + "-resume", config, "--resume", "steps=3", check=True)
+    assert _wait(address, job_id + "-resume", env) == "SUCCEEDED"
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # Step 3 samples with the engine's start: the checkpoint's adapter, the one the actor resumed (no mismatch),
+    # not a fresh one (which would equal the reference: a KL of 0).
+    assert rows[2]["rollout/logprob_max_abs_diff"] < 1e-3 and rows[2]["actor/kl"] != 0.0
 
 
 @pytest.mark.slow
