@@ -38,6 +38,7 @@ from hrlaif_ray.config import (
     ROLES,
     FrozenConfig,
     LearnerConfig,
+    LoRAConfig,
     ResourcePlan,
     RolloutConfig,
     SyncConfig,
@@ -75,10 +76,34 @@ class ModelShape:
     kv_width: int  # key/value heads x head size
     intermediate: int
     vocab: int  # 0 for a scalar head (reward model, critic)
+    # the decoder's linear layers (not the output layer): (module name, in features, out features, how many); what
+    # LoRA's adapters are sized from (empty: estimated from the widths)
+    linears: tuple[tuple[str, int, int, int], ...] = ()
+
+    def adapter_params(self, lora: LoRAConfig) -> int:
+        """The parameters of LoRA adapters of rank r on the targeted linear layers: r x (in + out) each."""
+        linears = self.linears or (
+            ("q_proj", self.hidden, self.hidden, self.layers),
+            ("k_proj", self.hidden, self.kv_width, self.layers),
+            ("v_proj", self.hidden, self.kv_width, self.layers),
+            ("o_proj", self.hidden, self.hidden, self.layers),
+            ("gate_proj", self.hidden, self.intermediate, self.layers),
+            ("up_proj", self.hidden, self.intermediate, self.layers),
+            ("down_proj", self.intermediate, self.hidden, self.layers),
+        )
+        every = lora.target_modules == "all-linear"
+        return sum(lora.r * (i + o) * n for name, i, o, n in linears if every or name in lora.target_modules)
+
+    def trained_params(self, lora: LoRAConfig) -> int:
+        """What a trained role trains: every parameter, or with adapters theirs (and a scalar head's)."""
+        if not lora.enabled:
+            return self.params
+        return self.adapter_params(lora) + (self.hidden + 1 if self.vocab == 0 else 0)
 
     @classmethod
     def of(cls, config, scalar_head: bool = False) -> ModelShape:
         """From an HF config (a `PretrainedConfig`): instantiated on the meta device, no weights read."""
+        import torch
         from accelerate import init_empty_weights
         from transformers import AutoModel, AutoModelForCausalLM
 
@@ -87,6 +112,12 @@ class ModelShape:
         text = config.get_text_config()  # a multimodal config's language model
         params = sum(p.numel() for p in model.parameters()) + (text.hidden_size + 1 if scalar_head else 0)
         largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+        linears: dict[tuple[str, int, int], int] = {}
+        output = model.get_output_embeddings() if not scalar_head else None
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear) and m is not output:
+                key = (name.rsplit(".", 1)[-1], m.in_features, m.out_features)
+                linears[key] = linears.get(key, 0) + 1
         heads = text.num_attention_heads
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
         kv = getattr(text, "num_key_value_heads", None) or heads
@@ -99,6 +130,7 @@ class ModelShape:
             kv_width=kv * head_dim,
             intermediate=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
             vocab=0 if scalar_head else text.vocab_size,
+            linears=tuple((*k, n) for k, n in sorted(linears.items())),
         )
 
     @classmethod
@@ -106,9 +138,11 @@ class ModelShape:
         """A model folder's shape; `key` names the config key that gave the folder, for the error."""
         from transformers import AutoConfig
 
-        path = Path(folder)
+        from hrlaif_ray.lora import model_folders
+
         if problem := model_folder_problem(folder):
             raise ConfigError(f"{key}: {folder!r} is not a model folder ({problem}); {HUB_HINT}")
+        path = Path(model_folders(folder)[0])  # an adapter folder is sized by its base (the adapters are small)
         try:
             return cls.of(AutoConfig.from_pretrained(path), scalar_head)
         except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -162,9 +196,12 @@ def zero3_gathered(shape: ModelShape, b: int, ranks: int) -> int:
 
 
 def model_states(shape: ModelShape, learner: LearnerConfig, ranks: int, stage: int) -> Memory:
-    """A trained rank's weights, gradients, optimizer states and ZeRO buffers (see the module's text)."""
-    P, b = shape.params, BYTES[learner.precision]
-    weights = _divided(P * b, ranks, stage >= 3)
+    """A trained rank's weights, gradients, optimizer states and ZeRO buffers (see the module's text). With LoRA
+    the gradients, optimizer states and reduce buckets are the adapters' (`ModelShape.trained_params`); the frozen
+    base is weights only."""
+    T, b = shape.trained_params(learner.lora), BYTES[learner.precision]
+    weights = _divided((shape.params + (T if learner.lora.enabled else 0)) * b, ranks, stage >= 3)
+    P = T  # what the gradients and the optimizer cover
     if learner.precision == "bf16":
         grads16 = 0 if stage >= 3 else _divided(P * 2, ranks, stage >= 2)
         fp32 = _divided(P * (4 + 4 + 8), ranks, stage >= 1)  # fp32 gradients, master weights, Adam's moments
@@ -176,14 +213,14 @@ def model_states(shape: ModelShape, learner: LearnerConfig, ranks: int, stage: i
     if stage >= 1:
         from hrlaif_ray.zero import BUCKET_ELEMENTS
 
-        buckets = min(BUCKET_ELEMENTS, P) * (4 + b)  # a reduce bucket (fp32) and an all-gather bucket
+        buckets = min(BUCKET_ELEMENTS, P) * (4 + b)  # a reduce bucket (fp32) and an all-gather bucket (trained)
     if stage >= 3:
         buckets += zero3_gathered(shape, b, ranks)
     host = 0
     if learner.offload.optimizer == "cpu":  # the gradients go to the host partition bucket by bucket too
         host, optimizer = optimizer + (gradients if learner.precision == "fp32" else 0), 0
         gradients = 0
-    loading = _divided(P * b, ranks, stage >= 3)
+    loading = _divided(shape.params * b, ranks, stage >= 3)
     if learner.offload.params == "cpu":
         host, weights = host + weights, 0
     return Memory(
@@ -357,6 +394,8 @@ def describe(settings: LearnerConfig | FrozenConfig, shape: ModelShape, stage: i
             extra.append("weights offloaded")
         if settings.gradient_checkpointing:
             extra.append("checkpointing")
+        if settings.lora.enabled:
+            extra.append(f"LoRA r={settings.lora.r}")
     elif settings.offload_params:
         extra.append("weights offloaded")
     kind = "frozen" if isinstance(settings, FrozenConfig) else "trained"
@@ -404,10 +443,19 @@ def trained_role(
         mem.activations = int(mem.activations * ZERO3_CPU_ACTIVATIONS)
     mem.runtime = int(CUDA_CONTEXT_GIB * GiB) if batch.gpu else 0
     whole = shape.params * BYTES[learner.precision]
-    rank0 = (whole if stage == 3 else 0) + (whole if sync is not None and sync.method == "object_store" else 0)
+    sent = synced_bytes(shape, learner)
+    saved = shape.trained_params(learner.lora) * BYTES[learner.precision] if learner.lora.enabled else whole
+    rank0 = (saved if stage == 3 else 0) + (sent if sync is not None and sync.method == "object_store" else 0)
     if sync is not None and sync.method == "broadcast":
-        mem.buffers += min(int(sync.bucket_mb * MiB), whole)
+        mem.buffers += min(int(sync.bucket_mb * MiB), sent)
     return RolePlan(role, ranks, mem, describe(learner, shape, stage), rank0_host=rank0)
+
+
+def synced_bytes(shape: ModelShape, learner: LearnerConfig) -> int:
+    """What a weight sync sends: the whole weights, or with LoRA the adapters."""
+    if learner.lora.enabled:
+        return shape.adapter_params(learner.lora) * BYTES[learner.precision]
+    return shape.params * BYTES[learner.precision]
 
 
 def frozen_role(role: str, shape: ModelShape, frozen: FrozenConfig, ranks: int, batch: Batch) -> RolePlan:
@@ -432,15 +480,22 @@ def engine_role(
     gpu: bool,
     gpu_bytes: int | None,
     sync: SyncConfig | None = None,
+    lora: LoRAConfig | None = None,
 ) -> RolePlan:
     """vLLM: on a GPU what it reserves (and that this holds its weights and one sequence's KV cache); on a CPU
     its fp32 weights and KV cache. A broadcast sync adds two buckets beside it (the one loading, the one
-    arriving)."""
+    arriving). With the actor's adapters, the engine holds one adapter (its slot, at vLLM's rank) beside its
+    weights, and a sync moves only that."""
     b = 2 if gpu else 4
     weights = shape.params * b
     plan = _engine_role(shape, rollout, ranks, gpu, gpu_bytes, b, weights)
+    sent = weights
+    if lora is not None and lora.enabled:
+        sent = shape.adapter_params(lora) * b
+        plan.memory.weights += sent
+        plan.what += f", a rank-{lora.r} adapter"
     if sync is not None and sync.method == "broadcast":
-        plan.memory.buffers += 2 * min(int(sync.bucket_mb * MiB), weights)
+        plan.memory.buffers += 2 * min(int(sync.bucket_mb * MiB), sent)
     return plan
 
 
@@ -489,9 +544,10 @@ def plan_ppo(job, shape_of=None) -> Plan:
     roles["actor"] = trained_role(
         "actor", policy, job.actor, ranks, stage_for_world(job.actor, ranks), batch("actor", answer), sync=job.sync
     )
-    roles["reference"] = frozen_role(
-        "reference", policy, job.frozen, res.reference.replicas, batch("reference", answer)
-    )
+    if not job.actor.lora.enabled:  # else the actor is its own reference (its adapters off): nothing more held
+        roles["reference"] = frozen_role(
+            "reference", policy, job.frozen, res.reference.replicas, batch("reference", answer)
+        )
     if algo.estimator == "gae":
         key = "critic_init" if job.critic_init else "reward.rm" if job.reward.rm else "policy"
         critic = shape_of(job.critic_init or job.reward.rm or job.policy, key, True)
@@ -510,7 +566,7 @@ def plan_ppo(job, shape_of=None) -> Plan:
         roles["labelers"] = RolePlan("labelers", labelers, Memory(), "the online reward's labeler pool")
     gpu_bytes = int(res.gpu_memory_gib * GiB) if res.gpu_memory_gib else None
     on_gpu = res.bundle_of("rollout").get("GPU", 0) > 0
-    roles["rollout"] = engine_role(policy, r, res.rollout.replicas, on_gpu, gpu_bytes, job.sync)
+    roles["rollout"] = engine_role(policy, r, res.rollout.replicas, on_gpu, gpu_bytes, job.sync, job.actor.lora)
     return place(res, roles, remote=bool(job.ray_address))
 
 
@@ -528,10 +584,9 @@ def plan_dpo(job, shape_of=None, responses: int = 4) -> Plan:
     train = Batch(job.micro_batch_prompts * responses, seq, answer, res.bundle_of("actor").get("GPU", 0) > 0)
     # the reference's forwards: micro_batch_prompts rows each (its ranks' micro-batch, in responses)
     forward = Batch(job.micro_batch_prompts, seq, answer, res.bundle_of("reference").get("GPU", 0) > 0)
-    roles = {
-        "actor": trained_role("actor", policy, job.learner, ranks, stage_for_world(job.learner, ranks), train),
-        "reference": frozen_role("reference", reference, job.frozen, res.reference.replicas, forward),
-    }
+    roles = {"actor": trained_role("actor", policy, job.learner, ranks, stage_for_world(job.learner, ranks), train)}
+    if not (job.learner.lora.enabled and not job.reference):  # else the policy with its adapters off
+        roles["reference"] = frozen_role("reference", reference, job.frozen, res.reference.replicas, forward)
     return place(res, roles, remote=bool(job.ray_address))
 
 

@@ -64,6 +64,7 @@ def test_shipped_config_files_validate():
         "local-tiny.yaml": PPOJob,
         "smollm2-cpu.yaml": PPOJob,
         "13b-8xa100.yaml": PPOJob,
+        "7b-lora-1xa100.yaml": PPOJob,
         "serve-reward.yaml": ServeRewardJob,
     }
     shipped = {p.name for p in folder.glob("*.yaml")} - {"raycluster-8xa100.yaml", "constitution.yaml"}
@@ -90,6 +91,8 @@ def test_shipped_config_files_validate():
     assert [(t.policy, t.than) for t in demo.targets][:3] == [("hrlaif", 0.8), ("hrlaif", 0.8), ("hrlaif", "sft")]
     assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor
     assert loaded["13b-8xa100.yaml"].resources.bundle.get("GPU") == 1
+    lora = loaded["7b-lora-1xa100.yaml"]  # its comments: rank-16 adapters, one GPU, the object-store sync
+    assert (lora.actor.lora.r, lora.resources.actor.replicas, lora.sync.method) == (16, 1, "object_store")
     served = loaded["serve-reward.yaml"]  # its comments: the hybrid online reward, groups of 8, a loopback judge
     assert (served.reward.kind, served.reward.labeling.method, served.group_size) == ("online", "hybrid", 8)
     assert served.reward.labeling.judges[0].base_url == "http://127.0.0.1:8000/v1" and not served.no_token

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hrlaif_ray.config import LearnerConfig, PPOJob, load_config
+from hrlaif_ray.config import LearnerConfig, LoRAConfig, PPOJob, load_config
 from hrlaif_ray.planner import GPU_USABLE, GiB, ModelShape, Plan, model_states, plan_ppo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,3 +220,49 @@ def test_every_stage_of_the_demo_is_planned_before_its_models_exist():
         load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=8"])
     )
     assert warnings and "parallel_arms=false" in warnings[0]  # each stage fits 8 GiB, four at once may not
+
+
+SHAPE_7B = str(ROOT / "cluster/configs/shapes/llama2-7b")
+
+
+def test_lora_adapters_are_sized_as_peft_builds_them_and_only_they_hold_gradients_and_adam():
+    """The adapters' parameters from the config alone equal PEFT's own count on the meta-device model (all-linear
+    and a list of modules); a LoRA actor's gradients and optimizer states are theirs, its weights the base's."""
+    from accelerate import init_empty_weights
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hrlaif_ray.config import LoRAConfig
+    from hrlaif_ray.lora import peft_config
+
+    shape = ModelShape.of_folder(SHAPE_7B, "policy")
+    for lora in (LoRAConfig(r=16), LoRAConfig(r=8, target_modules=["q_proj", "v_proj"])):
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(SHAPE_7B))
+        peft = get_peft_model(model, peft_config(lora))
+        exact = sum(p.numel() for n, p in peft.named_parameters() if "lora_" in n)
+        assert shape.adapter_params(lora) == exact
+        assert replace(shape, linears=()).adapter_params(lora) == exact  # the widths' estimate, for a Llama
+    lora = LoRAConfig(r=16)
+    T = shape.adapter_params(lora)
+    assert 39e6 < T < 41e6  # rank 16 on every linear layer of a 7B Llama: 40M, 0.6% of it
+    mem = model_states(shape, LearnerConfig(precision="bf16", zero_stage=0, lora=lora), 1, 0)
+    assert (mem.gradients, mem.optimizer) == (T * 2, T * 16)  # bf16 gradients; fp32 master, gradients and Adam
+    assert mem.weights == (shape.params + T) * 2
+
+
+def test_the_7b_lora_plan_fits_one_a100_80g_and_full_fine_tuning_does_not():
+    """The shipped one-GPU LoRA plan: no reference is placed (the actor with its adapters off is the reference),
+    the engine holds one adapter, the object-store sync moves the adapters only; the same job training every
+    weight needs more than twice the GPU."""
+    job = load_config(
+        PPOJob, ROOT / "cluster/configs/7b-lora-1xa100.yaml", [f"policy={SHAPE_7B}", f"reward.rm={SHAPE_7B}"]
+    )
+    plan = plan_ppo(job)
+    assert not plan.problems(), plan.table()
+    roles = {r.role: r for r in plan.roles}
+    assert set(roles) == {"actor", "reward", "rollout"} and len(plan.bundles) == 1
+    adapters = ModelShape.of_folder(SHAPE_7B, "policy").adapter_params(job.actor.lora) * 2
+    assert roles["actor"].rank0_host == adapters  # the object store's copy: the adapters, 80 MB
+    full = plan_ppo(job.model_copy(update={"actor": job.actor.model_copy(update={"lora": LoRAConfig()})}))
+    assert "reference" in {r.role for r in full.roles} and full.bundles[0].needed > 2 * plan.bundles[0].needed
