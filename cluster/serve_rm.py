@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from hrlaif_ray.config import model_folder_problem
 from hrlaif_ray.errors import HrlaifError, OneLineParser
 
 
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--token-env", default="HRLAIF_RM_TOKEN", help="environment variable holding the bearer token")
     args = parser.parse_args(argv)
-    if not (Path(args.rm) / "config.json").is_file():
-        raise HrlaifError(f"--rm {args.rm}: not a reward-model folder (no config.json; `hrlaif train-rm` writes one)")
+    if problem := model_folder_problem(args.rm):  # a whole folder, or an adapter folder on one
+        raise HrlaifError(f"--rm {args.rm}: not a reward-model folder ({problem}; `hrlaif train-rm` writes one)")
     low = args.min_replicas or args.replicas
     high = max(low, args.max_replicas or args.replicas)
     if low < 1:

@@ -289,3 +289,67 @@ def test_dpo_with_adapters_learns_the_labels_with_its_base_as_the_reference(loca
     print(json.dumps(history[-1], indent=1))
     assert history[-1]["eval/accuracy/harmful"] >= 0.9 and history[-1]["eval/loss"] < 0.6931
     assert is_adapter_folder(final["policy"])
+
+
+@pytest.mark.slow
+def test_eval_and_serve_rm_take_an_adapter_folder_as_its_merged_model(
+    tmp_path, short_tmp, tiny_model_dir, tiny_tokenizer, local_ray
+):
+    """`hrlaif eval` (vLLM) answers the same from an adapter folder as from its merged folder, and `hrlaif serve-rm`
+    serves an RM saved as adapters with the scores of its merged folder."""
+    import os
+    import signal
+    import subprocess
+
+    import httpx
+    from conftest import ROOT, script_env
+    from test_eval import _eval
+    from transformers import AutoModelForCausalLM
+
+    from hrlaif_ray.judges.launch import sim_judge_server
+    from hrlaif_ray.lora import MERGED, gathered_merged_state, save_adapter_folder, trained_state, with_adapters
+    from hrlaif_ray.metrics import read_jsonl
+    from hrlaif_ray.reward.model import RewardModel
+
+    peft = with_adapters(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LORA)
+    _noisy(peft)
+    policy = save_adapter_folder(
+        peft, tmp_path / "policy", tiny_tokenizer, trained_state(peft, 0, False), gathered_merged_state(peft, 0, False)
+    )
+    mix = "mix={n: 6, seed: 3, math: 1.0, multiple_choice: 0.0, harmful: 0.0, open_qa: 0.0}"
+    texts = {}
+    with sim_judge_server(["latency_ms=0"]) as base:
+        for name, folder in (("adapter", policy), ("merged", policy / MERGED)):
+            _eval(tmp_path / name, base, f"policy={folder}", mix, "sampled=0", "backend=vllm", in_process=True)
+            texts[name] = [r["response"] for r in read_jsonl(tmp_path / name / "responses.jsonl")]
+    assert len(texts["adapter"]) == 6 and texts["adapter"] == texts["merged"]
+
+    rm = RewardModel.from_pretrained(tiny_model_dir, lora=LORA)
+    _noisy(rm)
+    rm_folder = rm.save_pretrained(
+        tmp_path / "rm",
+        tokenizer=tiny_tokenizer,
+        state_dict=trained_state(rm, 0, False),
+        merged=gathered_merged_state(rm.backbone, 0, False),
+    )
+    env = script_env(short_tmp, HRLAIF_RM_TOKEN="s3cret-token")
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:"), line
+        seqs = [[5, 6, 7, 8], [9, 10, 11]]
+        auth = {"Authorization": "Bearer s3cret-token"}
+        got = httpx.post(f"{line.split()[1]}/score", json={"sequences": seqs}, headers=auth, timeout=60).json()
+        merged = RewardModel.from_pretrained(rm_folder / MERGED).eval()
+        with torch.no_grad():
+            want = [merged(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0].item() for s in seqs]
+        assert got["rewards"] == pytest.approx(want, abs=1e-4)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
