@@ -150,9 +150,17 @@ class LearnerRank:
         return {"node": node_of_this_process(), "path": str(probe.resolve()), "text": text}
 
     def memory(self) -> dict:
-        """What this rank holds: the share of the model's parameters it loaded, and its weights' and (trained
-        roles) optimizer states' dtypes."""
-        out = {"loaded_share": self.loaded_share, "weights_dtype": str(next(self.model.parameters()).dtype)}
+        """What this rank holds: the share of the model's parameters it loaded, its weights' and (trained roles)
+        optimizer states' dtypes, the parameters it trains and the most host memory its process has held."""
+        import resource
+
+        trained = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters() if p.requires_grad)
+        out = {
+            "loaded_share": self.loaded_share,
+            "weights_dtype": str(next(self.model.parameters()).dtype),
+            "trained_params": trained if self.engine is not None else 0,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: kilobytes
+        }
         if self.engine is not None:
             out["optimizer_state_dtypes"] = optimizer_state_dtypes(self.engine)
         return out

@@ -22,10 +22,13 @@ overlapped phase by its own floor). sync_vs_memcpy = the sync's
 bandwidth (weight bytes / time/sync) over a plain memcpy's. vllm_vs_hf: SmolLM2-135M, EOS-terminated sampling.
 
 Each model runs once per weight-sync method (`--sync`, both by default: `broadcast` bucket by bucket over a process
-group, `object_store` the whole state dict put once), side by side in one run; sync_bytes is what left the actor's
-rank 0, sync_rank0_peak_mb the most rank 0 held above its start during the sync.
+group, `object_store` the whole state dict put once) and LoRA rank (`--lora`, 0 by default: full fine-tuning; r > 0:
+rank-r adapters on every linear layer of the actor and the critic, the actor its own reference, syncs of the
+adapters only), side by side in one run; sync_bytes is what left the actor's rank 0 (sync_vs_weights: over the
+whole weights), sync_rank0_peak_mb the most rank 0 held above its start during the sync, and *_peak_rss_mb each
+learner role's largest process peak (on CPU, everything it holds).
 
-Run: `python -m benchmarks.ppo_step [--models tiny,50m,smollm2] [--steps 4] [--no-trl] [--sync broadcast]`; TRL needs the `bench`
+Run: `python -m benchmarks.ppo_step [--models tiny,50m,smollm2] [--steps 4] [--no-trl] [--sync broadcast] [--lora 0,16]`; TRL needs the `bench`
 extra (`pip install -e .[bench]`: trl==1.12.0, the last release with PPO, as trl.experimental.ppo).
 """
 
@@ -110,7 +113,7 @@ def prompt_texts() -> list[str]:
 # ------------------------------------------------------------------------------------------------ ours
 
 
-def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast") -> dict:
+def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast", lora_r: int = 0) -> dict:
     import ray
 
     from cluster.ppo import run_ppo
@@ -128,8 +131,8 @@ def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast") ->
             "steps": steps,
             "prompts_per_step": PROMPTS,
             "logging": {"tensorboard": False},
-            "actor": {"lr": 1e-6, "zero_stage": 2},
-            "critic": {"lr": 1e-6, "zero_stage": 2},
+            "actor": {"lr": 1e-6, "zero_stage": 2, "lora": {"r": lora_r, "alpha": 2 * lora_r or 16}},
+            "critic": {"lr": 1e-6, "zero_stage": 2, "lora": {"r": lora_r, "alpha": 2 * lora_r or 16}},
             "algo": {
                 "estimator": "gae",
                 "epochs": 1,
@@ -162,7 +165,8 @@ def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast") ->
     finally:
         ray.shutdown()
     rows = [json.loads(line) for line in (root / "ppo" / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up
-    return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith(("time/", "sync/"))}
+    out = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith(("time/", "sync/"))}
+    return out | {k: max(r[k] for r in rows) for k in rows[-1] if k.startswith("memory/")}
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -306,6 +310,9 @@ def main() -> None:
     parser.add_argument(
         "--sync", default="broadcast,object_store", help="weight-sync methods, each a run of ours side by side"
     )
+    parser.add_argument(
+        "--lora", default="0", help="LoRA ranks of the actor and the critic, each a run of ours (0: full fine-tuning)"
+    )
     parser.add_argument("--out", default="ppo_step", help="results name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-generation", action="store_true", help="skip the SmolLM2 vLLM-vs-HF generation run")
     args = parser.parse_args()
@@ -324,11 +331,14 @@ def main() -> None:
             prompt_tokens = max(len(prompt_token_ids(tok, t, 256)) for t in prompt_texts())
             trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps)
             floor = floors(n_params, rate, prompt_tokens)
-            for method in [m for m in args.sync.split(",") if m]:
-                times = ours(folder, root / f"ours-{kind}-{method}", args.steps, method)
+            runs = [(m, int(r)) for m in args.sync.split(",") if m for r in args.lora.split(",") if r]
+            for method, lora_r in runs:
+                times = ours(folder, root / f"ours-{kind}-{method}-{lora_r}", args.steps, method, lora_r)
                 row = {
                     "model": kind,
                     "sync_method": method,
+                    "lora": lora_r > 0,
+                    "lora_r": lora_r,
                     "params_matmul": n_params,
                     "step_s": times["time/step"],
                     "trl_step_s": trl_s,
@@ -351,6 +361,13 @@ def main() -> None:
                     "weights_mb": nbytes / 2**20,
                     "sync_rank0_peak_mb": times.get("sync/rank0_peak_mb"),
                     "sync_checked": times.get("sync/checked"),
+                    "sync_vs_weights": times.get("sync/bytes", nbytes) / nbytes,
+                    # each learner role's largest process peak (host memory: on CPU all it holds); no reference
+                    # process where the LoRA actor is its own reference
+                    **{
+                        f"{role}_peak_rss_mb": times.get(f"memory/{role}_peak_rss_mb")
+                        for role in ("actor", "reference", "critic")
+                    },
                     # The sync's two parts: the transfer (the object store's put and read, or the broadcast) and
                     # the engines' loading (vLLM's loader plus oneDNN repacking on CPU; a broadcast overlaps the
                     # two, so for it the difference is the part of the transfer the loading did not hide).
@@ -367,15 +384,17 @@ def main() -> None:
                     [
                         "model",
                         "sync_method",
+                        "lora_r",
                         "step_s",
                         "trl_step_s",
                         "ratio_vs_trl",
                         "generate_s",
                         "actor_train_s",
                         "sync_s",
-                        "sync_share",
-                        "sync_vs_memcpy",
-                        "sync_rank0_peak_mb",
+                        "sync_bytes",
+                        "sync_vs_weights",
+                        "actor_peak_rss_mb",
+                        "reference_peak_rss_mb",
                     ],
                 )
         if not args.no_generation:
@@ -387,6 +406,7 @@ def main() -> None:
     cols = [
         "model",
         "sync_method",
+        "lora_r",
         "step_s",
         "trl_step_s",
         "ratio_vs_trl",
@@ -398,6 +418,11 @@ def main() -> None:
         "sync_reload_s",
         "transfer_vs_memcpy",
         "sync_rank0_peak_mb",
+        "sync_bytes",
+        "sync_vs_weights",
+        "actor_peak_rss_mb",
+        "reference_peak_rss_mb",
+        "critic_peak_rss_mb",
     ]
     print_table(rows, cols)
     path = write_results(

@@ -63,6 +63,9 @@ class FakeLearner:
     def weights_ref(self):
         return f"weights-{len(self.trained)}"
 
+    def memory(self) -> list[dict]:
+        return [{"peak_rss_bytes": 2**30}]
+
 
 class FakeReward:
     """+1 for a response that starts with "A", else -1 (it reads the decoded text, as an RM on its own tokenizer)."""

@@ -71,6 +71,7 @@ def ppo_loop(
                 **step_metrics(step, rollouts, forwards, adv, stats, kl_ctl.coef, timer),
                 **mismatch_metrics(job, forwards, train.is_weights, batch.response_mask),
                 **sync_metrics(synced, timer),
+                **memory_metrics(roles),
                 "faults/restarts": log_recoveries(roles, faults, step + 1),
             }
             kl_ctl.update(float(adv.kl.mean()), len(batch))
@@ -169,6 +170,16 @@ def sync_metrics(synced: SyncResult, timer: PhaseTimer) -> dict:
         "sync/rank0_peak_mb": (synced.peak_bytes or 0) / 2**20,
         "time/sync_reload": synced.reload_s,
     }
+
+
+def memory_metrics(roles: Roles) -> dict:
+    """The most host memory each learner role's processes have held so far (the largest of its ranks): on CPU,
+    all that a role holds; on GPUs, its host side (offloaded states, loading, the process)."""
+    out = {}
+    for name, group in (("actor", roles.actor), ("reference", roles.reference), ("critic", roles.critic)):
+        if hasattr(group, "memory"):  # an actor that is its own reference has no ranks of its own
+            out[f"memory/{name}_peak_rss_mb"] = max(m["peak_rss_bytes"] for m in group.memory()) / 2**20
+    return out
 
 
 def step_metrics(
