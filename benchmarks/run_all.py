@@ -2,8 +2,9 @@
 $HRLAIF_BENCH_RESULTS (`make bench` sets runs/bench/). `make bench` installs the `bench` extra first: TRL and
 datasets, the peers that ppo_step and dpo_step run side by side with ours.
 
-One is left to its own command: `python -m benchmarks.ci_time` clones the checkout and times install plus the
-whole test suite (about 15 minutes), and nothing else may run while it does."""
+Two are left to their own commands: `python -m benchmarks.ci_time` clones the checkout and times install plus the
+whole test suite (about 15 minutes), and nothing else may run while it does; `python -m benchmarks.lora_learning`
+is an experiment (LoRA PPO against full-weight PPO on the arithmetic set), not a speed benchmark."""
 
 import subprocess
 import sys
@@ -20,7 +21,10 @@ BENCHMARKS = [
     "benchmarks.rm_service",
     "benchmarks.reward_service",
 ]
-APART = {"benchmarks.ci_time": "times install plus the test suite in a clone, alone on the machine"}
+APART = {
+    "benchmarks.ci_time": "times install plus the test suite in a clone, alone on the machine",
+    "benchmarks.lora_learning": "a learning experiment, not a speed benchmark: an SFT policy and six 30-step PPO runs",
+}
 
 if __name__ == "__main__":
     for name in BENCHMARKS:
