@@ -113,7 +113,9 @@ def prompt_texts() -> list[str]:
 # ------------------------------------------------------------------------------------------------ ours
 
 
-def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast", lora_r: int = 0) -> dict:
+def ours(
+    folder: str, root: Path, steps: int, sync_method: str = "broadcast", lora_r: int = 0, lora_weights: str = "adapter"
+) -> dict:
     import ray
 
     from cluster.ppo import run_ppo
@@ -145,6 +147,7 @@ def ours(folder: str, root: Path, steps: int, sync_method: str = "broadcast", lo
                 "samples_per_prompt": 1,
                 "max_new_tokens": RESPONSE_TOKENS,
                 "max_model_len": 512,
+                "lora_weights": lora_weights,
             },
             "reward": {"kind": "rm", "rm": folder},
             "sync": {"method": sync_method},
@@ -311,7 +314,10 @@ def main() -> None:
         "--sync", default="broadcast,object_store", help="weight-sync methods, each a run of ours side by side"
     )
     parser.add_argument(
-        "--lora", default="0", help="LoRA ranks of the actor and the critic, each a run of ours (0: full fine-tuning)"
+        "--lora",
+        default="0",
+        help="LoRA ranks of the actor and the critic, each a run of ours (0: full fine-tuning; a rank followed by m, "
+        "e.g. 16m: the engines take merged weights, rollout.lora_weights: merged)",
     )
     parser.add_argument("--out", default="ppo_step", help="results name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-generation", action="store_true", help="skip the SmolLM2 vLLM-vs-HF generation run")
@@ -331,14 +337,16 @@ def main() -> None:
             prompt_tokens = max(len(prompt_token_ids(tok, t, 256)) for t in prompt_texts())
             trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps)
             floor = floors(n_params, rate, prompt_tokens)
-            runs = [(m, int(r)) for m in args.sync.split(",") if m for r in args.lora.split(",") if r]
-            for method, lora_r in runs:
-                times = ours(folder, root / f"ours-{kind}-{method}-{lora_r}", args.steps, method, lora_r)
+            runs = [(m, r) for m in args.sync.split(",") if m for r in args.lora.split(",") if r]
+            for method, lora in runs:
+                lora_r, weights = int(lora.removesuffix("m")), "merged" if lora.endswith("m") else "adapter"
+                times = ours(folder, root / f"ours-{kind}-{method}-{lora}", args.steps, method, lora_r, weights)
                 row = {
                     "model": kind,
                     "sync_method": method,
                     "lora": lora_r > 0,
                     "lora_r": lora_r,
+                    "lora_weights": weights if lora_r else None,
                     "params_matmul": n_params,
                     "step_s": times["time/step"],
                     "trl_step_s": trl_s,
@@ -385,6 +393,7 @@ def main() -> None:
                         "model",
                         "sync_method",
                         "lora_r",
+                        "lora_weights",
                         "step_s",
                         "trl_step_s",
                         "ratio_vs_trl",
@@ -407,6 +416,7 @@ def main() -> None:
         "model",
         "sync_method",
         "lora_r",
+        "lora_weights",
         "step_s",
         "trl_step_s",
         "ratio_vs_trl",

@@ -423,8 +423,10 @@ def trained_role(
     stage: int,
     batch: Batch,
     sync: SyncConfig | None = None,
+    adapters_synced: bool = True,
 ) -> RolePlan:
-    """A trained role's rank; `sync`: how its weights go to the rollout engines every step. A broadcast holds one
+    """A trained role's rank; `sync`: how its weights go to the rollout engines every step (`adapters_synced`:
+    a LoRA actor's adapters alone, else merged whole weights). A broadcast holds one
     bucket on rank 0's device (counted on every rank: a plan is per rank); the object store a copy on rank 0's
     host. Under ZeRO-3 rank 0's host also takes a checkpoint's gathered copy."""
     mem = model_states(shape, learner, ranks, stage)
@@ -443,7 +445,7 @@ def trained_role(
         mem.activations = int(mem.activations * ZERO3_CPU_ACTIVATIONS)
     mem.runtime = int(CUDA_CONTEXT_GIB * GiB) if batch.gpu else 0
     whole = shape.params * BYTES[learner.precision]
-    sent = synced_bytes(shape, learner)
+    sent = synced_bytes(shape, learner) if adapters_synced else whole
     saved = shape.trained_params(learner.lora) * BYTES[learner.precision] if learner.lora.enabled else whole
     rank0 = (saved if stage == 3 else 0) + (sent if sync is not None and sync.method == "object_store" else 0)
     if sync is not None and sync.method == "broadcast":
@@ -541,8 +543,16 @@ def plan_ppo(job, shape_of=None) -> Plan:
 
     roles, ranks = {}, res.actor.replicas
     answer = r.max_new_tokens + 1  # the positions whose logits predict the response
+    adapters = job.rollout.lora_weights == "adapter"  # else the engines take merged whole weights
     roles["actor"] = trained_role(
-        "actor", policy, job.actor, ranks, stage_for_world(job.actor, ranks), batch("actor", answer), sync=job.sync
+        "actor",
+        policy,
+        job.actor,
+        ranks,
+        stage_for_world(job.actor, ranks),
+        batch("actor", answer),
+        sync=job.sync,
+        adapters_synced=adapters,
     )
     if not job.actor.lora.enabled:  # else the actor is its own reference (its adapters off): nothing more held
         roles["reference"] = frozen_role(
@@ -566,7 +576,9 @@ def plan_ppo(job, shape_of=None) -> Plan:
         roles["labelers"] = RolePlan("labelers", labelers, Memory(), "the online reward's labeler pool")
     gpu_bytes = int(res.gpu_memory_gib * GiB) if res.gpu_memory_gib else None
     on_gpu = res.bundle_of("rollout").get("GPU", 0) > 0
-    roles["rollout"] = engine_role(policy, r, res.rollout.replicas, on_gpu, gpu_bytes, job.sync, job.actor.lora)
+    roles["rollout"] = engine_role(
+        policy, r, res.rollout.replicas, on_gpu, gpu_bytes, job.sync, job.actor.lora if adapters else None
+    )
     return place(res, roles, remote=bool(job.ray_address))
 
 

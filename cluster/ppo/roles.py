@@ -130,7 +130,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
         job.seed,
         str(Path(job.output_dir) / "cache"),
         faults.actor_restarts,
-        job.actor.lora,
+        job.actor.lora if job.rollout.lora_weights == "adapter" else None,  # else plain engines: merged weights
     )
     parts = parts_of(job.reward)
     service = None
@@ -170,7 +170,7 @@ def build_roles(job: PPOJob, topo: Topology, policy: str, critic_folder: str | N
 def adapter_sync(roles: Roles) -> None:
     """With adapters on the actor, each sync sends only them, unless an engine cannot serve adapters: then every
     engine takes the merged weights (one sync for all), and the reason is logged."""
-    fallbacks = [why for mode, why in roles.rollout.takes() if mode != "adapter"]
+    fallbacks = [why or "rollout.lora_weights: merged" for mode, why in roles.rollout.takes() if mode != "adapter"]
     if fallbacks:
         tqdm.write(f"LoRA: the engines take merged weights at each sync ({fallbacks[0]})")
         roles.actor.sync_mode("merged")
