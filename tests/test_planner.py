@@ -264,5 +264,12 @@ def test_the_7b_lora_plan_fits_one_a100_80g_and_full_fine_tuning_does_not():
     assert set(roles) == {"actor", "reward", "rollout"} and len(plan.bundles) == 1
     adapters = ModelShape.of_folder(SHAPE_7B, "policy").adapter_params(job.actor.lora) * 2
     assert roles["actor"].rank0_host == adapters  # the object store's copy: the adapters, 80 MB
+    merged = {
+        r.role: r
+        for r in plan_ppo(
+            job.model_copy(update={"rollout": job.rollout.model_copy(update={"lora_weights": "merged"})})
+        ).roles
+    }
+    assert merged["actor"].rank0_host > 100 * adapters and "adapter" not in merged["rollout"].what  # whole weights
     full = plan_ppo(job.model_copy(update={"actor": job.actor.model_copy(update={"lora": LoRAConfig()})}))
     assert "reference" in {r.role for r in full.roles} and full.bundles[0].needed > 2 * plan.bundles[0].needed
