@@ -114,7 +114,13 @@ def prompt_texts() -> list[str]:
 
 
 def ours(
-    folder: str, root: Path, steps: int, sync_method: str = "broadcast", lora_r: int = 0, lora_weights: str = "adapter"
+    folder: str,
+    root: Path,
+    steps: int,
+    sync_method: str = "broadcast",
+    lora_r: int = 0,
+    lora_weights: str = "adapter",
+    checkpointing: bool = False,
 ) -> dict:
     import ray
 
@@ -133,8 +139,15 @@ def ours(
             "steps": steps,
             "prompts_per_step": PROMPTS,
             "logging": {"tensorboard": False},
-            "actor": {"lr": 1e-6, "zero_stage": 2, "lora": {"r": lora_r, "alpha": 2 * lora_r or 16}},
-            "critic": {"lr": 1e-6, "zero_stage": 2, "lora": {"r": lora_r, "alpha": 2 * lora_r or 16}},
+            **{
+                role: {
+                    "lr": 1e-6,
+                    "zero_stage": 2,
+                    "gradient_checkpointing": checkpointing,
+                    "lora": {"r": lora_r, "alpha": 2 * lora_r or 16},
+                }
+                for role in ("actor", "critic")
+            },
             "algo": {
                 "estimator": "gae",
                 "epochs": 1,
@@ -175,7 +188,7 @@ def ours(
 # ------------------------------------------------------------------------------------------------- TRL
 
 
-def trl_step(folder: str, root: Path, steps: int) -> float:
+def trl_step(folder: str, root: Path, steps: int, checkpointing: bool = False) -> float:
     """Median seconds per step of TRL's PPO trainer with the same model, prompts and lengths (one process)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -205,6 +218,7 @@ def trl_step(folder: str, root: Path, steps: int) -> float:
         temperature=1.0,
         stop_token=None,
         seed=0,
+        gradient_checkpointing=checkpointing,
     )
 
     def lm():
@@ -319,6 +333,9 @@ def main() -> None:
         help="LoRA ranks of the actor and the critic, each a run of ours (0: full fine-tuning; a rank followed by m, "
         "e.g. 16m: the engines take merged weights, rollout.lora_weights: merged)",
     )
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="gradient checkpointing in the trained roles (ours and TRL's)"
+    )
     parser.add_argument("--out", default="ppo_step", help="results name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-generation", action="store_true", help="skip the SmolLM2 vLLM-vs-HF generation run")
     args = parser.parse_args()
@@ -335,18 +352,33 @@ def main() -> None:
 
             tok = AutoTokenizer.from_pretrained(folder)
             prompt_tokens = max(len(prompt_token_ids(tok, t, 256)) for t in prompt_texts())
-            trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps)
+            trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps, args.checkpointing)
             floor = floors(n_params, rate, prompt_tokens)
             runs = [(m, r) for m in args.sync.split(",") if m for r in args.lora.split(",") if r]
             for method, lora in runs:
                 lora_r, weights = int(lora.removesuffix("m")), "merged" if lora.endswith("m") else "adapter"
-                times = ours(folder, root / f"ours-{kind}-{method}-{lora}", args.steps, method, lora_r, weights)
+                try:
+                    times = ours(
+                        folder,
+                        root / f"ours-{kind}-{method}-{lora}",
+                        args.steps,
+                        method,
+                        lora_r,
+                        weights,
+                        args.checkpointing,
+                    )
+                except Exception as exc:  # noqa: BLE001 - a run that fails (or that the planner refuses) is a row too
+                    failed = {"model": kind, "sync_method": method, "lora_r": lora_r, "lora_weights": weights}
+                    rows.append({**failed, "failed": f"{type(exc).__name__}: {str(exc)[:500]}"})
+                    print(f"FAILED {failed}: {rows[-1]['failed']}", flush=True)
+                    continue
                 row = {
                     "model": kind,
                     "sync_method": method,
                     "lora": lora_r > 0,
                     "lora_r": lora_r,
                     "lora_weights": weights if lora_r else None,
+                    "gradient_checkpointing": args.checkpointing,
                     "params_matmul": n_params,
                     "step_s": times["time/step"],
                     "trl_step_s": trl_s,
@@ -434,7 +466,7 @@ def main() -> None:
         "reference_peak_rss_mb",
         "critic_peak_rss_mb",
     ]
-    print_table(rows, cols)
+    print_table([r for r in rows if "failed" not in r], cols)
     path = write_results(
         args.out,
         rows,
@@ -449,6 +481,7 @@ def main() -> None:
             "dtype": "float32",
             "ppo_epochs": 1,
             "optimizer_steps_per_ppo_step": 1,
+            "gradient_checkpointing": args.checkpointing,
         },
     )
     print(f"wrote {path}")
