@@ -39,14 +39,12 @@ from hrlaif_ray.lora import (
     adapters_off,
     gathered_merged_state,
     has_adapters,
-    load_causal_lm,
+    load_policy,
     merge,
     merge_groups,
-    model_folders,
     save_adapter_folder,
     scaling,
     trained_state,
-    with_adapters,
 )
 from hrlaif_ray.metrics import PeakMemory
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
@@ -91,7 +89,6 @@ class LearnerRank:
         """A trained role's rank (`learner`: its optimiser, precision, ZeRO stage, offload) or a frozen one's
         (`frozen`: its precision and sharding; the reference). A ZeRO-3 rank loads its partition only; every rank
         of a group must be started together (`master`: rank 0's address, None for an unsharded frozen role)."""
-        from transformers import AutoModelForCausalLM
 
         start_process(threads)
         torch.manual_seed(seed)
@@ -112,13 +109,8 @@ class LearnerRank:
         with partitioned_loading(config):
             if role == "critic":
                 model = ScalarHeadModel.from_pretrained(folder, kind="critic", dtype=dtype_of(precision), lora=lora)
-            elif lora.enabled:  # fresh adapters on a model folder, or an adapter folder's own (a resumed run)
-                base, adapter = model_folders(folder)
-                model = with_adapters(
-                    AutoModelForCausalLM.from_pretrained(base, dtype=dtype_of(precision)), lora, adapter
-                )
-            else:  # an adapter folder is merged into its base
-                model = load_causal_lm(folder, dtype_of(precision))
+            else:  # with trainable adapters (lora), or the whole model
+                model = load_policy(folder, dtype_of(precision), lora)
         self.loaded_share = loaded_share(model)  # what this rank held as soon as it had loaded
         self.engine = None
         self.lora = lora

@@ -222,6 +222,18 @@ def load_causal_lm(folder: str | Path, dtype: torch.dtype = torch.float32, merge
     return peft.merge_and_unload() if merge else peft
 
 
+def load_policy(folder: str | Path, dtype: torch.dtype, lora: LoRAConfig):
+    """A causal LM from a model folder or an adapter folder: with `lora` on, the base with trainable adapters
+    (fresh on a model folder, or an adapter folder's own: a resumed run); otherwise the whole model (an adapter
+    folder merged into its base)."""
+    if not lora.enabled:
+        return load_causal_lm(folder, dtype)
+    from transformers import AutoModelForCausalLM
+
+    base, adapter = model_folders(folder)
+    return with_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), lora, adapter)
+
+
 def trainable_count(model: torch.nn.Module) -> tuple[int, int]:
     """(trained parameters, all parameters) of a model (ZeRO-3's partitioned ones counted whole)."""
     trained = total = 0

@@ -113,7 +113,7 @@ def _fit(job: SFTJob, rank: int, world: int, log, tracker: Tracker) -> dict:
     from hrlaif_ray.evaluation import hf_generate, verified_accuracy
     from hrlaif_ray.lora import (
         gathered_merged_state,
-        load_causal_lm,
+        load_policy,
         model_folders,
         save_adapter_folder,
         trained_state,
@@ -127,11 +127,7 @@ def _fit(job: SFTJob, rank: int, world: int, log, tracker: Tracker) -> dict:
     dtype = dtype_of(job.learner.precision)
     lora = job.learner.lora
     with partitioned_loading(learner_config(job.learner, job.batch_size // world, world)):  # ZeRO-3: a shard each
-        if lora.enabled:  # fresh adapters, or an adapter folder's own (trained further)
-            base, adapter = model_folders(job.init)
-            model = with_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), lora, adapter)
-        else:  # an adapter folder is merged into its base
-            model = load_causal_lm(job.init, dtype)
+        model = load_policy(job.init, dtype, lora)
     examples, held_out = sft_examples(job)
     rows = [encode(tokenizer, e, job.max_prompt_tokens, job.max_response_tokens) for e in examples]
     engine = initialize(
