@@ -102,11 +102,6 @@ def adapter_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Param
     return [(saved_name(n), p) for n, p in model.named_parameters() if "lora_" in n]
 
 
-def adapter_config(model: torch.nn.Module) -> dict:
-    """The adapter's `adapter_config.json` as a dict (what an engine writes beside the tensors it received)."""
-    return model.peft_config[ADAPTER_NAME].to_dict()
-
-
 def write_adapter(folder: str | Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
     """An adapter folder in PEFT's format from its config and its tensors (saved names)."""
     from safetensors.torch import save_file
@@ -232,13 +227,3 @@ def load_policy(folder: str | Path, dtype: torch.dtype, lora: LoRAConfig):
 
     base, adapter = model_folders(folder)
     return with_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), lora, adapter)
-
-
-def trainable_count(model: torch.nn.Module) -> tuple[int, int]:
-    """(trained parameters, all parameters) of a model (ZeRO-3's partitioned ones counted whole)."""
-    trained = total = 0
-    for p in model.parameters():
-        n = getattr(p, "ds_numel", p.numel())
-        total += n
-        trained += n if p.requires_grad else 0
-    return trained, total
