@@ -5,13 +5,14 @@ a full HF folder on request).
 
 Every adapter operation is PEFT's (`get_peft_model`, `PeftModel.from_pretrained`, `disable_adapter`, the state
 dict's naming); what is ours is the glue to DeepSpeed and to the sync: the adapter tensors are walked as live
-parameters (so ZeRO-3 gathers them one at a time like any other weight), and the merged weights are computed from a
-gathered host copy (`merged_state`), because PEFT's own `merge_adapter` / `unmerge_adapter` change the base weights
-in place and back, which leaves them off by a rounding error after every sync.
+parameters (so ZeRO-3 gathers them one at a time like any other weight), and the merged weights are computed weight
+by weight from the live ones (`merge_groups`: each weight gathered with its two adapter matrices), because PEFT's
+own `merge_adapter` / `unmerge_adapter` change the base weights in place and back, which leaves them off by a
+rounding error after every sync.
 
 A folder is either a full HF model folder or an adapter folder (PEFT's `adapter_config.json` and
 `adapter_model.safetensors`, whose config names its base folder); `model_folders` tells which, and every loader
-that takes a model folder (`load_causal_lm`, the scalar-head models) takes both.
+that takes a model folder (`load_causal_lm`, `load_policy`, the scalar-head models) takes both.
 """
 
 from __future__ import annotations
