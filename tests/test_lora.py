@@ -199,6 +199,7 @@ def test_an_actor_with_adapters_syncs_only_them_keeps_its_base_and_is_its_own_re
         topo.shutdown()
 
 
+@pytest.mark.slow
 def test_sft_with_adapters_trains_them_and_saves_an_adapter_folder_and_its_merged_model(tmp_path, tiny_model_dir):
     import subprocess
 
