@@ -50,7 +50,7 @@ from hrlaif_ray.metrics import PeakMemory
 from hrlaif_ray.models.scalar_head import ScalarHeadModel
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Experience, response_logits, sequence_logprobs
-from hrlaif_ray.weight_sync import SyncGroup, TensorSpec, send, specs_named
+from hrlaif_ray.weight_sync import SyncGroup, TensorSpec, send, specs_named, unique_named
 from hrlaif_ray.zero import (
     dtype_of,
     frozen_config,
@@ -143,14 +143,12 @@ class LearnerRank:
 
     def memory(self) -> dict:
         """What this rank holds: the share of the model's parameters it loaded, its weights' and (trained roles)
-        optimizer states' dtypes, the parameters it trains and the most host memory its process has held."""
+        optimizer states' dtypes, and the most host memory its process has held."""
         import resource
 
-        trained = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters() if p.requires_grad)
         out = {
             "loaded_share": self.loaded_share,
             "weights_dtype": str(next(self.model.parameters()).dtype),
-            "trained_params": trained if self.engine is not None else 0,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: kilobytes
         }
         if self.engine is not None:
@@ -349,12 +347,7 @@ class LearnerRank:
             return [((name,), (p,)) for name, p in adapter_parameters(self.model)]
         if self.sync_as == "merged":
             return merge_groups(self.model)
-        names: dict[int, list[str]] = {}
-        tensors: dict[int, torch.Tensor] = {}
-        for key, t in self.model.state_dict(keep_vars=True).items():
-            names.setdefault(id(t), []).append(key)
-            tensors[id(t)] = t
-        return [(tuple(names[k]), (tensors[k],)) for k in names]
+        return [(names, (t,)) for names, t in unique_named(self.model)]
 
     def _sync_tensors(self, named) -> Iterator[torch.Tensor | None]:
         """The tensors of `named` whole on rank 0 (None elsewhere), one at a time (gathered under ZeRO-3: every rank

@@ -54,15 +54,20 @@ class TensorSpec:
         return self.numel * torch.empty((), dtype=_DTYPES[self.dtype]).element_size()
 
 
-def specs_of(model: torch.nn.Module) -> list[TensorSpec]:
-    """The model's state dict as unique tensors in order, each with every name it has. A ZeRO-3 parameter's full
-    shape is its `ds_shape`."""
+def unique_named(model: torch.nn.Module) -> list[tuple[tuple[str, ...], torch.Tensor]]:
+    """The model's state dict as unique live tensors in order, each with every name it has (a tied weight)."""
     order: dict[int, list[str]] = {}
     tensors: dict[int, torch.Tensor] = {}
     for name, t in model.state_dict(keep_vars=True).items():
         order.setdefault(id(t), []).append(name)
         tensors[id(t)] = t
-    return specs_named((tuple(names), tensors[k]) for k, names in order.items())
+    return [(tuple(names), tensors[k]) for k, names in order.items()]
+
+
+def specs_of(model: torch.nn.Module) -> list[TensorSpec]:
+    """The model's state dict as unique tensors in order, each with every name it has. A ZeRO-3 parameter's full
+    shape is its `ds_shape`."""
+    return specs_named(unique_named(model))
 
 
 def specs_named(named: Iterable[tuple[tuple[str, ...], torch.Tensor]]) -> list[TensorSpec]:
