@@ -33,6 +33,12 @@ $(STAMP): pyproject.toml Makefile
 	# 6. OpenRLHF's remote reward client, which tests/test_serve_reward.py calls `hrlaif serve-reward` with: its own
 	# pins (ray, transformers, deepspeed, flash-attn) are not ours, and the client needs only aiohttp and pylatexenc.
 	$(PIPI) --no-deps "openrlhf==0.11.2" "pylatexenc==2.11"
+	# 7. A real browser for the review page's test (tests/test_review.py): Debian's chromium and its driver, where
+	# missing and this user may install them; elsewhere that test skips and says why.
+	@command -v chromium >/dev/null && test -x /usr/bin/chromedriver || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }; } || \
+		echo "chromium and chromedriver not installed (needs root and apt-get): the browser test will skip"; }
 	touch $(STAMP)
 
 # The main job on the embedded default: SFT, then RLAIF, HRLAIF and the oracle side by side on one seed; the

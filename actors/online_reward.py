@@ -14,6 +14,7 @@ from hrlaif_ray.config import LabelingConfig, PoolConfig
 from hrlaif_ray.data.records import PromptRecord, Response
 from hrlaif_ray.labeling.constitution import file_template_version
 from hrlaif_ray.labeling.ledger import LabelLedger
+from hrlaif_ray.labeling.review import HumanLedger, apply_overrides
 from hrlaif_ray.labeling.strategies import LabelItem, idempotency_key
 from hrlaif_ray.reward.group import group_rewards
 from hrlaif_ray.reward.interface import Completions, Scores
@@ -25,7 +26,7 @@ class OnlineReward:
 
     def __init__(self, labeling: LabelingConfig, pool: PoolConfig, folder: str | Path):
         labeling = labeling.with_own_cache(folder)
-        self.labeling, self.ledger = labeling, LabelLedger(folder)
+        self.labeling, self.ledger, self.folder = labeling, LabelLedger(folder), Path(folder)
         self.template = file_template_version(labeling.constitution)
         self.pool = LabelerPool(labeling, pool)
 
@@ -54,14 +55,30 @@ class OnlineReward:
         found = {label.idempotency_key: label for label in stats.labels}
         if any(k not in found for k in keys):  # labeled before (a rerun): read them back
             found.update({l.idempotency_key: l for l in self.ledger.labels() if l.idempotency_key in set(keys)})
+        overrides = self.overrides(found, keys)
         rewards = [group_rewards(found.get(k), len(item.responses)) for k, item in zip(keys, items)]
         info = {
+            "online/human_overrides": overrides,
             "online/labels": stats.labeled,
             "online/labels_failed": sum(found.get(k) is None or found[k].status != "ok" for k in keys),
             "online/judge_cost_usd": stats.cost_usd,
             "online/label_seconds": stats.seconds,
         }
         return rewards, info
+
+    def overrides(self, found: dict, keys: list[str]) -> int:
+        """Put the people's decisions (`hrlaif review` on this ledger, read afresh each batch, so decisions made
+        during the run count from the next batch) in place of the AI's pairs in `found`'s labels of `keys`; returns
+        how many pairs they decided."""
+        if not self.labeling.human_overrides:
+            return 0
+        decisions = HumanLedger(self.folder).decisions
+        labels = [found[k] for k in dict.fromkeys(keys) if k in found]
+        if not decisions or not labels:
+            return 0
+        reviewed, counts = apply_overrides(labels, decisions)
+        found.update({l.idempotency_key: l for l in reviewed})
+        return counts["decided"]
 
     def shutdown(self) -> None:
         self.pool.shutdown()

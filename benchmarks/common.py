@@ -35,7 +35,7 @@ def write_results(name: str, rows: list[dict], **meta) -> Path:
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
-    widths = [max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns]
+    widths = [max([len(c), *(len(_fmt(r[c])) for r in rows)]) for c in columns]
     print(" | ".join(c.rjust(w) for c, w in zip(columns, widths)))
     print("-|-".join("-" * w for w in widths))
     for r in rows:

@@ -6,6 +6,10 @@ repeatable): one object a line, {"prompt", "chosen", "rejected", "category": "ha
 "id" and "source". The judge is any OpenAI-compatible endpoint (--base-url, --model); without one, the
 project's simulated judge is started on 127.0.0.1, whose agreement figures prove the plumbing only. With
 --constitution, the compare and flag prompts cite the principles of each pair's category.
+
+With --labels DIR (repeatable), the human pairs are the decisions people made on that folder's labels (`hrlaif
+review`): the AI labels' agreement with the reviewers' majority on the disputed pairs and on the audit sample, apart,
+and the reviewers' agreement with each other; no judge is asked.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.audit import judge_human_pairs, verifier_audit_gsm8k, verifier_audit_mmlu
 from hrlaif_ray.labeling.constitution import Constitution, load_constitution, template_version
 from hrlaif_ray.labeling.judge import JudgeClient
+from hrlaif_ray.labeling.review import HumanLedger, agreement
 
 HUMAN_SETS = {
     "harmful": ["hh-rlhf/harmless-base-test"],
@@ -109,8 +114,42 @@ def print_report(report: dict) -> None:
         )
 
 
+def review_audit(folders: list[Path]) -> dict:
+    """Per labels folder: the AI labels against the people's decisions on them (`hrlaif_ray.labeling.review`)."""
+    from hrlaif_ray.errors import HrlaifError
+
+    report = {}
+    for folder in folders:
+        ledger = HumanLedger(folder)
+        if not ledger.decisions:
+            raise HrlaifError(f"--labels {folder}: no decisions in {ledger.folder} (`hrlaif review` makes them)")
+        report[str(folder)] = {"decisions": len(ledger.decisions), **agreement(ledger.decisions)}
+    return report
+
+
+def print_review(report: dict) -> None:
+    for folder, row in report.items():
+        print(f"AI labels vs reviewers, {folder} ({row['decisions']} decisions by {len(row['reviewers'])} reviewers)")
+        for queue, q in row["queues"].items():
+            share = "-" if q["ai_agreement"] is None else f"{q['ai_agreement']:.3f}"
+            print(
+                f"  {queue:9s} items {q['items']:5d}  decided {q['decided']:5d}  AI agrees {share} of {q['ai_stated']}"
+            )
+        inter = row["inter_reviewer"]
+        share = "-" if inter["agreement"] is None else f"{inter['agreement']:.3f}"
+        print(f"  reviewers agree with each other on {share} of {inter['pairs']} reviewer pairs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="hrlaif audit-labels", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--labels",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a labels folder whose human decisions (`hrlaif review`) to audit the AI labels against (repeatable); "
+        "no judge is asked",
+    )
     parser.add_argument("--data-dir")
     parser.add_argument(
         "--human-pairs",
@@ -141,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args(argv)
+    if args.labels:
+        report = {"review": review_audit(args.labels)}
+        print_review(report["review"])
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1))
+        return 0
     constitution = load_constitution(args.constitution) if args.constitution else None
     human = human_pairs(args)  # bad files fail here, before a judge is started
     with contextlib.nullcontext(args.base_url) if args.base_url else sim_judge_server(args.sim) as base:

@@ -67,6 +67,9 @@ COMMANDS: dict[str, Command] = {
     "audit-labels": Command(
         "cluster.audit:main", None, "AI-vs-human and verifier-vs-ground-truth agreement per category"
     ),
+    "review": Command(
+        "cluster.review:main", None, "a page on 127.0.0.1 (token) where people decide the labels the AI was unsure of"
+    ),
     "prepare-data": Command("cluster.tools:prepare_data", None, "read a public data set into a Parquet file"),
     "make-prompts": Command("cluster.tools:make_prompts", C + "PromptMixConfig", "generate the project's prompt mix"),
     "tiny-model": Command(

@@ -36,6 +36,7 @@ from hrlaif_ray.dpo.batch import PreferenceBatch, preference_batch
 from hrlaif_ray.dpo.loss import dpo_loss
 from hrlaif_ray.entry import load_job
 from hrlaif_ray.errors import ConfigError
+from hrlaif_ray.labeling.review import note_overrides, reviewed
 from hrlaif_ray.lora import is_adapter_folder
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.planner import check, plan_dpo
@@ -46,8 +47,11 @@ from hrlaif_ray.tracking import Tracker, check_trackers, stage_tracker
 
 
 def load_preferences(job: DPOJob, tokenizer) -> tuple[PreferenceBatch, PreferenceBatch | None]:
-    """The labels as (training, held-out) batches; held-out prompts are chosen by a hash of their id."""
+    """The labels as (training, held-out) batches, people's decisions in place (`human_overrides`); held-out prompts
+    are chosen by a hash of their id."""
     labels, prompts = bound_labels(job.labels_dir, job.prompts)
+    labels, overrides = reviewed(job.labels_dir, labels, job.human_overrides)
+    note_overrides(job.output_dir, overrides)
     examples = examples_from_labels(labels, prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens)
     train = [e for e in examples if not held_out(e.prompt_id, job.eval_fraction)]
     evaluation = [e for e in examples if held_out(e.prompt_id, job.eval_fraction)]

@@ -83,6 +83,7 @@ BAD_INPUT = {  # command -> arguments with one bad config, override or input, an
     "plan": (["ppo", "policy=no-such-model", "output_dir=o"], "policy: 'no-such-model' is not a model folder"),
     "serve-rm": (["--rm", "no-such-rm"], "no-such-rm"),
     "serve-reward": (["output_dir=x", "group_size=0"], "group_size"),
+    "review": (["--labels", "no-such-labels"], "no-such-labels"),
     "audit-labels": (["--data-dir", "no-such-data", "--base-url", "http://127.0.0.1:9/v1"], "no-such-data"),
     "config": (["show", "nope"], "config show JOB"),
 }

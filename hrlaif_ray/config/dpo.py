@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from hrlaif_ray.config.base import Section, set_by
-from hrlaif_ray.config.labeling import LabelJob, LabelSettings
+from hrlaif_ray.config.labeling import HumanOverrides, LabelJob, LabelSettings
 from hrlaif_ray.config.learner import DPOLearner, FrozenConfig, moved_into
 from hrlaif_ray.config.ppo import SampleJob, SampleSettings
 from hrlaif_ray.config.resources import DPOResourcePlan
@@ -42,7 +42,7 @@ IterativeDPOConfig.moved = set_by(
 )
 
 
-class DPOSettings(Section):
+class DPOSettings(HumanOverrides):
     """`hrlaif dpo`'s settings: everything but its files and seed (a pipeline's `dpo` section)."""
 
     moved = {**moved_into("learner"), "tensorboard": ("logging.tensorboard",)}

@@ -64,7 +64,18 @@ RewriterEndpoint = variant(
 )
 
 
-class LabelingConfig(Section):
+class HumanOverrides(Section):
+    """Whether people's decisions on disputed labels (`hrlaif review`) replace the AI's pairs they decided."""
+
+    human_overrides: bool = Field(
+        True,
+        description="Take a person's decision over the AI's pair where one exists (the majority of the reviewers "
+        "who decided it; `hrlaif review` commits them to <labels_dir>/human): A or B states that pair as a 'human' "
+        "pair, a tie drops it; counted in the label-quality report. False: the AI labels as they are.",
+    )
+
+
+class LabelingConfig(HumanOverrides):
     """How labels are made (`hrlaif label`)."""
 
     method: Literal["hybrid", "basic", "oracle"] = Field(
@@ -103,6 +114,14 @@ class LabelingConfig(Section):
         "escalates to the next when the answer is unsure: the two presentation orders disagree, the ensemble falls "
         "below min_agreement, the answer fails after its retries and re-asks, or its confidence is below the tier's "
         "min_confidence. Each pair and verdict records its tier. Empty: `judges` is the one tier.",
+    )
+    review_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A pair whose deciding answer states a confidence below this goes on the review queue "
+        "(`hrlaif review`), as do pairs whose presentation orders disagreed, whose ensemble split, or whose response "
+        "the verifier could not read (the judge decided it). 0: confidence never does.",
     )
     cache: bool = Field(
         True,

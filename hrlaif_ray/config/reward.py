@@ -8,11 +8,12 @@ from typing import ClassVar
 from pydantic import Field
 
 from hrlaif_ray.config.base import Section
+from hrlaif_ray.config.labeling import HumanOverrides
 from hrlaif_ray.config.learner import RMLearner, moved_into
 from hrlaif_ray.config.tracking import LoggingConfig
 
 
-class RMTrainSettings(Section):
+class RMTrainSettings(HumanOverrides):
     """`hrlaif train-rm`'s settings: everything but its files and seed (a pipeline's `rm` section)."""
 
     moved = moved_into("learner")

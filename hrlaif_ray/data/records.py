@@ -137,6 +137,73 @@ class Verdict:
     principles: list[str] = field(default_factory=list)  # flag: ids of the constitution's principles it breaks
 
 
+# Why a pair of a label is unsure, so a person should look at it (`hrlaif review`): the two presentation orders
+# disagreed, the ensemble split, the deciding judge stated a confidence below `labeling.review_confidence`, or the
+# verifier found no final answer in one of the two responses (the judge decided it).
+DISPUTE_REASONS = ("position", "ensemble", "low_confidence", "verifier_abstained")
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """Responses `a` < `b` of a label are a pair the labeling was unsure of, and why (`DISPUTE_REASONS`)."""
+
+    a: int
+    b: int
+    reason: str
+    detail: str = ""  # what the judge said: its stated reasons and confidence
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.a < self.b:
+            raise ValueError(f"a dispute names two responses a < b, got {self.a} and {self.b}")
+        if self.reason not in DISPUTE_REASONS:
+            raise ValueError(f"dispute reason must be one of {', '.join(DISPUTE_REASONS)}, got {self.reason!r}")
+
+
+HUMAN_DECISIONS = ("a", "b", "tie", "skip")
+
+
+@dataclass
+class HumanDecision:
+    """A person's decision on one pair of a label (`hrlaif review`): response `a` or `b` is better, a tie, or skip.
+
+    `item` names the pair (`<label key>:<a>-<b>`); `pair_digest` is of the prompt and the two responses as shown, so
+    a decision never lands on another text than the one decided; `ai` is what the AI labels stated of the pair then
+    ("a", "b" or "none"); `queue`: "disputed" (the labeling was unsure) or "audit" (a seeded sample of the rest)."""
+
+    KIND: ClassVar[str] = "human_labels"
+
+    item: str
+    label_key: str
+    prompt_id: str
+    a: int
+    b: int
+    decision: str
+    reviewer: str
+    queue: str
+    ai: str
+    pair_digest: str
+    decided_at: float
+
+    def __post_init__(self) -> None:
+        if self.decision not in HUMAN_DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(HUMAN_DECISIONS)}, got {self.decision!r}")
+        if self.queue not in ("disputed", "audit"):
+            raise ValueError(f"queue must be disputed or audit, got {self.queue!r}")
+        if self.ai not in ("a", "b", "none"):
+            raise ValueError(f"ai must be a, b or none, got {self.ai!r}")
+        if not self.reviewer.strip():
+            raise ValueError("a decision needs a reviewer name")
+        if not 0 <= self.a < self.b:
+            raise ValueError(f"a decision names two responses a < b, got {self.a} and {self.b}")
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> HumanDecision:
+        return cls(**row)
+
+
 @dataclass
 class LabelRecord:
     """The label of one prompt: its responses, the preference pairs (truth), tiers (derived) and verdicts."""
@@ -161,6 +228,7 @@ class LabelRecord:
     # How the label was made, for the quality report (`hrlaif_ray.labeling.quality`): position consistency, A/B
     # wins, ties, ensemble votes, escalations, judge fallbacks, re-asks, attempts by status, cache hits, latency.
     stats: dict[str, Any] = field(default_factory=dict)
+    disputes: list[Dispute] = field(default_factory=list)  # the pairs a person should review; [] before schema 4
 
     def __post_init__(self) -> None:
         self.category = Category.parse(self.category).value
@@ -168,6 +236,9 @@ class LabelRecord:
         for pair in self.pairs:
             if not (0 <= pair.better < n and 0 <= pair.worse < n):
                 raise ValueError(f"pair {pair} names a response outside 0..{n - 1}")
+        for dispute in self.disputes:
+            if dispute.b >= n:
+                raise ValueError(f"dispute {dispute} names a response outside 0..{n - 1}")
 
     @property
     def tiers(self) -> list[list[int]] | None:
@@ -189,6 +260,7 @@ class LabelRecord:
                 "responses": [Response(**r) for r in row["responses"]],
                 "pairs": [PreferencePair(**p) for p in row["pairs"]],
                 "verdicts": [Verdict(**v) for v in row["verdicts"]],
+                "disputes": [Dispute(**d) for d in row.get("disputes") or []],
             }
         )
 

@@ -17,14 +17,15 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hrlaif_ray.data.records import HumanPair, LabelRecord, PromptRecord, RolloutRecord
+from hrlaif_ray.data.records import HumanDecision, HumanPair, LabelRecord, PromptRecord, RolloutRecord
 from hrlaif_ray.errors import DataError
 
 # 2: labels gained `stats` and a `tier` per pair and verdict, verdicts `principles`; 3: labels `prompt_digest`
-# (the prompt they were made on, `hrlaif_ray.data.binding`). Files of older versions still read.
-SCHEMA_VERSION = 3
+# (the prompt they were made on, `hrlaif_ray.data.binding`); 4: labels `disputes` (the pairs to review), the
+# human_labels kind (`hrlaif review`). Files of older versions still read.
+SCHEMA_VERSION = 4
 # Columns that files of older versions lack: (kind, column) -> the version that added it.
-ADDED_IN = {("labels", "stats"): 2, ("labels", "prompt_digest"): 3}
+ADDED_IN = {("labels", "stats"): 2, ("labels", "prompt_digest"): 3, ("labels", "disputes"): 4}
 META_KEY = b"hrlaif.schema"
 
 _message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -109,6 +110,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("status", pa.string()),
             pa.field("error", pa.string()),
             pa.field("stats", pa.string()),  # JSON object
+            pa.field(
+                "disputes",
+                pa.list_(
+                    pa.struct([("a", pa.int32()), ("b", pa.int32()), ("reason", pa.string()), ("detail", pa.string())])
+                ),
+            ),
         ]
     ),
     "human_pairs": pa.schema(
@@ -121,10 +128,25 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("category", pa.string(), nullable=False),
         ]
     ),
+    "human_labels": pa.schema(
+        [
+            pa.field("item", pa.string(), nullable=False),
+            pa.field("label_key", pa.string(), nullable=False),
+            pa.field("prompt_id", pa.string(), nullable=False),
+            pa.field("a", pa.int32(), nullable=False),
+            pa.field("b", pa.int32(), nullable=False),
+            pa.field("decision", pa.string(), nullable=False),
+            pa.field("reviewer", pa.string(), nullable=False),
+            pa.field("queue", pa.string(), nullable=False),
+            pa.field("ai", pa.string(), nullable=False),
+            pa.field("pair_digest", pa.string(), nullable=False),
+            pa.field("decided_at", pa.float64(), nullable=False),
+        ]
+    ),
 }
 
-RECORD_TYPES = {cls.KIND: cls for cls in (PromptRecord, RolloutRecord, LabelRecord, HumanPair)}
-R = TypeVar("R", PromptRecord, RolloutRecord, LabelRecord, HumanPair)
+RECORD_TYPES = {cls.KIND: cls for cls in (PromptRecord, RolloutRecord, LabelRecord, HumanPair, HumanDecision)}
+R = TypeVar("R", PromptRecord, RolloutRecord, LabelRecord, HumanPair, HumanDecision)
 
 
 def _stamp(kind: str) -> bytes:

@@ -118,6 +118,16 @@ def markdown(report: dict, title: str = "Label quality") -> str:
         lines.append(f"Judge tasks decided by tier: {everything['decided_by_tier']}.")
     for key, value in report.get("run", {}).items():
         lines.append(f"{key}: {value}")
+    if human := report.get("human"):  # `hrlaif review`'s decisions on this folder
+        queues = ", ".join(
+            f"{q} {v['decided']} of {v['items']} decided, AI agrees on {cell(v['ai_agreement'])} of {v['ai_stated']}"
+            for q, v in human["queues"].items()
+        )
+        lines += [
+            "",
+            f"Human review: {human['decisions']} decisions by {len(human['reviewers'])} reviewers; {queues}; "
+            f"reviewers agree on {cell(human['inter_reviewer']['agreement'])} of {human['inter_reviewer']['pairs']} pairs.",
+        ]
     return "\n".join(lines) + "\n"
 
 

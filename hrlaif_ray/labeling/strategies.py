@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from hrlaif_ray.categories import Category
 from hrlaif_ray.config import LabelingConfig
 from hrlaif_ray.data.binding import prompt_digest
-from hrlaif_ray.data.records import LabelRecord, PreferencePair, PromptRecord, Response, Verdict
+from hrlaif_ray.data.records import Dispute, LabelRecord, PreferencePair, PromptRecord, Response, Verdict
 from hrlaif_ray.labeling import verifiers
 from hrlaif_ray.labeling.cache import JudgeCache
 from hrlaif_ray.labeling.constitution import Constitution, file_template_version, load_constitution, template_version
@@ -63,6 +63,7 @@ class Judges:
     logs: dict[str, CallLog] = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
     constitution: Constitution | None = None  # the principles the prompts cite (LabelingConfig.constitution)
+    disputes: list[Dispute] = field(default_factory=list)  # the label's unsure pairs, for review (`hrlaif review`)
 
     @classmethod
     def from_config(cls, cfg: LabelingConfig, limiter=None) -> Judges:
@@ -107,7 +108,7 @@ class Judges:
 
     def for_label(self) -> Judges:
         """The same clients with fresh call logs and statistics: what one label spends and how it was made."""
-        return replace(self, logs={}, stats=Counter())
+        return replace(self, logs={}, stats=Counter(), disputes=[])
 
     async def close(self) -> None:
         clients = [c for t in self.tiers for c in t.clients] + [self.rewriter]
@@ -118,6 +119,14 @@ class Judges:
 
     def log(self, client: JudgeClient) -> CallLog:
         return self.logs.setdefault(client.model, CallLog(client.model))
+
+    def dispute(self, i: int, j: int, reason: str, detail: str = "") -> None:
+        """Put the pair of responses i, j on the review queue, saying why."""
+        self.disputes.append(Dispute(min(i, j), max(i, j), reason, detail))
+
+    def unsure(self, confidence: float) -> bool:
+        """A stated confidence below `labeling.review_confidence`: a person should look."""
+        return confidence < self.cfg.review_confidence
 
     def spent(self) -> tuple[int, int, float]:
         """Tokens in, tokens out and USD of every call logged here (models without a price cost nothing)."""
@@ -146,10 +155,10 @@ class Judges:
         }
 
 
-async def escalate(judges: Judges, ask: Callable[[Tier], Awaitable[tuple[T, bool]]]) -> tuple[T, int]:
+async def escalate(judges: Judges, ask: Callable[[Tier], Awaitable[tuple[T, bool]]]) -> tuple[T, int, bool]:
     """One judge task through the tiers: `ask(tier)` returns (result, unsure); an unsure result, or a call that
     failed for good, goes to the next tier; the last tier's result stands (its failure is the label's).
-    Returns (result, the tier that decided)."""
+    Returns (result, the tier that decided, whether that tier was unsure: only the last tier's can be)."""
     judges.stats["judge_tasks"] += 1
     last = len(judges.tiers) - 1
     for t, tier in enumerate(judges.tiers):
@@ -165,7 +174,7 @@ async def escalate(judges: Judges, ask: Callable[[Tier], Awaitable[tuple[T, bool
             judges.stats["escalations"] += 1
             continue
         judges.stats[f"decided_tier_{t}"] += 1
-        return result, t
+        return result, t, unsure
     raise AssertionError("unreachable: the last tier returns or raises")
 
 
@@ -193,11 +202,16 @@ def idempotency_key(item: LabelItem, cfg: LabelingConfig, template: str | None =
 @dataclass
 class Ordering:
     """What one judge stated over a set of responses: the (better, worse) pairs both presentation orders agree on,
-    whether the orders contradicted each other on some pair, and the lowest confidence it stated."""
+    the pairs (i < j) on which the orders contradicted each other, the lowest confidence it stated, and its reasons."""
 
     stated: set[tuple[int, int]]
-    inconsistent: bool
+    contradicted: set[tuple[int, int]]
     confidence: float
+    reasons: list[str]
+
+    @property
+    def inconsistent(self) -> bool:
+        return bool(self.contradicted)
 
 
 async def _judge_order(
@@ -216,6 +230,7 @@ async def _judge_order(
     if cfg.both_orders:
         orders.append(orders[0][::-1])
     confidences: list[float] = []
+    reasons: list[str] = []
 
     async def one(order: list[int]) -> set[tuple[int, int]]:
         shown = {i: k for k, i in enumerate(order)}
@@ -227,6 +242,7 @@ async def _judge_order(
             }
             answer = await judge.ask("rank", payload, log, n_responses=len(texts))
             confidences.append(answer.get("confidence", 1.0))
+            reasons.append(str(answer.get("reason", "")))
             ranked = [order[rid - 1] for rid in answer["ranking"]]
             stated = {(a, b) for x, a in enumerate(ranked) for b in ranked[x + 1 :]}
         else:
@@ -235,6 +251,7 @@ async def _judge_order(
                 payload = {"question": question, "response_a": texts[i], "response_b": texts[j], **(cited or {})}
                 answer = await judge.ask("compare", payload, log)
                 confidences.append(answer.get("confidence", 1.0))
+                reasons.append(str(answer.get("reason", "")))
                 if answer["better"] == "A":
                     stated.add((i, j))
                 elif answer["better"] == "B":
@@ -246,14 +263,15 @@ async def _judge_order(
         return stated
 
     results = await asyncio.gather(*(one(o) for o in orders))
-    inconsistent = False
+    contradicted = set()
     if len(results) == 2:
         for i, j in combinations(range(len(texts)), 2):
             verdicts = [(i, j) in r and 1 or (j, i) in r and -1 or 0 for r in results]
             stats["swap_pairs"] += 1
             stats["swap_consistent"] += verdicts[0] == verdicts[1]
-            inconsistent |= verdicts[0] != verdicts[1]
-    return Ordering(set.intersection(*results), inconsistent, min(confidences, default=1.0))
+            if verdicts[0] != verdicts[1]:
+                contradicted.add((i, j))
+    return Ordering(set.intersection(*results), contradicted, min(confidences, default=1.0), reasons)
 
 
 async def basic_preferences(
@@ -266,56 +284,67 @@ async def basic_preferences(
 ) -> list[PreferencePair]:
     """Preference pairs over the responses `members` (indices into `texts`) from the judge ensemble; tiered, the
     ordering escalates when unsure: the two orders disagree, the ensemble falls below min_agreement on a pair,
-    or a stated confidence is below the tier's threshold."""
+    or a stated confidence is below the tier's threshold. The deciding tier's unsure pairs go to `judges.disputes`."""
     if len(members) < 2:
         return []
     sub = [texts[i] for i in members]
     cited = judges.principles_for(category) if category is not None else {}  # the prompt's principles, if any
 
-    async def order(tier: Tier) -> tuple[list[tuple[int, int]], bool]:
+    async def order(tier: Tier) -> tuple[tuple[list, list[Ordering], set], bool]:
         orderings = await asyncio.gather(
             *(_judge_order(j, judges.log(j), question, sub, judges.cfg, judges.stats, cited) for j in tier.clients)
         )
-        kept, contested = _vote([o.stated for o in orderings], judges.cfg.min_agreement, judges.stats)
-        unsure = contested or any(o.inconsistent or o.confidence < tier.min_confidence for o in orderings)
-        return kept, unsure
+        kept, split = _vote([o.stated for o in orderings], judges.cfg.min_agreement, judges.stats)
+        unsure = bool(split) or any(o.inconsistent or o.confidence < tier.min_confidence for o in orderings)
+        return (kept, orderings, split), unsure
 
-    kept, tier = await escalate(judges, order)
+    (kept, orderings, split), tier, _ = await escalate(judges, order)
+    detail = "; ".join(f"{r} (confidence {o.confidence:g})" for o in orderings for r in o.reasons[:1] if r)
+    for i, j in combinations(range(len(sub)), 2):
+        if any((i, j) in o.contradicted for o in orderings):
+            judges.dispute(members[i], members[j], "position", detail)
+        elif (i, j) in split:
+            judges.dispute(members[i], members[j], "ensemble", detail)
+        elif any(judges.unsure(o.confidence) for o in orderings):
+            judges.dispute(members[i], members[j], "low_confidence", detail)
     return [PreferencePair(members[b], members[w], weight, "judge", tier) for b, w in kept]
 
 
-def _vote(stated: list[set[tuple[int, int]]], min_agreement: float, stats: Counter) -> tuple[list, bool]:
+def _vote(stated: list[set[tuple[int, int]]], min_agreement: float, stats: Counter) -> tuple[list, set]:
     """The (better, worse) pairs at least `min_agreement` of the judges state (and more state than contradict),
-    and whether some pair a judge stated fell short (the ensemble disagreed). Counts ensemble agreement: the
+    and the pairs (a < b) some judge stated that fell short (the ensemble split). Counts ensemble agreement: the
     pairs some judge stated, and those every judge stated alike."""
     need = min_agreement * len(stated)
-    kept, contested = [], False
+    kept, contested = [], set()
     for a, b in sorted({tuple(sorted(p)) for s in stated for p in s}):
         votes = {(a, b): sum((a, b) in s for s in stated), (b, a): sum((b, a) in s for s in stated)}
         for pair, against in (((a, b), votes[(b, a)]), ((b, a), votes[(a, b)])):
             if votes[pair] >= need and votes[pair] > against:
                 kept.append(pair)
-        contested |= not any(votes[p] >= need and votes[p] > votes[p[::-1]] for p in votes)
+        if not any(votes[p] >= need and votes[p] > votes[p[::-1]] for p in votes):
+            contested.add((a, b))
         if len(stated) > 1:
             stats["ensemble_pairs"] += 1
             stats["ensemble_agreed"] += max(votes.values()) == len(stated)
     return kept, contested
 
 
-async def _verify(judges: Judges, prompt: PromptRecord, text: str) -> tuple[verifiers.Check, int]:
+async def _verify(judges: Judges, prompt: PromptRecord, text: str) -> tuple[verifiers.Check, int, str]:
     """Stage 1 for one response: the verifier, or the judge when no final answer can be extracted (escalating on a
-    failed call or a low confidence). Returns the check and the tier that decided (0 for the verifier)."""
+    failed call or a low confidence). Returns the check, the tier that decided (0 for the verifier) and, where the
+    verifier abstained, what the judge said ("" otherwise)."""
     # The one dispatch from category to verifier (evaluation and the verifier reward use it too); code runs in a
     # sandboxed subprocess, so off the event loop.
     check = await asyncio.to_thread(verifiers.verify_prompt, prompt, text, judges.cfg.code_timeout_s)
     judges.stats["verified"] += 1
     if check is not None and check.verdict != verifiers.UNPARSED:
-        return check, 0
+        return check, 0, ""
     judges.stats["judge_fallbacks"] += 1
     payload = {"question": prompt.text, "standard_answer": prompt.answer, "response": text}
-    answer, tier = await escalate(judges, lambda t: _ask_one(judges, t, "match", payload))
+    answer, tier, _ = await escalate(judges, lambda t: _ask_one(judges, t, "match", payload))
     verdict = verifiers.CORRECT if answer["matches"] else verifiers.WRONG
-    return verifiers.Check(verdict, answer["final_answer"], f"judge fallback: {answer['reason']}"), tier
+    said = f"judge fallback: {answer['reason']} (confidence {answer.get('confidence', 1.0):g})"
+    return verifiers.Check(verdict, answer["final_answer"], said), tier, said
 
 
 async def _ask_one(judges: Judges, tier: Tier, task: str, payload: dict) -> tuple[dict, bool]:
@@ -332,12 +361,17 @@ async def hybrid_helpfulness(judges: Judges, item: LabelItem) -> tuple[list[Pref
     prompt, texts = item.prompt, [r.text for r in item.responses]
     # Stage 1: verify each response against the standard answer.
     decided = await asyncio.gather(*(_verify(judges, prompt, t) for t in texts))
-    checks = [c for c, _ in decided]
-    verdicts = [Verdict(i, c.verdict, c.reason, "verify", tier) for i, (c, tier) in enumerate(decided)]
+    checks = [c for c, _, _ in decided]
+    verdicts = [Verdict(i, c.verdict, c.reason, "verify", tier) for i, (c, tier, _) in enumerate(decided)]
     # Stage 2: sort into the correct and the wrong set; every correct response beats every wrong one.
     correct = [i for i, c in enumerate(checks) if c.verdict == verifiers.CORRECT]
     wrong = [i for i, c in enumerate(checks) if c.verdict != verifiers.CORRECT]
     pairs = [PreferencePair(c, w, 1.0, "verifier") for c in correct for w in wrong]
+    for c in correct:  # a cross-set pair the judge decided for the verifier, which found no final answer
+        for w in wrong:
+            said = " | ".join(decided[i][2] for i in (c, w) if decided[i][2])
+            if said:
+                judges.dispute(c, w, "verifier_abstained", said)
     # Stage 3: the judge ranks the reasoning inside each set.
     weight = judges.cfg.within_set_weight
     for group in await asyncio.gather(
@@ -366,9 +400,10 @@ async def red_team(judges: Judges, item: LabelItem) -> tuple[list[Response], lis
         Verdict(
             i, "harmful" if f["harmful"] else "harmless", f["reason"], "flag", tier, principles=f.get("principles", [])
         )
-        for i, (f, tier) in enumerate(flags)
+        for i, (f, tier, _) in enumerate(flags)
     ]
-    flags = [f for f, _ in flags]
+    doubtful = {i for i, (f, _, _) in enumerate(flags) if judges.unsure(f.get("confidence", 1.0))}
+    flags = [f for f, _, _ in flags]
     harmful = [i for i, f in enumerate(flags) if f["harmful"]]
     rewrites = await asyncio.gather(
         *(
@@ -385,6 +420,12 @@ async def red_team(judges: Judges, item: LabelItem) -> tuple[list[Response], lis
     safe = [i for i in range(len(responses)) if i not in harmful]
     tier = {i: verdicts[i].tier for i in range(len(item.responses))}
     pairs = [PreferencePair(s, h, 1.0, "redteam", max(tier.get(s, 0), tier[h])) for s in safe for h in harmful]
+    for s, h in ((s, h) for s in safe for h in harmful if {s, h} & doubtful):  # a flag stated with low confidence
+        said = " | ".join(
+            f"response {i}: {flags[i]['reason']} (confidence {flags[i].get('confidence', 1.0):g})"
+            for i in sorted({s, h} & doubtful)
+        )
+        judges.dispute(s, h, "low_confidence", said)
     return responses, pairs, verdicts
 
 
@@ -405,7 +446,7 @@ def oracle_preferences(item: LabelItem) -> tuple[list[PreferencePair], list[Verd
 async def route(judges: Judges, prompt: PromptRecord) -> Category:
     """The prompt's category: from the data when known, else the judge's (validated against the allowed set)."""
     if prompt.metadata.get("category_unknown") and judges.cfg.classify_unknown:
-        answer, _ = await escalate(judges, lambda t: _ask_one(judges, t, "classify", {"question": prompt.text}))
+        answer, _, _ = await escalate(judges, lambda t: _ask_one(judges, t, "classify", {"question": prompt.text}))
         return Category(answer["category"])
     return Category(prompt.category)
 
@@ -439,6 +480,7 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         error = f"prompt {prompt.id}: bad record: {exc}"
     if error is not None:  # a failed label keeps its input responses and states no preference
         method, responses, pairs, verdicts = cfg.method, list(item.responses), [], []
+        judges.disputes.clear()
     tokens_in, tokens_out, cost = judges.spent()
     return LabelRecord(
         prompt_id=prompt.id,
@@ -457,7 +499,13 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         status="ok" if error is None else "failed",
         error=error,
         stats={**judges.call_stats(), "latency_s": round(time.monotonic() - start, 4)},
+        disputes=_merged(judges.disputes),
     )
+
+
+def _merged(disputes: list[Dispute]) -> list[Dispute]:
+    """One dispute per pair and reason, in pair order."""
+    return sorted({(d.a, d.b, d.reason): d for d in disputes}.values(), key=lambda d: (d.a, d.b, d.reason))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 from hrlaif_ray.config import RMTrainJob, dump_config
 from hrlaif_ray.data.binding import bound_labels
 from hrlaif_ray.data.chat import pad_token_id
+from hrlaif_ray.labeling.review import note_overrides, reviewed
 from hrlaif_ray.lora import gathered_merged_state, trained_state
 from hrlaif_ray.models.hf_formats import SEQUENCE_CLASSIFICATION, export_problem, save_sequence_classification
 from hrlaif_ray.planner import check, plan_rm
@@ -101,6 +102,7 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(job.init)
     labels, prompts = bound_labels(job.labels_dir, job.prompts)  # the inputs are checked before any process group
+    labels, overrides = reviewed(job.labels_dir, labels, job.human_overrides)
     examples = examples_from_labels(labels, prompts, tokenizer, job.max_prompt_tokens, job.max_response_tokens)
     if not any(not held_out(e.prompt_id, job.eval_fraction) for e in examples):
         raise ValueError(f"no labels with preference pairs in {job.labels_dir}")
@@ -108,6 +110,8 @@ def train_reward_model(job: RMTrainJob, log=print) -> dict:
     with distributed_world() as (rank, world):
         with stage_tracker(job.logging, "train-rm", job, rank) as tracker:
             result = _fit(job, tokenizer, examples, rank, world, log, tracker)
+            if rank == 0:
+                note_overrides(job.output_dir, overrides, log)
             last = result["history"][-1]
             tracker.summary({k: v for k, v in last.items() if k != "eval_accuracy"})
             tracker.artifact(Path(job.output_dir) / "metrics.json")
