@@ -2,8 +2,8 @@
 generate; weight sync vs memcpy; and each phase's compute floor.
 
 Settings (matched with TRL): 32 prompts x 1 response x 32 new tokens, fp32, one PPO epoch, one optimizer step
-per PPO step (gradients accumulated over 4 micro-batches of 8 rows, which bounds activation memory: SmolLM2's
-49k-token logits for 32 rows at once do not fit a small machine's memory), a critic (GAE) and a reward model (the
+per PPO step (gradients accumulated over 4 micro-batches of 8 rows, `--micro-batch` rows, which bounds activation
+memory: SmolLM2's 49k-token logits for 32 rows at once do not fit a small machine's memory), a critic (GAE) and a reward model (the
 policy's backbone with a fresh scalar head) in both. Ours sorts rows by length before cutting micro-batches and
 trims their all-padding columns; TRL cuts its padded batch in order.
 Models: the tiny demo Qwen2 (575k), a ~50M Qwen2 (hidden 768, 8 layers, 12 heads, 2 KV heads, MLP 2048,
@@ -51,7 +51,9 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.sft_mix import tokenizer_corpus
 
 PROMPTS, RESPONSE_TOKENS = 32, 32
-MICRO = 8  # rows per forward/backward in both (gradients accumulate over 4 micro-batches: one optimizer step)
+MICRO = (
+    8  # rows per forward/backward in both by default (gradients accumulate over 4 micro-batches: one optimizer step)
+)
 PHASES = ["generate", "reward", "reference", "actor_logprobs", "critic", "actor_train", "critic_train", "sync"]
 FORWARDS, UPDATES = ("reward", "reference", "critic"), ("actor_train", "critic_train")  # what overlaps in ours
 MODEL_50M = ModelConfig(
@@ -121,6 +123,7 @@ def ours(
     lora_r: int = 0,
     lora_weights: str = "adapter",
     checkpointing: bool = False,
+    micro: int = MICRO,
 ) -> dict:
     import ray
 
@@ -152,7 +155,7 @@ def ours(
                 "estimator": "gae",
                 "epochs": 1,
                 "mini_batches": 1,
-                "micro_batch_size": MICRO,
+                "micro_batch_size": micro,
                 "use_rollout_logprobs": True,
             },  # TRL too takes the old log-probs from its sampler
             "rollout": {
@@ -188,11 +191,26 @@ def ours(
 # ------------------------------------------------------------------------------------------------- TRL
 
 
-def trl_step(folder: str, root: Path, steps: int, checkpointing: bool = False) -> float:
-    """Median seconds per step of TRL's PPO trainer with the same model, prompts and lengths (one process)."""
+def trl_step(
+    folder: str, root: Path, steps: int, checkpointing: bool = False, micro: int = MICRO
+) -> tuple[float, float]:
+    """Median seconds per step of TRL's PPO trainer with the same model, prompts and lengths (one process), and of
+    its generation in the step (`batch_generation`, timed around TRL's own function: under gradient checkpointing
+    its policy samples in training mode, where transformers turns the KV cache off)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
+    from trl.experimental.ppo import ppo_trainer as trl_ppo
+
+    generation: list[float] = []
+    sample = trl_ppo.batch_generation
+
+    def timed_generation(*a, **k):
+        t = time.perf_counter()
+        try:
+            return sample(*a, **k)
+        finally:
+            generation.append(time.perf_counter() - t)
 
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
@@ -200,8 +218,8 @@ def trl_step(folder: str, root: Path, steps: int, checkpointing: bool = False) -
     data = Dataset.from_dict({"input_ids": ids * steps})
     args = PPOConfig(
         output_dir=str(root / "trl"),
-        per_device_train_batch_size=MICRO,
-        gradient_accumulation_steps=PROMPTS // MICRO,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=PROMPTS // micro,
         num_mini_batches=1,
         num_ppo_epochs=1,
         total_episodes=PROMPTS * steps,
@@ -243,10 +261,14 @@ def trl_step(folder: str, root: Path, steps: int, checkpointing: bool = False) -
         train_dataset=data,
         callbacks=[Clock()],
     )
-    start = time.perf_counter()
-    trainer.train()
+    trl_ppo.batch_generation = timed_generation
+    try:
+        start = time.perf_counter()
+        trainer.train()
+    finally:
+        trl_ppo.batch_generation = sample
     times = [b - a for a, b in zip([start, *stamps], stamps)]
-    return statistics.median(times[1:] if len(times) > 1 else times)
+    return statistics.median(times[1:] if len(times) > 1 else times), statistics.median(generation[1:] or generation)
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -336,9 +358,14 @@ def main() -> None:
     parser.add_argument(
         "--checkpointing", action="store_true", help="gradient checkpointing in the trained roles (ours and TRL's)"
     )
+    parser.add_argument(
+        "--micro-batch", type=int, default=MICRO, help="rows per forward/backward in both (a divisor of 32)"
+    )
     parser.add_argument("--out", default="ppo_step", help="results name (benchmarks/results/NAME.json)")
     parser.add_argument("--no-generation", action="store_true", help="skip the SmolLM2 vLLM-vs-HF generation run")
     args = parser.parse_args()
+    if PROMPTS % args.micro_batch:
+        parser.error(f"--micro-batch must divide {PROMPTS}")
     rate = matmul_rate()
     memcpy = memcpy_bandwidth()
     print(f"fp32 matmul rate {rate / 1e9:.1f} GFLOP/s (2 threads); memcpy {memcpy / 1e9:.2f} GB/s", flush=True)
@@ -352,7 +379,11 @@ def main() -> None:
 
             tok = AutoTokenizer.from_pretrained(folder)
             prompt_tokens = max(len(prompt_token_ids(tok, t, 256)) for t in prompt_texts())
-            trl_s = None if args.no_trl else trl_step(folder, root / f"trl-{kind}", args.steps, args.checkpointing)
+            trl_s, trl_gen_s = (
+                (None, None)
+                if args.no_trl
+                else trl_step(folder, root / f"trl-{kind}", args.steps, args.checkpointing, args.micro_batch)
+            )
             floor = floors(n_params, rate, prompt_tokens)
             runs = [(m, r) for m in args.sync.split(",") if m for r in args.lora.split(",") if r]
             for method, lora in runs:
@@ -366,6 +397,7 @@ def main() -> None:
                         lora_r,
                         weights,
                         args.checkpointing,
+                        args.micro_batch,
                     )
                 except Exception as exc:  # noqa: BLE001 - a run that fails (or that the planner refuses) is a row too
                     failed = {"model": kind, "sync_method": method, "lora_r": lora_r, "lora_weights": weights}
@@ -383,6 +415,12 @@ def main() -> None:
                     "step_s": times["time/step"],
                     "trl_step_s": trl_s,
                     "ratio_vs_trl": times["time/step"] / trl_s if trl_s else None,
+                    "trl_generate_s": trl_gen_s,
+                    # the step without its sampling, on both sides (vLLM against TRL's HF generate)
+                    "ratio_vs_trl_without_generation": (times["time/step"] - times.get("time/generate", 0.0))
+                    / (trl_s - trl_gen_s)
+                    if trl_s
+                    else None,
                     **{f"{p}_s": times.get(f"time/{p}", 0.0) for p in PHASES},
                     **{f"{p}_floor_s": f for p, f in floor.items()},
                     **{
@@ -452,6 +490,8 @@ def main() -> None:
         "step_s",
         "trl_step_s",
         "ratio_vs_trl",
+        "trl_generate_s",
+        "ratio_vs_trl_without_generation",
         *[f"{p}_s" for p in PHASES],
         "forwards_vs_floor",
         "updates_vs_floor",
@@ -477,7 +517,7 @@ def main() -> None:
             "prompts": PROMPTS,
             "responses_per_prompt": 1,
             "response_tokens": RESPONSE_TOKENS,
-            "micro_batch_rows": MICRO,
+            "micro_batch_rows": args.micro_batch,
             "dtype": "float32",
             "ppo_epochs": 1,
             "optimizer_steps_per_ppo_step": 1,
