@@ -12,6 +12,7 @@ import sys
 BENCHMARKS = [
     "benchmarks.labeler_pool",
     "benchmarks.verifier",
+    "benchmarks.injection",
     "benchmarks.rm_forward",
     "benchmarks.memory",
     "benchmarks.ppo_step",

@@ -28,6 +28,7 @@ from hrlaif_ray.config import PPOJob
 from hrlaif_ray.data.chat import prompt_token_ids
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.evaluation import correctness, verified_accuracy
+from hrlaif_ray.labeling.injection import addresses_judge
 from hrlaif_ray.metrics import MetricsLog, PhaseTimer
 from hrlaif_ray.ppo import core
 from hrlaif_ray.ppo.experience import Advantages, Forwards, Rollouts, compute_advantages, pad_rows
@@ -205,6 +206,7 @@ def step_metrics(
         **{f"critic/{k}": v for k, v in stats[1].items()},
         "response/length_mean": mask.sum(1).mean(),
         "response/stop_frac": sum(s.finish_reason == "stop" for s in rollouts.samples) / B,
+        "monitor/injection_rate": sum(bool(addresses_judge(t)) for t in rollouts.texts) / B,
         **timer.times,
         "async/staleness": step - rollouts.version,  # updates since the weights that sampled the batch
         "data/batch_step": rollouts.step,  # the prompt batch's step (a resumed buffered batch keeps its own)
@@ -253,30 +255,38 @@ def held_out_accuracy(roles: Roles, tokenizer, prompts: list[PromptRecord], max_
 
 
 class Watch:
-    """The reward-hacking monitor in the loop: every `monitor.every` steps, held-out greedy accuracy against the
-    mean reward since the last check; an alert is logged, written to alerts.jsonl and returned."""
+    """The reward-hacking monitor in the loop: every step, the share of samples that address the judge (the
+    injection detector); every `monitor.every` steps, held-out greedy accuracy against the mean reward since the last
+    check. An alert is logged, written to alerts.jsonl and returned."""
 
     def __init__(self, job: PPOJob, tokenizer, held_out: list[PromptRecord], monitor: RewardHackingMonitor):
         self.job, self.tokenizer, self.held_out, self.monitor, self.rewards = job, tokenizer, held_out, monitor, []
 
     def __call__(self, step: int, roles: Roles, reward: float, metrics: dict, timer: PhaseTimer) -> str | None:
         self.rewards.append(reward)
-        every, r = self.job.monitor.every, self.job.rollout
-        if not every or step % every:
-            return None
-        with timer("monitor"):
-            accuracy = held_out_accuracy(
-                roles, self.tokenizer, self.held_out, r.max_new_tokens, r.max_model_len - r.max_new_tokens
+        every, r, cap = self.job.monitor.every, self.job.rollout, self.job.monitor.injection_rate
+        injected = metrics.get("monitor/injection_rate", 0.0)
+        alert = None
+        if cap and injected > cap:
+            alert = (
+                f"the policy writes to its judge at step {step}: {injected:.0%} of the samples address it (more "
+                f"than {cap:.0%}; hrlaif_ray/labeling/injection.py)"
             )
-        alert = self.monitor.update(step, sum(self.rewards) / len(self.rewards), accuracy)
-        self.rewards = []
-        metrics.update(
-            {
-                "eval/heldout_accuracy": accuracy,
-                "monitor/alert": float(alert is not None),
-                "time/monitor": timer.times["time/monitor"],
-            }
-        )
+        if every and step % every == 0:
+            with timer("monitor"):
+                accuracy = held_out_accuracy(
+                    roles, self.tokenizer, self.held_out, r.max_new_tokens, r.max_model_len - r.max_new_tokens
+                )
+            alert = self.monitor.update(step, sum(self.rewards) / len(self.rewards), accuracy) or alert
+            self.rewards = []
+            metrics.update({"eval/heldout_accuracy": accuracy, "time/monitor": timer.times["time/monitor"]})
+        elif alert is None:
+            return None
+        return self.alert(step, alert, metrics)
+
+    def alert(self, step: int, alert: str | None, metrics: dict) -> str | None:
+        """Log, write to alerts.jsonl and return an alert (None: nothing to say)."""
+        metrics["monitor/alert"] = float(alert is not None)
         if alert:
             tqdm.write(f"ALERT: {alert}")
             with open(Path(self.job.output_dir) / "alerts.jsonl", "a") as fh:

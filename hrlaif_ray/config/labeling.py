@@ -123,6 +123,12 @@ class LabelingConfig(HumanOverrides):
         "(`hrlaif review`), as do pairs whose presentation orders disagreed, whose ensemble split, or whose response "
         "the verifier could not read (the judge decided it). 0: confidence never does.",
     )
+    detect_injection: bool = Field(
+        True,
+        description="Run the prompt-injection detector (`hrlaif_ray/labeling/injection.py`) on every response: one "
+        "that addresses the judge (an instruction, a fake verdict, a closing tag, a note to the grader, a bare master "
+        "key) puts its pairs on the review queue and counts in the quality report's `injection_flags`.",
+    )
     cache: bool = Field(
         True,
         description="Consult the judge cache before asking (and fill it): the same question (task, template version, "

@@ -253,6 +253,13 @@ class MonitorConfig(Section):
     seed: int = Field(10_001, description="Seed of the held-out prompt mix (apart from the training prompts).")
     accuracy_drop: float = Field(0.05, ge=0, description="Alert when accuracy falls this far below its best...")
     reward_rise: float = Field(0.0, description="...while the mean reward rose more than this since then.")
+    injection_rate: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Alert when more than this share of a step's samples address the judge (the prompt-injection "
+        "detector, `hrlaif_ray/labeling/injection.py`; `monitor/injection_rate` is logged every step). 0: off.",
+    )
     stop: bool = Field(False, description="Stop the run at the first alert (after a checkpoint).")
 
 

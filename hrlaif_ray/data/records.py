@@ -138,9 +138,10 @@ class Verdict:
 
 
 # Why a pair of a label is unsure, so a person should look at it (`hrlaif review`): the two presentation orders
-# disagreed, the ensemble split, the deciding judge stated a confidence below `labeling.review_confidence`, or the
-# verifier found no final answer in one of the two responses (the judge decided it).
-DISPUTE_REASONS = ("position", "ensemble", "low_confidence", "verifier_abstained")
+# disagreed, the ensemble split, the deciding judge stated a confidence below `labeling.review_confidence`, the
+# verifier found no final answer in one of the two responses (the judge decided it), or one of them addresses the
+# judge (`hrlaif_ray.labeling.injection`).
+DISPUTE_REASONS = ("position", "ensemble", "low_confidence", "verifier_abstained", "injection")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ covers every label committed there, resumed runs included:
 - escalations: judge tasks sent to the next tier (tiered judging), and which tier decided;
 - the verifier's unparsed rate: responses whose final answer the verifier could not find (the judge decided);
 - re-asks (malformed answers), failed labels, HTTP attempts by status (429, 5xx, lost, refused);
+- injection flags: responses that address the judge (`injection.addresses_judge`; their pairs go to review);
 - tokens and cost per label, cache hits and the USD they saved, label latency percentiles.
 """
 
@@ -58,6 +59,7 @@ def summarize(labels: list[LabelRecord]) -> dict:
         "decided_by_tier": tiers,
         "verifier_unparsed_rate": _share(stats["judge_fallbacks"], stats["verified"]),
         "reasks": int(stats["reasks"]),
+        "injection_flags": int(stats["injection_flags"]),
         "http_retries": retries,
         "tokens_per_label": _share(tokens, n),
         "cost_usd": round(cost, 6),
@@ -88,6 +90,7 @@ COLUMNS = [
     ("escalation_rate", "escalated"),
     ("verifier_unparsed_rate", "unparsed"),
     ("reasks", "re-asks"),
+    ("injection_flags", "injections"),
     ("tokens_per_label", "tokens/label"),
     ("cost_per_label_usd", "USD/label"),
     ("cache_hits", "cache hits"),

@@ -31,6 +31,7 @@ from hrlaif_ray.data.records import Dispute, LabelRecord, PreferencePair, Prompt
 from hrlaif_ray.labeling import verifiers
 from hrlaif_ray.labeling.cache import JudgeCache
 from hrlaif_ray.labeling.constitution import Constitution, file_template_version, load_constitution, template_version
+from hrlaif_ray.labeling.injection import addresses_judge
 from hrlaif_ray.labeling.judge import CallLog, JudgeCallError, JudgeClient
 
 T = TypeVar("T")
@@ -481,6 +482,8 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
     if error is not None:  # a failed label keeps its input responses and states no preference
         method, responses, pairs, verdicts = cfg.method, list(item.responses), [], []
         judges.disputes.clear()
+    if cfg.detect_injection:
+        flag_injections(judges, responses)
     tokens_in, tokens_out, cost = judges.spent()
     return LabelRecord(
         prompt_id=prompt.id,
@@ -501,6 +504,17 @@ async def label_item(judges: Judges, item: LabelItem) -> LabelRecord:
         stats={**judges.call_stats(), "latency_s": round(time.monotonic() - start, 4)},
         disputes=_merged(judges.disputes),
     )
+
+
+def flag_injections(judges: Judges, responses: list[Response]) -> None:
+    """Every pair with a policy response that addresses the judge goes on the review queue; counted per response."""
+    for i, response in enumerate(responses):
+        found = addresses_judge(response.text) if response.origin == "policy" else []
+        if found:
+            judges.stats["injection_flags"] += 1
+            for j in range(len(responses)):
+                if j != i:
+                    judges.dispute(i, j, "injection", f"response {i} addresses the judge: {', '.join(found)}")
 
 
 def _merged(disputes: list[Dispute]) -> list[Dispute]:
