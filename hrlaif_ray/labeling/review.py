@@ -192,16 +192,15 @@ def majority(decisions: list[HumanDecision]) -> dict[str, str]:
 def apply_overrides(labels: list[LabelRecord], decisions: list[HumanDecision]) -> tuple[list[LabelRecord], dict]:
     """The labels with the people's majority decision in place of the AI's pair wherever one exists, and the counts:
     pairs decided, agreed with the AI, reversed it, stated where the AI stated none, tied (dropped)."""
-    decided = majority(decisions)
+    by_label: dict[str, dict[tuple[int, int], str]] = defaultdict(dict)
+    for pair_item, verdict in majority(decisions).items():
+        key, _, ab = pair_item.rpartition(":")
+        a, b = (int(x) for x in ab.split("-"))
+        by_label[key][(a, b)] = verdict
     counts = Counter()
     out = []
     for label in labels:
-        mine = {}
-        for pair_item, verdict in decided.items():
-            key, _, ab = pair_item.rpartition(":")
-            if key == label.idempotency_key:
-                a, b = (int(x) for x in ab.split("-"))
-                mine[(a, b)] = verdict
+        mine = by_label.get(label.idempotency_key)
         if not mine:
             out.append(label)
             continue
