@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    sock.listen(2048)  # before READY: a client that connects at once waits in the backlog instead of being refused
     server = uvicorn.Server(uvicorn.Config(build_app(review, token), log_level="warning", access_log=False))
     counts = {q: sum(i.queue == q for i in review.queue) for q in ("disputed", "audit")}
     print(

@@ -39,19 +39,25 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 # `make test` runs the modules on 2 pytest-xdist workers (`-n 2 --dist loadfile`: a module's tests, and its Ray
 # cluster, stay on one worker), which take them in collection order (`--no-loadscope-reorder`; by default xdist puts
 # the modules with the most tests first). The longest modules go first (longest processing time first), so that
-# neither worker is left with a long one at the end; measured 2026-12-02 on 2 cores: each 45-95 s, every other
-# module under 25 s. A module missing here only runs later.
-LONGEST_FIRST = [
-    "test_readme.py",  # the Quick start, every stage by hand: about 3.5 min
+# neither worker is left with a long one at the end; those listed took 50-400 s each in a make test of 2026-12-07
+# on 2 cores, every other module less. A module missing here only runs later.
+LONGEST_FIRST = [  # by their tests' summed durations in a make test of 2026-12-07
+    "test_readme.py",  # the Quick start, every stage by hand: about 3.5-6.5 min
+    "test_weight_sync.py",
+    "test_lora.py",
     "test_faults.py",
-    "test_ppo_job.py",
-    "test_real_judge.py",
-    "test_ppo_ray.py",
+    "test_serve_reward.py",
+    "test_streaming.py",
     "test_labeler_pool.py",
+    "test_reward_service.py",
+    "test_ppo_ray.py",
+    "test_precision.py",
+    "test_real_judge.py",
+    "test_ppo_job.py",
+    "test_review.py",
+    "test_dpo_ray.py",
     "test_labeling_controls.py",
     "test_eval.py",
-    "test_reward_service.py",
-    "test_dpo_ray.py",
 ]
 
 

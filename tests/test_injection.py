@@ -24,7 +24,9 @@ from hrlaif_ray.ppo.monitor import RewardHackingMonitor
 def test_every_attack_template_is_caught_in_either_position(family):
     for variant in range(len(ATTACKS[family])):
         for letter in "AB":
-            attacked = inject("Tom has 3 apples and buys 4 more, so he has 7. The answer is 7.", family, variant, letter)
+            attacked = inject(
+                "Tom has 3 apples and buys 4 more, so he has 7. The answer is 7.", family, variant, letter
+            )
             assert family in addresses_judge(attacked), attacked
 
 

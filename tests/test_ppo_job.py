@@ -1,7 +1,8 @@
 """PPO end to end: `ray job submit` of `cluster.ppo` to a head node this test starts on 127.0.0.1 (2 DeepSpeed
 ranks, a vLLM rollout engine, the reward service, the critic and the reference), asynchronous, with the batch made
-ahead kept in each checkpoint; (slow) resume from a checkpoint through `ray job submit`; and
-(slow) 30 seeded PPO steps on the tiny arithmetic task with the programmatic reward raise the mean reward."""
+ahead kept in each checkpoint; (slow) resume from a checkpoint through `ray job submit`; (slow) the same with LoRA
+adapters synced alone and resumed; and (slow) 30 seeded PPO steps on the tiny arithmetic task with the programmatic
+reward raise the mean reward."""
 
 import json
 import os
@@ -201,6 +202,7 @@ def test_ray_job_submit_ppo_three_asynchronous_steps(ray_head, tmp_path, tiny_mo
     assert (buffered.step, buffered.version, len(buffered.batch)) == (2, 1, 8) and buffered.scores is not None
 
 
+@pytest.mark.slow  # 2.5 min; LoRA on Ray stays in make test: tests/test_lora.py's actor with vLLM serving adapters
 def test_ray_job_submit_ppo_with_adapters_syncs_only_them_and_resumes_with_the_same_adapter(
     ray_head, tmp_path, tiny_model_dir
 ):

@@ -56,6 +56,7 @@ SMALL = {
     "serve-reward": [],
     "export-smollm2": [],
     "audit-labels": [],
+    "review": [],
 }
 FAST = {"sample": ["rollout.backend=hf"], "ppo": ["rollout.backend=hf"], "eval": ["backend=hf"]}
 MODULES = {"cluster.ppo": "ppo"}  # `python -m MODULE` lines (through `ray job submit`) and their command

@@ -7,7 +7,8 @@ samples are done, and the reward takes it then.
   labeling (the simulated judge over loopback HTTP).
 - Streamed samples are the samples of `generate` (fresh engines, the same seeds), and an engine that dies before
   its stream is restarted and its prompts sampled again.
-- A PPO run with streaming gives the batch and the rewards of one without, step by step (the online reward).
+- (slow) A PPO run with streaming gives the batch and the rewards of one without, step by step (the online reward);
+  in `make test` the in-process loop's tests stream their groups out of order.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def test_streamed_samples_are_generates_and_a_dead_engine_is_redone(local_ray, t
             ray.kill(m.handle)
 
 
+@pytest.mark.slow  # 2.5 min; streaming is off by default, and its engines and rewards are tested above
 def test_a_streamed_ppo_run_is_the_unstreamed_one_step_by_step(local_ray, tmp_path, tiny_model_dir):
     """The online reward, 2 steps of 4 prompts x 4 samples: with `rollout.stream` on and off, every step's rewards,
     lengths, accuracy and KL agree, and so do the labels made."""

@@ -162,6 +162,7 @@ def serve(cfg: SimJudgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # before READY: a client that connects at once waits in the backlog instead of being refused
     server = uvicorn.Server(
         uvicorn.Config(build_app(cfg), log_level="warning", access_log=False, timeout_keep_alive=30)
     )
