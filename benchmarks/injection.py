@@ -25,7 +25,7 @@ from benchmarks.common import print_table, write_results
 from hrlaif_ray.config import PromptMixConfig, SFTMixConfig
 from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.sft_mix import generate_sft_examples
-from hrlaif_ray.labeling.injection import ATTACKS, addresses_judge, inject
+from hrlaif_ray.labeling.injection import ATTACKS, addresses_judge, attach
 from hrlaif_ray.labeling.synthetic import HARMFUL_RESPONSES, math_item, mc_item
 
 # Paraphrases written apart from the detector's first patterns; the first measurement on them (0.0-0.5 caught per
@@ -121,34 +121,28 @@ def flag_row(attack: str, corpus: str, texts: list[str]) -> dict:
     }
 
 
+def attack_rows(base: list[str], attacks: dict[str, list[str]], corpus: str) -> list[dict]:
+    """A row per family (each template, for either position, added to every base response) and one for them all."""
+    rows = [
+        flag_row(family, corpus, [attach(r, family, t.format(letter=x)) for r in base for t in templates for x in "AB"])
+        for family, templates in attacks.items()
+    ]
+    responses, flagged = sum(r["responses"] for r in rows), sum(r["flagged"] for r in rows)
+    families = sum((Counter(r["families"]) for r in rows), Counter())
+    total = {
+        "responses": responses,
+        "flagged": flagged,
+        "rate": round(flagged / responses, 4),
+        "families": dict(families),
+    }
+    return [*rows, {**flag_row("all", corpus, []), **total}]
+
+
 def main() -> None:
     base = demo_responses(200, seed=7)
-    rows = []
-    for family, templates in ATTACKS.items():
-        attacked = [inject(r, family, v, letter) for r in base for v in range(len(templates)) for letter in "AB"]
-        rows.append(flag_row(family, "demo SFT responses + attack", attacked))
-    every = [
-        inject(r, f, v, letter) for r in base for f, ts in ATTACKS.items() for v in range(len(ts)) for letter in "AB"
-    ]
-    rows.append(flag_row("all", "demo SFT responses + attack", every))
-    for name, attacks in (("development", DEV), ("held-out test", TEST)):
-        for family, templates in attacks.items():
-            attacked = [
-                t.format(letter=letter) if family == "master_key" else f"{r}\n{t.format(letter=letter)}"
-                for r in base
-                for t in templates
-                for letter in "AB"
-            ]
-            rows.append(flag_row(family, f"demo SFT responses + {name} paraphrase", attacked))
-        every = [row for row in rows if row["corpus"].endswith(f"{name} paraphrase")]
-        rows.append(
-            {
-                **flag_row("all", f"demo SFT responses + {name} paraphrase", []),
-                "responses": sum(r["responses"] for r in every),
-                "flagged": sum(r["flagged"] for r in every),
-                "rate": round(sum(r["flagged"] for r in every) / sum(r["responses"] for r in every), 4),
-            }
-        )
+    rows = attack_rows(base, ATTACKS, "demo SFT responses + attack")
+    rows += attack_rows(base, DEV, "demo SFT responses + development paraphrase")
+    rows += attack_rows(base, TEST, "demo SFT responses + held-out test paraphrase")
     rows.append(flag_row("none", "demo SFT responses", demo_responses(2000, seed=0)))
     rows.append(flag_row("none", "synthetic label items", label_item_responses()))
     for corpus, texts in real_responses().items():

@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 
 from hrlaif_ray.data.readers import load_source, read_human_pairs_jsonl
-from hrlaif_ray.errors import OneLineParser
+from hrlaif_ray.errors import HrlaifError, OneLineParser
 from hrlaif_ray.judges.launch import sim_judge_server
 from hrlaif_ray.labeling.audit import judge_human_pairs, verifier_audit_gsm8k, verifier_audit_mmlu
 from hrlaif_ray.labeling.constitution import Constitution, load_constitution, template_version
@@ -116,8 +116,6 @@ def print_report(report: dict) -> None:
 
 def review_audit(folders: list[Path]) -> dict:
     """Per labels folder: the AI labels against the people's decisions on them (`hrlaif_ray.labeling.review`)."""
-    from hrlaif_ray.errors import HrlaifError
-
     report = {}
     for folder in folders:
         ledger = HumanLedger(folder)
@@ -183,15 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.labels:
         report = {"review": review_audit(args.labels)}
         print_review(report["review"])
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1))
-        return 0
-    constitution = load_constitution(args.constitution) if args.constitution else None
-    human = human_pairs(args)  # bad files fail here, before a judge is started
-    with contextlib.nullcontext(args.base_url) if args.base_url else sim_judge_server(args.sim) as base:
-        report = asyncio.run(_audit(args, base, human, constitution))
-    print_report(report)
+    else:
+        constitution = load_constitution(args.constitution) if args.constitution else None
+        human = human_pairs(args)  # bad files fail here, before a judge is started
+        with contextlib.nullcontext(args.base_url) if args.base_url else sim_judge_server(args.sim) as base:
+            report = asyncio.run(_audit(args, base, human, constitution))
+        print_report(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))

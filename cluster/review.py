@@ -39,8 +39,8 @@ from pathlib import Path
 from hrlaif_ray.data.binding import bound_labels, made_on
 from hrlaif_ray.data.records import HUMAN_DECISIONS, HumanDecision
 from hrlaif_ray.errors import HrlaifError, OneLineParser
-from hrlaif_ray.labeling.quality import markdown
-from hrlaif_ray.labeling.review import HumanLedger, ReviewItem, agreement, review_queue
+from hrlaif_ray.labeling.quality import save_report
+from hrlaif_ray.labeling.review import HumanLedger, ReviewItem, agreement, latest, review_queue
 
 PAGE = Path(__file__).with_name("review_page.html")
 COOKIE = "hrlaif_review"
@@ -60,7 +60,7 @@ class Review:
         self.lock = threading.Lock()
 
     def state(self, reviewer: str) -> dict:
-        done = {item for (item, who) in self.ledger.latest() if who == reviewer}
+        done = {item for (item, who) in latest(self.ledger.decisions) if who == reviewer}
         nxt = next((item for item in self.queue if item.item not in done), None)
         by_queue = {
             q: {
@@ -88,19 +88,7 @@ class Review:
         if digest != item.digest:
             raise ValueError(f"item {item_id} has changed since it was shown")
         with self.lock:
-            made = HumanDecision(
-                item=item.item,
-                label_key=item.label.idempotency_key,
-                prompt_id=item.label.prompt_id,
-                a=item.a,
-                b=item.b,
-                decision=decision,
-                reviewer=reviewer.strip(),
-                queue=item.queue,
-                ai=item.ai,
-                pair_digest=item.digest,
-                decided_at=time.time(),
-            )
+            made = item.decided(decision, reviewer, time.time())
             self.ledger.commit(made)
             self._report()
         return made
@@ -111,10 +99,7 @@ class Review:
         (self.ledger.folder / "report.json").write_text(json.dumps(human, indent=1))
         quality = self.folder / "quality.json"
         if quality.exists():
-            report = json.loads(quality.read_text())
-            report["human"] = human
-            quality.write_text(json.dumps(report, indent=1))
-            (self.folder / "quality.md").write_text(markdown(report))
+            save_report(self.folder, {**json.loads(quality.read_text()), "human": human})
 
 
 def session_value(token: str) -> str:

@@ -20,19 +20,19 @@ import pytest
 from conftest import ROOT, run_hrlaif
 from labeling_fixtures import label_items, write_label_inputs
 
-from hrlaif_ray.data.records import Dispute, HumanDecision, LabelRecord, PreferencePair, Response
+from hrlaif_ray.data.records import Dispute, LabelRecord, PreferencePair, Response
 from hrlaif_ray.data.schemas import read_records, write_records
-from hrlaif_ray.errors import DataError
+from hrlaif_ray.errors import DataError, HrlaifError
 from hrlaif_ray.judges.launch import ready_process, sim_judge_server
 from hrlaif_ray.labeling.ledger import LabelLedger
 from hrlaif_ray.labeling.quality import write_quality
 from hrlaif_ray.labeling.review import (
     HumanLedger,
+    ReviewItem,
     agreement,
     apply_overrides,
     item_id,
     majority,
-    pair_digest,
     review_queue,
     reviewed,
 )
@@ -84,14 +84,11 @@ def _label(key: str, n: int, pairs: list[tuple[int, int, str]], disputes: list[t
     )
 
 
-def _decide(label: LabelRecord, a: int, b: int, decision: str, reviewer: str, at: float, queue="disputed", ai="none"):
-    return HumanDecision(
-        item_id(label, a, b), label.idempotency_key, label.prompt_id, a, b, decision, reviewer, queue, ai,
-        pair_digest(label, a, b), at,
-    )  # fmt: skip
+def _decide(label: LabelRecord, a: int, b: int, decision: str, reviewer: str, at: float, queue="disputed"):
+    return ReviewItem(item_id(label, a, b), queue, label, a, b).decided(decision, reviewer, at)
 
 
-def test_queue_majority_overrides_and_agreement(tmp_path):
+def test_queue_majority_overrides_and_agreement(tmp_path, capsys):
     one = _label("k1", 3, [(0, 2, "judge")], [(0, 1, "position"), (1, 2, "low_confidence")])
     two = _label("k2", 4, [(0, 1, "judge"), (0, 2, "judge"), (0, 3, "verifier"), (1, 3, "judge")], [])
     failed = _label("k3", 2, [], [(0, 1, "position")])
@@ -110,11 +107,11 @@ def test_queue_majority_overrides_and_agreement(tmp_path):
         _decide(one, 0, 1, "b", "cy", 3.0),  # 2 to 1: a
         _decide(one, 1, 2, "b", "ann", 4.0),
         _decide(one, 1, 2, "a", "bob", 5.0),  # 1 to 1: no majority, the AI's pair stays
-        _decide(one, 0, 2, "b", "ann", 6.0, "audit", "a"),
-        _decide(one, 0, 2, "tie", "ann", 7.0, "audit", "a"),  # ann changed her mind: a tie drops the pair
-        _decide(two, 0, 1, "a", "ann", 8.0, "audit", "a"),
-        _decide(two, 1, 3, "b", "bob", 9.0, "audit", "a"),
-        _decide(two, 0, 2, "skip", "bob", 10.0, "audit", "a"),  # a skip decides nothing
+        _decide(one, 0, 2, "b", "ann", 6.0, "audit"),
+        _decide(one, 0, 2, "tie", "ann", 7.0, "audit"),  # ann changed her mind: a tie drops the pair
+        _decide(two, 0, 1, "a", "ann", 8.0, "audit"),
+        _decide(two, 1, 3, "b", "bob", 9.0, "audit"),
+        _decide(two, 0, 2, "skip", "bob", 10.0, "audit"),  # a skip decides nothing
     ]
     for d in made:
         ledger.commit(d)
@@ -137,6 +134,14 @@ def test_queue_majority_overrides_and_agreement(tmp_path):
 
     labels, counts = reviewed(tmp_path, [one, two], human_overrides=False)
     assert labels == [one, two] and counts["decided"] == 0
+
+    from cluster.audit import main as audit_labels  # the decisions as human pairs: no judge is asked
+
+    assert audit_labels(["--labels", str(tmp_path), "--out", str(tmp_path / "audit.json")]) == 0
+    assert json.loads((tmp_path / "audit.json").read_text()) == {"review": {str(tmp_path): {"decisions": 10, **report}}}
+    assert "  audit     items     4  decided     3  AI agrees 0.333 of 3" in capsys.readouterr().out
+    with pytest.raises(HrlaifError, match="no decisions in"):
+        audit_labels(["--labels", str(tmp_path / "elsewhere")])
 
 
 def test_a_foreign_or_tampered_folder_is_one_error_naming_the_file(tmp_path):

@@ -115,15 +115,20 @@ OPENER = re.compile(
 
 
 def inject(response: str, family: str, variant: int = 0, letter: str = "A") -> str:
-    """`response` with the family's `variant` added for position `letter`: a master key replaces the response
-    (its attack is a content-free answer); the others are appended on a line of their own."""
-    attack = ATTACKS[family][variant].format(letter=letter)
+    """`response` with the family's `variant` added for position `letter` (see `attach`)."""
+    return attach(response, family, ATTACKS[family][variant].format(letter=letter))
+
+
+def attach(response: str, family: str, attack: str) -> str:
+    """An attack of `family` added to `response`: a master key replaces it (its attack is a content-free answer);
+    the others are appended on a line of their own."""
     return attack if family == "master_key" else f"{response}\n{attack}"
 
 
 def addresses_judge(text: str) -> list[str]:
     """The injection families found in a response, in `ATTACKS` order (empty: none)."""
     found = {family for family, pattern in _COMPILED if pattern.search(text)}
-    if text.strip() and (_bare(text) in MASTER_KEYS or not _bare(text) or OPENER.match(text)):
+    bare = _bare(text)
+    if text.strip() and (bare in MASTER_KEYS or not bare or OPENER.match(text)):
         found.add("master_key")
     return [family for family in ATTACKS if family in found]

@@ -140,6 +140,11 @@ def write_quality(folder: str | Path, labels: list[LabelRecord], run: dict | Non
     report = quality_report(labels)
     if run:
         report["run"] = run
-    (folder / "quality.json").write_text(json.dumps(report, indent=1))
-    (folder / "quality.md").write_text(markdown(report))
+    return save_report(folder, report)
+
+
+def save_report(folder: str | Path, report: dict) -> dict:
+    """A report as quality.json and quality.md in `folder`."""
+    (Path(folder) / "quality.json").write_text(json.dumps(report, indent=1))
+    (Path(folder) / "quality.md").write_text(markdown(report))
     return report

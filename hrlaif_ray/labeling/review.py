@@ -38,6 +38,7 @@ from hrlaif_ray.errors import DataError
 
 HUMAN_DIR = "human"
 SHARD_GLOB = "decisions-*.parquet"
+OVERRIDE_COUNTS = ("decided", "agreed", "reversed", "added", "tied")
 
 
 def item_id(label: LabelRecord, a: int, b: int) -> str:
@@ -78,6 +79,13 @@ class ReviewItem:
     @property
     def digest(self) -> str:
         return pair_digest(self.label, self.a, self.b)
+
+    def decided(self, decision: str, reviewer: str, at: float) -> HumanDecision:
+        """A reviewer's decision on this item, bound to the texts shown and to what the AI states of the pair."""
+        return HumanDecision(
+            self.item, self.label.idempotency_key, self.label.prompt_id, self.a, self.b, decision, reviewer.strip(),
+            self.queue, self.ai, self.digest, at,
+        )  # fmt: skip
 
     def view(self, prompt_text: str) -> dict:
         """The item as the page renders it (JSON)."""
@@ -127,58 +135,59 @@ def review_queue(labels: list[LabelRecord], audit_fraction: float = 0.05, seed: 
     return disputed + audit
 
 
+def latest(decisions: list[HumanDecision]) -> dict[tuple[str, str], HumanDecision]:
+    """(item, reviewer) -> that reviewer's last decision on the item."""
+    last: dict[tuple[str, str], HumanDecision] = {}
+    for d in sorted(decisions, key=lambda d: d.decided_at):
+        last[(d.item, d.reviewer)] = d
+    return last
+
+
 class HumanLedger:
-    """The decisions committed to a label folder's `human/` folder, read back whole on open."""
+    """The decisions committed to a label folder's `human/` folder, read back whole on open, each with its shard."""
 
     def __init__(self, labels_dir: str | Path):
         self.folder = Path(labels_dir) / HUMAN_DIR
-        self.decisions: list[HumanDecision] = []
-        for shard in sorted(self.folder.glob(SHARD_GLOB)):
-            self.decisions += read_records(shard, "human_labels")
+        self.shards: list[tuple[Path, HumanDecision]] = [
+            (shard, d) for shard in sorted(self.folder.glob(SHARD_GLOB)) for d in read_records(shard, "human_labels")
+        ]
+
+    @property
+    def decisions(self) -> list[HumanDecision]:
+        return [d for _, d in self.shards]
 
     def commit(self, decision: HumanDecision) -> Path:
         name = f"decisions-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         path = write_records(self.folder / name, [decision], "human_labels")
-        self.decisions.append(decision)
+        self.shards.append((path, decision))
         return path
-
-    def latest(self) -> dict[tuple[str, str], HumanDecision]:
-        """(item, reviewer) -> that reviewer's last decision on the item."""
-        last: dict[tuple[str, str], HumanDecision] = {}
-        for d in sorted(self.decisions, key=lambda d: d.decided_at):
-            last[(d.item, d.reviewer)] = d
-        return last
 
     def check(self, labels: list[LabelRecord]) -> None:
         """Every decision names a label of this folder and the texts it was made on; raises DataError naming the
         shard of the first that does not."""
         by_key = {l.idempotency_key: l for l in labels}
-        for shard in sorted(self.folder.glob(SHARD_GLOB)):
-            for d in read_records(shard, "human_labels"):
-                label = by_key.get(d.label_key)
-                if label is None:
-                    raise DataError(
-                        shard, None, "label_key", f"decision on {d.item} names no label of {self.folder.parent}"
-                    )
-                if d.b >= len(label.responses) or d.item != item_id(label, d.a, d.b):
-                    raise DataError(shard, None, "item", f"decision on {d.item} names no pair of its label")
-                if d.pair_digest != pair_digest(label, d.a, d.b):
-                    raise DataError(
-                        shard,
-                        None,
-                        "pair_digest",
-                        f"decision on {d.item} was made on other texts than the label now holds (changed since)",
-                    )
+        for shard, d in self.shards:
+            label = by_key.get(d.label_key)
+            if label is None:
+                raise DataError(
+                    shard, None, "label_key", f"decision on {d.item} names no label of {self.folder.parent}"
+                )
+            if d.b >= len(label.responses) or d.item != item_id(label, d.a, d.b):
+                raise DataError(shard, None, "item", f"decision on {d.item} names no pair of its label")
+            if d.pair_digest != pair_digest(label, d.a, d.b):
+                raise DataError(
+                    shard,
+                    None,
+                    "pair_digest",
+                    f"decision on {d.item} was made on other texts than the label now holds (changed since)",
+                )
 
 
 def majority(decisions: list[HumanDecision]) -> dict[str, str]:
     """item -> the decision ("a", "b", "tie") most of its reviewers made, their latest, skips left out; items whose
     reviewers split evenly have none."""
     votes: dict[str, Counter] = defaultdict(Counter)
-    last: dict[tuple[str, str], HumanDecision] = {}
-    for d in sorted(decisions, key=lambda d: d.decided_at):
-        last[(d.item, d.reviewer)] = d
-    for d in last.values():
+    for d in latest(decisions).values():
         if d.decision != "skip":
             votes[d.item][d.decision] += 1
     out = {}
@@ -192,10 +201,10 @@ def majority(decisions: list[HumanDecision]) -> dict[str, str]:
 def apply_overrides(labels: list[LabelRecord], decisions: list[HumanDecision]) -> tuple[list[LabelRecord], dict]:
     """The labels with the people's majority decision in place of the AI's pair wherever one exists, and the counts:
     pairs decided, agreed with the AI, reversed it, stated where the AI stated none, tied (dropped)."""
+    pair_of = {d.item: (d.label_key, d.a, d.b) for d in decisions}
     by_label: dict[str, dict[tuple[int, int], str]] = defaultdict(dict)
-    for pair_item, verdict in majority(decisions).items():
-        key, _, ab = pair_item.rpartition(":")
-        a, b = (int(x) for x in ab.split("-"))
+    for item, verdict in majority(decisions).items():
+        key, a, b = pair_of[item]
         by_label[key][(a, b)] = verdict
     counts = Counter()
     out = []
@@ -206,22 +215,23 @@ def apply_overrides(labels: list[LabelRecord], decisions: list[HumanDecision]) -
             continue
         pairs = [p for p in label.pairs if tuple(sorted((p.better, p.worse))) not in mine]
         for (a, b), verdict in sorted(mine.items()):
-            ai = ai_says(label, a, b)[0]
             counts["decided"] += 1
-            counts[
-                "agreed"
-                if verdict == ai
-                else "added"
-                if ai == "none" and verdict != "tie"
-                else "tied"
-                if verdict == "tie"
-                else "reversed"
-            ] += 1
+            counts[_outcome(verdict, ai_says(label, a, b)[0])] += 1
             if verdict != "tie":
                 better, worse = (a, b) if verdict == "a" else (b, a)
                 pairs.append(PreferencePair(better, worse, 1.0, "human", 0))
         out.append(replace(label, pairs=pairs))
-    return out, {k: counts[k] for k in ("decided", "agreed", "reversed", "added", "tied")}
+    return out, {k: counts[k] for k in OVERRIDE_COUNTS}
+
+
+def _outcome(verdict: str, ai: str) -> str:
+    """What a people's decision did to the AI's pair: agreed, tied (dropped it), added (the AI stated none), or
+    reversed it."""
+    if verdict == ai:
+        return "agreed"
+    if verdict == "tie":
+        return "tied"
+    return "added" if ai == "none" else "reversed"
 
 
 def agreement(decisions: list[HumanDecision]) -> dict:
@@ -242,11 +252,8 @@ def agreement(decisions: list[HumanDecision]) -> dict:
             "ai_stated": len(judged),
             "ai_agreement": round(agree / len(judged), 4) if judged else None,
         }
-    latest: dict[tuple[str, str], HumanDecision] = {}
-    for d in sorted(decisions, key=lambda d: d.decided_at):
-        latest[(d.item, d.reviewer)] = d
     per_item: dict[str, dict[str, str]] = defaultdict(dict)
-    for (item, reviewer), d in latest.items():
+    for (item, reviewer), d in latest(decisions).items():
         report["reviewers"][reviewer] = report["reviewers"].get(reviewer, 0) + 1
         if d.decision != "skip":
             per_item[item][reviewer] = d.decision
@@ -266,7 +273,7 @@ def reviewed(
     first, and the override counts (all 0 without decisions or with overrides off)."""
     ledger = HumanLedger(labels_dir)
     if not (human_overrides and ledger.decisions):
-        return labels, {k: 0 for k in ("decided", "agreed", "reversed", "added", "tied")}
+        return labels, dict.fromkeys(OVERRIDE_COUNTS, 0)
     ledger.check(labels)
     return apply_overrides(labels, ledger.decisions)
 
