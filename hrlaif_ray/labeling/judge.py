@@ -163,8 +163,19 @@ class JudgeClient:
     ) -> dict[str, Any]:
         """The validated answer of `task`, every attempt recorded in `log`; raises JudgeCallError. The cache, when
         there is one, is consulted first (before the rate limit) and given every validated answer."""
-        messages = render(task, payload)
-        cited = principle_ids(payload)  # a constitution's principles: the ids a flag or critique may name
+        return await self.ask_rendered(task, render(task, payload), log, n_responses, principle_ids(payload))
+
+    async def ask_rendered(
+        self,
+        task: str,
+        messages: list[dict[str, str]],
+        log: CallLog,
+        n_responses: int | None = None,
+        cited: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """`ask` for messages already rendered (`judge_prompts.render`), which a caller may have changed: the
+        injection benchmark measures the template without its escaping this way. `cited`: the principle ids the
+        request cites (`principle_ids`)."""
         key = cache_key(task, self.model, messages) if self.cache is not None else ""
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             log.cache_hits += 1
