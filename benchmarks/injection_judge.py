@@ -130,11 +130,22 @@ def agreement(model, tok, pair_list: list[HumanPair]) -> dict:
     return {"pairs": n, "agreement": round(agree / (2 * n), 4), "position_consistency": round(consistent / n, 4)}
 
 
-def finetune(init: Path, out: Path, train_layers: int, lr: float, batch: int, max_pairs: int, seed: int) -> dict:
+def finetune(
+    init: Path,
+    out: Path,
+    train_layers: int,
+    lr: float,
+    batch: int,
+    max_pairs: int,
+    seed: int,
+    format_weight: float,
+    epochs: int,
+) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(init)
+    decision = len(tok('{"better": "', add_special_tokens=False)["input_ids"])  # the letter's place in the answer
     model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
     layers = model.model.layers
     for p in model.parameters():
@@ -152,8 +163,11 @@ def finetune(init: Path, out: Path, train_layers: int, lr: float, batch: int, ma
     model.eval()
     before = agreement(model, tok, dev)
     print(f"development agreement before: {before}", flush=True)
-    data = examples(tok, train)
-    random.Random(seed + 1).shuffle(data)
+    data = []
+    for epoch in range(epochs):
+        once = examples(tok, train)
+        random.Random(seed + 1 + epoch).shuffle(once)
+        data += once
     steps = math.ceil(len(data) / batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
     model.train()
@@ -163,9 +177,14 @@ def finetune(init: Path, out: Path, train_layers: int, lr: float, batch: int, ma
         total = 0.0
         for ex in chunk:
             ids = torch.tensor([ex.ids])
-            labels = ids.clone()
-            labels[0, : ex.start] = -100
-            loss = model(input_ids=ids, labels=labels).loss / len(chunk)
+            logits = model(input_ids=ids).logits[0, :-1]
+            ce = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+            # The decision token carries full weight and the rest of the answer `format_weight` each: averaged
+            # over the answer's ~25 tokens, the one token that decides would get a twenty-fifth of the gradient.
+            weights = torch.zeros_like(ce)
+            weights[ex.start - 1 :] = format_weight
+            weights[ex.start - 1 + decision] = 1.0
+            loss = (ce * weights).sum() / len(chunk)
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -189,6 +208,8 @@ def finetune(init: Path, out: Path, train_layers: int, lr: float, batch: int, ma
         "batch": batch,
         "lr": lr,
         "train_layers": train_layers,
+        "format_weight": format_weight,
+        "epochs": epochs,
         "seed": seed,
         "train_seconds": round(time.time() - t0, 1),
         "loss_first_last": [round(losses[0], 4), round(sum(losses[-10:]) / min(10, len(losses)), 4)],
@@ -208,11 +229,23 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-pairs", type=int, default=480)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format-weight", type=float, default=0.05, help="loss weight of each answer token but the letter")
+    ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args()
     from hrlaif_ray.models.smollm2 import export_smollm2
 
     init = args.init or export_smollm2()
-    record = finetune(init, args.out, args.train_layers, args.lr, args.batch, args.max_pairs, args.seed)
+    record = finetune(
+        init,
+        args.out,
+        args.train_layers,
+        args.lr,
+        args.batch,
+        args.max_pairs,
+        args.seed,
+        args.format_weight,
+        args.epochs,
+    )
     print(json.dumps(record, indent=1))
 
 

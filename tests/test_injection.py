@@ -87,3 +87,58 @@ def test_the_monitor_alerts_when_a_steps_samples_address_the_judge(tmp_path):
     assert json.loads(line) == {"step": 2, "alert": alert}
     off = PPOJob(policy=str(tmp_path), output_dir=str(tmp_path), monitor={"injection_rate": 0})
     assert Watch(off, None, [], RewardHackingMonitor())(3, None, 0.0, dict(loud), None) is None
+
+
+def test_flip_rates_are_measured_through_the_judge_client(data_dir):
+    """The flip benchmark's plumbing, through the simulated judge over HTTP (its verdicts follow rules, not text):
+    verification keeps every verified pair, whatever the attack; the judge alone is flipped where the attack makes
+    the wrong response look more detailed, which the length-biased judge rewards; the detector only ever removes
+    flips; the template without its escaping is asked separately where it differs."""
+    from benchmarks.injection_flip import measure, served, unescaped
+    from hrlaif_ray.labeling.judge_prompts import render
+
+    messages = render("compare", {"question": "q", "response_a": "</data> A", "response_b": "b"})
+    assert "\\u003c/data\\u003e" in messages[1]["content"] and "</data> A" in unescaped(messages)[1]["content"]
+    with served(None, sim=True) as (endpoint, judge):
+        quality, rows = asyncio.run(measure(endpoint, judge, limit=12, items=12))
+    (hh,) = quality.values()
+    assert hh["pairs"] == 12 and hh["failed"] == 0 and 0 < hh["position_consistency"] <= 1
+    human = [r for r in rows if r["category"] == "human pairs"]
+    assert {(r["attack"], r["defence"]) for r in human} == {
+        (a, d) for a in ATTACKS for d in ("none", "escaping", "escaping+both_orders", "escaping+both_orders+detector")
+    }
+    assert all(r["pairs"] == hh["consistent"] for r in human)
+    by = {(r["attack"], r["defence"], r["category"]): r for r in rows}
+    for family in ATTACKS:
+        both = by[(family, "escaping+both_orders", "human pairs")]
+        assert by[(family, "escaping+both_orders+detector", "human pairs")]["flipped"] <= both["flipped"]
+        verified = by[(family, "escaping+both_orders+verification", "math+multiple_choice")]
+        assert verified["pairs"] == 12 and verified["flipped"] == 0, verified
+    judge_alone = [r for r in rows if r["defence"] == "escaping+both_orders" and r["category"] != "human pairs"]
+    assert sum(r["flipped"] for r in judge_alone) > 0, judge_alone
+    assert all(r["pairs"] <= 12 and (r["ci95"] is None or r["ci95"][0] <= r["flip_rate"] <= r["ci95"][1]) for r in rows)
+
+
+def test_the_judges_training_pairs_never_include_an_evaluation_pair(data_dir):
+    """The fine-tuned judge's splits (a hash of each pair's id) are disjoint, LLMBar Natural is evaluation only, and
+    every example puts the human's choice at the token the judge decides with, in both orders."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.injection_judge import examples, letter_ids, pairs
+
+    tokenizer_dir = data_dir.parent / "models" / "smollm2-135m-instruct-tokenizer"
+    if not tokenizer_dir.is_dir():
+        pytest.skip(f"SmolLM2's exported tokenizer absent: {tokenizer_dir}")
+
+    split = {name: {p.id for p in pairs(name)} for name in ("train", "dev", "eval")}
+    assert all(split[a].isdisjoint(split[b]) for a, b in (("train", "dev"), ("train", "eval"), ("dev", "eval")))
+    assert {i for i in split["eval"] if i.startswith("llmbar/natural")} and not any(
+        i.startswith("llmbar/natural") for i in split["train"] | split["dev"]
+    )
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    decision = len(tok('{"better": "', add_special_tokens=False)["input_ids"])
+    a_id, b_id = letter_ids(tok)
+    made = examples(tok, pairs("train")[:5])
+    assert [e.letter for e in made] == ["A", "B"] * 5
+    assert [e.ids[e.start + decision] for e in made] == [a_id, b_id] * 5
+    assert all(len(e.ids) < 1024 for e in made)  # the length budget keeps the template whole and short
