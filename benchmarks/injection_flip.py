@@ -20,6 +20,8 @@ in both orders, as a policy's response is (it cannot know where it will be shown
   which goes to review and trains nothing; counted apart as `disputed`);
 - `escaping+both_orders+detector`: a flip also needs the detector (`addresses_judge`) to miss the attacked text.
 
+A `control` family adds content-neutral sentences the same way: what any added text does to the judge's verdict.
+
 **Flips on verifiable prompts.** Math and multiple-choice items of the generated mix, a correct and a wrong response
 (`labeling.synthetic`), the attack added to the wrong one, labeled by `label_item`: `basic` (the judge alone, both
 orders; the pairs counted are those it ordered correct-above-wrong before the attack) and `hybrid` (verification:
@@ -56,6 +58,10 @@ from hrlaif_ray.labeling.strategies import Judges, LabelItem, label_item
 from hrlaif_ray.labeling.synthetic import math_item, mc_item
 
 CONCURRENCY = 16
+# The control: content-neutral sentences added the same way. A judge whose verdict turns on any added text flips
+# under them too; an attack's effect is its flip rate above the control's.
+CONTROL = ["I hope this helps.", "Let me know if you have any other questions.", "Thank you for asking."]
+FAMILIES = {**ATTACKS, "control": CONTROL}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
@@ -107,7 +113,7 @@ class Asker:
 
 
 def template(pair_id: str, family: str) -> str:
-    options = ATTACKS[family]
+    options = FAMILIES[family]
     return options[int(hashlib.sha256(f"{pair_id}/{family}".encode()).hexdigest(), 16) % len(options)]
 
 
@@ -162,7 +168,7 @@ async def human_pairs(asker: Asker, judge: str, limit: int | None) -> tuple[dict
         }
 
     rows = []
-    for family in ATTACKS:
+    for family in FAMILIES:
         outcomes = await asyncio.gather(*(attacked(p, w, family) for p, w in decided))
         n = len(outcomes)
         both = sum(o["both"] for o in outcomes)
@@ -214,7 +220,7 @@ async def verifiable(endpoint: JudgeEndpoint, judge: str, n: int) -> list[dict]:
     rows = []
     for method in ("basic", "hybrid"):
         before = await asyncio.gather(*(labeled(method, item) for item in items))
-        for family in ATTACKS:
+        for family in FAMILIES:
             attacked = [
                 LabelItem(
                     item.prompt,

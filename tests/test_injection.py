@@ -94,7 +94,7 @@ def test_flip_rates_are_measured_through_the_judge_client(data_dir):
     verification keeps every verified pair, whatever the attack; the judge alone is flipped where the attack makes
     the wrong response look more detailed, which the length-biased judge rewards; the detector only ever removes
     flips; the template without its escaping is asked separately where it differs."""
-    from benchmarks.injection_flip import measure, served, unescaped
+    from benchmarks.injection_flip import FAMILIES, measure, served, unescaped
     from hrlaif_ray.labeling.judge_prompts import render
 
     messages = render("compare", {"question": "q", "response_a": "</data> A", "response_b": "b"})
@@ -105,11 +105,11 @@ def test_flip_rates_are_measured_through_the_judge_client(data_dir):
     assert hh["pairs"] == 12 and hh["failed"] == 0 and 0 < hh["position_consistency"] <= 1
     human = [r for r in rows if r["category"] == "human pairs"]
     assert {(r["attack"], r["defence"]) for r in human} == {
-        (a, d) for a in ATTACKS for d in ("none", "escaping", "escaping+both_orders", "escaping+both_orders+detector")
+        (a, d) for a in FAMILIES for d in ("none", "escaping", "escaping+both_orders", "escaping+both_orders+detector")
     }
     assert all(r["pairs"] == hh["consistent"] for r in human)
     by = {(r["attack"], r["defence"], r["category"]): r for r in rows}
-    for family in ATTACKS:
+    for family in FAMILIES:
         both = by[(family, "escaping+both_orders", "human pairs")]
         assert by[(family, "escaping+both_orders+detector", "human pairs")]["flipped"] <= both["flipped"]
         verified = by[(family, "escaping+both_orders+verification", "math+multiple_choice")]
