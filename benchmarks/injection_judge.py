@@ -19,8 +19,9 @@ responses are swapped). A judge with no preference has no verdict to flip, so it
 The judge is then served with `json_mode: schema` (vLLM's structured outputs) and asked through `JudgeClient`, so
 the flip rates in `benchmarks/injection.py --judge` measure the path labeling takes.
 
-Run: `python -m benchmarks.injection_judge --out runs/injection-judge` (writes the judge folder and prints its
-development agreement); `benchmarks/injection.py --judge DIR` measures it.
+Run: `python -m benchmarks.injection_judge --out runs/injection-judge` (writes the judge folder, prints its
+development agreement, appends the run to benchmarks/results/injection_judge.json; about 35 minutes on two cores);
+`python -m benchmarks.injection_flip --judge runs/injection-judge` measures it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_results
 from hrlaif_ray.data.readers import load_source
 from hrlaif_ray.data.records import HumanPair
 from hrlaif_ray.labeling.judge_prompts import render
@@ -247,6 +249,7 @@ def main() -> None:
         args.epochs,
     )
     print(json.dumps(record, indent=1))
+    print(f"wrote {write_results('injection_judge', [record], out=str(args.out))}")
 
 
 if __name__ == "__main__":
