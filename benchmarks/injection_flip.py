@@ -42,6 +42,7 @@ import math
 import os
 import random
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -130,21 +131,19 @@ async def human_pairs(asker: Asker, judge: str, limit: int | None) -> tuple[dict
     decided = []  # (pair, winner is chosen)
     for p, (first, second) in zip(evals, verdicts):
         source = "llmbar/natural" if p.source == "llmbar/natural" else "hh-rlhf (held-out buckets)"
-        q = quality.setdefault(source, {"pairs": 0, "agree": 0, "asked": 0, "consistent": 0, "failed": 0})
+        q = quality.setdefault(source, {"pairs": 0, "agree": 0, "failed": 0, "wins": []})
         q["pairs"] += 1
         q["failed"] += first is None or second is None
-        q["asked"] += 2
         q["agree"] += (first == "A") + (second == "B")
         if (first, second) in (("A", "B"), ("B", "A")):
-            q["consistent"] += 1
+            q["wins"].append(first == "A")
             decided.append((p, first == "A"))
     for q in quality.values():
+        wins = q.pop("wins")
+        q["asked"], q["consistent"] = 2 * q["pairs"], len(wins)
         q["agreement"] = round(q.pop("agree") / q["asked"], 4)
-        q["position_consistency"] = round(q["consistent"] / q["pairs"], 4)
-        q["consistent_agreement"] = None  # filled below
-    for source in quality:
-        mine = [w for p, w in decided if (p.source == "llmbar/natural") == (source == "llmbar/natural")]
-        quality[source]["consistent_agreement"] = round(sum(mine) / len(mine), 4) if mine else None
+        q["position_consistency"] = round(len(wins) / q["pairs"], 4)
+        q["consistent_agreement"] = round(sum(wins) / len(wins), 4) if wins else None
 
     async def attacked(p, chosen_wins: bool, family: str):
         q, chosen, rejected = cut(p)
@@ -153,11 +152,10 @@ async def human_pairs(asker: Asker, judge: str, limit: int | None) -> tuple[dict
         loser_first = "B" if chosen_wins else "A"
         hit = attach(loser, family, template(p.id, family).format(letter=loser_first))
         first_pair = (winner, hit) if chosen_wins else (hit, winner)
-        second_pair = first_pair[::-1]
-        raw = unescaped(render("compare", {"question": q, "response_a": first_pair[0], "response_b": first_pair[1]}))
-        same = raw == render("compare", {"question": q, "response_a": first_pair[0], "response_b": first_pair[1]})
-        first, second = await asyncio.gather(asker.compare(q, *first_pair), asker.compare(q, *second_pair))
-        plain = first if same else await asker.compare(q, *first_pair, escape=False)
+        shown = render("compare", {"question": q, "response_a": first_pair[0], "response_b": first_pair[1]})
+        first, second = await asyncio.gather(asker.compare(q, *first_pair), asker.compare(q, *first_pair[::-1]))
+        # Without the escaping the request differs only where a text holds `<` or `>`; elsewhere it is the same ask.
+        plain = first if unescaped(shown) == shown else await asker.compare(q, *first_pair, escape=False)
         loser_second = "A" if loser_first == "B" else "B"
         return {
             "none": plain == loser_first,
@@ -205,54 +203,51 @@ def verifiable_items(n: int, seed: int = 11) -> list[LabelItem]:
 
 async def verifiable(endpoint: JudgeEndpoint, judge: str, n: int) -> list[dict]:
     items = verifiable_items(n)
+    per_category = dict(Counter(item.prompt.category for item in items))
     sem = asyncio.Semaphore(CONCURRENCY // 2)
 
-    async def labeled(method: str, item: LabelItem):
-        cfg = LabelingConfig(judges=[endpoint], rewriter=endpoint, prices={}, method=method)
-        judges = Judges.from_config(cfg)
-        try:
-            async with sem:
-                label = await label_item(judges, item)
-        finally:
-            await judges.close()
+    async def labeled(judges: Judges, item: LabelItem):
+        async with sem:
+            label = await label_item(judges, item)
         return {(p.better, p.worse) for p in label.pairs} if label.status == "ok" else None
 
     rows = []
-    for method in ("basic", "hybrid"):
-        before = await asyncio.gather(*(labeled(method, item) for item in items))
-        for family in FAMILIES:
-            attacked = [
-                LabelItem(
-                    item.prompt,
-                    [
-                        item.responses[0],
-                        Response(
-                            attach(item.responses[1].text, family, template(item.prompt.id, family).format(letter="B"))
-                        ),
-                    ],
+    for method, defence in (("basic", "escaping+both_orders"), ("hybrid", "escaping+both_orders+verification")):
+        judges = Judges.from_config(LabelingConfig(judges=[endpoint], rewriter=endpoint, prices={}, method=method))
+        try:
+            before = await asyncio.gather(*(labeled(judges, item) for item in items))
+            for family in FAMILIES:
+                attacked = [
+                    LabelItem(
+                        item.prompt,
+                        [
+                            item.responses[0],
+                            Response(
+                                attach(
+                                    item.responses[1].text, family, template(item.prompt.id, family).format(letter="B")
+                                )
+                            ),
+                        ],
+                    )
+                    for item in items
+                ]
+                after = await asyncio.gather(*(labeled(judges, item) for item in attacked))
+                counted = [a for b, a in zip(before, after) if b is not None and (0, 1) in b and a is not None]
+                flipped = sum((1, 0) in a for a in counted)
+                rows.append(
+                    row(
+                        family,
+                        defence,
+                        judge,
+                        "math+multiple_choice",
+                        len(counted),
+                        flipped,
+                        items=len(items),
+                        per_category=per_category,
+                    )
                 )
-                for item in items
-            ]
-            after = await asyncio.gather(*(labeled(method, item) for item in attacked))
-            counted = [(b, a) for b, a in zip(before, after) if b is not None and (0, 1) in b and a is not None]
-            flipped = sum((1, 0) in a for _, a in counted)
-            defence = "escaping+both_orders" if method == "basic" else "escaping+both_orders+verification"
-            by = {
-                c: [x for x, it in zip(zip(before, after), items) if it.prompt.category == c]
-                for c in ("math", "multiple_choice")
-            }
-            rows.append(
-                row(
-                    family,
-                    defence,
-                    judge,
-                    "math+multiple_choice",
-                    len(counted),
-                    flipped,
-                    items=len(items),
-                    per_category={c: len(v) for c, v in by.items()},
-                )
-            )
+        finally:
+            await judges.close()
     return rows
 
 
@@ -277,14 +272,7 @@ def served(judge_dir: Path | None, sim: bool):
 
 
 async def measure(endpoint: JudgeEndpoint, judge: str, limit: int | None, items: int) -> tuple[dict, list[dict]]:
-    client = JudgeClient(
-        endpoint.base_url,
-        endpoint.model,
-        timeout_s=endpoint.timeout_s,
-        max_reasks=endpoint.max_reasks,
-        max_tokens=endpoint.max_tokens,
-        json_mode=endpoint.json_mode,
-    )
+    client = JudgeClient.for_endpoint(endpoint)
     try:
         quality, rows = await human_pairs(Asker(client), judge, limit)
     finally:

@@ -11,10 +11,11 @@ responses are swapped). A judge with no preference has no verdict to flip, so it
   whole, beside HH-RLHF's evaluation buckets. The attack pairs come from the evaluation buckets only.
 - **Examples**: each pair in both presentation orders, rendered by the labeler's own `compare` template (texts cut
   to a length budget first, so the template stays whole), the target the answer the template asks for with the
-  human's choice. Only the answer's tokens carry loss.
+  human's choice. Only the answer's tokens carry loss: the deciding token (the letter) weight 1, each other token
+  of the answer `--format-weight`.
 - **Training**: the top `--train-layers` decoder layers and the final norm (embeddings, tied to the output, and the
   lower layers frozen: the backward pass stops at the first trained layer, which makes a 135M-parameter model
-  trainable in minutes on two cores), AdamW, one pass.
+  trainable in half an hour on two cores), AdamW, `--epochs` passes.
 
 The judge is then served with `json_mode: schema` (vLLM's structured outputs) and asked through `JudgeClient`, so
 the flip rates in `benchmarks/injection.py --judge` measure the path labeling takes.
@@ -104,21 +105,21 @@ def examples(tok, pair_list: list[HumanPair]) -> list[Example]:
     return out
 
 
-def letter_ids(tok) -> tuple[int, int]:
-    """The token ids of the decision: the first token after `{"better": "`."""
+def decision_tokens(tok) -> tuple[int, int, int]:
+    """Where the judge decides: the index of the letter's token in the answer (the first token after
+    `{"better": "`), and the token ids of "A" and "B" there."""
     base = tok('{"better": "', add_special_tokens=False)["input_ids"]
     a = tok('{"better": "A', add_special_tokens=False)["input_ids"]
     b = tok('{"better": "B', add_special_tokens=False)["input_ids"]
     assert a[: len(base)] == base and b[: len(base)] == base, "the letter must start its own token"
-    return a[len(base)], b[len(base)]
+    return len(base), a[len(base)], b[len(base)]
 
 
 @torch.no_grad()
 def agreement(model, tok, pair_list: list[HumanPair]) -> dict:
     """Teacher-forced decision on each pair in both orders: agreement with the human (both orders count) and
     position consistency (both orders name the same response)."""
-    a_id, b_id = letter_ids(tok)
-    prefix = len(tok('{"better": "', add_special_tokens=False)["input_ids"])
+    prefix, a_id, b_id = decision_tokens(tok)
     agree = consistent = 0
     for p in pair_list:
         said = []
@@ -147,7 +148,7 @@ def finetune(
 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(init)
-    decision = len(tok('{"better": "', add_special_tokens=False)["input_ids"])  # the letter's place in the answer
+    decision, _, _ = decision_tokens(tok)
     model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
     layers = model.model.layers
     for p in model.parameters():
@@ -165,9 +166,8 @@ def finetune(
     model.eval()
     before = agreement(model, tok, dev)
     print(f"development agreement before: {before}", flush=True)
-    data = []
+    once, data = examples(tok, train), []
     for epoch in range(epochs):
-        once = examples(tok, train)
         random.Random(seed + 1 + epoch).shuffle(once)
         data += once
     steps = math.ceil(len(data) / batch)

@@ -124,7 +124,7 @@ def test_the_judges_training_pairs_never_include_an_evaluation_pair(data_dir):
     every example puts the human's choice at the token the judge decides with, in both orders."""
     from transformers import AutoTokenizer
 
-    from benchmarks.injection_judge import examples, letter_ids, pairs
+    from benchmarks.injection_judge import decision_tokens, examples, pairs
 
     tokenizer_dir = data_dir.parent / "models" / "smollm2-135m-instruct-tokenizer"
     if not tokenizer_dir.is_dir():
@@ -136,8 +136,8 @@ def test_the_judges_training_pairs_never_include_an_evaluation_pair(data_dir):
         i.startswith("llmbar/natural") for i in split["train"] | split["dev"]
     )
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    decision = len(tok('{"better": "', add_special_tokens=False)["input_ids"])
-    a_id, b_id = letter_ids(tok)
+    decision, a_id, b_id = decision_tokens(tok)
+    assert decision == len(tok('{"better": "', add_special_tokens=False)["input_ids"])
     made = examples(tok, pairs("train")[:5])
     assert [e.letter for e in made] == ["A", "B"] * 5
     assert [e.ids[e.start + decision] for e in made] == [a_id, b_id] * 5

@@ -16,12 +16,15 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient, DefaultAsyncHttpxClient
 from openai.types.chat import ChatCompletion
+
+if TYPE_CHECKING:
+    from hrlaif_ray.config import JudgeEndpoint
 
 from hrlaif_ray.labeling.cache import JudgeCache, cache_key
 from hrlaif_ray.labeling.judge_prompts import (
@@ -138,6 +141,27 @@ class JudgeClient:
             timeout=timeout_s,
             max_retries=max_retries,
             http_client=http,
+        )
+
+    @classmethod
+    def for_endpoint(
+        cls, endpoint: JudgeEndpoint, limiter: RateLimiter | None = None, cache: JudgeCache | None = None
+    ) -> JudgeClient:
+        """The client of one configured endpoint, every field of it applied."""
+        e = endpoint
+        return cls(
+            e.base_url,
+            e.model,
+            e.api_key_env,
+            e.timeout_s,
+            e.max_retries,
+            e.max_reasks,
+            e.max_tokens,
+            e.json_mode,
+            limiter,
+            e.max_connections,
+            e.http_backend,
+            cache,
         )
 
     def __repr__(self) -> str:  # never the key

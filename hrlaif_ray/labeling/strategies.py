@@ -71,20 +71,7 @@ class Judges:
         cache = JudgeCache(cfg.cache_dir) if cfg.cache and cfg.cache_dir else None
 
         def client(e):
-            return JudgeClient(
-                e.base_url,
-                e.model,
-                e.api_key_env,
-                e.timeout_s,
-                e.max_retries,
-                e.max_reasks,
-                e.max_tokens,
-                e.json_mode,
-                limiter,
-                e.max_connections,
-                e.http_backend,
-                cache,
-            )
+            return JudgeClient.for_endpoint(e, limiter, cache)
 
         tiers = [Tier([client(e) for e in t.judges], t.min_confidence) for t in cfg.tier_list]
         constitution = load_constitution(cfg.constitution) if cfg.constitution else None
