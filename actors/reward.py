@@ -68,7 +68,7 @@ class RewardReplica:
         rank 0's address), each loading and holding 1/world of the RM."""
         from transformers import AutoTokenizer
 
-        from hrlaif_ray.reward.model import RewardModel
+        from hrlaif_ray.reward.implicit import load_reward_model
 
         start_process(threads)
         frozen = frozen or FrozenConfig()
@@ -81,7 +81,7 @@ class RewardReplica:
         for part in parts:
             if part.folder:
                 with partitioned_loading(frozen_config(frozen, world)):
-                    rm = RewardModel.from_pretrained(part.folder, dtype=dtype_of(frozen.precision))
+                    rm = load_reward_model(part.folder, dtype=dtype_of(frozen.precision))
                 for p in rm.parameters():
                     p.requires_grad_(False)
                 if frozen.zero_stage == 3:

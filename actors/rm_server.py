@@ -73,14 +73,16 @@ class RMServer:
         from transformers import AutoTokenizer
 
         from actors.runtime import actor_device, start_process
-        from hrlaif_ray.reward.model import RewardModel
+        from hrlaif_ray.reward.implicit import load_reward_model
 
         start_process(threads)
         self.device = actor_device()
-        self.rm = RewardModel.from_pretrained(folder).to(self.device).eval()
+        self.rm = load_reward_model(folder).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.pad = pad_token_id(self.tokenizer)
-        config = self.rm.backbone.config
+        # an implicit RM reads the response's likelihood, so it needs to know where each response starts: texts
+        self.implicit = getattr(self.rm, "reads_responses", False)
+        config = (self.rm.policy if self.implicit else self.rm.backbone).config
         self.vocab = int(config.vocab_size)
         self.max_len = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2**31))
         self.digest, self.max_bytes, self.micro_batch = bytes.fromhex(token_sha256), max_request_bytes, micro_batch
@@ -102,23 +104,34 @@ class RMServer:
             kind, payload = await asyncio.to_thread(parse_body, body, self.vocab, self.max_len)
         except BadRequest as exc:
             return JSONResponse({"error": f"bad request: {exc}"}, 400)
+        if kind != "texts" and self.implicit:
+            return JSONResponse(
+                {"error": "bad request: an implicit reward model scores texts (prompts and responses), not token ids"},
+                400,
+            )
         if kind == "texts":
             payload = await asyncio.to_thread(self._encode, *payload)
-            if any(len(s) > self.max_len for s in payload):
+            if any(len(s) > self.max_len for s, _ in payload):
                 return JSONResponse({"error": f"bad request: a prompt + response over {self.max_len} tokens"}, 400)
         return JSONResponse({"rewards": await self._score(payload)})
 
-    def _encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
-        return [
-            prompt_token_ids(self.tokenizer, p, self.max_len) + response_token_ids(self.tokenizer, r)
-            for p, r in zip(prompts, responses)
-        ]
+    def _encode(self, prompts: list[str], responses: list[str]) -> list[tuple[list[int], int]]:
+        """Each prompt + response as token ids, with where the response starts."""
+        heads = [prompt_token_ids(self.tokenizer, p, self.max_len) for p in prompts]
+        return [(h + response_token_ids(self.tokenizer, r), len(h)) for h, r in zip(heads, responses)]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score(self, requests: list[list[list[int]]]) -> list[list[float]]:
         """The sequences of several requests in one forward (off the event loop); each request gets its own back."""
         flat = [s for r in requests for s in r]
-        scores = (await asyncio.to_thread(self.rm.score_sequences, flat, self.pad, self.micro_batch)).tolist()
+        if self.implicit:  # (sequence, response start) pairs, from texts
+            seqs, starts = [s for s, _ in flat], [k for _, k in flat]
+            scores = (
+                await asyncio.to_thread(self.rm.score_sequences, seqs, self.pad, self.micro_batch, starts)
+            ).tolist()
+        else:
+            flat = [s[0] if isinstance(s, tuple) else s for s in flat]
+            scores = (await asyncio.to_thread(self.rm.score_sequences, flat, self.pad, self.micro_batch)).tolist()
         out, k = [], 0
         for r in requests:
             out.append(scores[k : k + len(r)])

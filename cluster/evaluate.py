@@ -30,6 +30,7 @@ from hrlaif_ray.data.prompt_mix import generate_prompt_mix
 from hrlaif_ray.data.records import PromptRecord
 from hrlaif_ray.entry import load_job
 from hrlaif_ray.evaluation import correctness, mean, pairwise_outcome
+from hrlaif_ray.labeling.verifiers import letter_binding
 
 
 def prompt_sets(job: EvalJob) -> dict[str, list[PromptRecord]]:
@@ -147,6 +148,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
                 )
             if sampled:
                 metrics[f"sampled_accuracy/{name}"] = mean([x for i in rows for x in sampled.get(i, [])])
+        bound = [letter_binding(texts[i], flat[i][1].choices) for i in rows if flat[i][1].choices]
+        if any(b is not None for b in bound):
+            metrics[f"binding_rate/{name}"] = mean([float(b) for b in bound if b is not None])
         judged = [flags[i] for i in rows if flags.get(i) is not None]
         if judged:
             metrics[f"harmful_rate/{name}"] = mean([float(f) for f in judged])
@@ -183,6 +187,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
                         "correct": verdicts[i],
                         "sampled": sampled.get(i),
                         "harmful": flags.get(i),
+                        "bound": letter_binding(texts[i], p.choices) if p.choices else None,
                         "win": wins.get(i),
                     }
                 )

@@ -123,12 +123,12 @@ class Run:
         return self.path(f"seed-{seed}")
 
     def policy_of(self, arm_dir: Path) -> Path:
-        """The arm's trained policy: DPO's, or the last checkpoint of its finished PPO run (all steps, or stopped by
-        the monitor)."""
+        """The arm's trained policy: DPO's, or its finished PPO run's (the last checkpoint: all steps, or stopped by
+        the monitor; the best held-out check's with ppo.monitor.keep_best)."""
         if (arm_dir / "dpo" / "final.json").exists():  # the last round's, when DPO is iterative
             return Path(json.loads((arm_dir / "dpo" / "final.json").read_text())["policy"])
         final = json.loads((arm_dir / "ppo" / "final.json").read_text())
-        return Path(final["checkpoint"]) / "actor"
+        return Path(final.get("policy") or Path(final["checkpoint"]) / "actor")
 
     # ---------------------------------------------------------------------------------------- stages
     def model(self) -> str:
@@ -220,13 +220,17 @@ class Run:
         a, tag = s / arm.name, f"seed-{seed}/{arm.name}"
         prompts = str(self.path("prompts.parquet"))
         owner = s / (arm.rm_from or arm.name)
+        rm_dir = s / self.job.rm_owner(arm) / "rm"
+        own_rm = arm.trainer == "ppo" and rm_dir.parent == a
         if arm.rm_from:  # labels (and RM) are another arm's: wait for them
-            ready = self.labels_ready if arm.trainer == "dpo" else self.rm_ready
+            ready = self.rm_ready if arm.trainer == "ppo" and not own_rm else self.labels_ready
             ready[f"{seed}/{arm.rm_from}"].wait()
             if not (owner / "labels" / "summary.json").exists() or (
-                arm.trainer == "ppo" and not (owner / "rm" / "metrics.json").exists()
+                arm.trainer == "ppo" and not (rm_dir / "metrics.json").exists() and not own_rm
             ):
                 raise HrlaifError(f"{tag}: the labels or RM of arm {arm.rm_from} failed")
+            if own_rm:  # the same labels, another kind of RM
+                self.train_rm(tag, arm, owner / "labels", rm_dir, seed)
         elif arm.trainer == "online":  # labels its own samples in the loop: no offline labels, no RM
             self.labels_ready[f"{seed}/{arm.name}"].set()
             self.rm_ready[f"{seed}/{arm.name}"].set()
@@ -245,17 +249,7 @@ class Run:
                 )()
                 self.labels_ready[f"{seed}/{arm.name}"].set()
                 if arm.trainer == "ppo":
-                    self.stage(
-                        f"{tag}/rm",
-                        ["train-rm"],
-                        a / "rm" / "metrics.json",
-                        1,
-                        init=str(self.sft_dir),
-                        labels_dir=str(a / "labels"),
-                        prompts=prompts,
-                        output_dir=str(a / "rm"),
-                        seed=seed,
-                    )()
+                    self.train_rm(tag, arm, a / "labels", rm_dir, seed)
             finally:
                 self.labels_ready[f"{seed}/{arm.name}"].set()
                 self.rm_ready[f"{seed}/{arm.name}"].set()
@@ -286,7 +280,7 @@ class Run:
                     **self.judge_paths("reward.labeling"),
                 }
             else:
-                reward = {"reward.kind": arm.reward, "reward.rm": str(owner / "rm")}
+                reward = {"reward.kind": arm.reward, "reward.rm": str(rm_dir)}
             self.stage(
                 f"{tag}/ppo",
                 ["ppo", "--resume"],
@@ -298,13 +292,27 @@ class Run:
                 seed=seed,
                 **reward,
             )()
-            if arm.trainer == "ppo" and not arm.rm_from:  # the RM against the ground truth (after PPO: the SFT
-                # samples may still be coming)
-                self.probe(tag, a / "rm" / "probe.json", rm=str(a / "rm"))
+            if own_rm:  # the RM against the ground truth (after PPO: the SFT samples may still be coming)
+                self.probe(tag, rm_dir / "probe.json", rm=str(rm_dir))
         self.sft_evaluated.wait()  # the baseline's responses
         if not self.path("eval", "sft", "eval.json").exists():
             raise HrlaifError(f"{tag}/eval: the SFT evaluation (its baseline) failed")
         self.eval_stage(f"{tag}/eval", self.policy_of(a), a / "eval", self.path("eval", "sft"), 1, seed=seed)()
+
+    def train_rm(self, tag: str, arm, labels: Path, out: Path, seed: int) -> None:
+        """The arm's reward model, of its kind, on `labels`."""
+        self.stage(
+            f"{tag}/rm",
+            ["train-rm"],
+            out / "metrics.json",
+            1,
+            init=str(self.sft_dir),
+            labels_dir=str(labels),
+            prompts=str(self.path("prompts.parquet")),
+            output_dir=str(out),
+            seed=seed,
+            kind=self.job.rm_kind(arm),
+        )()
 
     def probe(self, tag: str, output: Path, **scorer) -> None:
         """The arm's reward (an RM, or a DPO policy's implicit reward) against the ground truth on the SFT policy's

@@ -40,9 +40,11 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def arm_summary(out: Path, arm: str, rm_from: str | None = None, trainer: str = "ppo") -> dict:
-    """What one arm produced, from its stages' outputs (labels and RM from `rm_from` when it shares them; a DPO
-    arm's held-out accuracy is its implicit reward's on the held-out label pairs)."""
+def arm_summary(
+    out: Path, arm: str, rm_from: str | None = None, trainer: str = "ppo", rm_owner: str | None = None
+) -> dict:
+    """What one arm produced, from its stages' outputs (labels from `rm_from` when it shares them, the RM from
+    `rm_owner`'s folder; a DPO arm's held-out accuracy is its implicit reward's on the held-out label pairs)."""
     a, owner = out / arm, out / (rm_from or arm)
     labels = _read_json(owner / "labels" / "summary.json") or {}
     if trainer == "dpo":
@@ -52,7 +54,7 @@ def arm_summary(out: Path, arm: str, rm_from: str | None = None, trainer: str = 
             "eval_accuracy": {k.split("/")[-1]: v for k, v in last.items() if k.startswith("eval/accuracy/")},
         }
     else:
-        rm = _read_json(owner / "rm" / "metrics.json") or {}
+        rm = _read_json(out / (rm_owner or rm_from or arm) / "rm" / "metrics.json") or {}
         rm_last = (rm.get("history") or [{}])[-1]
     rows = _read_jsonl(a / "ppo" / "metrics.jsonl")
     rewards = [r["reward/score_mean"] for r in rows if "reward/score_mean" in r]
@@ -147,7 +149,8 @@ def plot(arms: dict[str, dict], path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ the mechanism
 
-OUTCOMES = ["greedy_accuracy", "sampled_accuracy", "harmful_rate", "win_rate_vs_sft", "length"]
+OUTCOMES = ["greedy_accuracy", "sampled_accuracy", "harmful_rate", "win_rate_vs_sft", "length", "binding_rate"]
+PAIRED = ["greedy_accuracy", "sampled_accuracy", "harmful_rate"]  # each arm's difference to SFT, prompt by prompt
 VERIFIABLE = ("math", "multiple_choice")
 LINK_CATEGORIES = ("math", "multiple_choice", "harmful")
 
@@ -171,6 +174,8 @@ def _outcome(row: dict, metric: str, category: str | None = None) -> float | Non
         return row.get("win")
     if metric == "length":
         return float(row["tokens"])
+    if metric == "binding_rate":  # multiple choice stated as value then letter: the letter names that value
+        return None if row.get("bound") is None else float(row["bound"])
     raise KeyError(metric)
 
 
@@ -197,6 +202,23 @@ def outcomes(per_seed: list[dict[str, dict]], n_boot: int = 2000) -> dict:
     return result
 
 
+def paired_to(base: dict[str, dict], per_seed: list[dict[str, dict]], n_boot: int = 2000) -> dict:
+    """Each PAIRED outcome's difference, arm minus `base` (the SFT policy's rows), prompt by prompt on the same
+    prompts, with its 95% interval over seeds and prompts (unseen; `_seen` for the seen ones)."""
+    from hrlaif_ray.mechanism import bootstrap_ci
+
+    result = {}
+    for suffix, unseen in (("", True), ("_seen", False)):
+        keep = [i for i in sorted(base) if bool(base[i].get("unseen")) == unseen]
+        for metric in PAIRED:
+            diffs = []
+            for rows in per_seed:
+                pairs = [(_outcome(rows[i], metric), _outcome(base[i], metric)) for i in keep]
+                diffs.append([None if a is None or b is None else a - b for a, b in pairs])
+            result[metric + suffix] = bootstrap_ci(diffs, n_boot)
+    return result
+
+
 def _pooled(rates: list[dict]) -> dict[str, float | None]:
     """category -> rate pooled over seeds (pairs added up) from per-seed {category: {rate, pairs}}."""
     out = {}
@@ -215,11 +237,13 @@ def mechanism(out: Path, job, seeds: list[int]) -> dict:
     from hrlaif_ray.mechanism import label_agreement
 
     prompts = {p.id: p for p in read_records(out / "prompts.parquet", "prompts")}
-    result: dict[str, dict] = {"sft": outcomes([_eval_rows(out / "eval" / "sft")])}
+    sft_rows = _eval_rows(out / "eval" / "sft")
+    result: dict[str, dict] = {"sft": outcomes([sft_rows])}
     for arm in job.arms:
         owner = arm.rm_from or arm.name
         labels = [label_agreement(LabelLedger(out / f"seed-{s}" / owner / "labels").labels(), prompts) for s in seeds]
-        probe = Path(arm.name, "dpo") if arm.trainer == "dpo" else Path(owner, "rm")  # DPO: the implicit reward
+        # DPO: the policy's implicit reward; PPO: the RM the arm's reward came from
+        probe = Path(arm.name, "dpo") if arm.trainer == "dpo" else Path(job.rm_owner(arm), "rm")
         probes = [_read_json(out / f"seed-{s}" / probe / "probe.json") or {} for s in seeds]
         per_seed = [_eval_rows(out / f"seed-{s}" / arm.name / "eval") for s in seeds]
         result[arm.name] = {
@@ -232,8 +256,27 @@ def mechanism(out: Path, job, seeds: list[int]) -> dict:
             },
             "per_seed": {"label_agreement": labels, "rm_correct_above_wrong": [p.get("unseen") for p in probes]},
             **outcomes(per_seed),
+            "vs_sft": paired_to(sft_rows, per_seed),
+            "policy_evaluated": [evaluated(out / f"seed-{s}" / arm.name) for s in seeds],
+            "rm_kind": {"ppo": job.rm_kind(arm), "dpo": "implicit (the DPO policy)", "online": None}[arm.trainer],
         }
     return result
+
+
+def evaluated(arm_dir: Path) -> dict | None:
+    """Which of a PPO arm's policies its evaluation took: the last step's, or the best held-out check's
+    (monitor.keep_best); whether the monitor stopped it, at which step. None: not a PPO arm."""
+    final = _read_json(arm_dir / "ppo" / "final.json")
+    if not final:
+        return None
+    best = final.get("best") or {}
+    is_best = bool(best) and str(final.get("policy", "")).rstrip("/").endswith("best/actor")
+    return {
+        "checkpoint": "best" if is_best else "last",
+        "step": best.get("step") if is_best else final.get("steps"),
+        "best_heldout_accuracy": best.get("heldout_accuracy"),
+        "stopped_by_monitor": final.get("stopped_by_monitor"),
+    }
 
 
 def _ci(x: dict | None) -> str:
@@ -253,6 +296,7 @@ def mechanism_table(mech: dict, arms: list[str], suffix: str = "") -> str:
         "harmful rate",
         "win vs SFT",
         "length",
+        "MC binding",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
@@ -269,11 +313,30 @@ def mechanism_table(mech: dict, arms: list[str], suffix: str = "") -> str:
     return "\n".join(lines)
 
 
+def paired_table(mech: dict, arms: list[str], suffix: str = "") -> str:
+    """Markdown: each arm minus the SFT policy, prompt by prompt, with 95% intervals (an interval above 0 is a
+    gain that the spread over seeds and prompts does not explain)."""
+    cols = ["policy", *(f"{m.replace('_', ' ')} - SFT" for m in PAIRED)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name in arms:
+        paired = mech[name].get("vs_sft", {})
+        lines.append("| " + " | ".join([name, *(_ci(paired.get(m + suffix)) for m in PAIRED)]) + " |")
+    return "\n".join(lines)
+
+
 def measured(mech: dict, policy: str, metric: str) -> float | None:
     """A policy's value of a target's metric (`greedy_accuracy`, `rm_correct_above_wrong.math`...): an outcome's
     mean over seeds and prompts, or a link's pooled rate."""
     name, _, category = metric.partition(".")
     value = (mech.get(policy) or {}).get(name)
+    if name == "vs_sft":  # vs_sft.greedy_accuracy[.ci_low|.ci_high]
+        outcome, _, bound = category.partition(".")
+        diff = (value or {}).get(outcome) or {}
+        return {
+            "": diff.get("mean"),
+            "ci_low": diff.get("ci95", [None])[0],
+            "ci_high": (diff.get("ci95") or [None, None])[1],
+        }[bound]
     if category:
         return (value or {}).get(category)
     return (value or {}).get("mean")
@@ -330,7 +393,7 @@ def write_report(out: Path, job, machine: dict | None = None) -> dict:
     mech = mechanism(out, job, seeds)
     sft_train = _read_json(out / "sft" / "sft_metrics.json") or {}
     first = out / f"seed-{seeds[0]}"
-    summaries = {a.name: arm_summary(first, a.name, a.rm_from, a.trainer) for a in job.arms}
+    summaries = {a.name: arm_summary(first, a.name, a.rm_from, a.trainer, job.rm_owner(a)) for a in job.arms}
     png = plot(summaries, out / "plots" / "training.png")
     quality, quality_figures = quality_table(out, job, seeds)
     methods = "; ".join(
@@ -364,9 +427,28 @@ def write_report(out: Path, job, machine: dict | None = None) -> dict:
         *(["The run's claims (`targets` in its config), on the unseen prompts:", ""] if job.targets else []),
         *targets(mech, job.targets),
         "",
+        "Each arm minus the SFT policy on the same prompts (paired), with 95% intervals over seeds and prompts:",
+        "",
+        paired_table(mech, arms),
+        "",
+        "Policy evaluated per seed (PPO: the last step's, or the best held-out check's with monitor.keep_best): "
+        + "; ".join(
+            f"{name} "
+            + ", ".join(
+                f"{e['checkpoint']} step {e['step']}" + (" (stopped by the monitor)" if e["stopped_by_monitor"] else "")
+                for e in mech[name]["policy_evaluated"]
+                if e
+            )
+            for name in arms
+            if any(mech[name]["policy_evaluated"])
+        )
+        + ".",
+        "",
         "## The same on seen problems (problems the training stages drew, new prompts)",
         "",
         mechanism_table(mech, arms, "_seen"),
+        "",
+        paired_table(mech, arms, "_seen"),
         "",
         f"SFT: {sft_train.get('steps', '-')} steps, greedy accuracy on its own check prompts "
         f"{json.dumps({k: round(v, 3) for k, v in sft_train.get('greedy_accuracy', {}).items()})}.",
@@ -429,6 +511,9 @@ def summary_json(result: dict) -> dict:
         *(k + "_seen" for k in OUTCOMES),
         "greedy_accuracy_by_category",
         "greedy_accuracy_by_category_seen",
+        "vs_sft",
+        "rm_kind",
+        "policy_evaluated",
     ]
     arms = {name: {k: m[k] for k in keep if k in m} for name, m in result["mechanism"].items()}
     return {

@@ -624,6 +624,8 @@ def plan_sft(job, world: int = 1, shape_of=None) -> Plan:
 
 
 def plan_rm(job, world: int = 1, shape_of=None, responses: int = 4) -> Plan:
+    if job.kind == "implicit":  # a DPO run on Ray (its actor and reference), not torchrun ranks
+        return plan_dpo(job.implicit_job(), shape_of, responses)
     shape = (shape_of or ModelShape.of_folder)(job.init, "init", True)
     seq = job.max_prompt_tokens + job.max_response_tokens
     return plan_torchrun("rm", shape, job.learner, world, job.batch_prompts * responses, seq, 0)

@@ -79,16 +79,17 @@ def test_shipped_config_files_validate():
     loaded = {name: load_config(cls, folder / name) for name, cls in jobs.items()}
     assert loaded["tiny-model.yaml"].model.hidden_size == 128 and loaded["tiny-model.yaml"].tokenizer.vocab_size == 384
     demo = loaded["demo.yaml"]
-    assert [(a.method, a.trainer) for a in demo.arms] == [
-        ("basic", "ppo"),
-        ("hybrid", "ppo"),
-        ("oracle", "ppo"),
-        ("hybrid", "dpo"),
+    assert [(a.method, a.trainer, demo.rm_kind(a), demo.rm_owner(a)) for a in demo.arms] == [
+        ("basic", "ppo", "implicit", "rlaif"),
+        ("hybrid", "ppo", "implicit", "hrlaif"),
+        ("hybrid", "ppo", "scalar", "hrlaif-scalar"),  # hrlaif's labels, its own scalar RM (the paper's)
+        ("basic", "online", "implicit", "rlaif-online"),
+        ("hybrid", "online", "implicit", "hrlaif-online"),
     ]
     assert demo.sft.steps > 0 and demo.stage_job("dpo", policy="-", labels_dir="-", prompts="-", output_dir="-")
     assert not [k for k in SFTJob.model_fields if k.endswith("_s")]  # budgets are steps, never seconds
     assert demo.eval.mix.split == "eval" and demo.prompts.split == "train"
-    assert [(t.policy, t.than) for t in demo.targets][:3] == [("hrlaif", 0.8), ("hrlaif", 0.8), ("hrlaif", "sft")]
+    assert [(t.policy, t.than) for t in demo.targets][:3] == [("hrlaif", 0.8), ("hrlaif", 0.8), ("hrlaif", 0.05)]
     assert loaded["local-tiny.yaml"].resources.actor.replicas == 2  # its comment: 2 DeepSpeed ranks for the actor
     assert loaded["13b-8xa100.yaml"].resources.bundle.get("GPU") == 1
     lora = loaded["7b-lora-1xa100.yaml"]  # its comments: rank-16 adapters, one GPU, the object-store sync

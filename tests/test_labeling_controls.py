@@ -219,7 +219,11 @@ def test_the_run_report_shows_each_labeling_arms_quality(tmp_path):
     from cluster.report import quality_table
     from hrlaif_ray.config import RunJob, load_config
 
-    job = load_config(RunJob, ROOT / "cluster" / "configs" / "demo.yaml")  # rlaif, hrlaif, oracle, hrlaif-dpo (shares)
+    arms = (
+        "arms=[{name: rlaif, method: basic}, {name: hrlaif, method: hybrid}, {name: oracle, method: oracle}, "
+        "{name: hrlaif-dpo, method: hybrid, trainer: dpo, rm_from: hrlaif}]"
+    )
+    job = load_config(RunJob, ROOT / "cluster" / "configs" / "demo.yaml", [arms])  # hrlaif-dpo shares its labels
     for seed in (1, 2):
         for arm in ("rlaif", "hrlaif", "oracle"):
             label = _label(cost=0.02 if arm == "rlaif" else 0.01, cache_hits=seed, cache_saved_usd=0.5, latency_s=1.0)

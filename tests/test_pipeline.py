@@ -62,11 +62,13 @@ def test_run_config_errors_name_the_stage_and_key():
 def stage_count(job: RunJob) -> int:
     """The stages a run has: SFT, its evaluation and its samples of the evaluation prompts once; each seed's
     samples; and each arm's: online PPO and its evaluation; DPO, its implicit reward's probe and its evaluation,
-    after labels of its own; PPO and its evaluation, after labels of its own, an RM on them and the RM's probe."""
+    after labels of its own; PPO and its evaluation, after labels of its own, and an RM of its own (one of another
+    kind than its rm_from's too) with the RM's probe."""
 
     def arm(a) -> int:
-        own = not a.rm_from
-        return {"online": 2, "dpo": 3 + own, "ppo": 2 + 3 * own}[a.trainer]
+        labels = not a.rm_from and a.trainer != "online"
+        own_rm = a.trainer == "ppo" and job.rm_owner(a) == a.name
+        return {"online": 2, "dpo": 3 + labels, "ppo": 2 + labels + 2 * own_rm}[a.trainer]
 
     return 3 + len(job.seeds) * (1 + sum(arm(a) for a in job.arms))
 
@@ -76,6 +78,7 @@ REDUCED = [
     "sft.eval_prompts=16",
     "prompts.n=96",
     "rm.epochs=1",
+    "rm.implicit.epochs=1",
     "ppo.steps=3",
     "ppo.prompts_per_step=16",
     "ppo.monitor.every=1",
@@ -103,34 +106,41 @@ def test_pipeline_reduced_budget_writes_every_stage_and_the_report(tmp_path):
         "results.json",
     ]:
         assert (out / path).exists(), path
-    for arm in ("rlaif", "hrlaif", "oracle"):
-        for path in [
-            "labels/summary.json",
-            "rm/metrics.json",
-            "rm/probe.json",
-            "ppo/metrics.jsonl",
-            "ppo/final.json",
-            "eval/eval.json",
-            "eval/responses.jsonl",
-        ]:
+    job = load_config(RunJob, DEMO)
+    arms = [a.name for a in job.arms]
+    assert arms == ["rlaif", "hrlaif", "hrlaif-scalar", "rlaif-online", "hrlaif-online"]
+    for arm in arms:
+        own = {
+            "rlaif": ["labels/summary.json", "rm/implicit_reward.json", "rm/metrics.json", "rm/probe.json"],
+            "hrlaif": ["labels/summary.json", "rm/implicit_reward.json", "rm/metrics.json", "rm/probe.json"],
+            "hrlaif-scalar": ["rm/metrics.json", "rm/probe.json"],  # hrlaif's labels, a scalar RM of its own
+        }.get(arm, [])
+        for path in [*own, "ppo/metrics.jsonl", "ppo/final.json", "eval/eval.json", "eval/responses.jsonl"]:
             assert (out / "seed-1" / arm / path).exists(), (arm, path)
     results = json.loads((out / "results.json").read_text())
     mech = results["mechanism"]
-    for name in ("sft", "rlaif", "hrlaif", "oracle"):
+    for name in ("sft", *arms):
         for metric in ("greedy_accuracy", "sampled_accuracy", "harmful_rate", "length", "greedy_accuracy_seen"):
             assert mech[name][metric]["mean"] is not None, (name, metric)
             lo, hi = mech[name][metric]["ci95"]
             assert lo <= mech[name][metric]["mean"] <= hi
-    for arm in ("rlaif", "hrlaif", "oracle"):
+    for arm in arms:
         assert mech[arm]["win_rate_vs_sft"]["mean"] is not None
+        assert mech[arm]["vs_sft"]["greedy_accuracy"]["mean"] is not None  # paired with SFT, prompt by prompt
         assert set(mech[arm]["rm_correct_above_wrong"]) <= {"math", "multiple_choice", "harmful"}
+    assert [mech[a]["rm_kind"] for a in arms] == ["implicit", "implicit", "scalar", None, None]
     assert mech["hrlaif"]["label_agreement"]["math"] == 1.0  # the verifier sorts every decidable pair
-    assert mech["oracle"]["label_agreement"] == {c: 1.0 for c in mech["oracle"]["label_agreement"]}
+    assert mech["hrlaif"]["binding_rate"]["mean"] is not None  # value then letter, on multiple choice
     report = (out / "report.md").read_text()
-    assert "| SFT |" in report and "| rlaif |" in report and "| oracle |" in report and "training.png" in report
+    assert "| SFT |" in report and "| rlaif |" in report and "| hrlaif-online |" in report and "training.png" in report
     assert "GFLOP/s" in report
     # Each labeling arm's quality report (every seed's labels), the judge cache's savings among them.
-    assert "## Label quality" in report and set(results["label_quality"]) == {"rlaif", "hrlaif", "oracle"}
+    assert "## Label quality" in report and set(results["label_quality"]) == {
+        "rlaif",
+        "hrlaif",
+        "rlaif-online",
+        "hrlaif-online",
+    }
     for arm in ("rlaif", "hrlaif"):
         quality = results["label_quality"][arm]
         assert quality["labels"] > 0 and quality["cost_per_label_usd"] > 0

@@ -215,11 +215,12 @@ def test_every_stage_of_the_demo_is_planned_before_its_models_exist():
     plans, warnings = check_run(
         load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=64"])
     )
-    assert set(plans) == {"sft", "rm", "ppo", "dpo"} and all(not p.problems() for p in plans.values()) and not warnings
+    assert set(plans) == {"sft", "rm", "ppo"} and all(not p.problems() for p in plans.values()) and not warnings
+    assert {r.role for r in plans["rm"].roles} == {"actor", "reference"}  # the implicit RM: a DPO run
     _, warnings = check_run(
         load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=8"])
     )
-    assert warnings and "parallel_arms=false" in warnings[0]  # each stage fits 8 GiB, four at once may not
+    assert warnings and "parallel_arms=false" in warnings[0]  # each stage fits 8 GiB, five at once may not
 
 
 SHAPE_7B = str(ROOT / "cluster/configs/shapes/llama2-7b")

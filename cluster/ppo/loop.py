@@ -47,7 +47,7 @@ def ppo_loop(
     faults: FaultLog | None = None,
 ) -> str | None:
     """Steps start_step .. job.steps; `save(step, kl_coef, buffer=)` writes a checkpoint (with the source's buffered
-    batch). Returns the monitor's alert if it stopped the run. A role's failure (`RoleFailure`) leaves with the step
+    batch), `save(step, kl_coef, best=accuracy)` the actor of a new best held-out check (monitor.keep_best). Returns the monitor's alert if it stopped the run. A role's failure (`RoleFailure`) leaves with the step
     it happened in; the in-place restarts of a step are in its metrics (`faults/restarts`) and in `faults`."""
     step, failed = start_step, False
     try:
@@ -77,6 +77,8 @@ def ppo_loop(
             }
             kl_ctl.update(float(adv.kl.mean()), len(batch))
             alert = watch(step + 1, roles, float(forwards.scores.mean()), metrics, timer)
+            if watch.improved and job.monitor.keep_best:
+                save(step + 1, kl_ctl.coef, best=watch.monitor.best.accuracy)
             log.write(step + 1, metrics)
             stopping = alert is not None and job.monitor.stop
             if checkpoint_due(job, step + 1, last=step + 1 == job.steps or stopping):
@@ -261,9 +263,11 @@ class Watch:
 
     def __init__(self, job: PPOJob, tokenizer, held_out: list[PromptRecord], monitor: RewardHackingMonitor):
         self.job, self.tokenizer, self.held_out, self.monitor, self.rewards = job, tokenizer, held_out, monitor, []
+        self.improved = False  # whether the last call's check was the best held-out accuracy so far
 
     def __call__(self, step: int, roles: Roles, reward: float, metrics: dict, timer: PhaseTimer) -> str | None:
         self.rewards.append(reward)
+        self.improved = False
         every, r, cap = self.job.monitor.every, self.job.rollout, self.job.monitor.injection_rate
         injected = metrics.get("monitor/injection_rate", 0.0)
         alert = None
@@ -278,6 +282,7 @@ class Watch:
                     roles, self.tokenizer, self.held_out, r.max_new_tokens, r.max_model_len - r.max_new_tokens
                 )
             alert = self.monitor.update(step, sum(self.rewards) / len(self.rewards), accuracy) or alert
+            self.improved = self.monitor.best is not None and self.monitor.best.step == step
             self.rewards = []
             metrics.update({"eval/heldout_accuracy": accuracy, "time/monitor": timer.times["time/monitor"]})
         elif alert is None:

@@ -141,10 +141,15 @@ def run_with_restarts(job: PPOJob, prompts: list, faults: FaultLog, tracker: Tra
             chaos.stop()
     rows = MetricsLog(out, tensorboard=False).rows()
     events = faults.rows()
+    checkpoint = saved[-1] if saved else resume_from
+    best = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() else None
     result = {
         "steps": len(rows),
         "last": rows[-1] if rows else None,
-        "checkpoint": str(saved[-1] if saved else resume_from),
+        "checkpoint": str(checkpoint),
+        # the run's policy: the best held-out check's actor with monitor.keep_best, else the last checkpoint's
+        "policy": str(out / "best" / "actor" if best and job.monitor.keep_best else Path(str(checkpoint)) / "actor"),
+        "best": best,
         "stopped_by_monitor": alert,
         "faults": {
             "injected": sum(e["event"] == "injected" for e in events),
@@ -188,8 +193,9 @@ def run_attempt(
             buffered = torch.load(resume_from / BUFFER, weights_only=False)
             buffered = buffered if buffered.step == start_step else None
     else:  # a fresh run owns its metrics, alerts and final state
-        for name in ("metrics.jsonl", "alerts.jsonl", "final.json"):
+        for name in ("metrics.jsonl", "alerts.jsonl", "final.json", "best.json"):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "best", ignore_errors=True)
     topo = Topology(job.resources, placed_roles(job, critic=critic_init is not None))
     roles = None
     try:  # every exit path, a role that fails to start included, gives back the placement groups (and their actors)
@@ -204,7 +210,15 @@ def run_attempt(
             job, tokenizer, held_out, RewardHackingMonitor(job.monitor.accuracy_drop, job.monitor.reward_rise)
         )
 
-        def save(step: int, coef: float, buffer: Rollouts | None = None) -> None:
+        def save(step: int, coef: float, buffer: Rollouts | None = None, best: float | None = None) -> None:
+            if best is not None:  # early stopping's candidate: the actor alone, replaced whole
+                tmp = out / "best.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                roles.actor.save(str(tmp / "actor"), job.policy)
+                shutil.rmtree(out / "best", ignore_errors=True)
+                os.replace(tmp, out / "best")
+                (out / "best.json").write_text(json.dumps({"step": step, "heldout_accuracy": best}))
+                return
             folder = out / "checkpoints" / f"step_{step}"
             tmp = folder.with_name(folder.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,7 @@ from hrlaif_ray.config.data import (
     RunPromptMix,
     SFTMixConfig,
     SFTPromptMix,
+    TaskConfig,
 )
 from hrlaif_ray.config.dpo import DPOJob, DPOSettings, IterativeDPOConfig
 from hrlaif_ray.config.evaluation import EvalJob, EvalSettings
@@ -160,6 +161,7 @@ __all__ = [
     "SFTPromptMix",
     "SFTSettings",
     "SimJudgeConfig",
+    "TaskConfig",
     "TargetConfig",
     "TinyModelJob",
     "TokenizerConfig",

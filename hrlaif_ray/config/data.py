@@ -24,6 +24,11 @@ class PromptMixConfig(Section):
     a_max: int = Field(29, description="Largest first operand.")
     b_min: int = Field(1, description="Smallest second operand.")
     b_max: int = Field(9, description="Largest second operand.")
+    option_style: Literal["letter_first", "value_first"] = Field(
+        "letter_first",
+        description="How multiple-choice options are written: '(A) 64' or '64 (A)' (value first: a model that "
+        "states the value, then the letter, finds the letter right after that value in the prompt).",
+    )
     holdout: float = Field(
         0.3,
         ge=0,
@@ -103,3 +108,50 @@ class SFTMixConfig(Section):
         [-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer."
     )
     p_refuse: float = Field(0.5, ge=0, le=1, description="Share of refusals among the harmful prompts' responses.")
+    format: Literal["plain", "scratchpad"] = Field(
+        "plain",
+        description="How a verifiable response states its answer. 'plain': 'The answer is N.' (multiple choice: "
+        "'The answer is (C) N.'). 'scratchpad': the sum worked ones digit first, the carry or borrow written out "
+        "('47 + 8: 7 + 8 = 15, 4 + 1 = 5, so the answer is 55.'; multiple choice: the value, then its letter, "
+        "'... so the answer is 55 (C).'), so that a small model learns steps that unseen problems are made of; a "
+        "wrong answer is a slip inside a step and follows from it.",
+    )
+
+
+class TaskConfig(Section):
+    """The generated task of a run, set once for every mix it draws (the tokenizer's, SFT's, the RL prompts', the
+    monitor's and the evaluation's), so that no stage trains or is measured on another range or format."""
+
+    a_min: int = Field(10, description="Smallest first operand.")
+    a_max: int = Field(29, description="Largest first operand.")
+    b_min: int = Field(1, description="Smallest second operand.")
+    b_max: int = Field(9, description="Largest second operand.")
+    option_style: Literal["letter_first", "value_first"] = Field(
+        "letter_first", description="How multiple-choice options are written (PromptMixConfig.option_style)."
+    )
+    format: Literal["plain", "scratchpad"] = Field(
+        "plain", description="How the SFT responses work a problem (SFTMixConfig.format)."
+    )
+
+    def apply(self, section: Section) -> list[str]:
+        """Write the task into every prompt mix and SFT response mix inside `section`; returns the dotted keys
+        among them that the config had set itself to another value (a conflict for the caller to refuse)."""
+        ranges = ("a_min", "a_max", "b_min", "b_max", "option_style")
+        clashes: list[str] = []
+
+        def walk(node: Section, at: str) -> None:
+            keys = (
+                ranges if isinstance(node, PromptMixConfig) else ("format",) if isinstance(node, SFTMixConfig) else ()
+            )
+            clashes.extend(
+                f"{at}{k}" for k in keys if k in node.model_fields_set and getattr(node, k) != getattr(self, k)
+            )
+            for key in keys:
+                setattr(node, key, getattr(self, key))
+            for name in type(node).model_fields:
+                child = getattr(node, name)
+                if isinstance(child, Section):
+                    walk(child, f"{at}{name}.")
+
+        walk(section, "")
+        return clashes

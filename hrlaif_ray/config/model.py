@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from hrlaif_ray.config.base import Section
-from hrlaif_ray.config.data import PromptMixConfig
+from hrlaif_ray.config.data import PromptMixConfig, SFTMixConfig
 
 
 class ModelConfig(Section):
@@ -52,4 +52,8 @@ class TinyModelJob(Section):
     prompts: PromptMixConfig = Field(
         default_factory=PromptMixConfig,
         description="The prompt mix the tokenizer is trained on (with its SFT responses).",
+    )
+    responses: SFTMixConfig = Field(
+        default_factory=SFTMixConfig,
+        description="How those SFT responses are drawn (the run sets its SFT stage's, so the tokenizer sees its text).",
     )

@@ -261,6 +261,13 @@ class MonitorConfig(Section):
         "detector, `hrlaif_ray/labeling/injection.py`; `monitor/injection_rate` is logged every step). 0: off.",
     )
     stop: bool = Field(False, description="Stop the run at the first alert (after a checkpoint).")
+    keep_best: bool = Field(
+        False,
+        description="Early stopping's choice: save the actor at each check whose held-out accuracy is the best so "
+        "far (output_dir/best, best.json) and name it the run's policy (final.json's `policy`) instead of the last "
+        "step's. The held-out prompts are the monitor's (training problems with new names), so the choice uses no "
+        "evaluation prompt.",
+    )
 
 
 class SampleSettings(Section):

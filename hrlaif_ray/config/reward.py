@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from hrlaif_ray.config.base import Section
+from hrlaif_ray.config.dpo import DPOJob, DPOSettings
 from hrlaif_ray.config.labeling import HumanOverrides
 from hrlaif_ray.config.learner import RMLearner, moved_into
 from hrlaif_ray.config.tracking import LoggingConfig
@@ -18,6 +19,18 @@ class RMTrainSettings(HumanOverrides):
 
     moved = moved_into("learner")
 
+    kind: Literal["scalar", "implicit"] = Field(
+        "scalar",
+        description="'scalar': the paper's RM, a head on the policy's backbone trained on the labels' pairs (the "
+        "fields below). 'implicit': DPO on the labels (`implicit`), the reward beta x the trained model's "
+        "log-probability ratio to the starting policy, normalised and clipped like the scalar RM's "
+        "(hrlaif_ray/reward/implicit.py); it scores through the language model's likelihood.",
+    )
+    implicit: DPOSettings = Field(
+        default_factory=DPOSettings,
+        description="kind 'implicit': the DPO run that trains it (`hrlaif dpo`'s settings; the reference is the "
+        "starting policy).",
+    )
     epochs: int = Field(2, ge=1, description="Passes over the training labels.")
     batch_prompts: int = Field(8, ge=1, description="Prompts per step per rank (all their responses, one row each).")
     learner: RMLearner = Field(
@@ -58,6 +71,20 @@ class RMTrainJob(RMTrainSettings):
     prompts: str = Field(description="Prompts Parquet the labels refer to.")
     output_dir: str = Field(description="Where the RM checkpoint (HF folder + head + normalisation) goes.")
     seed: int = Field(0, description="Seed of the head's initialisation and the batch order.")
+
+    def implicit_job(self) -> DPOJob:
+        """kind 'implicit': the DPO job that trains the RM (into output_dir/dpo), the starting policy its reference."""
+        settings = self.implicit.model_dump(exclude={"reference", "iterative", "human_overrides"})
+        return DPOJob(
+            **settings,
+            human_overrides=self.human_overrides,
+            policy=self.init,
+            reference=self.init,
+            labels_dir=self.labels_dir,
+            prompts=self.prompts,
+            output_dir=f"{self.output_dir}/dpo",
+            seed=self.seed,
+        )
 
 
 class RMProbeSettings(Section):

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from hrlaif_ray.config.base import Section, apply_override, set_by
-from hrlaif_ray.config.data import RunPromptMix
+from hrlaif_ray.config.data import RunPromptMix, TaskConfig
 from hrlaif_ray.config.dpo import DPOJob, DPOSettings
 from hrlaif_ray.config.evaluation import EvalJob, EvalSettings
 from hrlaif_ray.config.labeling import LabelJob, LabelSettings, SimJudgeConfig
@@ -38,8 +38,9 @@ STAGES: dict[str, tuple[type[Section], tuple[str, ...]]] = {
 # the judge endpoints, which the run points at its simulated judge when it starts one
 JUDGED = {"label": "labeling", "ppo": "reward.labeling", "dpo": "iterative.label.labeling", "eval": "judge"}
 
-OUTCOME = r"(greedy_accuracy|sampled_accuracy|harmful_rate|win_rate_vs_sft|length)(_seen)?"
+OUTCOME = r"(greedy_accuracy|sampled_accuracy|harmful_rate|win_rate_vs_sft|length|binding_rate)(_seen)?"
 LINK = r"(label_agreement|rm_correct_above_wrong|rm_correct_above_wrong_seen)\.(math|multiple_choice|harmful)"
+PAIRED = r"vs_sft\.(greedy_accuracy|sampled_accuracy|harmful_rate)(_seen)?(\.ci_low|\.ci_high)?"
 
 
 class ArmConfig(Section):
@@ -64,8 +65,14 @@ class ArmConfig(Section):
     )
     rm_from: str | None = Field(
         None,
-        description="Use that arm's labels (and, for PPO, its RM): an arm that differs only in its RL reward or "
-        "its trainer.",
+        description="Use that arm's labels (and, for PPO, its RM): an arm that differs only in its RL reward, "
+        "its trainer or its RM's kind.",
+    )
+    rm_kind: Literal["scalar", "implicit"] | None = Field(
+        None,
+        description="A PPO arm's reward model: 'scalar' (the paper's: a head on the backbone) or 'implicit' (DPO's "
+        "log-probability ratio, hrlaif_ray/reward/implicit.py); None: the run's rm.kind. With rm_from and another "
+        "kind than that arm's, the arm trains its own RM on that arm's labels.",
     )
 
 
@@ -78,10 +85,11 @@ class TargetConfig(Section):
         "overridden) is reported as not measured."
     )
     metric: str = Field(
-        pattern=rf"^({OUTCOME}|{LINK})$",
-        description="An outcome (greedy_accuracy, sampled_accuracy, harmful_rate, win_rate_vs_sft, length; "
-        "`_seen` for the seen problems) or a link per category (label_agreement.math, "
-        "rm_correct_above_wrong.multiple_choice, ...), as the report's mechanism table gives them.",
+        pattern=rf"^({OUTCOME}|{LINK}|{PAIRED})$",
+        description="An outcome (greedy_accuracy, sampled_accuracy, harmful_rate, win_rate_vs_sft, length, "
+        "binding_rate; `_seen` for the seen problems), a link per category (label_agreement.math, "
+        "rm_correct_above_wrong.multiple_choice, ...), as the report's mechanism table gives them, or the arm's "
+        "paired difference to SFT (vs_sft.greedy_accuracy; `.ci_low` / `.ci_high`: its 95% interval's bounds).",
     )
     op: Literal[">=", ">", "<=", "<"] = Field(description="How the value must compare.")
     than: float | str = Field(description="A number, or a policy (an arm's name or 'sft') whose same metric.")
@@ -106,6 +114,12 @@ class RunJob(Section):
         description="Seeds of the labels, RM, PPO and evaluation samples (the "
         "SFT policy and the prompts are shared); each seed runs every arm, the report gives means "
         "with 95% intervals over seeds and prompts.",
+    )
+    task: TaskConfig | None = Field(
+        None,
+        description="The generated task, written into every prompt mix (operand ranges) and SFT response mix "
+        "(format) of the sections below; a section that sets one of those keys itself is refused. None: each "
+        "section's own.",
     )
     init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
     model: TinyModelJob = Field(default_factory=TinyModelJob, description="The tiny model built when init is None.")
@@ -169,10 +183,31 @@ class RunJob(Section):
             for key in keys + judged:
                 if _is_set(getattr(self, stage), key):
                     raise ValueError(f"{stage}.{key}: set by the run ({_SETTER.get(key.split('.')[-1], 'each arm')})")
+        if self.task is not None:
+            clashes = [
+                f"{name}.{key}"
+                for name in type(self).model_fields
+                if isinstance(getattr(self, name), Section)
+                for key in self.task.apply(getattr(self, name))
+            ]
+            if clashes:
+                raise ValueError(f"{clashes[0]}: set by the run's task (task.{clashes[0].split('.')[-1]})")
+        self.model.responses = self.sft.responses.model_copy()  # the tokenizer sees the SFT text
         for key in ("seed", "answer_key"):
             if self.judge is not None and key in self.judge.model_fields_set:
                 raise ValueError(f"judge.{key}: set by the run (each seed's judge; its prompts as the answer key)")
         return self
+
+    def rm_kind(self, arm: ArmConfig) -> str:
+        """The kind of reward model a PPO arm's reward comes from."""
+        return arm.rm_kind or self.rm.kind
+
+    def rm_owner(self, arm: ArmConfig) -> str:
+        """The arm whose folder holds this arm's RM (its own, unless it shares that of rm_from, of the same kind)."""
+        owner = next((b for b in self.arms if b.name == arm.rm_from), None)
+        if arm.trainer == "ppo" and owner is not None and self.rm_kind(owner) == self.rm_kind(arm):
+            return owner.name
+        return arm.name
 
     def stage_job(self, stage: str, **values: Any):
         """The stage's own job: its section of this config plus what the run sets (files, seed, the arm's

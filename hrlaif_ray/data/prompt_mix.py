@@ -144,7 +144,10 @@ def generate_prompt_mix(cfg: PromptMixConfig) -> list[PromptRecord]:
         elif kind is Category.MULTIPLE_CHOICE:
             text, answer, meta = word_problem(rng, cfg, unseen)
             choices, letter = multiple_choice(rng, answer)
-            options = " ".join(f"({CHOICE_LETTERS[j]}) {c}" for j, c in enumerate(choices))
+            if cfg.option_style == "value_first":
+                options = " ".join(f"{c} ({CHOICE_LETTERS[j]})" for j, c in enumerate(choices))
+            else:
+                options = " ".join(f"({CHOICE_LETTERS[j]}) {c}" for j, c in enumerate(choices))
             out.append(
                 PromptRecord(
                     rid,

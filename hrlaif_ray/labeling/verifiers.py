@@ -259,6 +259,7 @@ _LETTER_AFTER = re.compile(
     re.IGNORECASE,
 )
 _PAREN_LETTER = re.compile(r"\(([A-H])\)")
+_VALUE_THEN_LETTER = re.compile(r"^(\S.*?)\s*\(([A-H])\)$")
 _LEADING_LETTER = re.compile(r"^\s*[\(\[]?([A-H])[\)\]\.:]?(?:\s|$)")
 _ANSWER_TEXT = re.compile(r"(?:answer|option|choice)\s*(?:is|:|=)\s*(.+?)(?:[.\n]|$)", re.IGNORECASE)
 
@@ -280,8 +281,12 @@ def _option_index(token: str, choices: list[str]) -> int | None:
 def extract_choice(text: str, choices: list[str]) -> int | None:
     """Index of the option the response picks, or None."""
     norm_choices = [_norm(c) for c in choices]
-    # 1. "the answer is X": the text of an option first (options may themselves be numbers), else a letter/number.
+    # 1. "the answer is X": the text of an option first (options may themselves be numbers), else a letter/number;
+    # "the answer is 55 (C)" (a value, then the letter) is graded by the letter, whatever the value says.
     for phrase in reversed(_ANSWER_TEXT.findall(text)):
+        bound = _VALUE_THEN_LETTER.match(phrase.strip())
+        if bound and bound.group(1) and _option_index(bound.group(2), choices) is not None:
+            return _option_index(bound.group(2), choices)
         said = _norm(re.sub(r"^[\(\[]?([A-H])[\)\]]?\s*$", r"\1", phrase.strip()))
         for i, c in enumerate(norm_choices):
             if said == c or said.startswith(c + " ") and c:
@@ -302,6 +307,18 @@ def extract_choice(text: str, choices: list[str]) -> int | None:
     body = f" {_norm(text)} "
     present = [i for i, c in enumerate(norm_choices) if c and f" {c} " in body]
     return present[0] if len(present) == 1 else None
+
+
+def letter_binding(response: str, choices: list[str]) -> bool | None:
+    """Whether a response that states a value and then a letter ("the answer is 55 (C)") names, by that letter,
+    the option holding that value: a model can compute the value and still pick the wrong letter. None when the
+    response does not state both."""
+    for phrase in reversed(_ANSWER_TEXT.findall(response)):
+        bound = _VALUE_THEN_LETTER.match(phrase.strip())
+        if bound and bound.group(1):
+            idx = _option_index(bound.group(2), choices)
+            return idx is not None and _norm(bound.group(1)) == _norm(choices[idx])
+    return None
 
 
 def verify_multiple_choice(response: str, standard: str, choices: list[str]) -> Check:

@@ -78,7 +78,9 @@ def tiny_model_folder(job, out: str | Path) -> tuple[Path, int, int]:
     from hrlaif_ray.models.tokenizer import train_bpe_tokenizer
 
     if job.tokenizer.kind == "bpe":
-        tokenizer = train_bpe_tokenizer(tokenizer_corpus(generate_prompt_mix(job.prompts)), job.tokenizer.vocab_size)
+        tokenizer = train_bpe_tokenizer(
+            tokenizer_corpus(generate_prompt_mix(job.prompts), job.responses), job.tokenizer.vocab_size
+        )
     else:
         if not job.tokenizer.path:
             raise HrlaifError("tokenizer.path: required when tokenizer.kind is 'pretrained'")

@@ -153,12 +153,28 @@ class ModelReward:
             for p, t in zip(batch.prompts, batch.texts)
         ]
 
+    def response_starts(self, batch: Completions, sequences: list[list[int]]) -> list[int]:
+        """Where each completion starts in its sequence: after its prompt rendered with the tokenizer's template
+        (a reward that reads the response's likelihood, `ImplicitRewardModel`, needs it)."""
+        from hrlaif_ray.data.chat import prompt_token_ids
+
+        starts = []
+        for p, s in zip(batch.prompts, sequences):
+            head = prompt_token_ids(self.tokenizer, p.text, self.max_prompt_tokens)
+            if s[: len(head)] != head:
+                raise ValueError(f"prompt {p.id}: the sequence does not start with its prompt in the RM's template")
+            starts.append(len(head))
+        return starts
+
     def score(self, batch: Completions) -> Scores:
         sequences = self.encode(batch)
         if any(len(s) == 0 for s in sequences):
             raise ValueError("every sequence needs at least one token")
         if not sequences:
             return Scores(torch.zeros(0))
+        if getattr(self.rm, "reads_responses", False):
+            starts = self.response_starts(batch, sequences)
+            return Scores(self.rm.score_sequences(sequences, self.pad, self.micro_batch, response_starts=starts))
         return Scores(self.rm.score_sequences(sequences, self.pad, self.micro_batch))
 
 

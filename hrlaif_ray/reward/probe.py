@@ -13,7 +13,7 @@ from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_
 from hrlaif_ray.data.records import PromptRecord, RolloutRecord
 from hrlaif_ray.labeling.verifiers import ground_truth
 from hrlaif_ray.ppo.experience import Experience, layout, sequence_logprobs
-from hrlaif_ray.reward.model import RewardModel
+from hrlaif_ray.reward.implicit import load_reward_model
 
 
 def score_rollouts(
@@ -53,9 +53,12 @@ def score_rollouts(
                 "truths": truths,
             }
         )
-    if reference is None:
-        rm = RewardModel.from_pretrained(folder).eval()
-        scores = rm.score_sequences([h + t for h, t in zip(heads, tails)], pad, batch).tolist()
+    if reference is None:  # a scalar RM, or an implicit one (its own reference)
+        rm = load_reward_model(folder).eval()
+        starts = [len(h) for h in heads] if getattr(rm, "reads_responses", False) else None
+        sequences = [h + t for h, t in zip(heads, tails)]
+        kwargs = {"response_starts": starts} if starts is not None else {}
+        scores = rm.score_sequences(sequences, pad, batch, **kwargs).tolist()
     else:
         scores = implicit_rewards(folder, reference, layout(heads, tails, pad), batch).tolist()
     for i, s in enumerate(scores):
