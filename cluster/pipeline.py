@@ -173,12 +173,12 @@ class Run:
         argv: list[str],
         done: Path | Callable[[], bool],
         threads: int = 1,
-        kind: str | None = None,
+        stage: str | None = None,
         **paths,
     ) -> Stage:
-        """A stage named `name` (its log and config file) running the job of `kind` (default: the name's last part);
-        a trained stage's tracker run is named `name`, in the run's group."""
-        kind = kind or name.split("/")[-1]
+        """A stage named `name` (its log and config file) running the job of `stage` (default: the name's last
+        part); a trained stage's tracker run is named `name`, in the run's group."""
+        kind = stage or name.split("/")[-1]
         if "logging.name" in STAGES[kind][1]:
             paths.update({"logging.name": name, "logging.group": self.group})
             for key in ("wandb", "mlflow"):
@@ -408,7 +408,7 @@ class Run:
                             ["sample"],
                             lambda: sampled_all(evaluation, self.probe_rollouts),
                             1,
-                            kind="sample",
+                            stage="sample",
                             policy=str(self.sft_dir),
                             prompts=str(evaluation),
                             output=str(self.probe_rollouts),

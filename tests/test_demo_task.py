@@ -215,3 +215,22 @@ def test_the_monitor_keeps_the_best_held_out_checks_actor(tmp_path, tiny_tokeniz
     )
     log.close()
     assert saved == [(1, 0.5), (2, 0.7), (3, None)]  # the two bests, then the last step's checkpoint
+
+
+def test_labels_come_back_in_key_order_whatever_order_the_pool_committed_them(tmp_path):
+    """What trains on the labels (the RM's and DPO's batches) must not depend on which label the pool finished
+    first: the same labels committed in two orders read back the same."""
+    from hrlaif_ray.data.records import LabelRecord, PreferencePair, Response
+    from hrlaif_ray.labeling.ledger import LabelLedger
+
+    def label(key: str) -> LabelRecord:
+        return LabelRecord(
+            key, "math", "hybrid", [Response("a"), Response("b")], [PreferencePair(0, 1)], idempotency_key=key
+        )
+
+    keys = [f"k{i}" for i in (3, 1, 4, 0, 2)]
+    one, two = LabelLedger(tmp_path / "one"), LabelLedger(tmp_path / "two")
+    one.commit([label(k) for k in keys[:2]])
+    one.commit([label(k) for k in keys[2:]])
+    two.commit([label(k) for k in reversed(keys)])
+    assert [x.idempotency_key for x in one.labels()] == [x.idempotency_key for x in two.labels()] == sorted(keys)

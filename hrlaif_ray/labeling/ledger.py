@@ -48,10 +48,12 @@ class LabelLedger:
         return path
 
     def labels(self) -> list[LabelRecord]:
-        """Every committed label, one per key (the ok one where a failed label was later retried)."""
+        """Every committed label, one per key (the ok one where a failed label was later retried), in key order: the
+        pool commits labels as they finish, in an order that differs from run to run, and what trains on them (the
+        RM's and DPO's batches) must not depend on it."""
         best: dict[str, LabelRecord] = {}
         for shard in self.shards():
             for label in read_records(shard, "labels"):
                 if label.idempotency_key not in best or best[label.idempotency_key].status != "ok":
                     best[label.idempotency_key] = label
-        return list(best.values())
+        return [best[key] for key in sorted(best)]
