@@ -137,6 +137,7 @@ def _two_models(tokenizer, seed: int):
 
 
 def test_implicit_reward_model_is_dpos_log_ratio_normalised_and_clipped(tmp_path, tiny_tokenizer):
+    from hrlaif_ray.config.base import model_folder_problem
     from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
     from hrlaif_ray.data.records import PromptRecord
     from hrlaif_ray.models import save_model_folder
@@ -149,6 +150,10 @@ def test_implicit_reward_model_is_dpos_log_ratio_normalised_and_clipped(tmp_path
     folder = write_implicit_folder(tmp_path / "rm", policy, reference, beta=0.5, clip=10.0, mean=1.0, std=2.0)
     rm = load_reward_model(folder)
     assert isinstance(rm, ImplicitRewardModel) and rm.head_meta()["kind"] == "implicit"
+    assert model_folder_problem(str(folder)) is None  # a job's reward.rm may name it
+    (tmp_path / "sft" / "config.json").rename(tmp_path / "sft" / "gone.json")
+    assert "whose reference" in model_folder_problem(str(folder))
+    (tmp_path / "sft" / "gone.json").rename(tmp_path / "sft" / "config.json")
 
     prompts = [PromptRecord("a", "math", "Tom has 12 pens and buys 3 more. How many pens now?", "generated", "15")] * 2
     texts = ["12 + 3: 2 + 3 = 5, 1 + 0 = 1, so the answer is 15.", "The answer is 16."]

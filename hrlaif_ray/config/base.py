@@ -56,6 +56,19 @@ def model_folder_problem(folder: str) -> str | None:
             return str(exc)
         problem = model_folder_problem(base) if Path(base).expanduser().resolve() != path.resolve() else "itself"
         return f"an adapter folder whose base {base!r} is not a model folder ({problem})" if problem else None
+    if (path / "implicit_reward.json").is_file():  # an implicit RM: its policy and reference are model folders
+        import json
+
+        try:
+            meta = json.loads((path / "implicit_reward.json").read_text())
+            parts = {"policy": path / meta.get("policy", "policy"), "reference": Path(meta["reference"])}
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"an implicit reward model whose implicit_reward.json is unreadable ({exc})"
+        for name, part in parts.items():
+            problem = model_folder_problem(str(part))
+            if problem:
+                return f"an implicit reward model whose {name} {str(part)!r} is not a model folder ({problem})"
+        return None
     if not (path / "config.json").is_file():
         return "no config.json there"
     return None
