@@ -29,7 +29,7 @@ Roles colocated in a bundle add up there; a plan without GPUs counts every role 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -142,6 +142,10 @@ class ModelShape:
 
         if problem := model_folder_problem(folder):
             raise ConfigError(f"{key}: {folder!r} is not a model folder ({problem}); {HUB_HINT}")
+        if (Path(folder) / "implicit_reward.json").is_file():  # an implicit RM: two causal LMs, DPO's and its reference
+            policy = Path(folder) / json.loads((Path(folder) / "implicit_reward.json").read_text())["policy"]
+            shape = cls.of_folder(str(policy), key)
+            return replace(shape, params=2 * shape.params)
         path = Path(model_folders(folder)[0])  # an adapter folder is sized by its base (the adapters are small)
         try:
             return cls.of(AutoConfig.from_pretrained(path), scalar_head)
@@ -559,8 +563,9 @@ def plan_ppo(job, shape_of=None) -> Plan:
             "reference", policy, job.frozen, res.reference.replicas, batch("reference", answer)
         )
     if algo.estimator == "gae":
-        key = "critic_init" if job.critic_init else "reward.rm" if job.reward.rm else "policy"
-        critic = shape_of(job.critic_init or job.reward.rm or job.policy, key, True)
+        start = job.critic_start()
+        key = "critic_init" if job.critic_init else "reward.rm" if start == job.reward.rm else "policy"
+        critic = shape_of(start, key, True)
         ranks = res.critic.replicas
         roles["critic"] = trained_role(
             "critic", critic, job.critic, ranks, stage_for_world(job.critic, ranks), batch("critic", 0)

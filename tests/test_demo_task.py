@@ -154,6 +154,13 @@ def test_implicit_reward_model_is_dpos_log_ratio_normalised_and_clipped(tmp_path
     (tmp_path / "sft" / "config.json").rename(tmp_path / "sft" / "gone.json")
     assert "whose reference" in model_folder_problem(str(folder))
     (tmp_path / "sft" / "gone.json").rename(tmp_path / "sft" / "config.json")
+    # PPO on it: planned as two causal LMs; a critic starts from the policy (there is no scalar head to start from)
+    from hrlaif_ray.config import PPOJob
+    from hrlaif_ray.planner import ModelShape
+
+    job = PPOJob(policy=str(reference), output_dir=str(tmp_path / "ppo"), reward={"kind": "rm", "rm": str(folder)})
+    assert job.critic_start() == str(reference)
+    assert ModelShape.of_folder(str(folder), "reward.rm").params == 2 * ModelShape.of_folder(str(policy), "p").params
 
     prompts = [PromptRecord("a", "math", "Tom has 12 pens and buys 3 more. How many pens now?", "generated", "15")] * 2
     texts = ["12 + 3: 2 + 3 = 5, 1 + 0 = 1, so the answer is 15.", "The answer is 16."]

@@ -183,7 +183,7 @@ def run_attempt(
     out = Path(job.output_dir)
     critic_init = None
     if job.algo.estimator == "gae":
-        critic_init = job.critic_init or job.reward.rm or job.policy
+        critic_init = job.critic_start()
     policy, start_step, kl_coef, buffered = job.policy, 0, job.algo.kl_coef, None
     if resume_from is not None:
         state = json.loads((resume_from / "state.json").read_text())

@@ -304,7 +304,9 @@ class PPOSettings(Section):
         "tensorboard": ("logging.tensorboard",),
     }
 
-    critic_init: str | None = Field(None, description="Critic's starting folder (default: the RM, else the policy).")
+    critic_init: str | None = Field(
+        None, description="Critic's starting folder (default: a scalar RM, else the policy)."
+    )
     prompt_mix: PPOPromptMix = Field(
         default_factory=PPOPromptMix,
         description="The generated prompts when prompts is None; also the monitor's held-out mix (its own seed).",
@@ -414,3 +416,11 @@ class PPOJob(PPOSettings):
     output_dir: str = Field(description="metrics.jsonl, TensorBoard events, checkpoints.")
     prompts: str | None = Field(None, description="Prompts Parquet; None: the generated mix below.")
     seed: int = Field(0, description="Seed of the prompt order, the sampling and the learners.")
+
+    def critic_start(self) -> str:
+        """The critic's starting folder: critic_init, else a scalar RM (its head reads values already), else the
+        policy (an implicit RM has no scalar head to start from)."""
+        from pathlib import Path
+
+        scalar_rm = self.reward.rm and not (Path(self.reward.rm) / "implicit_reward.json").is_file()
+        return self.critic_init or (self.reward.rm if scalar_rm else None) or self.policy
