@@ -41,7 +41,8 @@ $(STAMP): pyproject.toml Makefile
 		echo "chromium and chromedriver not installed (needs root and apt-get): the browser test will skip"; }
 	touch $(STAMP)
 
-# The main job on the embedded default: SFT, then RLAIF, HRLAIF and the oracle side by side on one seed; the
+# The main job on the embedded default: SFT, then RLAIF and HRLAIF side by side on one seed (each through an
+# implicit RM and PPO, HRLAIF through the paper's scalar RM too, and both with the judge's labels in the loop); the
 # mechanism table (labels -> RM -> outcome, 95% intervals) in runs/demo/report.md.
 demo: setup
 	$(VENV)/bin/hrlaif run --config cluster/configs/demo.yaml

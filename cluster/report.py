@@ -396,10 +396,15 @@ def write_report(out: Path, job, machine: dict | None = None) -> dict:
     summaries = {a.name: arm_summary(first, a.name, a.rm_from, a.trainer, job.rm_owner(a)) for a in job.arms}
     png = plot(summaries, out / "plots" / "training.png")
     quality, quality_figures = quality_table(out, job, seeds)
+    how = {
+        "ppo": lambda a: f"RL reward {a.reward} ({job.rm_kind(a)} RM)",
+        "dpo": lambda a: "DPO on them (no RM, no RL)",
+        "online": lambda a: "PPO on the judge's labels of each step's samples (no RM)",
+    }
     methods = "; ".join(
         f"{a.name} = {a.method} labels, "
-        + (f"RL reward {a.reward}" if a.trainer == "ppo" else "DPO on them (no RM, no RL)")
-        + (f" (labels{' and RM' if a.trainer == 'ppo' else ''} of {a.rm_from})" if a.rm_from else "")
+        + how[a.trainer](a)
+        + (f" (labels{' and RM' if job.rm_owner(a) != a.name else ''} of {a.rm_from})" if a.rm_from else "")
         for a in job.arms
     )
     control = job.sft.responses.control
