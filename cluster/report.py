@@ -332,11 +332,8 @@ def measured(mech: dict, policy: str, metric: str) -> float | None:
     if name == "vs_sft":  # vs_sft.greedy_accuracy[.ci_low|.ci_high]
         outcome, _, bound = category.partition(".")
         diff = (value or {}).get(outcome) or {}
-        return {
-            "": diff.get("mean"),
-            "ci_low": diff.get("ci95", [None])[0],
-            "ci_high": (diff.get("ci95") or [None, None])[1],
-        }[bound]
+        low, high = diff.get("ci95") or (None, None)
+        return {"": diff.get("mean"), "ci_low": low, "ci_high": high}[bound]
     if category:
         return (value or {}).get(category)
     return (value or {}).get("mean")

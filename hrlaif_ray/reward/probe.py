@@ -12,8 +12,7 @@ from __future__ import annotations
 from hrlaif_ray.data.chat import pad_token_id, prompt_token_ids, response_token_ids
 from hrlaif_ray.data.records import PromptRecord, RolloutRecord
 from hrlaif_ray.labeling.verifiers import ground_truth
-from hrlaif_ray.ppo.experience import Experience, layout, sequence_logprobs
-from hrlaif_ray.reward.implicit import load_reward_model
+from hrlaif_ray.reward.implicit import ImplicitRewardModel, load_reward_model
 
 
 def score_rollouts(
@@ -60,21 +59,9 @@ def score_rollouts(
         kwargs = {"response_starts": starts} if starts is not None else {}
         scores = rm.score_sequences(sequences, pad, batch, **kwargs).tolist()
     else:
-        scores = implicit_rewards(folder, reference, layout(heads, tails, pad), batch).tolist()
+        # DPO's implicit reward, log pi(y|x) - log pi_ref(y|x) (beta, a positive scale, leaves every order as it is)
+        model = ImplicitRewardModel.from_parts(folder, reference, beta=1.0)
+        scores = model.raw_rewards(heads, tails, pad, batch).tolist()
     for i, s in enumerate(scores):
         out[owners[i]]["scores"].append(s)
     return out
-
-
-def implicit_rewards(policy: str, reference: str, batch: Experience, micro_batch: int = 64):
-    """A DPO policy's implicit reward of each row, log pi(y|x) - log pi_ref(y|x) (beta, a positive scale, leaves
-    every order as it is)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    def logps(folder: str):
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        with torch.no_grad():
-            return sequence_logprobs(model, batch, micro_batch)
-
-    return logps(policy) - logps(reference)
