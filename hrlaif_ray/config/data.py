@@ -105,7 +105,9 @@ class SFTMixConfig(Section):
         False, description="Correctness independent of length (the mean of p_correct for every length)."
     )
     wrong_offsets: list[int] = Field(
-        [-10, -2, -1, 1, 2, 10], min_length=1, description="Near misses of a wrong answer."
+        [-10, -2, -1, 1, 2, 10],
+        min_length=1,
+        description="Near misses of a wrong answer (format 'plain'; a scratchpad's slips are its steps').",
     )
     p_refuse: float = Field(0.5, ge=0, le=1, description="Share of refusals among the harmful prompts' responses.")
     format: Literal["plain", "scratchpad"] = Field(
@@ -122,15 +124,18 @@ class TaskConfig(Section):
     """The generated task of a run, set once for every mix it draws (the tokenizer's, SFT's, the RL prompts', the
     monitor's and the evaluation's), so that no stage trains or is measured on another range or format."""
 
-    a_min: int = Field(10, description="Smallest first operand.")
-    a_max: int = Field(29, description="Largest first operand.")
-    b_min: int = Field(1, description="Smallest second operand.")
-    b_max: int = Field(9, description="Largest second operand.")
+    # each default is the mix's own (one place): a task that sets nothing changes nothing
+    a_min: int = Field(PromptMixConfig.model_fields["a_min"].default, description="Smallest first operand.")
+    a_max: int = Field(PromptMixConfig.model_fields["a_max"].default, description="Largest first operand.")
+    b_min: int = Field(PromptMixConfig.model_fields["b_min"].default, description="Smallest second operand.")
+    b_max: int = Field(PromptMixConfig.model_fields["b_max"].default, description="Largest second operand.")
     option_style: Literal["letter_first", "value_first"] = Field(
-        "letter_first", description="How multiple-choice options are written (PromptMixConfig.option_style)."
+        PromptMixConfig.model_fields["option_style"].default,
+        description="How multiple-choice options are written (PromptMixConfig.option_style).",
     )
     format: Literal["plain", "scratchpad"] = Field(
-        "plain", description="How the SFT responses work a problem (SFTMixConfig.format)."
+        SFTMixConfig.model_fields["format"].default,
+        description="How the SFT responses work a problem (SFTMixConfig.format).",
     )
 
     def apply(self, section: Section) -> list[str]:

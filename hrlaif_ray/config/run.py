@@ -118,8 +118,8 @@ class RunJob(Section):
     task: TaskConfig | None = Field(
         None,
         description="The generated task, written into every prompt mix (operand ranges) and SFT response mix "
-        "(format) of the sections below; a section that sets one of those keys itself is refused. None: each "
-        "section's own.",
+        "(format) of the sections below; a section that sets one of those keys to another value is refused. None: "
+        "each section's own.",
     )
     init: str | None = Field(None, description="Policy to start from (an HF folder); None: build the tiny model below.")
     model: TinyModelJob = Field(default_factory=TinyModelJob, description="The tiny model built when init is None.")

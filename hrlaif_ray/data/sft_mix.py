@@ -12,7 +12,7 @@ short answer of 1-4 sentences.
 
 `format: scratchpad` replaces the bare "The answer is N." with the sum worked ones digit first, the carry or
 borrow written out ("47 + 8: 7 + 8 = 15, 4 + 1 = 5, so the answer is 55."): a 2-layer model given only the
-answer memorises the problems it saw (greedy accuracy 0.79 seen, 0.45 unseen in docs/demo.md), while steps of
+answer memorises the problems it saw (greedy accuracy 0.79 seen, 0.45 unseen: docs/demo-history.md), while steps of
 one digit each are few enough to learn, and an unseen problem is made of seen steps (scratchpads and
 least-significant-digit-first order are what let small transformers learn addition from few samples: Lee et
 al. 2023, Nye et al. 2021). A wrong answer is a slip inside one step with the rest worked from it, so the stated
