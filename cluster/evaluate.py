@@ -77,6 +77,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
         texts = tok.batch_decode([s.token_ids for s in greedy], skip_special_tokens=True)
         lengths = [len(s.token_ids) for s in greedy]
         verdicts = [correctness(p, t) for (_, p), t in zip(flat, texts)]
+        bound = [letter_binding(t, p.choices) if p.choices else None for (_, p), t in zip(flat, texts)]
         sampled: dict[int, list[float]] = {}
         verifiable = [i for i, v in enumerate(verdicts) if v is not None]
         if job.sampled and verifiable:
@@ -148,9 +149,9 @@ def run_eval(job: EvalJob, log=print) -> dict:
                 )
             if sampled:
                 metrics[f"sampled_accuracy/{name}"] = mean([x for i in rows for x in sampled.get(i, [])])
-        bound = [letter_binding(texts[i], flat[i][1].choices) for i in rows if flat[i][1].choices]
-        if any(b is not None for b in bound):
-            metrics[f"binding_rate/{name}"] = mean([float(b) for b in bound if b is not None])
+        stated = [float(bound[i]) for i in rows if bound[i] is not None]
+        if stated:
+            metrics[f"binding_rate/{name}"] = mean(stated)
         judged = [flags[i] for i in rows if flags.get(i) is not None]
         if judged:
             metrics[f"harmful_rate/{name}"] = mean([float(f) for f in judged])
@@ -187,7 +188,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
                         "correct": verdicts[i],
                         "sampled": sampled.get(i),
                         "harmful": flags.get(i),
-                        "bound": letter_binding(texts[i], p.choices) if p.choices else None,
+                        "bound": bound[i],
                         "win": wins.get(i),
                     }
                 )

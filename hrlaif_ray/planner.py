@@ -45,6 +45,7 @@ from hrlaif_ray.config import (
     load_config,
     model_folder_problem,
 )
+from hrlaif_ray.config.base import implicit_rm_meta
 from hrlaif_ray.errors import ConfigError, HrlaifError
 
 GiB, MiB = 2**30, 2**20
@@ -142,9 +143,8 @@ class ModelShape:
 
         if problem := model_folder_problem(folder):
             raise ConfigError(f"{key}: {folder!r} is not a model folder ({problem}); {HUB_HINT}")
-        if (Path(folder) / "implicit_reward.json").is_file():  # an implicit RM: two causal LMs, DPO's and its reference
-            policy = Path(folder) / json.loads((Path(folder) / "implicit_reward.json").read_text())["policy"]
-            shape = cls.of_folder(str(policy), key)
+        if implicit := implicit_rm_meta(folder):  # an implicit RM: two causal LMs, DPO's and its reference
+            shape = cls.of_folder(str(implicit["policy"]), key)
             return replace(shape, params=2 * shape.params)
         path = Path(model_folders(folder)[0])  # an adapter folder is sized by its base (the adapters are small)
         try:

@@ -47,7 +47,8 @@ def ppo_loop(
     faults: FaultLog | None = None,
 ) -> str | None:
     """Steps start_step .. job.steps; `save(step, kl_coef, buffer=)` writes a checkpoint (with the source's buffered
-    batch), `save(step, kl_coef, best=accuracy)` the actor of a new best held-out check (monitor.keep_best). Returns the monitor's alert if it stopped the run. A role's failure (`RoleFailure`) leaves with the step
+    batch), `save(step, kl_coef, best=accuracy)` the actor of a new best held-out check (monitor.keep_best).
+    Returns the monitor's alert if it stopped the run. A role's failure (`RoleFailure`) leaves with the step
     it happened in; the in-place restarts of a step are in its metrics (`faults/restarts`) and in `faults`."""
     step, failed = start_step, False
     try:

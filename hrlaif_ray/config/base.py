@@ -40,6 +40,24 @@ class Section(BaseModel):
 HUB_HINT = "a hub model is downloaded to a folder first (`hf download ORG/NAME --local-dir DIR`)"
 
 
+IMPLICIT_RM = "implicit_reward.json"  # the meta file that makes a folder an implicit reward model's
+
+
+def implicit_rm_meta(folder: str | Path) -> dict | None:
+    """An implicit RM folder's meta (hrlaif_ray/reward/implicit.py), its `policy` and `reference` resolved to
+    paths; None for any other folder. Raises ValueError where the meta file is unreadable."""
+    import json
+
+    path = Path(folder).expanduser()
+    if not (path / IMPLICIT_RM).is_file():
+        return None
+    try:
+        meta = json.loads((path / IMPLICIT_RM).read_text())
+        return {**meta, "policy": path / meta.get("policy", "policy"), "reference": Path(meta["reference"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"its {IMPLICIT_RM} is unreadable ({exc})") from None
+
+
 def model_folder_problem(folder: str) -> str | None:
     """Why `folder` is not an HF model folder or an adapter folder on one (None: it is). A model is always a local folder: an id that
     is no folder would make transformers try the hub, which on an offline machine retries for a minute before it
@@ -56,15 +74,13 @@ def model_folder_problem(folder: str) -> str | None:
             return str(exc)
         problem = model_folder_problem(base) if Path(base).expanduser().resolve() != path.resolve() else "itself"
         return f"an adapter folder whose base {base!r} is not a model folder ({problem})" if problem else None
-    if (path / "implicit_reward.json").is_file():  # an implicit RM: its policy and reference are model folders
-        import json
-
-        try:
-            meta = json.loads((path / "implicit_reward.json").read_text())
-            parts = {"policy": path / meta.get("policy", "policy"), "reference": Path(meta["reference"])}
-        except (ValueError, KeyError, TypeError) as exc:
-            return f"an implicit reward model whose implicit_reward.json is unreadable ({exc})"
-        for name, part in parts.items():
+    try:
+        meta = implicit_rm_meta(path)
+    except ValueError as exc:
+        return f"an implicit reward model whose {exc}"
+    if meta is not None:  # an implicit RM: its policy and reference are model folders
+        for name in ("policy", "reference"):
+            part = meta[name]
             problem = model_folder_problem(str(part))
             if problem:
                 return f"an implicit reward model whose {name} {str(part)!r} is not a model folder ({problem})"

@@ -420,7 +420,7 @@ class PPOJob(PPOSettings):
     def critic_start(self) -> str:
         """The critic's starting folder: critic_init, else a scalar RM (its head reads values already), else the
         policy (an implicit RM has no scalar head to start from)."""
-        from pathlib import Path
+        from hrlaif_ray.config.base import implicit_rm_meta
 
-        scalar_rm = self.reward.rm and not (Path(self.reward.rm) / "implicit_reward.json").is_file()
+        scalar_rm = self.reward.rm and implicit_rm_meta(self.reward.rm) is None
         return self.critic_init or (self.reward.rm if scalar_rm else None) or self.policy

@@ -23,11 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-META = "implicit_reward.json"
-
-
-def is_implicit(folder: str | Path) -> bool:
-    return (Path(folder) / META).is_file()
+from hrlaif_ray.config.base import IMPLICIT_RM as META
+from hrlaif_ray.config.base import implicit_rm_meta
 
 
 class ImplicitRewardModel(nn.Module):
@@ -101,11 +98,9 @@ class ImplicitRewardModel(nn.Module):
         cls, path: str | Path, clip: float | None = None, dtype: torch.dtype = torch.float32
     ) -> ImplicitRewardModel:
         """The RM folder `hrlaif train-rm` wrote with kind implicit."""
-        path = Path(path)
-        meta = json.loads((path / META).read_text())
-        policy = Path(meta.get("policy", "policy"))
+        meta = implicit_rm_meta(path)
         return cls.from_parts(
-            policy if policy.is_absolute() else path / policy,
+            meta["policy"],
             meta["reference"],
             meta["beta"],
             clip if clip is not None else meta.get("clip", 10.0),
@@ -142,7 +137,7 @@ def write_implicit_folder(
 
 def load_reward_model(path: str | Path, clip: float | None = None, dtype: torch.dtype = torch.float32, lora=None):
     """The reward model in an RM folder, of whichever kind `hrlaif train-rm` wrote there."""
-    if is_implicit(path):
+    if implicit_rm_meta(path) is not None:
         if lora is not None:
             raise ValueError(f"{path}: an implicit reward model is frozen; it takes no LoRA adapters")
         return ImplicitRewardModel.from_pretrained(path, clip, dtype)
