@@ -413,6 +413,8 @@ class Run:
                             prompts=str(evaluation),
                             output=str(self.probe_rollouts),
                             seed=10_000,
+                            # beside the arms' stages: one engine thread (threads beyond the cores stall OpenMP)
+                            **{"engines.threads": 1},
                         ),
                     ),
                 ]
