@@ -572,7 +572,9 @@ def plan_ppo(job, shape_of=None) -> Plan:
         )
     if job.reward.uses_rm:
         rm = shape_of(job.reward.rm, "reward.rm", True)
-        roles["reward"] = frozen_role("reward", rm, job.frozen, res.reward.replicas, batch("reward", 0))
+        # an implicit RM (a causal LM's head, no scalar one) reads log-probs: logits over the response positions
+        logits = answer if rm.vocab else 0
+        roles["reward"] = frozen_role("reward", rm, job.frozen, res.reward.replicas, batch("reward", logits))
     elif job.reward.kind == "verifier":  # the verifier's replicas: processes without a model
         roles["reward"] = RolePlan("reward", res.reward.replicas, Memory(), "the verifier")
     if job.reward.online:  # the labeler pool's actors, outside the placement groups
@@ -735,6 +737,18 @@ def run_stages(job) -> dict[str, tuple]:
             return ModelShape.of(config, scalar_head)
 
     k = job.sample.rollout.samples_per_prompt  # the responses a label orders
+    ppo, ppo_shape_of = {"reward.kind": "rm", "reward.rm": "-"}, shape_of
+    if any(a.trainer == "ppo" and job.rm_kind(a) == "implicit" for a in job.arms):
+        # PPO is sized for the larger kind: an implicit RM is two causal LMs of the policy's shape (DPO's and its
+        # reference), and the critic then starts from the policy (PPOJob.critic_start)
+        ppo["critic_init"] = "-"
+
+        def ppo_shape_of(folder, key, scalar_head):
+            if key == "reward.rm":
+                shape = shape_of(folder, "policy", False)
+                return replace(shape, params=2 * shape.params)
+            return shape_of(folder, key, scalar_head)
+
     stages = {
         "sft": (job.stage_job("sft", init="-", output_dir="-"), lambda j: plan_sft(j, shape_of=shape_of)),
         "rm": (
@@ -742,8 +756,8 @@ def run_stages(job) -> dict[str, tuple]:
             lambda j: plan_rm(j, shape_of=shape_of, responses=k),
         ),
         "ppo": (
-            job.stage_job("ppo", policy="-", output_dir="-", prompts="-", **{"reward.kind": "rm", "reward.rm": "-"}),
-            lambda j: plan_ppo(j, shape_of),
+            job.stage_job("ppo", policy="-", output_dir="-", prompts="-", **ppo),
+            lambda j: plan_ppo(j, ppo_shape_of),
         ),
     }
     if any(a.trainer == "dpo" for a in job.arms):

@@ -217,6 +217,18 @@ def test_every_stage_of_the_demo_is_planned_before_its_models_exist():
     )
     assert set(plans) == {"sft", "rm", "ppo"} and all(not p.problems() for p in plans.values()) and not warnings
     assert {r.role for r in plans["rm"].roles} == {"actor", "reference"}  # the implicit RM: a DPO run
+    # PPO's reward role holds that implicit RM: two causal LMs (their weights twice the reference's one), each
+    # forward in turn reading logits over the responses as the reference does; with only scalar RMs, one LM with a
+    # scalar head and no logits
+    role = {r.role: r.memory for r in plans["ppo"].roles}
+    assert role["reward"].weights == 2 * role["reference"].weights
+    assert role["reward"].activations == role["reference"].activations
+    scalar, _ = check_run(
+        load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=64", "rm.kind=scalar"])
+    )
+    scalar_role = {r.role: r.memory for r in scalar["ppo"].roles}
+    assert scalar_role["reward"].weights < role["reference"].weights
+    assert scalar_role["reward"].activations < role["reward"].activations
     _, warnings = check_run(
         load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=8"])
     )
