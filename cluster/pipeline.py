@@ -93,6 +93,7 @@ class Run:
         self.rm_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels and RM are there (or failed)
         self.labels_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels are there (or failed)
         self.machine: dict = {}
+        self.slots = 0  # the local Ray cluster's logical CPUs (execute sets them from the plans)
         # one group in the trackers per invocation: its stage runs and its report
         self.group = job.logging.group or f"{self.out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.lock = threading.Lock()
@@ -337,10 +338,11 @@ class Run:
 
     def execute(self) -> dict:
         from cluster.report import write_report
-        from hrlaif_ray.planner import check_run
+        from hrlaif_ray.planner import check_run, run_slots
         from hrlaif_ray.provenance import measure_machine
 
-        _, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
+        plans, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
+        self.slots = self.job.ray_num_cpus or run_slots(self.job, plans)
         check_trackers(self.job.logging)
         for stage in ("sft", "rm", "ppo", "dpo"):  # a stage section's own trackers, named by their path
             check_trackers(getattr(self.job, stage).logging, f"{stage}.logging")
@@ -457,7 +459,7 @@ class Run:
 
         if os.environ.get("RAY_ADDRESS"):
             return
-        connect_ray(num_cpus=self.job.ray_num_cpus, log_to_driver=False)
+        connect_ray(num_cpus=self.slots, log_to_driver=False)
         stack.callback(ray.shutdown)
         self.env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 

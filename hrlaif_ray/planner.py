@@ -29,6 +29,8 @@ Roles colocated in a bundle add up there; a plan without GPUs counts every role 
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -774,6 +776,12 @@ def check_run(job) -> tuple[dict[str, Plan], list[str]]:
     added up (an upper bound: the arms are seldom all in their peak phase at once)."""
     plans = {name: check(stage, planner, prefix=f"{name}.") for name, (stage, planner) in run_stages(job).items()}
     warnings = []
+    slots = run_slots(job, plans)
+    if job.ray_num_cpus is not None and job.ray_num_cpus < slots:
+        warnings.append(
+            f"ray_num_cpus={job.ray_num_cpus}: the stages side by side may reserve {slots} logical CPUs; a stage "
+            "whose placement group waits longer than 120 s for them fails (ray_num_cpus: null sizes the cluster)"
+        )
     if job.parallel_arms:
         trainers = [a.trainer for a in job.arms]
         together = sum(plans["dpo" if t == "dpo" else "ppo"].host_needed for t in trainers)
@@ -784,6 +792,31 @@ def check_run(job) -> tuple[dict[str, Plan], list[str]]:
                 f"{gib(capacity)} there; parallel_arms=false runs them in turn"
             )
     return plans, warnings
+
+
+def run_slots(job, plans: dict[str, Plan]) -> int:
+    """Logical CPUs a pipeline run's local Ray cluster needs so that no stage waits for another's reservations: each
+    arm's heaviest stage (its RL stage's placement-group bundles and labeler pool, or its RM's) side by side, and
+    the first seed's SFT evaluation and probe samples beside them (an engine, an RM replica: 3), at least the
+    machine's cores. Logical CPUs are slots, not cores: the stages share the cores as processes do."""
+
+    def bundles(plan: Plan, res) -> float:
+        return sum(res.bundle_of(b.roles[0]).get("CPU", 0.0) for b in plan.bundles)
+
+    # an implicit RM trains on Ray (a DPO run's bundles); a scalar one on torchrun ranks, outside the cluster
+    rm = bundles(plans["rm"], job.rm.implicit.resources) if job.rm.kind == "implicit" else 0.0
+    total = 3.0
+    for arm in job.arms:
+        if arm.trainer == "dpo":
+            total += bundles(plans["dpo"], job.dpo.resources)
+            continue
+        ppo = bundles(plans["ppo"], job.ppo.resources)
+        if arm.trainer == "online":
+            pool = job.ppo.reward.pool
+            labelers = pool.autoscale.max if pool.autoscale else pool.labelers
+            ppo += labelers * pool.num_cpus_per_labeler
+        total += max(ppo, rm)
+    return max(math.ceil(total), os.cpu_count() or 1)
 
 
 def plan_for(kind: Literal["sft", "train-rm", "ppo", "dpo"], world: int = 1):

@@ -171,6 +171,29 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+RM_TOKEN = "s3cret-token"
+
+
+@contextlib.contextmanager
+def served_rm(folder: Path | str, tmp: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`hrlaif serve-rm --rm folder` with a token: its URL and the header that carries the token; its process group
+    stopped after."""
+    import signal
+
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(folder)],
+        env=script_env(tmp, HRLAIF_RM_TOKEN=RM_TOKEN),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:"), line
+        yield line.split()[1], {"Authorization": f"Bearer {RM_TOKEN}"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 @contextlib.contextmanager

@@ -246,3 +246,29 @@ def test_labels_come_back_in_key_order_whatever_order_the_pool_committed_them(tm
     one.commit([label(k) for k in keys[2:]])
     two.commit([label(k) for k in reversed(keys)])
     assert [x.idempotency_key for x in one.labels()] == [x.idempotency_key for x in two.labels()] == sorted(keys)
+
+
+def test_serve_rm_scores_texts_with_an_implicit_rm_as_the_module_does(tmp_path, tiny_tokenizer, short_tmp):
+    """`hrlaif serve-rm` on an implicit RM folder: texts get the module's rewards; token ids are refused (the RM must
+    know where each response starts), with a 400 that says so."""
+    import httpx
+    from conftest import served_rm
+
+    from hrlaif_ray.data.records import PromptRecord
+    from hrlaif_ray.models import save_model_folder
+    from hrlaif_ray.reward.implicit import load_reward_model, write_implicit_folder
+    from hrlaif_ray.reward.interface import Completions, ModelReward
+
+    policy = save_model_folder(_two_models(tiny_tokenizer, 1), tiny_tokenizer, tmp_path / "dpo")
+    reference = save_model_folder(_two_models(tiny_tokenizer, 2), tiny_tokenizer, tmp_path / "sft")
+    folder = write_implicit_folder(tmp_path / "rm", policy, reference, beta=0.5, clip=10.0, mean=1.0, std=2.0)
+    prompts = ["Tom has 12 pens and buys 3 more. How many pens now?", "What is 47 + 8?"]
+    responses = ["12 + 3: 2 + 3 = 5, 1 + 0 = 1, so the answer is 15.", "The answer is 54."]
+    records = [PromptRecord(f"p{i}", "math", p, "generated") for i, p in enumerate(prompts)]
+    want = ModelReward(load_reward_model(folder), tiny_tokenizer).score(Completions(records, responses)).scores
+    with served_rm(folder, short_tmp) as (url, auth):
+        got = httpx.post(f"{url}/score", json={"prompts": prompts, "responses": responses}, headers=auth, timeout=60)
+        assert got.status_code == 200, got.text
+        assert got.json()["rewards"] == pytest.approx(want.tolist(), abs=1e-4)
+        ids = httpx.post(f"{url}/score", json={"sequences": [[5, 6, 7]]}, headers=auth, timeout=60)
+        assert ids.status_code == 400 and "scores texts" in ids.json()["error"]

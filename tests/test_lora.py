@@ -298,12 +298,8 @@ def test_eval_and_serve_rm_take_an_adapter_folder_as_its_merged_model(
 ):
     """`hrlaif eval` (vLLM) answers the same from an adapter folder as from its merged folder, and `hrlaif serve-rm`
     serves an RM saved as adapters with the scores of its merged folder."""
-    import os
-    import signal
-    import subprocess
-
     import httpx
-    from conftest import ROOT, script_env
+    from conftest import served_rm
     from test_eval import _eval
     from transformers import AutoModelForCausalLM
 
@@ -333,24 +329,10 @@ def test_eval_and_serve_rm_take_an_adapter_folder_as_its_merged_model(
         state_dict=trained_state(rm, 0, False),
         merged=gathered_merged_state(rm.backbone, 0, False),
     )
-    env = script_env(short_tmp, HRLAIF_RM_TOKEN="s3cret-token")
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY http://127.0.0.1:"), line
+    with served_rm(rm_folder, short_tmp) as (url, auth):
         seqs = [[5, 6, 7, 8], [9, 10, 11]]
-        auth = {"Authorization": "Bearer s3cret-token"}
-        got = httpx.post(f"{line.split()[1]}/score", json={"sequences": seqs}, headers=auth, timeout=60).json()
+        got = httpx.post(f"{url}/score", json={"sequences": seqs}, headers=auth, timeout=60).json()
         merged = RewardModel.from_pretrained(rm_folder / MERGED).eval()
         with torch.no_grad():
             want = [merged(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0].item() for s in seqs]
         assert got["rewards"] == pytest.approx(want, abs=1e-4)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

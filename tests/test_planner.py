@@ -233,6 +233,15 @@ def test_every_stage_of_the_demo_is_planned_before_its_models_exist():
         load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=8"])
     )
     assert warnings and "parallel_arms=false" in warnings[0]  # each stage fits 8 GiB, five at once may not
+    # the local Ray cluster holds every stage side by side: five RL stages of 4 one-CPU bundles, the online arms'
+    # labeler pools (0.25 each), the SFT evaluation and probe samples (3); an explicit smaller one is warned of
+    from hrlaif_ray.planner import run_slots
+
+    assert run_slots(load_config(RunJob, ROOT / "cluster/configs/demo.yaml", []), plans) == 24
+    _, warnings = check_run(
+        load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=64", "ray_num_cpus=16"])
+    )
+    assert len(warnings) == 1 and "may reserve 24 logical CPUs" in warnings[0]
 
 
 SHAPE_7B = str(ROOT / "cluster/configs/shapes/llama2-7b")

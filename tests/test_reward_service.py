@@ -80,9 +80,9 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp)
     import subprocess
 
     import httpx
-    from conftest import ROOT, script_env
+    from conftest import RM_TOKEN, ROOT, script_env, served_rm
 
-    env = script_env(short_tmp, HRLAIF_RM_TOKEN="s3cret-token")
+    env = script_env(short_tmp, HRLAIF_RM_TOKEN=RM_TOKEN)
     assert (
         subprocess.run(
             [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],
@@ -93,17 +93,7 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp)
         ).returncode
         == 2
     )  # no token: refuses to start
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/hrlaif"), "serve-rm", "--rm", str(rm_folder)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY http://127.0.0.1:"), line
-        url = line.split()[1]
+    with served_rm(rm_folder, short_tmp) as (url, auth):
         seqs = [[5, 6, 7, 8], [9, 10]]
         assert httpx.post(f"{url}/score", json={"sequences": seqs}, timeout=60).status_code == 401
         assert (
@@ -112,15 +102,12 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp)
             ).status_code
             == 401
         )
-        ok = httpx.post(
-            f"{url}/score", json={"sequences": seqs}, headers={"Authorization": "Bearer s3cret-token"}, timeout=60
-        )
+        ok = httpx.post(f"{url}/score", json={"sequences": seqs}, headers=auth, timeout=60)
         assert ok.status_code == 200
         rm = RewardModel.from_pretrained(rm_folder).eval()
         with torch.no_grad():
             want = [rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0].item() for s in seqs]
         assert ok.json()["rewards"] == pytest.approx(want, abs=1e-4)
-        auth = {"Authorization": "Bearer s3cret-token"}
         bad = httpx.post(f"{url}/score", json={"sequences": [[]]}, headers=auth, timeout=60)
         assert bad.status_code == 400 and "at least one token" in bad.json()["error"]
         for body, says in (
@@ -137,12 +124,6 @@ def test_http_front_needs_the_token_and_matches_the_module(rm_folder, short_tmp)
         assert huge.status_code == 413
         health = httpx.get(f"{url}/health", timeout=60)
         assert health.status_code == 200 and health.json()["ok"] is True
-    finally:
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow

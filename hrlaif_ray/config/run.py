@@ -161,7 +161,12 @@ class RunJob(Section):
         "keeps its tensorboard and, when this sets none, its trackers.",
     )
     parallel_arms: bool = Field(True, description="Run the arms side by side (one thread each) rather than in turn.")
-    ray_num_cpus: int = Field(16, ge=1, description="Logical CPUs of the run's local Ray cluster (slots, not cores).")
+    ray_num_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="Logical CPUs of the run's local Ray cluster (slots, not cores). None: what the stages side by "
+        "side may reserve at once (`planner.run_slots`), so that none waits for another's placement groups.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunJob:
