@@ -338,8 +338,8 @@ class Run:
 
     def execute(self) -> dict:
         from cluster.report import write_report
-        from hrlaif_ray.planner import check_run, run_slots
         from hrlaif_ray.provenance import measure_machine
+        from hrlaif_ray.run_plan import check_run, run_slots
 
         plans, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
         self.slots = self.job.ray_num_cpus or run_slots(self.job, plans)

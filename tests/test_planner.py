@@ -210,7 +210,7 @@ def test_a_cpu_plan_is_checked_against_the_hosts_memory(tiny_model_dir):
 
 def test_every_stage_of_the_demo_is_planned_before_its_models_exist():
     from hrlaif_ray.config import RunJob
-    from hrlaif_ray.planner import check_run
+    from hrlaif_ray.run_plan import check_run
 
     plans, warnings = check_run(
         load_config(RunJob, ROOT / "cluster/configs/demo.yaml", ["ppo.resources.host_memory_gib=64"])
@@ -235,7 +235,7 @@ def test_every_stage_of_the_demo_is_planned_before_its_models_exist():
     assert warnings and "parallel_arms=false" in warnings[0]  # each stage fits 8 GiB, five at once may not
     # the local Ray cluster holds every stage side by side: five RL stages of 4 one-CPU bundles, the online arms'
     # labeler pools (0.25 each), the SFT evaluation and probe samples (3); an explicit smaller one is warned of
-    from hrlaif_ray.planner import run_slots
+    from hrlaif_ray.run_plan import run_slots
 
     assert run_slots(load_config(RunJob, ROOT / "cluster/configs/demo.yaml", []), plans) == 24
     _, warnings = check_run(

@@ -165,7 +165,7 @@ class RunJob(Section):
         None,
         ge=1,
         description="Logical CPUs of the run's local Ray cluster (slots, not cores). None: what the stages side by "
-        "side may reserve at once (`planner.run_slots`), so that none waits for another's placement groups.",
+        "side may reserve at once (`run_plan.run_slots`), so that none waits for another's placement groups.",
     )
 
     @model_validator(mode="after")
