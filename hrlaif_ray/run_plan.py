@@ -67,9 +67,10 @@ def run_stages(job) -> dict[str, tuple]:
 
 
 def check_run(job) -> tuple[dict[str, Plan], list[str]]:
-    """Every trained stage of a pipeline run checked before the run starts (a PlanError names the stage), and a
-    warning where the arms' RL stages side by side (`parallel_arms`) may not fit the host they share: their peaks
-    added up (an upper bound: the arms are seldom all in their peak phase at once)."""
+    """Every trained stage of a pipeline run checked before the run starts (a PlanError names the stage), and
+    warnings: where an explicit `ray_num_cpus` is below what the stages side by side may reserve (`run_slots`), and
+    where the arms' RL stages side by side (`parallel_arms`) may not fit the host they share: their peaks added up
+    (an upper bound: the arms are seldom all in their peak phase at once)."""
     plans = {name: check(stage, planner, prefix=f"{name}.") for name, (stage, planner) in run_stages(job).items()}
     warnings = []
     slots = run_slots(job, plans)
