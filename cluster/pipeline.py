@@ -93,7 +93,6 @@ class Run:
         self.rm_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels and RM are there (or failed)
         self.labels_ready: dict[str, threading.Event] = {}  # seed/arm -> its labels are there (or failed)
         self.machine: dict = {}
-        self.slots = 0  # the local Ray cluster's logical CPUs (execute sets them from the plans)
         # one group in the trackers per invocation: its stage runs and its report
         self.group = job.logging.group or f"{self.out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.lock = threading.Lock()
@@ -342,7 +341,7 @@ class Run:
         from hrlaif_ray.run_plan import check_run, run_slots
 
         plans, warnings = check_run(self.job)  # every trained stage fits, before any stage starts
-        self.slots = self.job.ray_num_cpus or run_slots(self.job, plans)
+        slots = self.job.ray_num_cpus or run_slots(self.job, plans)  # the local Ray cluster's logical CPUs
         check_trackers(self.job.logging)
         for stage in ("sft", "rm", "ppo", "dpo"):  # a stage section's own trackers, named by their path
             check_trackers(getattr(self.job, stage).logging, f"{stage}.logging")
@@ -359,7 +358,7 @@ class Run:
                 "sft", ["sft"], self.sft_dir / "sft_metrics.json", cores, init=init, output_dir=str(self.sft_dir)
             )()
             self.prompts()
-            self.start_ray(stack)
+            self.start_ray(stack, slots)
             for i, seed in enumerate(self.job.seeds):
                 self.run_seed(seed, first=i == 0)
         result = write_report(self.out, self.job, machine)
@@ -451,7 +450,7 @@ class Run:
             if errors:
                 raise errors[0]
 
-    def start_ray(self, stack: ExitStack) -> None:
+    def start_ray(self, stack: ExitStack, slots: int) -> None:
         """One local Ray cluster on 127.0.0.1 for every stage (they join it through RAY_ADDRESS)."""
         import ray
 
@@ -459,7 +458,7 @@ class Run:
 
         if os.environ.get("RAY_ADDRESS"):
             return
-        connect_ray(num_cpus=self.slots, log_to_driver=False)
+        connect_ray(num_cpus=slots, log_to_driver=False)
         stack.callback(ray.shutdown)
         self.env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
